@@ -1,0 +1,3 @@
+"""sovllm: a private, compliant ChatGPT-like service on your own hardware."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,3 @@
+from sovllm.cli import app
+
+app()

@@ -1,0 +1,59 @@
+"""The FastAPI application factory."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+
+from sovllm import __version__
+from sovllm.api import errors
+from sovllm.api.openai_routes import router as openai_router
+from sovllm.api.state import AppState, app_state
+from sovllm.config import Settings
+from sovllm.engines.base import Engine
+from sovllm.observability.metrics import CONTENT_TYPE, Metrics
+
+
+def create_app(settings: Settings, engine: Engine) -> FastAPI:
+    """Build the app around an engine. The engine is started by the app's lifespan."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine.start()
+        app.state.sovllm = AppState(settings, engine, Metrics(engine.model.id, engine.stats))
+        try:
+            yield
+        finally:
+            engine.shutdown()
+
+    app = FastAPI(
+        title="sovllm",
+        version=__version__,
+        description="OpenAI-compatible API of a private, compliant LLM service.",
+        lifespan=lifespan,
+    )
+    errors.install(app)
+    app.include_router(openai_router)
+
+    @app.get("/health", include_in_schema=True)
+    async def health(request: Request) -> JSONResponse:
+        """Liveness: the process answers and the engine thread is alive."""
+        ok = app_state(request).engine.healthy
+        return JSONResponse({"status": "ok" if ok else "unhealthy"}, 200 if ok else 503)
+
+    @app.get("/ready")
+    async def ready(request: Request) -> JSONResponse:
+        """Readiness: the model is loaded and requests are accepted."""
+        state: AppState | None = getattr(request.app.state, "sovllm", None)
+        if state is None or not state.engine.healthy:
+            return JSONResponse({"status": "loading"}, 503)
+        return JSONResponse({"status": "ready", "model": state.engine.model.id})
+
+    @app.get("/metrics")
+    async def metrics(request: Request) -> Response:
+        return Response(app_state(request).metrics.render(), media_type=CONTENT_TYPE)
+
+    return app

@@ -1,0 +1,286 @@
+"""OpenAI-compatible routes: /v1/chat/completions, /v1/completions, /v1/models."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import StreamingResponse
+
+from sovllm.api.errors import APIError
+from sovllm.api.schemas import (
+    AssistantMessage,
+    ChatChoice,
+    ChatCompletion,
+    ChatCompletionRequest,
+    Completion,
+    CompletionChoice,
+    CompletionRequest,
+    ModelCard,
+    ModelList,
+    Usage,
+    _SamplingFields,
+)
+from sovllm.api.state import AppState, app_state
+from sovllm.engines.base import (
+    ChatMessage,
+    GenerationOutput,
+    GenerationRequest,
+    ModelInfo,
+    RequestStream,
+    SamplingParams,
+)
+
+router = APIRouter()
+
+
+@router.get("/v1/models")
+async def list_models(request: Request) -> ModelList:
+    info = app_state(request).engine.model
+    return ModelList(data=[_card(info)])
+
+
+@router.get("/v1/models/{model_id:path}")
+async def get_model(model_id: str, request: Request) -> ModelCard:
+    info = app_state(request).engine.model
+    _check_model(model_id, info)
+    return _card(info)
+
+
+@router.post("/v1/chat/completions", response_model=None)
+async def chat_completions(
+    body: ChatCompletionRequest, request: Request
+) -> ChatCompletion | StreamingResponse:
+    state = app_state(request)
+    info = state.engine.model
+    _check_model(body.model, info)
+    gen = GenerationRequest(
+        request_id=f"chatcmpl-{uuid.uuid4().hex}",
+        sampling=_sampling(body),
+        messages=[ChatMessage(m.role, m.text()) for m in body.messages],
+    )
+    stream = state.engine.submit(gen)
+    call = _Call(gen.request_id, int(time.time()), info, body.include_usage)
+    outputs = _outputs(stream, request, state)
+    if body.stream:
+        return _sse(outputs, call, call.chat_chunk)
+    result = await _collect(outputs)
+    return ChatCompletion(
+        id=call.id,
+        created=call.created,
+        model=info.id,
+        system_fingerprint=info.sha256,
+        choices=[
+            ChatChoice(
+                message=AssistantMessage(content=result.text), finish_reason=result.finish_reason
+            )
+        ],
+        usage=result.usage,
+    )
+
+
+@router.post("/v1/completions", response_model=None)
+async def completions(body: CompletionRequest, request: Request) -> Completion | StreamingResponse:
+    state = app_state(request)
+    info = state.engine.model
+    _check_model(body.model, info)
+    gen = GenerationRequest(
+        request_id=f"cmpl-{uuid.uuid4().hex}",
+        sampling=_sampling(body),
+        prompt=body.prompt_value(),
+    )
+    stream = state.engine.submit(gen)
+    call = _Call(gen.request_id, int(time.time()), info, body.include_usage)
+    outputs = _outputs(stream, request, state)
+    if body.stream:
+        return _sse(outputs, call, call.completion_chunk)
+    result = await _collect(outputs)
+    return Completion(
+        id=call.id,
+        created=call.created,
+        model=info.id,
+        system_fingerprint=info.sha256,
+        choices=[CompletionChoice(text=result.text, finish_reason=result.finish_reason)],
+        usage=result.usage,
+    )
+
+
+# -- helpers -----------------------------------------------------------------------------
+
+
+def _card(info: ModelInfo) -> ModelCard:
+    return ModelCard(
+        id=info.id,
+        created=info.created,
+        owned_by=info.owned_by,
+        sha256=info.sha256,
+        context_length=info.context_length,
+        metadata=info.metadata,
+    )
+
+
+def _check_model(name: str, info: ModelInfo) -> None:
+    if name != info.id:
+        raise APIError(
+            404,
+            f"The model '{name}' does not exist. Available: {info.id}.",
+            param="model",
+            code="model_not_found",
+        )
+
+
+def _sampling(body: _SamplingFields) -> SamplingParams:
+    return SamplingParams(
+        max_tokens=body.max_tokens,
+        temperature=body.temperature,
+        top_p=body.top_p,
+        top_k=body.top_k,
+        seed=body.seed,
+        stop=body.stop_list(),
+        ignore_eos=body.ignore_eos,
+        min_tokens=body.min_tokens,
+        logit_bias=tuple((int(k), float(v)) for k, v in (body.logit_bias or {}).items()),
+    )
+
+
+async def _outputs(
+    stream: RequestStream, request: Request, state: AppState
+) -> AsyncGenerator[GenerationOutput, None]:
+    """The engine's outputs for one request, with metrics, cancelled if the client leaves."""
+    watcher = asyncio.create_task(_cancel_on_disconnect(request, stream))
+    previous: float | None = None
+    try:
+        async for out in stream:
+            state.metrics.observe_token(previous, out)
+            if out.token_ids:
+                previous = out.time
+            if out.finished:
+                state.metrics.observe_finished(out)
+            yield out
+    finally:
+        watcher.cancel()
+        stream.cancel()
+
+
+async def _cancel_on_disconnect(request: Request, stream: RequestStream) -> None:
+    # The body has been read, so the server's receive() now returns only on disconnect.
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            stream.cancel()
+            return
+
+
+@dataclass
+class _Result:
+    text: str
+    finish_reason: str | None
+    usage: Usage
+
+
+async def _collect(outputs: AsyncIterator[GenerationOutput]) -> _Result:
+    parts: list[str] = []
+    last: GenerationOutput | None = None
+    async for out in outputs:
+        if out.error is not None:
+            raise APIError(503, out.error, "server_error", code="engine_error")
+        parts.append(out.text)
+        last = out
+    assert last is not None
+    return _Result("".join(parts), last.finish_reason, _usage(last))
+
+
+def _usage(out: GenerationOutput) -> Usage:
+    return Usage(
+        prompt_tokens=out.prompt_tokens,
+        completion_tokens=out.completion_tokens,
+        total_tokens=out.prompt_tokens + out.completion_tokens,
+    )
+
+
+@dataclass(frozen=True)
+class _Call:
+    id: str
+    created: int
+    info: ModelInfo
+    include_usage: bool
+
+    def _base(self, obj: str) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "object": obj,
+            "created": self.created,
+            "model": self.info.id,
+            "system_fingerprint": self.info.sha256,
+        }
+
+    def chat_chunk(self, text: str | None, first: bool, finish: str | None) -> dict[str, Any]:
+        delta: dict[str, str] = {"role": "assistant"} if first else {}
+        if text is not None:
+            delta["content"] = text
+        chunk = self._base("chat.completion.chunk")
+        chunk["choices"] = [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}]
+        return chunk
+
+    def completion_chunk(self, text: str | None, first: bool, finish: str | None) -> dict[str, Any]:
+        chunk = self._base("text_completion")
+        chunk["choices"] = [
+            {"index": 0, "text": text or "", "finish_reason": finish, "logprobs": None}
+        ]
+        return chunk
+
+    def usage_chunk(self, obj: str, out: GenerationOutput) -> dict[str, Any]:
+        chunk = self._base(obj)
+        chunk["choices"] = []
+        chunk["usage"] = _usage(out).model_dump()
+        return chunk
+
+
+ChunkFn = Callable[[str | None, bool, str | None], dict[str, Any]]
+
+
+def _sse(
+    outputs: AsyncGenerator[GenerationOutput, None], call: _Call, make: ChunkFn
+) -> StreamingResponse:
+    return StreamingResponse(
+        _sse_events(outputs, call, make),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+def _event(data: dict[str, Any]) -> str:
+    return f"data: {json.dumps(data, ensure_ascii=False, separators=(',', ':'))}\n\n"
+
+
+async def _sse_events(
+    outputs: AsyncGenerator[GenerationOutput, None], call: _Call, make: ChunkFn
+) -> AsyncIterator[str]:
+    """One chunk per step of text. The role rides on the first token's chunk, never alone."""
+    first = True
+    try:
+        async for out in outputs:
+            if out.error is not None:
+                error = APIError(503, out.error, "server_error", code="engine_error")
+                yield f"data: {error.sse_payload()}\n\n"
+                break
+            if out.finish_reason == "abort":
+                return
+            if not out.text and not out.finished:
+                continue  # part of a UTF-8 character or a possible stop string: nothing to show
+            chunk = make(out.text if out.text or first else None, first, out.finish_reason)
+            if call.include_usage:
+                chunk["usage"] = None
+            first = False
+            yield _event(chunk)
+            if out.finished and call.include_usage:
+                yield _event(call.usage_chunk(chunk["object"], out))
+        yield "data: [DONE]\n\n"
+    finally:
+        await outputs.aclose()

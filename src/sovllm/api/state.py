@@ -1,0 +1,23 @@
+"""What the routes share, passed in through the app rather than reached for as globals."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fastapi import Request
+
+from sovllm.config import Settings
+from sovllm.engines.base import Engine
+from sovllm.observability.metrics import Metrics
+
+
+@dataclass(frozen=True)
+class AppState:
+    settings: Settings
+    engine: Engine
+    metrics: Metrics
+
+
+def app_state(request: Request) -> AppState:
+    state: AppState = request.app.state.sovllm
+    return state

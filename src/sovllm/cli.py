@@ -1,0 +1,66 @@
+"""The `sovllm` command line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from sovllm import __version__
+from sovllm.config import ConfigError, load_settings
+from sovllm.planner.cli import plan_app
+
+app = typer.Typer(
+    name="sovllm",
+    help="A private, compliant ChatGPT-like service on your own hardware.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(plan_app, name="plan")
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    typer.echo(f"sovllm: {message}", err=True)
+    return typer.Exit(code)
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"sovllm {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_show_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    """sovllm: plan, serve, govern and benchmark a private LLM service."""
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address to bind [127.0.0.1].")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to bind [8000].")] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="YAML settings file (or SOVLLM_CONFIG).")
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option(help="Catalog model name or path of a GGUF file.")
+    ] = None,
+) -> None:
+    """Serve the OpenAI-compatible API on the embedded model."""
+    from sovllm.server import ServeError, run_server
+
+    try:
+        settings = load_settings(config, host=host, port=port, model=model)
+    except ConfigError as exc:
+        raise _fail(str(exc)) from None
+    try:
+        run_server(settings)
+    except ServeError as exc:
+        raise _fail(str(exc), code=1) from None

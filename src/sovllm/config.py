@@ -1,0 +1,156 @@
+"""One Settings object, read from a YAML file and SOVLLM_* variables, validated at start-up.
+
+Precedence, highest first: explicit overrides (CLI flags), environment, YAML file, defaults.
+Nested fields use a double underscore in the environment: SOVLLM_ENGINE__SLOTS=16.
+"""
+
+from __future__ import annotations
+
+import os
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any, Literal
+
+import platformdirs
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+ENV_PREFIX = "SOVLLM_"
+# The YAML file of the load_settings() call in progress; read by Settings' source list.
+_yaml_file: ContextVar[Path | None] = ContextVar("sovllm_yaml_file", default=None)
+NESTED_DELIMITER = "__"
+
+
+class ConfigError(Exception):
+    """A setting is wrong. The message is one line that names the setting."""
+
+
+class EngineSettings(BaseModel):
+    """The embedded llama.cpp engine."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    slots: int = Field(
+        32, ge=1, le=256, description="Sequences decoded together; each has its own KV cache."
+    )
+    context_per_slot: int = Field(
+        2048, ge=64, description="Context length (prompt + output tokens) of one slot."
+    )
+    step_tokens: int = Field(
+        512,
+        ge=16,
+        description="Token budget of one llama_decode step (decode tokens + prefill chunks).",
+    )
+    max_waiting: int = Field(
+        256, ge=0, description="Requests that may wait for a slot; past this the API answers 429."
+    )
+    threads: int = Field(
+        default_factory=lambda: os.cpu_count() or 1, ge=1, description="CPU threads for decoding."
+    )
+    flash_attn: bool = Field(False, description="Use llama.cpp's flash attention kernels.")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter=NESTED_DELIMITER,
+        extra="forbid",
+        validate_default=True,
+    )
+
+    host: str = Field("127.0.0.1", min_length=1, description="Address to bind.")
+    port: int = Field(8000, ge=0, le=65535, description="Port to bind (0 picks a free one).")
+    data_dir: Path = Field(
+        default_factory=lambda: Path(platformdirs.user_data_dir("sovllm")),
+        description="Everything the service writes lives here.",
+    )
+    model: str = Field(
+        "smollm2-135m-instruct",
+        min_length=1,
+        description="A model name from the catalog or the path of a GGUF file.",
+    )
+    served_model_name: str | None = Field(
+        None, description="The id clients use in `model`; defaults to the model's name."
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    engine: EngineSettings = Field(default_factory=EngineSettings)
+
+    @field_validator("data_dir")
+    @classmethod
+    def _expand(cls, value: Path) -> Path:
+        return value.expanduser()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _YamlSource(settings_cls, _yaml_file.get()))
+
+
+class _YamlSource(PydanticBaseSettingsSource):
+    def __init__(self, settings_cls: type[BaseSettings], path: Path | None) -> None:
+        super().__init__(settings_cls)
+        self._data = _read_yaml(path) if path is not None else {}
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return self._data.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(self._data)
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"config file {path}: {exc.strerror or exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"config file {path}{where}: not valid YAML") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path}: expected a mapping of settings at the top level")
+    return data
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build and validate the settings, or raise ConfigError naming the first bad setting."""
+    if config_file is None and os.environ.get(f"{ENV_PREFIX}CONFIG"):
+        config_file = Path(os.environ[f"{ENV_PREFIX}CONFIG"])
+    given = {k: v for k, v in overrides.items() if v is not None}
+    token = _yaml_file.set(config_file)
+    try:
+        return Settings(**given)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None
+    finally:
+        _yaml_file.reset(token)
+
+
+def _describe(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    loc = [str(part) for part in err["loc"]]
+    name = ".".join(loc) or "settings"
+    env = ENV_PREFIX + NESTED_DELIMITER.join(loc).upper()
+    message = err["msg"]
+    if err["type"] == "extra_forbidden":
+        message = "unknown setting"
+    value = err.get("input")
+    shown = f" (got {value!r})" if err["type"] != "extra_forbidden" and value is not None else ""
+    more = len(exc.errors()) - 1
+    tail = f"; and {more} more" if more else ""
+    return f"invalid setting '{name}' ({env}): {message}{shown}{tail}"

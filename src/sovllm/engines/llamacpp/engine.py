@@ -1,0 +1,307 @@
+"""The embedded engine: a thread that drives scheduler and runner, and hands tokens to asyncio.
+
+Requests enter through `submit()` on the event loop; the engine thread batches every running
+sequence into one llama_decode per step and posts each step's outputs back to the loop in a
+single call, where each request's asyncio.Queue receives them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from collections import defaultdict
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+
+from sovllm.config import EngineSettings
+from sovllm.engines.base import (
+    ContextLengthError,
+    EngineStats,
+    EngineUnavailableError,
+    GenerationOutput,
+    GenerationRequest,
+    InvalidRequestError,
+    ModelInfo,
+)
+from sovllm.engines.catalog import ModelSource, weights_sha256
+from sovllm.engines.llamacpp.chat_template import ChatTemplate
+from sovllm.engines.llamacpp.model import ContextShape, LlamaModel
+from sovllm.engines.llamacpp.runner import DecodeError, Runner
+from sovllm.engines.llamacpp.scheduler import Scheduler, Step
+from sovllm.engines.llamacpp.sequence import Sequence as Seq
+from sovllm.engines.llamacpp.sequence import Status
+
+log = logging.getLogger("sovllm.engine")
+
+
+class _Stream:
+    """One request's outputs, as an async iterator; `cancel()` frees its slot within a step."""
+
+    def __init__(self, engine: LlamaCppEngine, seq: Seq) -> None:
+        self._engine = engine
+        self._seq = seq
+        self.request_id = seq.request_id
+        self.prompt_tokens = seq.prompt_len
+        self.queue: asyncio.Queue[GenerationOutput] = asyncio.Queue()
+        self.loop = asyncio.get_running_loop()
+
+    async def __aiter__(self) -> AsyncIterator[GenerationOutput]:
+        try:
+            while True:
+                out = await self.queue.get()
+                yield out
+                if out.finished:
+                    return
+        finally:
+            self.cancel()
+
+    def cancel(self) -> None:
+        if self._seq.status is not Status.FINISHED and not self._seq.cancelled:
+            self._engine._cancel(self._seq)
+
+
+class LlamaCppEngine:
+    """llama.cpp in-process, continuous batching over `slots` sequences with their own KV."""
+
+    def __init__(
+        self,
+        source: ModelSource,
+        settings: EngineSettings,
+        served_name: str | None = None,
+        cache_dir: Path | None = None,
+    ) -> None:
+        self._source = source
+        self._settings = settings
+        self._served_name = served_name or source.name
+        self._cache_dir = cache_dir
+        self._lock = threading.Condition()
+        self._scheduler = Scheduler(settings.slots, settings.step_tokens, settings.max_waiting)
+        self._streams: dict[Seq, _Stream] = {}
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+        self._failure: str | None = None
+        self._llm: LlamaModel | None = None
+        self._runner: Runner | None = None
+        self._template: ChatTemplate | None = None
+        self._info: ModelInfo | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Load the model (blocking) and start the engine thread."""
+        sha = weights_sha256(self._source.path, self._cache_dir)
+        # Decode tokens of every slot must fit one batch next to a prefill chunk.
+        batch = max(self._settings.step_tokens, self._settings.slots)
+        shape = ContextShape(
+            slots=self._settings.slots,
+            context_per_slot=self._settings.context_per_slot,
+            batch_tokens=batch,
+            threads=self._settings.threads,
+            flash_attn=self._settings.flash_attn,
+        )
+        self._llm = LlamaModel(self._source.path, shape)
+        self._runner = Runner(self._llm)
+        self._scheduler.step_tokens = batch
+        bos = self._llm.token_text(self._llm.bos_token) if self._llm.bos_token >= 0 else ""
+        eos = self._llm.token_text(self._llm.eos_token) if self._llm.eos_token >= 0 else ""
+        self._template = ChatTemplate(self._llm.chat_template(), bos, eos)
+        meta = self._llm.metadata()
+        self._info = ModelInfo(
+            id=self._served_name,
+            path=str(self._source.path),
+            sha256=sha,
+            context_length=self._llm.context_per_slot,
+            created=int(self._source.path.stat().st_mtime),
+            metadata={k: v for k, v in meta.items() if k.startswith("general.")},
+        )
+        self._thread = threading.Thread(target=self._loop, name="sovllm-engine", daemon=True)
+        self._thread.start()
+
+    def shutdown(self) -> None:
+        with self._lock:
+            self._stopping = True
+            self._lock.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+        if self._runner is not None:
+            self._runner.close()
+        if self._llm is not None:
+            self._llm.close()
+            self._llm = None
+
+    @property
+    def model(self) -> ModelInfo:
+        if self._info is None:
+            raise EngineUnavailableError("the model is not loaded")
+        return self._info
+
+    @property
+    def healthy(self) -> bool:
+        alive = self._thread is not None and self._thread.is_alive()
+        return alive and self._failure is None and not self._stopping
+
+    def stats(self) -> EngineStats:
+        s = self._scheduler
+        return EngineStats(
+            running=len(s.running),
+            waiting=s.num_waiting,
+            slots=s.num_slots,
+            max_waiting=s.max_waiting,
+        )
+
+    # -- requests ----------------------------------------------------------------------
+
+    def tokenize_request(self, request: GenerationRequest) -> list[int]:
+        llm, template = self._llm, self._template
+        if llm is None or template is None:
+            raise EngineUnavailableError("the model is not loaded")
+        if request.messages is not None:
+            text = template.render(request.messages)
+            # The template writes any BOS itself; parse its special tokens (<|im_start|>...).
+            return llm.tokenize(text, add_special=False, parse_special=True)
+        prompt = request.prompt
+        if prompt is None:
+            raise InvalidRequestError("either messages or prompt is required", "prompt")
+        if isinstance(prompt, str):
+            return llm.tokenize(prompt, add_special=True, parse_special=False)
+        tokens = list(prompt)
+        bad = next((t for t in tokens if not 0 <= t < llm.n_vocab), None)
+        if bad is not None:
+            raise InvalidRequestError(
+                f"token id {bad} is outside the vocabulary (0..{llm.n_vocab - 1})", "prompt"
+            )
+        return tokens
+
+    def count_tokens(self, request: GenerationRequest) -> int:
+        return len(self.tokenize_request(request))
+
+    def submit(self, request: GenerationRequest) -> _Stream:
+        if not self.healthy:
+            raise EngineUnavailableError(self._failure or "the engine is not running")
+        prompt = self.tokenize_request(request)
+        if not prompt:
+            raise InvalidRequestError("the prompt is empty", "prompt")
+        ctx = self.model.context_length
+        asked = request.sampling.max_tokens
+        if len(prompt) + (asked or 1) > ctx:
+            raise ContextLengthError(len(prompt), asked or 0, ctx)
+        max_tokens = asked if asked is not None else ctx - len(prompt)
+        seq = Seq(request.request_id, prompt, request.sampling, max_tokens)
+        stream = _Stream(self, seq)
+        with self._lock:
+            self._scheduler.add(seq)
+            self._streams[seq] = stream
+            self._lock.notify()
+        return stream
+
+    def _cancel(self, seq: Seq) -> None:
+        with self._lock:
+            seq.cancelled = True
+            self._lock.notify()
+
+    # -- the engine thread -------------------------------------------------------------
+
+    def _loop(self) -> None:
+        try:
+            while True:
+                with self._lock:
+                    while not self._scheduler.has_work() and not self._stopping:
+                        self._lock.wait()
+                    if self._stopping:
+                        break
+                    step = self._scheduler.schedule()
+                    aborted = self._finish_cancelled(step)
+                self._deliver(aborted)
+                if step.items:
+                    try:
+                        self._deliver(self._run(step))
+                    except DecodeError as exc:
+                        # llama.cpp refused this batch: fail its requests, keep serving.
+                        log.error("%s", exc)
+                        self._deliver(self._fail_step(step, str(exc)))
+        except Exception as exc:  # the engine must never die silently
+            log.exception("engine step failed")
+            self._failure = f"the engine failed: {exc}"
+        self._fail_all("the server is shutting down" if self._failure is None else self._failure)
+
+    def _run(self, step: Step) -> list[tuple[Seq, GenerationOutput]]:
+        runner, llm = self._runner, self._llm
+        assert runner is not None and llm is not None
+        to_sample = runner.decode(step.items)
+        now = time.perf_counter()
+        with self._lock:
+            self._scheduler.advance(step)
+        # Only this thread touches a running sequence's tokens, so sampling needs no lock.
+        outputs = []
+        for seq, index in to_sample:
+            if not seq.cancelled:
+                token = runner.sample(seq, index)
+                out = seq.append_token(token, llm.piece(token), llm.is_eog(token), now)
+                outputs.append((seq, out))
+        with self._lock:
+            for seq, out in outputs:
+                if out.finished:
+                    self._retire(seq)
+        return outputs
+
+    def _fail_step(self, step: Step, message: str) -> list[tuple[Seq, GenerationOutput]]:
+        now = time.perf_counter()
+        seqs = list(dict.fromkeys(item.seq for item in step.items))
+        with self._lock:
+            for seq in seqs:
+                self._retire(seq)
+        return [(s, s.final_output("error", now, error=message)) for s in seqs]
+
+    def _finish_cancelled(self, step: Step) -> list[tuple[Seq, GenerationOutput]]:
+        now = time.perf_counter()
+        out = []
+        for seq in step.released:
+            self._retire(seq)
+            out.append((seq, seq.final_output("abort", now)))
+        return out
+
+    def _retire(self, seq: Seq) -> None:
+        """Free a finished sequence's slot, KV cache and sampler (lock held)."""
+        slot = seq.slot
+        self._scheduler.release(seq)
+        if slot is not None and self._llm is not None:
+            self._llm.clear_slot(slot)
+        if self._runner is not None:
+            self._runner.release(seq)
+
+    def _fail_all(self, message: str) -> None:
+        now = time.perf_counter()
+        with self._lock:
+            seqs = list(self._scheduler.running) + list(self._scheduler.waiting)
+            self._scheduler.waiting.clear()
+            for seq in seqs:
+                self._scheduler.release(seq)
+                if self._runner is not None:
+                    self._runner.release(seq)
+            outs = [(s, s.final_output("error", now, error=message)) for s in seqs]
+        self._deliver(outs)
+
+    def _deliver(self, outputs: Sequence[tuple[Seq, GenerationOutput]]) -> None:
+        if not outputs:
+            return
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Stream, GenerationOutput]]]
+        by_loop = defaultdict(list)
+        with self._lock:
+            for seq, out in outputs:
+                stream = self._streams.get(seq)
+                if stream is None:
+                    continue
+                if out.finished:
+                    del self._streams[seq]
+                by_loop[stream.loop].append((stream, out))
+        for loop, items in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # that loop has closed: nobody listens
+                loop.call_soon_threadsafe(_put_all, items)
+
+
+def _put_all(items: list[tuple[_Stream, GenerationOutput]]) -> None:
+    for stream, out in items:
+        stream.queue.put_nowait(out)

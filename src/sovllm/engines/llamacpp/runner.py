@@ -1,0 +1,93 @@
+"""Executes one step: fills a llama_batch, calls llama_decode once, samples per sequence."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence as Seq
+
+import llama_cpp as C
+
+from sovllm.engines.base import SamplingParams
+from sovllm.engines.llamacpp.model import LlamaModel
+from sovllm.engines.llamacpp.scheduler import StepItem
+from sovllm.engines.llamacpp.sequence import Sequence
+
+_NEG_INF = float("-inf")
+
+
+class DecodeError(RuntimeError):
+    pass
+
+
+class Runner:
+    def __init__(self, model: LlamaModel) -> None:
+        self.model = model
+        self.capacity = model.n_batch
+        self._batch = C.llama_batch_init(self.capacity, 0, 1)
+        self._eog = sorted(model.eog_tokens)
+
+    def close(self) -> None:
+        C.llama_batch_free(self._batch)
+
+    def decode(self, items: Seq[StepItem]) -> list[tuple[Sequence, int]]:
+        """Run the step; return (sequence, batch index of its logits) for those to sample."""
+        batch = self._batch
+        n = 0
+        outputs: list[tuple[Sequence, int]] = []
+        for item in items:
+            slot = item.seq.slot
+            assert slot is not None
+            last = len(item.tokens) - 1
+            for j, tok in enumerate(item.tokens):
+                batch.token[n] = tok
+                batch.pos[n] = item.start_pos + j
+                batch.n_seq_id[n] = 1
+                batch.seq_id[n][0] = slot
+                want = item.wants_logits and j == last
+                batch.logits[n] = want
+                if want:
+                    outputs.append((item.seq, n))
+                n += 1
+        if n > self.capacity:
+            raise DecodeError(f"step of {n} tokens exceeds the batch capacity {self.capacity}")
+        batch.n_tokens = n
+        rc = C.llama_decode(self.model.ctx, batch)
+        if rc != 0:
+            raise DecodeError(f"llama_decode returned {rc} for a step of {n} tokens")
+        return outputs
+
+    def sample(self, seq: Sequence, index: int) -> int:
+        if seq.sampler is None:
+            seq.sampler = self._make_sampler(seq.sampling)
+        if seq.sampling.ignore_eos or len(seq.output) < seq.sampling.min_tokens:
+            logits = C.llama_get_logits_ith(self.model.ctx, index)
+            for tok in self._eog:
+                logits[tok] = _NEG_INF
+        return int(C.llama_sampler_sample(seq.sampler, self.model.ctx, index))
+
+    def release(self, seq: Sequence) -> None:
+        if seq.sampler is not None:
+            C.llama_sampler_free(seq.sampler)
+            seq.sampler = None
+
+    def _make_sampler(self, p: SamplingParams) -> object:
+        chain = C.llama_sampler_chain_init(C.llama_sampler_chain_default_params())
+        if p.logit_bias:
+            arr = (C.llama_logit_bias * len(p.logit_bias))()
+            for i, (tok, bias) in enumerate(p.logit_bias):
+                arr[i].token = tok  # type: ignore[assignment]
+                arr[i].bias = bias
+            C.llama_sampler_chain_add(
+                chain, C.llama_sampler_init_logit_bias(self.model.n_vocab, len(p.logit_bias), arr)
+            )
+        if p.temperature <= 0.0:
+            C.llama_sampler_chain_add(chain, C.llama_sampler_init_greedy())
+            return chain
+        if p.top_k > 0:
+            C.llama_sampler_chain_add(chain, C.llama_sampler_init_top_k(p.top_k))
+        if p.top_p < 1.0:
+            C.llama_sampler_chain_add(chain, C.llama_sampler_init_top_p(p.top_p, 1))
+        C.llama_sampler_chain_add(chain, C.llama_sampler_init_temp(p.temperature))
+        seed = p.seed if p.seed is not None else secrets.randbits(32)
+        C.llama_sampler_chain_add(chain, C.llama_sampler_init_dist(seed & 0xFFFFFFFF))
+        return chain

@@ -1,0 +1,1 @@
+"""Capacity planning: memory, performance, sizing, cost and energy (issue #3)."""
