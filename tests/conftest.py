@@ -53,7 +53,9 @@ class Server:
 
 
 @contextmanager
-def run_server(tmp: Path, env: dict[str, str] | None = None, args: tuple[str, ...] = ()) -> Iterator[Server]:
+def run_server(
+    tmp: Path, env: dict[str, str] | None = None, args: tuple[str, ...] = ()
+) -> Iterator[Server]:
     port = free_port()
     log = tmp / f"server-{port}.log"
     full_env = {**os.environ, "SOVLLM_DATA_DIR": str(tmp / "data"), **(env or {})}

@@ -155,9 +155,10 @@ def test_stop_strings_end_the_text_before_the_stop(client: openai.OpenAI) -> Non
     streamed = client.chat.completions.create(
         model=MODEL_ID, messages=messages, temperature=0, max_tokens=40, stop=[stop], stream=True
     )
-    assert "".join(c.choices[0].delta.content or "" for c in streamed if c.choices) == text[
-        : text.index(stop)
-    ]
+    assert (
+        "".join(c.choices[0].delta.content or "" for c in streamed if c.choices)
+        == text[: text.index(stop)]
+    )
 
 
 def test_max_tokens_ends_with_length(client: openai.OpenAI) -> None:

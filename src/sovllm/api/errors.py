@@ -60,10 +60,15 @@ def from_engine_error(exc: EngineError) -> APIError:
     return APIError(503, f"the engine failed: {exc}", "server_error", code="engine_error")
 
 
+_NOT_AN_OBJECT = {"model_attributes_type", "dict_type", "model_type"}
+
+
 def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     err: dict[str, Any] = exc.errors()[0]
     if err.get("type") == "json_invalid":
         return f"Malformed JSON in the request body: {err.get('ctx', {}).get('error', '')}", None
+    if tuple(err.get("loc", ())) == ("body",) and err.get("type") in _NOT_AN_OBJECT:
+        return "The request body must be a JSON object (Content-Type: application/json).", None
     loc = [str(p) for p in err.get("loc", ()) if p != "body"]
     # Drop pydantic's union-member tags ("str", "list[...]") from the location.
     loc = [p for p in loc if not (p[:1].islower() and ("[" in p or p in {"str", "int", "float"}))]

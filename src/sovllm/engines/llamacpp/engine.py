@@ -126,8 +126,12 @@ class LlamaCppEngine:
             self._lock.notify_all()
         if self._thread is not None:
             self._thread.join(timeout=30)
+        if self._thread is not None and self._thread.is_alive():
+            return  # still finishing a step; the daemon thread dies with the process
+        # Idempotent: the app's lifespan shuts down an engine an operator may have stopped.
         if self._runner is not None:
             self._runner.close()
+            self._runner = None
         if self._llm is not None:
             self._llm.close()
             self._llm = None

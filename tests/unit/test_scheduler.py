@@ -1,0 +1,104 @@
+"""The scheduler decides each step's tokens; no model is needed to check its rules."""
+
+from __future__ import annotations
+
+import pytest
+
+from sovllm.engines.base import QueueFullError, SamplingParams
+from sovllm.engines.llamacpp.scheduler import Scheduler
+from sovllm.engines.llamacpp.sequence import Sequence, Status
+
+
+def seq(name: str, prompt_len: int, max_tokens: int = 8) -> Sequence:
+    return Sequence(name, list(range(1, prompt_len + 1)), SamplingParams(), max_tokens)
+
+
+def emit(s: Sequence, token: int = 7) -> None:
+    s.append_token(token, b"x", is_eog=False, now=0.0)
+
+
+def test_prompt_is_prefilled_in_chunks_under_the_step_budget() -> None:
+    sched = Scheduler(slots=2, step_tokens=16, max_waiting=4)
+    a = seq("a", 40)
+    sched.add(a)
+    sizes = []
+    while a.status is not Status.DECODE:
+        step = sched.schedule()
+        assert step.num_tokens <= 16
+        sizes.append(step.num_tokens)
+        # Only the prompt's last chunk asks for logits.
+        assert [i.wants_logits for i in step.items] == [a.n_computed + 16 >= 40]
+        sched.advance(step)
+    assert sizes == [16, 16, 8]
+    assert a.n_computed == 40
+
+
+def test_running_sequences_decode_before_new_prompts_prefill() -> None:
+    sched = Scheduler(slots=3, step_tokens=10, max_waiting=4)
+    a = seq("a", 4)
+    sched.add(a)
+    sched.advance(sched.schedule())
+    emit(a)
+    b = seq("b", 30)
+    sched.add(b)
+    step = sched.schedule()
+    assert step.items[0].seq is a and step.items[0].tokens == [7]
+    assert step.items[0].start_pos == 4
+    # The decode token used one unit of budget; the prefill chunk gets the rest.
+    assert step.items[1].seq is b and len(step.items[1].tokens) == 9
+
+
+def test_waiting_requests_are_admitted_in_arrival_order_as_slots_free() -> None:
+    sched = Scheduler(slots=1, step_tokens=64, max_waiting=4)
+    a, b, c = seq("a", 4, max_tokens=1), seq("b", 4), seq("c", 4)
+    for s in (a, b, c):
+        sched.add(s)
+    step = sched.schedule()
+    assert [i.seq for i in step.items] == [a]
+    assert sched.num_waiting == 2
+    sched.advance(step)
+    emit(a)
+    assert a.status is Status.FINISHED
+    sched.release(a)
+    step = sched.schedule()
+    assert [i.seq for i in step.items] == [b]
+    assert b.slot == 0
+
+
+def test_queue_is_bounded() -> None:
+    sched = Scheduler(slots=1, step_tokens=64, max_waiting=2)
+    sched.add(seq("a", 4))
+    sched.advance(sched.schedule())  # a takes the slot
+    sched.add(seq("b", 4))
+    sched.add(seq("c", 4))
+    with pytest.raises(QueueFullError) as err:
+        sched.add(seq("d", 4))
+    assert err.value.retry_after_s >= 1
+
+
+def test_cancelled_sequences_leave_the_next_step() -> None:
+    sched = Scheduler(slots=2, step_tokens=64, max_waiting=4)
+    a, b, c = seq("a", 4), seq("b", 4), seq("c", 4)
+    for s in (a, b):
+        sched.add(s)
+    sched.advance(sched.schedule())
+    emit(a)
+    emit(b)
+    sched.add(c)
+    a.cancelled = True
+    c.cancelled = True
+    step = sched.schedule()
+    assert set(step.released) == {a, c}
+    assert [i.seq for i in step.items] == [b]
+    # a keeps its slot until the engine has cleared its cache and releases it.
+    assert a.slot is not None
+    sched.release(a)
+    assert a.slot is None and sched.free_slots == 1
+
+
+def test_retry_after_grows_with_the_queue_and_the_drain_rate() -> None:
+    sched = Scheduler(slots=1, step_tokens=64, max_waiting=100)
+    sched._completions.extend([0.0, 1.0, 2.0])  # one completion per second
+    for i in range(10):
+        sched.waiting.append(seq(str(i), 2))
+    assert sched.retry_after_s() == 10
