@@ -29,13 +29,19 @@ class Server:
     url: str
     process: subprocess.Popen[bytes]
     log: Path
+    api_key: str
+    """The admin key the server created at first start."""
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key}"}
 
     @property
     def base_url(self) -> str:
         return f"{self.url}/v1"
 
     def metric(self, name: str) -> float:
-        text = httpx.get(f"{self.url}/metrics", timeout=10).text
+        text = httpx.get(f"{self.url}/metrics", timeout=10, headers=self.auth).text
         for line in text.splitlines():
             if line.startswith(f"sovllm:{name}{{") or line.startswith(f"sovllm:{name} "):
                 return float(line.rsplit(" ", 1)[1])
@@ -50,6 +56,13 @@ class Server:
                 raise AssertionError(f"{name} stayed at {seen}, expected {value}")
             time.sleep(0.05)
             seen = self.metric(name)
+
+
+def _bootstrap_key(log: Path) -> str:
+    """The admin key the server printed on its empty database."""
+    keys = [line for line in log.read_text().splitlines() if line.startswith("sk-sovllm-")]
+    assert len(keys) == 1, log.read_text()
+    return keys[0]
 
 
 @contextmanager
@@ -80,7 +93,7 @@ def run_server(
             if time.monotonic() > deadline:
                 raise RuntimeError(f"server did not become ready:\n{log.read_text()}")
             time.sleep(0.1)
-        yield Server(url, proc, log)
+        yield Server(url, proc, log, _bootstrap_key(log))
     finally:
         proc.terminate()
         try:

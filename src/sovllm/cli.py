@@ -8,6 +8,8 @@ from typing import Annotated
 import typer
 
 from sovllm import __version__
+from sovllm.admin_cli import db_app, keys_app, tenants_app, usage
+from sovllm.bench.cli import bench
 from sovllm.config import ConfigError, load_settings
 from sovllm.planner.cli import plan_app
 
@@ -19,6 +21,11 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(plan_app, name="plan")
+app.command("bench")(bench)
+app.add_typer(tenants_app, name="tenants")
+app.add_typer(keys_app, name="keys")
+app.add_typer(db_app, name="db")
+app.command("usage")(usage)
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:

@@ -77,6 +77,14 @@ class Settings(BaseSettings):
     served_model_name: str | None = Field(
         None, description="The id clients use in `model`; defaults to the model's name."
     )
+    database_url: str | None = Field(
+        None,
+        description="SQLAlchemy URL, e.g. postgresql+psycopg://user@host/db; "
+        "default: a SQLite file under data_dir.",
+    )
+    metrics_require_key: bool = Field(
+        False, description="Require an API key (any role) to read /metrics."
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     engine: EngineSettings = Field(default_factory=EngineSettings)
 

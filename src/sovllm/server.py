@@ -7,12 +7,16 @@ import os
 import socket
 
 import uvicorn
+from sqlalchemy.exc import SQLAlchemyError
 
 from sovllm.api.app import create_app
 from sovllm.config import Settings
 from sovllm.engines.catalog import ModelNotFoundError, resolve_model
 from sovllm.engines.llamacpp.engine import LlamaCppEngine
 from sovllm.engines.llamacpp.model import ModelLoadError
+from sovllm.governance.identity import bootstrap_admin
+from sovllm.store.db import Database, DatabaseConfigError, database_url
+from sovllm.store.migrate import upgrade
 
 
 class ServeError(Exception):
@@ -27,6 +31,25 @@ def _check_port(host: str, port: int) -> None:
             sock.bind((host, port))
         except OSError as exc:
             raise ServeError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+
+
+def open_database(settings: Settings) -> Database:
+    """Connect and migrate to the latest schema, or raise ServeError saying why not."""
+    try:
+        db = Database(database_url(settings.database_url, settings.data_dir))
+        upgrade(db)
+    except DatabaseConfigError as exc:
+        raise ServeError(f"invalid setting {exc}") from None
+    except SQLAlchemyError as exc:
+        raise ServeError(
+            f"cannot open the database: {exc.__class__.__name__}: {_first_line(exc)}"
+        ) from None
+    return db
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(getattr(exc, "orig", None) or exc)
+    return text.strip().splitlines()[0] if text.strip() else exc.__class__.__name__
 
 
 def run_server(settings: Settings) -> None:
@@ -44,10 +67,18 @@ def run_server(settings: Settings) -> None:
     except ModelNotFoundError as exc:
         raise ServeError(f"invalid setting 'model': {exc}") from None
     _check_port(settings.host, settings.port)
+    db = open_database(settings)
+    admin_key = bootstrap_admin(db)
+    if admin_key is not None:
+        # Shown once: only its hash is stored. stdout, so it can be captured by a script.
+        print(
+            f"sovllm: created the first admin key (tenant 'admin'); store it now:\n{admin_key}",
+            flush=True,
+        )
     engine = LlamaCppEngine(
         source, settings.engine, settings.served_model_name, cache_dir=settings.data_dir / "cache"
     )
-    app = create_app(settings, engine)
+    app = create_app(settings, engine, db)
     config = uvicorn.Config(
         app,
         host=settings.host,

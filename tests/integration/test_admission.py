@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -15,6 +16,9 @@ from sovllm.api.app import create_app
 from sovllm.config import load_settings
 from sovllm.engines.catalog import resolve_model
 from sovllm.engines.llamacpp.engine import LlamaCppEngine
+from sovllm.governance.identity import bootstrap_admin
+from sovllm.store.db import Database, database_url
+from sovllm.store.migrate import upgrade
 from tests.conftest import MODEL_ID, Server, run_server
 
 LONG = {
@@ -36,7 +40,7 @@ def one_slot_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server
 async def test_queue_full_is_429_with_retry_after(one_slot_server: Server) -> None:
     srv = one_slot_server
     url = f"{srv.base_url}/chat/completions"
-    async with httpx.AsyncClient(timeout=60) as http:
+    async with httpx.AsyncClient(timeout=60, headers=srv.auth) as http:
 
         async def hold(ready: asyncio.Event) -> None:
             async with http.stream("POST", url, json=LONG) as r:
@@ -65,11 +69,14 @@ def test_a_queued_request_that_disconnects_never_runs(one_slot_server: Server) -
     srv = one_slot_server
     url = f"{srv.base_url}/chat/completions"
     before = srv.metric("prompt_tokens_total")
-    with httpx.stream("POST", url, json=LONG, timeout=60) as r:
+    with httpx.stream("POST", url, json=LONG, timeout=60, headers=srv.auth) as r:
         # Keep the iterator: dropping it would close the connection (httpcore closes on exit).
         lines = r.iter_lines()
         next(lines)
-        with httpx.Client(timeout=60) as other, other.stream("POST", url, json=LONG) as q:
+        with (
+            httpx.Client(timeout=60, headers=srv.auth) as other,
+            other.stream("POST", url, json=LONG) as q,
+        ):
             assert q.status_code == 200
             srv.wait_for_metric("num_requests_waiting", 1)
         srv.wait_for_metric("num_requests_waiting", 0)
@@ -79,37 +86,34 @@ def test_a_queued_request_that_disconnects_never_runs(one_slot_server: Server) -
     assert srv.metric("prompt_tokens_total") - before < 2 * 40
 
 
-@pytest.fixture(scope="module")
-def inproc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestClient, LlamaCppEngine]]:
-    data: Path = tmp_path_factory.mktemp("inproc")
+@contextmanager
+def inproc_app(data: Path) -> Iterator[tuple[TestClient, LlamaCppEngine]]:
+    """The app in this process on the real engine, with a fresh database and an admin key."""
     settings = load_settings(None, data_dir=data)
-    engine = LlamaCppEngine(
-        resolve_model(settings.model), settings.engine.model_copy(update={"slots": 2})
-    )
-    with TestClient(create_app(settings, engine)) as client:
+    db = Database(database_url(None, data))
+    upgrade(db)
+    key = bootstrap_admin(db)
+    engine_settings = settings.engine.model_copy(update={"slots": 2})
+    engine = LlamaCppEngine(resolve_model(settings.model), engine_settings)
+    with TestClient(create_app(settings, engine, db)) as client:
+        client.headers["Authorization"] = f"Bearer {key}"
         yield client, engine
 
 
-def test_a_stopped_engine_gives_503_and_not_ready(
-    inproc: tuple[TestClient, LlamaCppEngine],
-) -> None:
-    client, engine = inproc
-    ok = client.post("/v1/chat/completions", json={**LONG, "stream": False, "max_tokens": 2})
-    assert ok.status_code == 200
-    engine.shutdown()
-    r = client.post("/v1/chat/completions", json={**LONG, "stream": False, "max_tokens": 2})
-    assert r.status_code == 503
-    assert r.json()["error"]["type"] == "server_error"
-    assert client.get("/ready").status_code == 503
-    assert client.get("/health").status_code == 503
+def test_a_stopped_engine_gives_503_and_not_ready(tmp_path: Path) -> None:
+    with inproc_app(tmp_path) as (client, engine):
+        body = {**LONG, "stream": False, "max_tokens": 2}
+        assert client.post("/v1/chat/completions", json=body).status_code == 200
+        engine.shutdown()
+        r = client.post("/v1/chat/completions", json=body)
+        assert r.status_code == 503
+        assert r.json()["error"]["type"] == "server_error"
+        assert client.get("/ready").status_code == 503
+        assert client.get("/health").status_code == 503
 
 
 def test_engine_stopping_mid_stream_sends_an_sse_error(tmp_path: Path) -> None:
-    settings = load_settings(None, data_dir=tmp_path)
-    engine = LlamaCppEngine(
-        resolve_model(settings.model), settings.engine.model_copy(update={"slots": 2})
-    )
-    with TestClient(create_app(settings, engine)) as client:
+    with inproc_app(tmp_path) as (client, engine):
         with client.stream("POST", "/v1/chat/completions", json=LONG) as r:
             lines = r.iter_lines()
             assert next(lines).startswith("data: {")

@@ -17,12 +17,12 @@ FORCED = {"ignore_eos": True}
 
 @pytest.fixture(scope="module")
 def client(server: Server) -> openai.OpenAI:
-    return openai.OpenAI(base_url=server.base_url, api_key="unused", max_retries=0)
+    return openai.OpenAI(base_url=server.base_url, api_key=server.api_key, max_retries=0)
 
 
 @pytest.fixture
 def aclient(server: Server) -> openai.AsyncOpenAI:
-    return openai.AsyncOpenAI(base_url=server.base_url, api_key="unused", max_retries=0)
+    return openai.AsyncOpenAI(base_url=server.base_url, api_key=server.api_key, max_retries=0)
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +97,9 @@ def test_stream_ends_with_done(server: Server) -> None:
         "max_tokens": 3,
         "stream": True,
     }
-    with httpx.stream("POST", f"{server.base_url}/chat/completions", json=body, timeout=60) as r:
+    with httpx.stream(
+        "POST", f"{server.base_url}/chat/completions", json=body, timeout=60, headers=server.auth
+    ) as r:
         assert r.headers["content-type"].startswith("text/event-stream")
         lines = [line for line in r.iter_lines() if line]
     assert lines[-1] == "data: [DONE]"
@@ -224,7 +226,9 @@ def test_disconnect_mid_stream_frees_the_slot(server: Server) -> None:
         "ignore_eos": True,
         "stream": True,
     }
-    with httpx.stream("POST", f"{server.base_url}/chat/completions", json=body, timeout=60) as r:
+    with httpx.stream(
+        "POST", f"{server.base_url}/chat/completions", json=body, timeout=60, headers=server.auth
+    ) as r:
         lines = r.iter_lines()
         got = [next(lines) for _ in range(6)]
         assert any(line.startswith("data: {") for line in got)
@@ -238,10 +242,12 @@ def _post(server: Server, payload: bytes | dict[str, object]) -> httpx.Response:
         return httpx.post(
             f"{server.base_url}/chat/completions",
             content=payload,
-            headers={"content-type": "application/json"},
+            headers={"content-type": "application/json", **server.auth},
             timeout=30,
         )
-    return httpx.post(f"{server.base_url}/chat/completions", json=payload, timeout=30)
+    return httpx.post(
+        f"{server.base_url}/chat/completions", json=payload, timeout=30, headers=server.auth
+    )
 
 
 def _assert_error(r: httpx.Response, status: int, param: str | None = None) -> str:
@@ -281,7 +287,9 @@ def test_n_other_than_one_is_400(server: Server) -> None:
 
 
 def test_context_overflow_is_400_with_both_numbers(server: Server) -> None:
-    ctx = httpx.get(f"{server.base_url}/models").json()["data"][0]["context_length"]
+    ctx = httpx.get(f"{server.base_url}/models", headers=server.auth).json()["data"][0][
+        "context_length"
+    ]
     message = _assert_error(_post(server, {**GOOD, "max_tokens": ctx + 5}), 400, "max_tokens")
     assert str(ctx) in message and str(ctx + 5) in message
 

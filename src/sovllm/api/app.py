@@ -10,20 +10,23 @@ from fastapi.responses import JSONResponse
 
 from sovllm import __version__
 from sovllm.api import errors
+from sovllm.api.admin_routes import router as admin_router
+from sovllm.api.auth import identify
 from sovllm.api.openai_routes import router as openai_router
 from sovllm.api.state import AppState, app_state
 from sovllm.config import Settings
 from sovllm.engines.base import Engine
 from sovllm.observability.metrics import CONTENT_TYPE, Metrics
+from sovllm.store.db import Database
 
 
-def create_app(settings: Settings, engine: Engine) -> FastAPI:
+def create_app(settings: Settings, engine: Engine, db: Database) -> FastAPI:
     """Build the app around an engine. The engine is started by the app's lifespan."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine.start()
-        app.state.sovllm = AppState(settings, engine, Metrics(engine.model.id, engine.stats))
+        app.state.sovllm = AppState(settings, engine, Metrics(engine.model.id, engine.stats), db)
         try:
             yield
         finally:
@@ -37,6 +40,7 @@ def create_app(settings: Settings, engine: Engine) -> FastAPI:
     )
     errors.install(app)
     app.include_router(openai_router)
+    app.include_router(admin_router)
 
     @app.get("/health", include_in_schema=True)
     async def health(request: Request) -> JSONResponse:
@@ -54,6 +58,9 @@ def create_app(settings: Settings, engine: Engine) -> FastAPI:
 
     @app.get("/metrics")
     async def metrics(request: Request) -> Response:
-        return Response(app_state(request).metrics.render(), media_type=CONTENT_TYPE)
+        state = app_state(request)
+        if state.settings.metrics_require_key:
+            await identify(request)
+        return Response(state.metrics.render(), media_type=CONTENT_TYPE)
 
     return app

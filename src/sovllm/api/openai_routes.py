@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from fastapi import APIRouter, Request
-from fastapi.responses import StreamingResponse
+from anyio import to_thread
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, StreamingResponse
 
+from sovllm.api.auth import ANY_ROLE, INFERENCE_ROLES, admit, require
 from sovllm.api.errors import APIError
 from sovllm.api.schemas import (
     AssistantMessage,
@@ -36,18 +39,23 @@ from sovllm.engines.base import (
     RequestStream,
     SamplingParams,
 )
+from sovllm.governance import quotas
+from sovllm.governance.identity import Principal
 
+log = logging.getLogger("sovllm.api")
 router = APIRouter()
+Inference = Depends(require(INFERENCE_ROLES))
+AnyRole = Depends(require(ANY_ROLE))
 
 
 @router.get("/v1/models")
-async def list_models(request: Request) -> ModelList:
+async def list_models(request: Request, _: Principal = AnyRole) -> ModelList:
     info = app_state(request).engine.model
     return ModelList(data=[_card(info)])
 
 
 @router.get("/v1/models/{model_id:path}")
-async def get_model(model_id: str, request: Request) -> ModelCard:
+async def get_model(model_id: str, request: Request, _: Principal = AnyRole) -> ModelCard:
     info = app_state(request).engine.model
     _check_model(model_id, info)
     return _card(info)
@@ -55,23 +63,21 @@ async def get_model(model_id: str, request: Request) -> ModelCard:
 
 @router.post("/v1/chat/completions", response_model=None)
 async def chat_completions(
-    body: ChatCompletionRequest, request: Request
-) -> ChatCompletion | StreamingResponse:
-    state = app_state(request)
-    info = state.engine.model
-    _check_model(body.model, info)
+    body: ChatCompletionRequest, request: Request, principal: Principal = Inference
+) -> JSONResponse | StreamingResponse:
     gen = GenerationRequest(
         request_id=f"chatcmpl-{uuid.uuid4().hex}",
         sampling=_sampling(body),
         messages=[ChatMessage(m.role, m.text()) for m in body.messages],
+        flow=principal.tenant,
+        weight=principal.tenant_weight,
     )
-    stream = state.engine.submit(gen)
-    call = _Call(gen.request_id, int(time.time()), info, body.include_usage)
-    outputs = _outputs(stream, request, state)
+    call, outputs = await _start(request, principal, body, gen)
     if body.stream:
         return _sse(outputs, call, call.chat_chunk)
     result = await _collect(outputs)
-    return ChatCompletion(
+    info = call.info
+    reply = ChatCompletion(
         id=call.id,
         created=call.created,
         model=info.id,
@@ -83,25 +89,26 @@ async def chat_completions(
         ],
         usage=result.usage,
     )
+    return JSONResponse(reply.model_dump(), headers=call.headers)
 
 
 @router.post("/v1/completions", response_model=None)
-async def completions(body: CompletionRequest, request: Request) -> Completion | StreamingResponse:
-    state = app_state(request)
-    info = state.engine.model
-    _check_model(body.model, info)
+async def completions(
+    body: CompletionRequest, request: Request, principal: Principal = Inference
+) -> JSONResponse | StreamingResponse:
     gen = GenerationRequest(
         request_id=f"cmpl-{uuid.uuid4().hex}",
         sampling=_sampling(body),
         prompt=body.prompt_value(),
+        flow=principal.tenant,
+        weight=principal.tenant_weight,
     )
-    stream = state.engine.submit(gen)
-    call = _Call(gen.request_id, int(time.time()), info, body.include_usage)
-    outputs = _outputs(stream, request, state)
+    call, outputs = await _start(request, principal, body, gen)
     if body.stream:
         return _sse(outputs, call, call.completion_chunk)
     result = await _collect(outputs)
-    return Completion(
+    info = call.info
+    reply = Completion(
         id=call.id,
         created=call.created,
         model=info.id,
@@ -109,6 +116,26 @@ async def completions(body: CompletionRequest, request: Request) -> Completion |
         choices=[CompletionChoice(text=result.text, finish_reason=result.finish_reason)],
         usage=result.usage,
     )
+    return JSONResponse(reply.model_dump(), headers=call.headers)
+
+
+async def _start(
+    request: Request, principal: Principal, body: _SamplingFields, gen: GenerationRequest
+) -> tuple[_Call, AsyncGenerator[GenerationOutput, None]]:
+    """The request path after parsing: model check, admission, then the engine."""
+    state = app_state(request)
+    info = state.engine.model
+    _check_model(body.model, info)
+    prompt_tokens = state.engine.count_tokens(gen)
+    budget = body.max_tokens if body.max_tokens is not None else info.context_length - prompt_tokens
+    ticket = await admit(request, principal, gen.request_id, prompt_tokens + max(budget, 0))
+    try:
+        stream = state.engine.submit(gen)
+    except Exception:
+        await to_thread.run_sync(quotas.release, state.db, ticket)
+        raise
+    call = _Call(gen.request_id, int(time.time()), info, body.include_usage, ticket.headers)
+    return call, _outputs(stream, request, state, ticket)
 
 
 # -- helpers -----------------------------------------------------------------------------
@@ -150,22 +177,54 @@ def _sampling(body: _SamplingFields) -> SamplingParams:
 
 
 async def _outputs(
-    stream: RequestStream, request: Request, state: AppState
+    stream: RequestStream, request: Request, state: AppState, ticket: quotas.Ticket
 ) -> AsyncGenerator[GenerationOutput, None]:
-    """The engine's outputs for one request, with metrics, cancelled if the client leaves."""
+    """The engine's outputs for one request, with metrics, cancelled if the client leaves.
+
+    Usage is settled before the final output is passed on, so a client's next request already
+    sees this one's tokens and a free concurrency slot.
+    """
     watcher = asyncio.create_task(_cancel_on_disconnect(request, stream))
     previous: float | None = None
+    last: GenerationOutput | None = None
+    settled = False
     try:
         async for out in stream:
+            last = out
             state.metrics.observe_token(previous, out)
             if out.token_ids:
                 previous = out.time
             if out.finished:
                 state.metrics.observe_finished(out)
+                settled = True
+                await to_thread.run_sync(
+                    quotas.settle, state.db, ticket, out.prompt_tokens, out.completion_tokens
+                )
             yield out
     finally:
         watcher.cancel()
         stream.cancel()
+        if not settled:
+            # The client left: settle in the background with what was generated so far.
+            used = last.completion_tokens if last is not None else 0
+            _background(to_thread.run_sync(
+                quotas.settle, state.db, ticket, stream.prompt_tokens, used
+            ))  # fmt: skip
+
+
+_tasks: set[asyncio.Task[None]] = set()
+
+
+def _background(work: Awaitable[None]) -> None:
+    async def run() -> None:
+        try:
+            await work
+        except Exception:
+            log.exception("background settlement failed")
+
+    task = asyncio.get_running_loop().create_task(run())
+    _tasks.add(task)
+    task.add_done_callback(_tasks.discard)
 
 
 async def _cancel_on_disconnect(request: Request, stream: RequestStream) -> None:
@@ -210,6 +269,11 @@ class _Call:
     created: int
     info: ModelInfo
     include_usage: bool
+    ratelimit: quotas.RateLimitHeaders
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"x-request-id": self.id, **self.ratelimit.as_dict()}
 
     def _base(self, obj: str) -> dict[str, Any]:
         return {
@@ -251,7 +315,7 @@ def _sse(
     return StreamingResponse(
         _sse_events(outputs, call, make),
         media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", **call.headers},
     )
 
 

@@ -9,6 +9,7 @@ from fastapi import Request
 from sovllm.config import Settings
 from sovllm.engines.base import Engine
 from sovllm.observability.metrics import Metrics
+from sovllm.store.db import Database
 
 
 @dataclass(frozen=True)
@@ -16,6 +17,7 @@ class AppState:
     settings: Settings
     engine: Engine
     metrics: Metrics
+    db: Database
 
 
 def app_state(request: Request) -> AppState:

@@ -43,6 +43,10 @@ class GenerationRequest:
     sampling: SamplingParams
     messages: Sequence[ChatMessage] | None = None
     prompt: str | Sequence[int] | None = None
+    flow: str = ""
+    """Whose request this is, for fair sharing (the gateway puts the tenant here)."""
+    weight: float = 1.0
+    """The flow's share of the engine relative to other flows."""
 
 
 @dataclass(frozen=True)

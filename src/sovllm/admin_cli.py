@@ -1,0 +1,226 @@
+"""`sovllm tenants|keys|usage|db`: management offline, on the same database as the server."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy.exc import SQLAlchemyError
+
+from sovllm.config import ConfigError, load_settings
+from sovllm.governance import identity as idn
+from sovllm.governance.usage import usage as usage_rows
+from sovllm.store.db import Database, DatabaseConfigError, database_url
+from sovllm.store.migrate import upgrade
+
+tenants_app = typer.Typer(help="Create, list and delete tenants.", no_args_is_help=True)
+keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
+db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
+
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", help="YAML settings file (or SOVLLM_CONFIG).")
+]
+Count = Annotated[int | None, typer.Option(min=0)]
+_err = Console(stderr=True)
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    typer.echo(f"sovllm: {message}", err=True)
+    return typer.Exit(code)
+
+
+def _open(config: Path | None) -> Database:
+    try:
+        settings = load_settings(config)
+        db = Database(database_url(settings.database_url, settings.data_dir))
+        upgrade(db)
+    except (ConfigError, DatabaseConfigError) as exc:
+        raise _fail(str(exc), 2) from None
+    except SQLAlchemyError as exc:
+        raise _fail(f"cannot open the database: {exc.__class__.__name__}") from None
+    return db
+
+
+def _limits(
+    rpm: int | None, tpm: int | None, max_concurrent: int | None, monthly: int | None
+) -> idn.Limits:
+    return idn.Limits(rpm, tpm, max_concurrent, monthly)
+
+
+def _when(ts: float | None) -> str:
+    if ts is None:
+        return "-"
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M")
+
+
+def _limits_text(lim: idn.Limits) -> str:
+    parts = [
+        f"{name}={value}" for name, value in dataclasses.asdict(lim).items() if value is not None
+    ]
+    return " ".join(parts) or "-"
+
+
+def _parse_date(value: str, flag: str) -> dt.datetime:
+    try:
+        parsed = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise typer.BadParameter(
+            f"{value!r} is not a date (YYYY-MM-DD or an ISO 8601 time)", param_hint=flag
+        ) from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+
+
+# -- tenants -------------------------------------------------------------------------------
+
+
+@tenants_app.command("create")
+def tenants_create(
+    name: str,
+    rpm: Count = None,
+    tpm: Count = None,
+    max_concurrent: Count = None,
+    monthly_tokens: Count = None,
+    weight: Annotated[float, typer.Option(min=0.001, help="Share under contention.")] = 1.0,
+    config: ConfigOpt = None,
+) -> None:
+    """Create a tenant (a department sharing the service)."""
+    db = _open(config)
+    try:
+        t = idn.create_tenant(db, name, _limits(rpm, tpm, max_concurrent, monthly_tokens), weight)
+    except idn.IdentityError as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(f"created tenant {t.name}")
+
+
+@tenants_app.command("list")
+def tenants_list(
+    as_json: Annotated[bool, typer.Option("--json")] = False, config: ConfigOpt = None
+) -> None:
+    """List tenants with their limits."""
+    rows = idn.list_tenants(_open(config))
+    if as_json:
+        typer.echo(json.dumps([dataclasses.asdict(t) for t in rows], indent=2))
+        return
+    table = Table("tenant", "weight", "limits", "active keys", "created")
+    for t in rows:
+        table.add_row(t.name, f"{t.weight:g}", _limits_text(t.limits), str(t.active_keys),
+                      _when(t.created_at))  # fmt: skip
+    Console().print(table)
+
+
+@tenants_app.command("delete")
+def tenants_delete(
+    name: str,
+    force: Annotated[bool, typer.Option(help="Revoke its live keys too.")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Delete a tenant. Refused while it has live keys, unless --force revokes them."""
+    try:
+        revoked = idn.delete_tenant(_open(config), name, force)
+    except idn.IdentityError as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(f"deleted tenant {name}" + (f", revoked {revoked} key(s)" if revoked else ""))
+
+
+# -- keys ----------------------------------------------------------------------------------
+
+
+@keys_app.command("create")
+def keys_create(
+    tenant: Annotated[str, typer.Option(help="Tenant; created if it does not exist.")],
+    role: Annotated[idn.Role, typer.Option(help="user, auditor or admin.")] = idn.Role.USER,
+    rpm: Count = None,
+    tpm: Count = None,
+    max_concurrent: Count = None,
+    monthly_tokens: Count = None,
+    expires: Annotated[str | None, typer.Option(help="Expiry date, YYYY-MM-DD.")] = None,
+    name: Annotated[str | None, typer.Option(help="A label for the key.")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Create an API key. The key is printed once, alone on the last line of stdout."""
+    expires_at = _parse_date(expires, "--expires").timestamp() if expires else None
+    if expires_at is not None and expires_at <= dt.datetime.now(dt.UTC).timestamp():
+        raise typer.BadParameter("the expiry date is in the past", param_hint="--expires")
+    db = _open(config)
+    if tenant not in {t.name for t in idn.list_tenants(db)}:
+        try:
+            idn.create_tenant(db, tenant)
+        except idn.IdentityError as exc:
+            raise _fail(str(exc)) from None
+        typer.echo(f"created tenant {tenant}", err=True)
+    limits = _limits(rpm, tpm, max_concurrent, monthly_tokens)
+    try:
+        raw, info = idn.create_key(db, tenant, role, limits, expires_at, name)
+    except idn.IdentityError as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(f"created key {info.id} ({info.role}) for tenant {tenant}; it is shown only once:")
+    typer.echo(raw)
+
+
+@keys_app.command("list")
+def keys_list(
+    tenant: Annotated[str | None, typer.Option()] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """List keys (never the keys themselves: only their visible prefix)."""
+    try:
+        rows = idn.list_keys(_open(config), tenant)
+    except idn.IdentityError as exc:
+        raise _fail(str(exc)) from None
+    if as_json:
+        out = [dataclasses.asdict(k) | {"active": k.active} for k in rows]
+        typer.echo(json.dumps(out, indent=2))
+        return
+    table = Table("id", "prefix", "tenant", "role", "limits", "expires", "status")
+    table.columns[0].no_wrap = table.columns[1].no_wrap = True
+    for k in rows:
+        status = "revoked" if k.revoked_at else "active" if k.active else "expired"
+        table.add_row(k.id, k.prefix + "…", k.tenant, k.role, _limits_text(k.limits),
+                      _when(k.expires_at), status)  # fmt: skip
+    Console().print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: str, config: ConfigOpt = None) -> None:
+    """Revoke a key: it stops working at once, on every gateway."""
+    try:
+        info = idn.revoke_key(_open(config), key_id)
+    except idn.IdentityError as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(f"revoked key {info.id} ({info.prefix}…)")
+
+
+# -- usage and db --------------------------------------------------------------------------
+
+
+def usage(
+    tenant: Annotated[str | None, typer.Option()] = None,
+    since: Annotated[str | None, typer.Option(help="First day, YYYY-MM-DD.")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Requests and tokens per key, tenant and day."""
+    first = _parse_date(since, "--since").date() if since else None
+    rows = usage_rows(_open(config), tenant, first)
+    if as_json:
+        typer.echo(json.dumps([dataclasses.asdict(r) for r in rows], indent=2))
+        return
+    table = Table("day", "tenant", "key", "requests", "prompt tokens", "completion tokens")
+    for r in rows:
+        table.add_row(r.day, r.tenant, r.key_prefix + "…", str(r.requests),
+                      str(r.prompt_tokens), str(r.completion_tokens))  # fmt: skip
+    Console().print(table)
+
+
+@db_app.command("upgrade")
+def db_upgrade(config: ConfigOpt = None) -> None:
+    """Apply the database migrations (the server also does this at start-up)."""
+    db = _open(config)
+    typer.echo(f"database at the latest schema ({db.backend})")

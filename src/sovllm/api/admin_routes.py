@@ -1,0 +1,237 @@
+"""Admin API under /admin/v1: tenants, keys and usage. Admin role only; usage also auditors."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Generic, Literal, TypeVar
+
+from anyio import to_thread
+from fastapi import APIRouter, Depends, Query, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from sovllm.api.auth import ADMIN_ROLES, AUDIT_ROLES, require
+from sovllm.api.errors import APIError
+from sovllm.api.state import app_state
+from sovllm.governance import identity as idn
+from sovllm.governance.usage import usage as usage_rows
+
+T = TypeVar("T")
+
+router = APIRouter(prefix="/admin/v1", tags=["admin"])
+Admin = Depends(require(ADMIN_ROLES))
+Auditor = Depends(require(AUDIT_ROLES))
+
+Count = Annotated[int | None, Field(None, ge=0)]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LimitsIn(_Body):
+    rpm: Count = None
+    tpm: Count = None
+    max_concurrent: Count = None
+    monthly_tokens: Count = None
+
+    def to_limits(self) -> idn.Limits:
+        return idn.Limits(self.rpm, self.tpm, self.max_concurrent, self.monthly_tokens)
+
+
+class LimitsOut(BaseModel):
+    rpm: int | None
+    tpm: int | None
+    max_concurrent: int | None
+    monthly_tokens: int | None
+
+
+def _limits(lim: idn.Limits) -> LimitsOut:
+    return LimitsOut(
+        rpm=lim.rpm,
+        tpm=lim.tpm,
+        max_concurrent=lim.max_concurrent,
+        monthly_tokens=lim.monthly_tokens,
+    )
+
+
+class TenantCreate(LimitsIn):
+    name: str = Field(min_length=1, max_length=64)
+    weight: float = Field(1.0, gt=0)
+
+
+class TenantUpdate(LimitsIn):
+    weight: float | None = Field(None, gt=0)
+
+
+class TenantOut(BaseModel):
+    object: Literal["tenant"] = "tenant"
+    id: int
+    name: str
+    created_at: float
+    weight: float
+    limits: LimitsOut
+    active_keys: int
+
+
+class KeyCreate(LimitsIn):
+    tenant: str = Field(min_length=1)
+    role: idn.Role
+    name: str | None = Field(None, max_length=128)
+    expires_at: dt.datetime | None = None
+
+
+class KeyOut(BaseModel):
+    object: Literal["api_key"] = "api_key"
+    id: str
+    tenant: str
+    role: str
+    prefix: str
+    name: str | None
+    created_at: float
+    expires_at: float | None
+    revoked_at: float | None
+    active: bool
+    limits: LimitsOut
+
+
+class KeyCreated(KeyOut):
+    key: str = Field(description="The key itself. Shown once: it is stored only as a hash.")
+
+
+class UsageOut(BaseModel):
+    day: str
+    tenant: str
+    key_id: str
+    key_prefix: str
+    requests: int
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class ListOf(BaseModel, Generic[T]):
+    object: Literal["list"] = "list"
+    data: list[T]
+
+
+def _tenant(t: idn.TenantInfo) -> TenantOut:
+    return TenantOut(
+        id=t.id, name=t.name, created_at=t.created_at, weight=t.weight,
+        limits=_limits(t.limits), active_keys=t.active_keys,
+    )  # fmt: skip
+
+
+def _key(k: idn.KeyInfo) -> KeyOut:
+    return KeyOut(
+        id=k.id, tenant=k.tenant, role=k.role, prefix=k.prefix, name=k.name,
+        created_at=k.created_at, expires_at=k.expires_at, revoked_at=k.revoked_at,
+        active=k.active, limits=_limits(k.limits),
+    )  # fmt: skip
+
+
+def _bad(exc: idn.IdentityError) -> APIError:
+    status = 404 if "does not exist" in str(exc) else 409 if "already exists" in str(exc) else 400
+    return APIError(status, str(exc))
+
+
+@router.get("/tenants", dependencies=[Admin])
+async def list_tenants(request: Request) -> ListOf[TenantOut]:
+    rows = await to_thread.run_sync(idn.list_tenants, app_state(request).db)
+    return ListOf[TenantOut](data=[_tenant(t) for t in rows])
+
+
+@router.post("/tenants", status_code=201, dependencies=[Admin])
+async def create_tenant(body: TenantCreate, request: Request) -> TenantOut:
+    db = app_state(request).db
+    try:
+        t = await to_thread.run_sync(
+            idn.create_tenant, db, body.name, body.to_limits(), body.weight
+        )
+    except idn.IdentityError as exc:
+        raise _bad(exc) from None
+    return _tenant(t)
+
+
+@router.patch("/tenants/{name}", dependencies=[Admin])
+async def update_tenant(name: str, body: TenantUpdate, request: Request) -> TenantOut:
+    db = app_state(request).db
+    try:
+        t = await to_thread.run_sync(idn.update_tenant, db, name, body.to_limits(), body.weight)
+    except idn.IdentityError as exc:
+        raise _bad(exc) from None
+    return _tenant(t)
+
+
+@router.delete("/tenants/{name}", dependencies=[Admin])
+async def delete_tenant(name: str, request: Request, force: bool = False) -> dict[str, object]:
+    db = app_state(request).db
+    try:
+        revoked = await to_thread.run_sync(idn.delete_tenant, db, name, force)
+    except idn.IdentityError as exc:
+        raise APIError(409 if "live key" in str(exc) else 404, str(exc)) from None
+    return {"deleted": name, "revoked_keys": revoked}
+
+
+@router.get("/keys", dependencies=[Admin])
+async def list_keys(request: Request, tenant: str | None = None) -> ListOf[KeyOut]:
+    try:
+        rows = await to_thread.run_sync(idn.list_keys, app_state(request).db, tenant)
+    except idn.IdentityError as exc:
+        raise _bad(exc) from None
+    return ListOf[KeyOut](data=[_key(k) for k in rows])
+
+
+@router.post("/keys", status_code=201, dependencies=[Admin])
+async def create_key(body: KeyCreate, request: Request) -> KeyCreated:
+    db = app_state(request).db
+    expires = body.expires_at.timestamp() if body.expires_at is not None else None
+    try:
+        raw, info = await to_thread.run_sync(
+            lambda: idn.create_key(db, body.tenant, body.role, body.to_limits(), expires, body.name)
+        )
+    except idn.IdentityError as exc:
+        raise _bad(exc) from None
+    return KeyCreated(key=raw, **_key(info).model_dump())
+
+
+@router.patch("/keys/{key_id}", dependencies=[Admin])
+async def update_key(key_id: str, body: LimitsIn, request: Request) -> KeyOut:
+    db = app_state(request).db
+    try:
+        info = await to_thread.run_sync(idn.update_key_limits, db, key_id, body.to_limits())
+    except idn.IdentityError as exc:
+        raise _bad(exc) from None
+    return _key(info)
+
+
+@router.post("/keys/{key_id}/revoke", dependencies=[Admin])
+async def revoke_key(key_id: str, request: Request) -> KeyOut:
+    try:
+        info = await to_thread.run_sync(idn.revoke_key, app_state(request).db, key_id)
+    except idn.IdentityError as exc:
+        raise _bad(exc) from None
+    return _key(info)
+
+
+@router.get("/usage", dependencies=[Auditor])
+async def get_usage(
+    request: Request,
+    tenant: str | None = None,
+    since: Annotated[dt.date | None, Query(description="First day, YYYY-MM-DD.")] = None,
+) -> ListOf[UsageOut]:
+    rows = await to_thread.run_sync(usage_rows, app_state(request).db, tenant, since)
+    return ListOf[UsageOut](
+        data=[
+            UsageOut(
+                day=r.day,
+                tenant=r.tenant,
+                key_id=r.key_id,
+                key_prefix=r.key_prefix,
+                requests=r.requests,
+                prompt_tokens=r.prompt_tokens,
+                completion_tokens=r.completion_tokens,
+                total_tokens=r.total_tokens,
+            )
+            for r in rows
+        ]
+    )

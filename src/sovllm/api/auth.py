@@ -1,0 +1,69 @@
+"""Identity and admission for the routes: who calls, may they, and is there quota left.
+
+Database work runs in worker threads so the event loop keeps streaming tokens meanwhile.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from anyio import to_thread
+from fastapi import Request
+
+from sovllm.api.errors import APIError
+from sovllm.api.state import app_state
+from sovllm.governance import quotas
+from sovllm.governance.identity import AuthError, Principal, Role, authenticate
+
+INFERENCE_ROLES = frozenset({Role.USER, Role.ADMIN})
+AUDIT_ROLES = frozenset({Role.AUDITOR, Role.ADMIN})
+ADMIN_ROLES = frozenset({Role.ADMIN})
+ANY_ROLE = frozenset(Role)
+
+
+def bearer(request: Request) -> str | None:
+    header = request.headers.get("authorization")
+    if header:
+        scheme, _, value = header.partition(" ")
+        return value.strip() if scheme.lower() == "bearer" else None
+    return request.headers.get("x-api-key")
+
+
+async def identify(request: Request) -> Principal:
+    db = app_state(request).db
+    try:
+        return await to_thread.run_sync(authenticate, db, bearer(request))
+    except AuthError as exc:
+        raise APIError(401, str(exc), code="invalid_api_key") from None
+
+
+def require(roles: frozenset[Role]) -> Callable[[Request], Awaitable[Principal]]:
+    """A FastAPI dependency: the caller's principal, if their role is one of `roles`."""
+    allowed = ", ".join(sorted(r.value for r in roles))
+
+    async def dependency(request: Request) -> Principal:
+        principal = await identify(request)
+        if principal.role not in roles:
+            raise APIError(
+                403,
+                f"The role '{principal.role.value}' may not use {request.url.path} "
+                f"(allowed: {allowed}).",
+                "permission_error",
+                code="forbidden",
+            )
+        request.state.principal = principal
+        return principal
+
+    return dependency
+
+
+async def admit(
+    request: Request, principal: Principal, request_id: str, tokens: int
+) -> quotas.Ticket:
+    try:
+        return await to_thread.run_sync(
+            quotas.admit, app_state(request).db, principal, request_id, tokens
+        )
+    except quotas.QuotaExceeded as exc:
+        headers = {"Retry-After": str(exc.retry_after_s), **exc.headers.as_dict()}
+        raise APIError(429, str(exc), "rate_limit_error", code=exc.code, headers=headers) from None

@@ -1,0 +1,1 @@
+"""Governance: identity, quotas and usage (audit, privacy and oversight follow in #5 and #6)."""

@@ -1,0 +1,381 @@
+"""Who is calling: tenants, roles and API keys.
+
+A key is shown once and stored only as its SHA-256. Keys carry 240 random bits, so a fast hash
+is enough (as for GitHub or Stripe tokens); the lookup is by hash, and the final comparison is
+constant-time.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import hmac
+import secrets
+import time
+from dataclasses import dataclass
+
+from sqlalchemy import func, select, text, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from sovllm.store.db import Database
+from sovllm.store.schema import ApiKey, Tenant
+
+KEY_PREFIX = "sk-sovllm-"
+_SECRET_LEN = 40  # base62 characters: ~238 bits
+_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+TENANT_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789-_.")
+
+
+class Role(enum.StrEnum):
+    USER = "user"
+    AUDITOR = "auditor"
+    ADMIN = "admin"
+
+
+class IdentityError(Exception):
+    """A management operation that cannot be done; the message says why."""
+
+
+class AuthError(Exception):
+    """The caller is not who they claim: 401. The message never contains the key."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    rpm: int | None = None
+    tpm: int | None = None
+    max_concurrent: int | None = None
+    monthly_tokens: int | None = None
+
+    def is_empty(self) -> bool:
+        return all(
+            v is None for v in (self.rpm, self.tpm, self.max_concurrent, self.monthly_tokens)
+        )
+
+
+@dataclass(frozen=True)
+class Principal:
+    key_id: str
+    tenant_id: int
+    tenant: str
+    role: Role
+    key_limits: Limits
+    tenant_limits: Limits
+    tenant_weight: float
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    id: str
+    tenant: str
+    role: str
+    prefix: str
+    name: str | None
+    created_at: float
+    expires_at: float | None
+    revoked_at: float | None
+    limits: Limits
+
+    @property
+    def active(self) -> bool:
+        now = time.time()
+        return self.revoked_at is None and (self.expires_at is None or self.expires_at > now)
+
+
+@dataclass(frozen=True)
+class TenantInfo:
+    id: int
+    name: str
+    created_at: float
+    weight: float
+    limits: Limits
+    active_keys: int
+
+
+def hash_key(raw: str) -> str:
+    return hashlib.sha256(raw.encode("utf-8")).hexdigest()
+
+
+def _new_secret() -> str:
+    return "".join(secrets.choice(_ALPHABET) for _ in range(_SECRET_LEN))
+
+
+def _limits_of(row: Tenant | ApiKey) -> Limits:
+    return Limits(row.rpm, row.tpm, row.max_concurrent, row.monthly_tokens)
+
+
+def _validate_limits(limits: Limits) -> None:
+    for name in ("rpm", "tpm", "max_concurrent", "monthly_tokens"):
+        value = getattr(limits, name)
+        if value is not None and value < 0:
+            raise IdentityError(f"{name} must be zero or more, got {value}")
+
+
+def _validate_tenant_name(name: str) -> None:
+    if not 1 <= len(name) <= 64 or not set(name) <= TENANT_NAME_CHARS:
+        raise IdentityError(
+            f"tenant name {name!r} must be 1-64 characters of a-z, 0-9, '-', '_' or '.'"
+        )
+
+
+# -- tenants -------------------------------------------------------------------------------
+
+
+def create_tenant(
+    db: Database, name: str, limits: Limits = Limits(), weight: float = 1.0
+) -> TenantInfo:
+    _validate_tenant_name(name)
+    _validate_limits(limits)
+    if not weight > 0:
+        raise IdentityError(f"weight must be positive, got {weight}")
+    try:
+        with db.transaction() as s:
+            row = Tenant(
+                name=name,
+                created_at=time.time(),
+                weight=weight,
+                rpm=limits.rpm,
+                tpm=limits.tpm,
+                max_concurrent=limits.max_concurrent,
+                monthly_tokens=limits.monthly_tokens,
+            )
+            s.add(row)
+            s.flush()
+            return TenantInfo(row.id, row.name, row.created_at, row.weight, limits, 0)
+    except IntegrityError:
+        raise IdentityError(f"tenant {name!r} already exists") from None
+
+
+def _tenant_row(s: Session, name: str) -> Tenant:
+    row = s.scalar(select(Tenant).where(Tenant.name == name))
+    if row is None:
+        raise IdentityError(f"tenant {name!r} does not exist")
+    return row
+
+
+def _active_key_filter(now: float) -> tuple[object, ...]:
+    return (
+        ApiKey.revoked_at.is_(None),
+        (ApiKey.expires_at.is_(None)) | (ApiKey.expires_at > now),
+    )
+
+
+def list_tenants(db: Database) -> list[TenantInfo]:
+    now = time.time()
+    with db.transaction() as s:
+        counts = dict(
+            s.execute(
+                select(ApiKey.tenant_id, func.count())
+                .where(*_active_key_filter(now))  # type: ignore[arg-type]
+                .group_by(ApiKey.tenant_id)
+            ).all()
+        )
+        return [
+            TenantInfo(t.id, t.name, t.created_at, t.weight, _limits_of(t), counts.get(t.id, 0))
+            for t in s.scalars(select(Tenant).order_by(Tenant.name))
+        ]
+
+
+def update_tenant(
+    db: Database, name: str, limits: Limits | None = None, weight: float | None = None
+) -> TenantInfo:
+    if limits is not None:
+        _validate_limits(limits)
+    if weight is not None and not weight > 0:
+        raise IdentityError(f"weight must be positive, got {weight}")
+    with db.transaction() as s:
+        row = _tenant_row(s, name)
+        if limits is not None:
+            row.rpm, row.tpm = limits.rpm, limits.tpm
+            row.max_concurrent, row.monthly_tokens = limits.max_concurrent, limits.monthly_tokens
+        if weight is not None:
+            row.weight = weight
+        return TenantInfo(row.id, row.name, row.created_at, row.weight, _limits_of(row), 0)
+
+
+def delete_tenant(db: Database, name: str, force: bool = False) -> int:
+    """Delete a tenant; refuse while it has live keys unless forced (which revokes them).
+
+    Returns the number of keys revoked. Keys and usage rows stay for the record: a deleted
+    tenant's keys are revoked, and the tenant row is renamed so the name can be reused.
+    """
+    now = time.time()
+    with db.transaction() as s:
+        row = _tenant_row(s, name)
+        live = s.scalar(
+            select(func.count())
+            .select_from(ApiKey)
+            .where(ApiKey.tenant_id == row.id, *_active_key_filter(now))  # type: ignore[arg-type]
+        )
+        if live and not force:
+            raise IdentityError(
+                f"tenant {name!r} has {live} live key(s); revoke them first or use --force"
+            )
+        s.execute(
+            update(ApiKey)
+            .where(ApiKey.tenant_id == row.id, ApiKey.revoked_at.is_(None))
+            .values(revoked_at=now)
+        )
+        row.name = f"{row.name}~deleted-{int(now)}-{row.id}"[:64]
+        return int(live or 0)
+
+
+# -- keys ----------------------------------------------------------------------------------
+
+
+def create_key(
+    db: Database,
+    tenant: str,
+    role: Role,
+    limits: Limits = Limits(),
+    expires_at: float | None = None,
+    name: str | None = None,
+) -> tuple[str, KeyInfo]:
+    """Create a key; return the raw key (shown once, never stored) and its record."""
+    _validate_limits(limits)
+    if expires_at is not None and expires_at <= time.time():
+        raise IdentityError("the expiry date is in the past")
+    raw = KEY_PREFIX + _new_secret()
+    key_id = "key_" + secrets.token_hex(8)
+    prefix = raw[: len(KEY_PREFIX) + 4]
+    with db.transaction() as s:
+        t = _tenant_row(s, tenant)
+        row = ApiKey(
+            id=key_id,
+            tenant_id=t.id,
+            role=role.value,
+            key_hash=hash_key(raw),
+            prefix=prefix,
+            name=name,
+            created_at=time.time(),
+            expires_at=expires_at,
+            revoked_at=None,
+            rpm=limits.rpm,
+            tpm=limits.tpm,
+            max_concurrent=limits.max_concurrent,
+            monthly_tokens=limits.monthly_tokens,
+        )
+        s.add(row)
+        return raw, _key_info(row, t.name)
+
+
+def _key_info(row: ApiKey, tenant: str) -> KeyInfo:
+    return KeyInfo(
+        row.id,
+        tenant,
+        row.role,
+        row.prefix,
+        row.name,
+        row.created_at,
+        row.expires_at,
+        row.revoked_at,
+        _limits_of(row),
+    )
+
+
+def list_keys(db: Database, tenant: str | None = None) -> list[KeyInfo]:
+    with db.transaction() as s:
+        q = select(ApiKey, Tenant.name).join(Tenant, Tenant.id == ApiKey.tenant_id)
+        if tenant is not None:
+            q = q.where(Tenant.id == _tenant_row(s, tenant).id)
+        return [_key_info(k, t) for k, t in s.execute(q.order_by(ApiKey.created_at)).all()]
+
+
+def revoke_key(db: Database, key_id: str) -> KeyInfo:
+    with db.transaction() as s:
+        found = s.execute(
+            select(ApiKey, Tenant.name)
+            .join(Tenant, Tenant.id == ApiKey.tenant_id)
+            .where(ApiKey.id == key_id)
+        ).first()
+        if found is None:
+            raise IdentityError(f"key {key_id!r} does not exist")
+        row, tenant = found
+        if row.revoked_at is None:
+            row.revoked_at = time.time()
+        return _key_info(row, tenant)
+
+
+def update_key_limits(db: Database, key_id: str, limits: Limits) -> KeyInfo:
+    _validate_limits(limits)
+    with db.transaction() as s:
+        found = s.execute(
+            select(ApiKey, Tenant.name)
+            .join(Tenant, Tenant.id == ApiKey.tenant_id)
+            .where(ApiKey.id == key_id)
+        ).first()
+        if found is None:
+            raise IdentityError(f"key {key_id!r} does not exist")
+        row, tenant = found
+        row.rpm, row.tpm = limits.rpm, limits.tpm
+        row.max_concurrent, row.monthly_tokens = limits.max_concurrent, limits.monthly_tokens
+        return _key_info(row, tenant)
+
+
+def count_keys(db: Database) -> int:
+    with db.transaction() as s:
+        return int(s.scalar(select(func.count()).select_from(ApiKey)) or 0)
+
+
+def bootstrap_admin(db: Database, tenant: str = "admin") -> str | None:
+    """On a database with no keys, create the first admin key and return it; else None.
+
+    One transaction (serialised by SQLite's write lock or a PostgreSQL advisory lock), so two
+    gateways starting on an empty database print one key between them.
+    """
+    raw = KEY_PREFIX + _new_secret()
+    now = time.time()
+    with db.transaction() as s:
+        if db.backend == "postgresql":
+            s.execute(text("SELECT pg_advisory_xact_lock(7263542)"))
+        if s.scalar(select(func.count()).select_from(ApiKey)):
+            return None
+        t = s.scalar(select(Tenant).where(Tenant.name == tenant))
+        if t is None:
+            t = Tenant(name=tenant, created_at=now, weight=1.0)
+            s.add(t)
+            s.flush()
+        s.add(
+            ApiKey(
+                id="key_" + secrets.token_hex(8), tenant_id=t.id, role=Role.ADMIN.value,
+                key_hash=hash_key(raw), prefix=raw[: len(KEY_PREFIX) + 4], name="bootstrap",
+                created_at=now,
+            )
+        )  # fmt: skip
+    return raw
+
+
+# -- authentication ------------------------------------------------------------------------
+
+
+def authenticate(db: Database, raw: str | None) -> Principal:
+    """The principal behind a bearer key, or AuthError (never naming the key)."""
+    if not raw:
+        raise AuthError("Missing API key. Send it as 'Authorization: Bearer sk-sovllm-...'.")
+    if not raw.startswith(KEY_PREFIX):
+        raise AuthError("Incorrect API key provided.")
+    digest = hash_key(raw)
+    with db.transaction() as s:
+        found = s.execute(
+            select(ApiKey, Tenant)
+            .join(Tenant, Tenant.id == ApiKey.tenant_id)
+            .where(ApiKey.key_hash == digest)
+        ).first()
+    if found is None or not hmac.compare_digest(found[0].key_hash, digest):
+        raise AuthError("Incorrect API key provided.")
+    key, tenant = found
+    now = time.time()
+    if key.revoked_at is not None:
+        raise AuthError("This API key has been revoked.")
+    if key.expires_at is not None and key.expires_at <= now:
+        raise AuthError("This API key has expired.")
+    return Principal(
+        key_id=key.id,
+        tenant_id=tenant.id,
+        tenant=tenant.name,
+        role=Role(key.role),
+        key_limits=_limits_of(key),
+        tenant_limits=_limits_of(tenant),
+        tenant_weight=tenant.weight,
+    )

@@ -1,0 +1,441 @@
+"""`sovllm plan ...` commands: size, predict, calibrate, validate."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from dataclasses import asdict
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+
+from sovllm.planner.catalog import (
+    PRECISIONS,
+    Engine,
+    Hardware,
+    Model,
+    get_engine,
+    get_hardware,
+    get_model,
+    hardware_catalog,
+)
+from sovllm.planner.errors import PlannerError
+from sovllm.planner.workload import Lengths, Load
+
+plan_app = typer.Typer(
+    help="Size hardware, parallelism, replicas, cost and energy for N users.",
+    no_args_is_help=True,
+)
+
+
+def _console() -> Console:
+    # Wide enough that the tables stay readable when piped into a file or a test runner.
+    return Console(width=None if sys.stdout.isatty() else 150)
+
+
+def _bad(flag: str, message: str) -> NoReturn:
+    raise typer.BadParameter(message, param_hint=f"'{flag}'")
+
+
+def _lengths(flag: str, text: str) -> Lengths:
+    try:
+        return Lengths.parse(text)
+    except ValueError as exc:
+        _bad(flag, str(exc))
+
+
+def _model(name: str) -> Model:
+    try:
+        return get_model(name)
+    except PlannerError as exc:
+        _bad("--model", str(exc))
+
+
+def _hardware(name: str, flag: str) -> Hardware:
+    try:
+        return get_hardware(name)
+    except PlannerError as exc:
+        _bad(flag, str(exc))
+
+
+def _engine(name: str) -> Engine:
+    try:
+        return get_engine(name)
+    except PlannerError as exc:
+        _bad("--engine", str(exc))
+
+
+def _precision(flag: str, name: str) -> str:
+    p = name.strip().lower()
+    if p not in PRECISIONS:
+        _bad(flag, f"unknown precision '{name}'; choose from {', '.join(PRECISIONS)}")
+    return p
+
+
+def _finite(flag: str, value: float | None) -> None:
+    if value is not None and not math.isfinite(value):
+        _bad(flag, f"must be a finite number, got {value}")
+
+
+def _emit_json(doc: dict[str, Any]) -> None:
+    typer.echo(json.dumps(doc, indent=2, sort_keys=False))
+
+
+@plan_app.command()
+def predict(
+    model: Annotated[str, typer.Option(help="Catalog model, HF config.json or GGUF file.")],
+    gpu: Annotated[str, typer.Option(help="Catalog GPU, or cpu-local (see `plan calibrate`).")],
+    input_tokens: Annotated[str, typer.Option(help="Prompt tokens: N or MIN-MAX.")],
+    output_tokens: Annotated[str, typer.Option(help="Output tokens: N or MIN-MAX.")],
+    num_gpus: Annotated[
+        int | None, typer.Option(help="GPUs in all; N/(TP*PP) replicas serve in data parallel.")
+    ] = None,
+    tp: Annotated[int, typer.Option(help="Tensor-parallel degree.")] = 1,
+    pp: Annotated[int, typer.Option(help="Pipeline-parallel degree.")] = 1,
+    precision: Annotated[str, typer.Option(help="bf16, fp16, fp8, int8 or int4.")] = "bf16",
+    kv_precision: Annotated[
+        str, typer.Option(help="KV cache dtype: auto, bf16, fp16 or fp8.")
+    ] = "auto",
+    engine: Annotated[str, typer.Option(help="vllm, sglang, trtllm, nim or llamacpp.")] = "vllm",
+    offline: Annotated[
+        bool, typer.Option("--offline", help="All requests queued at once.")
+    ] = False,
+    concurrency: Annotated[
+        int | None, typer.Option(help="Fixed number of requests in flight.")
+    ] = None,
+    rate: Annotated[float | None, typer.Option(help="Poisson arrivals, requests/s.")] = None,
+    users: Annotated[
+        int | None, typer.Option(help="Closed-loop users (with --think-time).")
+    ] = None,
+    think_time: Annotated[float, typer.Option(help="Mean think time of a user, s.")] = 0.0,
+    requests: Annotated[int | None, typer.Option(help="Requests to simulate.")] = None,
+    max_num_seqs: Annotated[
+        int | None, typer.Option(help="Override the engine's max running sequences.")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Random seed of the simulated workload.")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON document.")] = False,
+) -> None:
+    """Predict memory, latency and throughput of one deployment under one load."""
+    from sovllm.planner.predict import Scenario
+    from sovllm.planner.predict import predict as run_predict
+    from sovllm.planner.report import predict_json, print_predict
+    from sovllm.planner.search import tp_problem
+
+    loads = [
+        x
+        for x, on in (
+            ("--offline", offline),
+            ("--concurrency", concurrency is not None),
+            ("--rate", rate is not None),
+            ("--users", users is not None),
+        )
+        if on
+    ]
+    if len(loads) != 1:
+        _bad("--offline/--concurrency/--rate/--users", "give exactly one load")
+    _finite("--rate", rate)
+    _finite("--think-time", think_time)
+    if concurrency is not None and concurrency < 1:
+        _bad("--concurrency", f"must be at least 1, got {concurrency}")
+    if users is not None and users < 1:
+        _bad("--users", f"must be at least 1, got {users}")
+    if rate is not None and not rate > 0:
+        _bad("--rate", f"must be above 0, got {rate}")
+    if think_time < 0:
+        _bad("--think-time", f"must be 0 or more, got {think_time}")
+    if requests is not None and requests < 1:
+        _bad("--requests", f"must be at least 1, got {requests}")
+    if max_num_seqs is not None and max_num_seqs < 1:
+        _bad("--max-num-seqs", f"must be at least 1, got {max_num_seqs}")
+    if tp < 1:
+        _bad("--tp", f"must be at least 1, got {tp}")
+    if pp < 1:
+        _bad("--pp", f"must be at least 1, got {pp}")
+    n = num_gpus if num_gpus is not None else tp * pp
+    if n < 1:
+        _bad("--num-gpus", f"must be at least 1, got {n}")
+    if n % (tp * pp):
+        _bad("--tp", f"TP x PP = {tp * pp} does not divide --num-gpus {n}")
+    prompt = _lengths("--input-tokens", input_tokens)
+    out = _lengths("--output-tokens", output_tokens)
+    prec = _precision("--precision", precision)
+    kvp = kv_precision.strip().lower()
+    if kvp not in ("auto", "bf16", "fp16", "fp8"):
+        _bad(
+            "--kv-precision", f"unknown KV precision '{kv_precision}'; choose auto, bf16, fp16, fp8"
+        )
+    m = _model(model)
+    why = tp_problem(m, tp)
+    if why:
+        _bad("--tp", why)
+    if pp > m.layers:
+        _bad("--pp", f"PP={pp} exceeds the {m.layers} layers")
+    hw = _hardware(gpu, "--gpu")
+    eng = _engine(engine)
+    if concurrency is not None:
+        load = Load("concurrency", concurrency)
+    elif rate is not None:
+        load = Load("rate", rate)
+    elif users is not None:
+        load = Load("users", users, think_time)
+    else:
+        load = Load("offline")
+    scenario = Scenario(
+        model=m,
+        hw=hw,
+        engine=eng,
+        precision=prec,
+        tp=tp,
+        pp=pp,
+        num_gpus=n,
+        prompt=prompt,
+        output=out,
+        load=load,
+        kv_precision=kvp,
+        requests=requests,
+        seed=seed,
+        max_num_seqs=max_num_seqs,
+    )
+    result = run_predict(scenario)
+    if as_json:
+        _emit_json(predict_json(result))
+    else:
+        print_predict(result, _console())
+
+
+@plan_app.command("size")
+def size_cmd(
+    model: Annotated[str, typer.Option(help="Catalog model, HF config.json or GGUF file.")],
+    users: Annotated[int, typer.Option(help="Concurrent users (closed loop).")],
+    prompt_tokens: Annotated[str, typer.Option(help="Prompt tokens: N or MIN-MAX.")],
+    output_tokens: Annotated[str, typer.Option(help="Output tokens: N or MIN-MAX.")] = "200",
+    think_time: Annotated[float, typer.Option(help="Mean think time between requests, s.")] = 30.0,
+    ttft_p95: Annotated[float, typer.Option(help="SLO: TTFT p95, s.")] = 1.0,
+    tpot_p95: Annotated[float, typer.Option(help="SLO: TPOT p95, s.")] = 0.1,
+    gpus: Annotated[
+        str | None, typer.Option(help="Comma-separated GPU types allowed [all in the catalog].")
+    ] = None,
+    precisions: Annotated[str, typer.Option(help="Comma-separated precisions to try.")] = (
+        "bf16,fp8"
+    ),
+    engine: Annotated[str, typer.Option(help="Serving engine.")] = "vllm",
+    max_tp: Annotated[int, typer.Option(help="Largest TP degree (GPUs in one node).")] = 8,
+    rank_by: Annotated[str, typer.Option(help="Rank by 'onprem' or 'cloud' monthly cost.")] = (
+        "onprem"
+    ),
+    currency: Annotated[str, typer.Option(help="Currency label of all costs.")] = "EUR",
+    usd_rate: Annotated[float, typer.Option(help="Currency units per USD.")] = 0.92,
+    gpu_price: Annotated[
+        float | None, typer.Option(help="Purchase price per GPU [catalog].")
+    ] = None,
+    cloud_price: Annotated[
+        float | None, typer.Option(help="Cloud price per GPU-hour [catalog].")
+    ] = None,
+    years: Annotated[float, typer.Option(help="Amortisation period, years.")] = 3.0,
+    electricity_price: Annotated[float, typer.Option(help="Price per kWh.")] = 0.25,
+    pue: Annotated[float, typer.Option(help="Data-centre PUE.")] = 1.4,
+    hosting_per_year: Annotated[float, typer.Option(help="Hosting per server per year.")] = 12000,
+    staff_per_year: Annotated[float, typer.Option(help="Staff cost per year.")] = 30000,
+    grid_intensity: Annotated[float, typer.Option(help="kg CO2e per kWh.")] = 0.25,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON document.")] = False,
+) -> None:
+    """Find the cheapest GPU x precision x TP x replicas that serves the users within the SLO."""
+    from sovllm.planner.cost import CostParams
+    from sovllm.planner.report import print_size, size_json
+    from sovllm.planner.search import Slo, size
+
+    if users < 1:
+        _bad("--users", f"must be at least 1, got {users}")
+    for flag, val in (
+        ("--think-time", think_time),
+        ("--ttft-p95", ttft_p95),
+        ("--tpot-p95", tpot_p95),
+        ("--years", years),
+        ("--pue", pue),
+        ("--usd-rate", usd_rate),
+        ("--electricity-price", electricity_price),
+        ("--hosting-per-year", hosting_per_year),
+        ("--staff-per-year", staff_per_year),
+        ("--grid-intensity", grid_intensity),
+        ("--gpu-price", gpu_price),
+        ("--cloud-price", cloud_price),
+    ):
+        _finite(flag, val)
+    if think_time < 0:
+        _bad("--think-time", f"must be 0 or more, got {think_time}")
+    if not ttft_p95 > 0:
+        _bad("--ttft-p95", f"must be above 0, got {ttft_p95}")
+    if not tpot_p95 > 0:
+        _bad("--tpot-p95", f"must be above 0, got {tpot_p95}")
+    if max_tp < 1:
+        _bad("--max-tp", f"must be at least 1, got {max_tp}")
+    if rank_by not in ("onprem", "cloud"):
+        _bad("--rank-by", f"choose onprem or cloud, got '{rank_by}'")
+    for flag, value in (("--years", years), ("--pue", pue), ("--usd-rate", usd_rate)):
+        if not value > 0:
+            _bad(flag, f"must be above 0, got {value}")
+    for flag, v in (
+        ("--electricity-price", electricity_price),
+        ("--hosting-per-year", hosting_per_year),
+        ("--staff-per-year", staff_per_year),
+        ("--grid-intensity", grid_intensity),
+        ("--gpu-price", gpu_price or 0.0),
+        ("--cloud-price", cloud_price or 0.0),
+    ):
+        if v < 0:
+            _bad(flag, f"must be 0 or more, got {v}")
+    prompt = _lengths("--prompt-tokens", prompt_tokens)
+    out = _lengths("--output-tokens", output_tokens)
+    precs = [_precision("--precisions", p) for p in precisions.split(",") if p.strip()]
+    if not precs:
+        _bad("--precisions", "give at least one precision")
+    m = _model(model)
+    eng = _engine(engine)
+    if gpus:
+        hws = [_hardware(g, "--gpus") for g in gpus.split(",") if g.strip()]
+    else:
+        hws = list(hardware_catalog().values())
+    params = CostParams(
+        currency=currency,
+        usd_rate=usd_rate,
+        gpu_price=gpu_price,
+        cloud_price=cloud_price,
+        years=years,
+        electricity_price=electricity_price,
+        pue=pue,
+        hosting_per_year=hosting_per_year,
+        staff_per_year=staff_per_year,
+        grid_kg_per_kwh=grid_intensity,
+    )
+    slo = Slo(ttft_p95, tpot_p95)
+    result = size(m, eng, hws, precs, users, prompt, out, think_time, slo, params, max_tp, rank_by)
+    if as_json:
+        _emit_json(size_json(result, precs))
+    else:
+        print_size(result, precs, _console())
+
+
+@plan_app.command()
+def calibrate(
+    model: Annotated[
+        str | None, typer.Option(help="Model the embedded engine loads [settings.model].")
+    ] = None,
+    batch_sizes: Annotated[str, typer.Option(help="Comma-separated batch sizes.")] = (
+        "1,2,4,8,16,32"
+    ),
+    prompt_tokens: Annotated[int, typer.Option(help="Prompt length of each sequence.")] = 256,
+    decode_steps: Annotated[int, typer.Option(help="Decode steps measured per batch.")] = 32,
+    threads: Annotated[int | None, typer.Option(help="CPU threads [settings].")] = None,
+    power_w: Annotated[
+        float | None, typer.Option(help="Power of this machine under load, W [10 W/thread].")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the saved profile.")] = False,
+) -> None:
+    """Measure this machine's llama.cpp engine and save the `cpu-local` hardware profile."""
+    from sovllm.config import ConfigError, load_settings
+    from sovllm.planner.profile import build_profile, profile_path, save_profile
+
+    try:
+        sizes = sorted({int(x) for x in batch_sizes.split(",") if x.strip()})
+    except ValueError:
+        _bad("--batch-sizes", f"expected comma-separated integers, got '{batch_sizes}'")
+    if not sizes or sizes[0] < 1:
+        _bad("--batch-sizes", "batch sizes must be at least 1")
+    if prompt_tokens < 1:
+        _bad("--prompt-tokens", f"must be at least 1, got {prompt_tokens}")
+    if decode_steps < 1:
+        _bad("--decode-steps", f"must be at least 1, got {decode_steps}")
+    if threads is not None and threads < 1:
+        _bad("--threads", f"must be at least 1, got {threads}")
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        typer.echo(f"sovllm: {exc}", err=True)
+        raise typer.Exit(2) from None
+    name = model or settings.model
+    n_threads = threads or settings.engine.threads
+    try:
+        from sovllm.engines.llamacpp.calibrate import (  # type: ignore[import-not-found,unused-ignore]
+            measure_rates,
+        )
+    except ImportError:
+        typer.echo("sovllm: this build has no llama.cpp calibration entry point", err=True)
+        raise typer.Exit(1) from None
+    try:
+        samples = measure_rates(name, sizes, prompt_tokens, decode_steps, n_threads)
+        doc = build_profile(samples, name, n_threads, power_w)
+    except Exception as exc:  # the engine's own errors: report them, never a traceback
+        typer.echo(f"sovllm: calibration failed: {exc}", err=True)
+        raise typer.Exit(1) from None
+    path = save_profile(doc, profile_path(settings.data_dir))
+    if as_json:
+        _emit_json(doc)
+        return
+    console = _console()
+    console.print(f"Saved the cpu-local profile to {path}")
+    for r in doc["rates"]:
+        console.print(
+            f"  batch {r['batch']:>3}: prefill {r['prefill_tokens_per_s']:8.1f} tok/s, "
+            f"decode {r['decode_tokens_per_s']:8.1f} tok/s"
+        )
+
+
+@plan_app.command()
+def validate(
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON document.")] = False,
+) -> None:
+    """Compare predictions with the published measurements shipped with sovllm."""
+    from rich.table import Table
+
+    from sovllm.planner.validation import evaluate, summarise
+
+    errors = evaluate()
+    summary = summarise(errors)
+    if as_json:
+        _emit_json(
+            {
+                "rows": [
+                    {
+                        "id": e.row.id,
+                        "metric": e.row.metric,
+                        "measured": e.row.value,
+                        "predicted": round(e.predicted, 5),
+                        "error_pct": round(e.error_pct, 2),
+                        "fitted": e.fitted,
+                        "source": e.row.source,
+                    }
+                    for e in errors
+                ],
+                "summary": [asdict(s) for s in summary],
+            }
+        )
+        return
+    console = _console()
+    t = Table(title="Per row")
+    for col in ("id", "metric", "measured", "predicted", "error %", "fitted"):
+        t.add_column(col)
+    for e in errors:
+        t.add_row(
+            e.row.id,
+            e.row.metric,
+            f"{e.row.value:.4g}",
+            f"{e.predicted:.4g}",
+            f"{e.error_pct:+.1f}",
+            "fitted" if e.fitted else "",
+        )
+    console.print(t)
+    t = Table(title="Summary (absolute % error)")
+    for col in ("metric", "rows", "subset", "median", "max", "worst ratio"):
+        t.add_column(col)
+    for s in summary:
+        t.add_row(
+            s.group,
+            str(s.rows),
+            s.subset,
+            f"{s.median_abs_pct:.1f}",
+            f"{s.max_abs_pct:.1f}",
+            f"{s.worst_ratio:.2f}x",
+        )
+    console.print(t)

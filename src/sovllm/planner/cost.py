@@ -1,0 +1,83 @@
+"""Monthly cost (on-premise vs cloud), cost per million tokens, energy and CO2e."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from sovllm.planner.catalog import Hardware
+
+HOURS_PER_MONTH = 730.0
+
+
+@dataclass(frozen=True)
+class CostParams:
+    currency: str = "EUR"
+    usd_rate: float = 0.92  # units of `currency` per USD, for catalog prices in USD
+    gpu_price: float | None = None  # purchase price per GPU in `currency` (default: catalog)
+    cloud_price: float | None = None  # per GPU-hour in `currency` (default: catalog)
+    years: float = 3.0  # straight-line amortisation
+    # A server (CPUs, RAM, NICs, chassis) per 8 GPUs, as a fraction of the GPUs' price.
+    server_overhead: float = 0.35
+    electricity_price: float = 0.25  # per kWh
+    pue: float = 1.4
+    load_power_fraction: float = 0.75  # average draw under serving load as a fraction of TDP
+    host_power_w_per_gpu: float = 150.0  # CPUs, fans, NICs per GPU slot
+    hosting_per_year: float = 12000.0  # rack space, network, support contract per server
+    staff_per_year: float = 30000.0  # share of an operator for the deployment
+    grid_kg_per_kwh: float = 0.25  # kg CO2e per kWh (EU-27 average is about 0.25)
+
+
+@dataclass(frozen=True)
+class CostReport:
+    currency: str
+    gpus: int
+    servers: int
+    power_kw: float
+    energy_kwh_per_month: float
+    purchase: float
+    onprem_per_month: float
+    onprem_breakdown: dict[str, float]
+    cloud_per_month: float
+    tokens_per_month: float
+    onprem_per_mtok: float
+    cloud_per_mtok: float
+    kwh_per_mtok: float
+    kg_co2e_per_mtok: float
+    kg_co2e_per_month: float
+
+
+def cost_report(hw: Hardware, gpus: int, tokens_per_s: float, p: CostParams) -> CostReport:
+    gpu_price = p.gpu_price if p.gpu_price is not None else hw.price_usd * p.usd_rate
+    cloud_hour = p.cloud_price if p.cloud_price is not None else hw.cloud_usd_per_hour * p.usd_rate
+    servers = max(1, math.ceil(gpus / 8))
+    purchase = gpus * gpu_price * (1 + p.server_overhead)
+    power_kw = gpus * (hw.tdp_w * p.load_power_fraction + p.host_power_w_per_gpu) / 1000 * p.pue
+    kwh = power_kw * HOURS_PER_MONTH
+    breakdown = {
+        "amortisation": purchase / (p.years * 12),
+        "power": kwh * p.electricity_price,
+        "hosting": servers * p.hosting_per_year / 12,
+        "staff": p.staff_per_year / 12,
+    }
+    onprem = sum(breakdown.values())
+    cloud = gpus * cloud_hour * HOURS_PER_MONTH
+    tokens = tokens_per_s * HOURS_PER_MONTH * 3600
+    mtok = tokens / 1e6
+    return CostReport(
+        currency=p.currency,
+        gpus=gpus,
+        servers=servers,
+        power_kw=power_kw,
+        energy_kwh_per_month=kwh,
+        purchase=purchase,
+        onprem_per_month=onprem,
+        onprem_breakdown=breakdown,
+        cloud_per_month=cloud,
+        tokens_per_month=tokens,
+        onprem_per_mtok=onprem / mtok if mtok else math.inf,
+        cloud_per_mtok=cloud / mtok if mtok else math.inf,
+        kwh_per_mtok=kwh / mtok if mtok else math.inf,
+        kg_co2e_per_mtok=kwh * p.grid_kg_per_kwh / mtok if mtok else math.inf,
+        kg_co2e_per_month=kwh * p.grid_kg_per_kwh,
+    )

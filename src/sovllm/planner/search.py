@@ -1,0 +1,194 @@
+"""Sizing: for each GPU x precision x TP, binary-search the most users one replica sustains
+within the SLO (as Vidur-Search does for QPS), then replicate and rank by cost."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+
+from sovllm.planner.catalog import PRECISION_BYTES, Engine, Hardware, Model
+from sovllm.planner.cost import CostParams, CostReport, cost_report
+from sovllm.planner.memory import MemoryPlan
+from sovllm.planner.predict import Prediction, Scenario, memory_for, predict
+from sovllm.planner.workload import Lengths, Load
+
+TP_CHOICES = (1, 2, 4, 8)
+
+
+@dataclass(frozen=True)
+class Slo:
+    ttft_p95_s: float
+    tpot_p95_s: float
+
+    def violation(self, pred: Prediction) -> str:
+        sim = pred.sim
+        if sim is None:
+            return pred.memory.reason or "does not fit"
+        if sim.ttft.p95 > self.ttft_p95_s:
+            return f"TTFT p95 {sim.ttft.p95:.2f} s > {self.ttft_p95_s:g} s"
+        if sim.tpot.p95 > self.tpot_p95_s:
+            return f"TPOT p95 {sim.tpot.p95 * 1000:.0f} ms > {self.tpot_p95_s * 1000:g} ms"
+        return ""
+
+
+@dataclass(frozen=True)
+class Candidate:
+    hw: Hardware
+    precision: str
+    tp: int
+    users_per_replica: int  # the most users one replica serves within the SLO (0: none)
+    replicas: int
+    prediction: Prediction | None  # at the deployed load (users spread over the replicas)
+    memory: MemoryPlan
+    cost: CostReport | None
+    reason: str = ""  # why it is not feasible
+
+    @property
+    def feasible(self) -> bool:
+        return self.users_per_replica > 0 and self.cost is not None
+
+    @property
+    def gpus(self) -> int:
+        return self.replicas * self.tp
+
+
+@dataclass
+class SizingResult:
+    model: Model
+    users: int
+    prompt: Lengths
+    output: Lengths
+    think_time_s: float
+    slo: Slo
+    engine: Engine
+    feasible: list[Candidate] = field(default_factory=list)
+    rejected: list[Candidate] = field(default_factory=list)
+
+    @property
+    def best(self) -> Candidate | None:
+        return self.feasible[0] if self.feasible else None
+
+
+def tp_problem(model: Model, tp: int) -> str:
+    """Why `tp` cannot shard this model, or ''."""
+    if model.heads % tp:
+        return f"TP={tp} does not divide the {model.heads} attention heads"
+    if model.kv_heads % tp and tp % model.kv_heads:
+        return f"TP={tp} and the {model.kv_heads} KV heads do not divide one another"
+    return ""
+
+
+def _scenario(
+    model: Model,
+    hw: Hardware,
+    engine: Engine,
+    precision: str,
+    tp: int,
+    users: int,
+    prompt: Lengths,
+    output: Lengths,
+    think: float,
+    requests: int | None,
+) -> Scenario:
+    return Scenario(
+        model=model,
+        hw=hw,
+        engine=engine,
+        precision=precision,
+        tp=tp,
+        pp=1,
+        num_gpus=tp,
+        prompt=prompt,
+        output=output,
+        load=Load("users", users, think),
+        requests=requests,
+    )
+
+
+def max_users(make: Scenario, slo: Slo, upper: int, requests: int | None = None) -> tuple[int, str]:
+    """The largest user count in [1, upper] meeting the SLO (0 if none), and the reason the next
+    one fails."""
+
+    def ok(u: int) -> str:
+        n = requests if requests is not None else u + max(3 * u, 200)
+        s = replace(make, load=Load("users", u, make.load.think_time_s), requests=n)
+        return slo.violation(predict(s))
+
+    first = ok(1)
+    if first:
+        return 0, f"even 1 user misses the SLO: {first}"
+    if not ok(upper):
+        return upper, ""
+    lo, hi, why = 1, upper, ""
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        v = ok(mid)
+        if v:
+            hi, why = mid, v
+        else:
+            lo = mid
+    return lo, f"at {hi} users: {why}" if why else ""
+
+
+def size(
+    model: Model,
+    engine: Engine,
+    gpus: list[Hardware],
+    precisions: list[str],
+    users: int,
+    prompt: Lengths,
+    output: Lengths,
+    think_time_s: float,
+    slo: Slo,
+    cost: CostParams,
+    max_tp: int = 8,
+    rank_by: str = "onprem",
+) -> SizingResult:
+    result = SizingResult(model, users, prompt, output, think_time_s, slo, engine)
+    for hw in gpus:
+        for precision in precisions:
+            for tp in TP_CHOICES:
+                if tp > max_tp or tp_problem(model, tp):
+                    continue
+                base = _scenario(
+                    model, hw, engine, precision, tp, users, prompt, output, think_time_s, None
+                )
+                mem = memory_for(base)
+                if not mem.fits:
+                    result.rejected.append(
+                        Candidate(hw, precision, tp, 0, 0, None, mem, None, mem.reason)
+                    )
+                    continue
+                per, why = max_users(base, slo, users)
+                if per == 0:
+                    result.rejected.append(Candidate(hw, precision, tp, 0, 0, None, mem, None, why))
+                    continue
+                replicas = math.ceil(users / per)
+                deployed = _scenario(
+                    model,
+                    hw,
+                    engine,
+                    precision,
+                    tp,
+                    users,
+                    prompt,
+                    output,
+                    think_time_s,
+                    None,
+                )
+                deployed = replace(deployed, num_gpus=replicas * tp)
+                pred = predict(deployed)
+                c = cost_report(hw, replicas * tp, pred.output_tokens_per_s, cost)
+                result.feasible.append(
+                    Candidate(hw, precision, tp, per, replicas, pred, pred.memory, c, why)
+                )
+
+    # Cheapest first; then fewer GPUs (fewer parts to run); then the more precise weights (same
+    # cost, better quality).
+    def monthly(c: Candidate) -> float:
+        if c.cost is None:
+            return math.inf
+        return c.cost.cloud_per_month if rank_by == "cloud" else c.cost.onprem_per_month
+
+    result.feasible.sort(key=lambda c: (monthly(c), c.gpus, -PRECISION_BYTES[c.precision]))
+    return result

@@ -1,0 +1,184 @@
+"""Error of the planner against published measurements (data/calibration/*.csv)."""
+
+from __future__ import annotations
+
+import csv
+import statistics
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from sovllm.planner.catalog import (
+    engine_catalog,
+    get_engine,
+    get_hardware,
+    get_model,
+    hardware_catalog,
+)
+from sovllm.planner.predict import Prediction, Scenario, predict
+from sovllm.planner.workload import Lengths, Load
+
+METRICS = ("output_tokens_per_s", "ttft_s_mean", "tpot_s_mean")
+METRIC_GROUP = {"output_tokens_per_s": "throughput", "ttft_s_mean": "ttft", "tpot_s_mean": "tpot"}
+
+
+@dataclass(frozen=True)
+class Row:
+    id: str
+    model: str
+    gpu: str
+    num_gpus: int
+    tp: int
+    precision: str
+    engine: str
+    input_tokens: int
+    output_tokens: int
+    load: str
+    metric: str
+    value: float
+    source: str
+
+
+@dataclass(frozen=True)
+class RowError:
+    row: Row
+    predicted: float
+    fitted: bool
+
+    @property
+    def error_pct(self) -> float:
+        return 100.0 * (self.predicted - self.row.value) / self.row.value
+
+    @property
+    def ratio(self) -> float:
+        return self.predicted / self.row.value
+
+
+def calibration_files() -> list[Path]:
+    folder = resources.files("sovllm.planner").joinpath("data", "calibration")
+    return sorted(Path(str(p)) for p in folder.iterdir() if str(p).endswith(".csv"))
+
+
+def load_rows(paths: list[Path] | None = None) -> list[Row]:
+    rows: list[Row] = []
+    for path in paths or calibration_files():
+        with path.open(newline="", encoding="utf-8") as fh:
+            for rec in csv.DictReader(fh):
+                rows.append(
+                    Row(
+                        id=rec["id"],
+                        model=rec["model"],
+                        gpu=rec["gpu"],
+                        num_gpus=int(rec["num_gpus"]),
+                        tp=int(rec["tp"]),
+                        precision=rec["precision"],
+                        engine=rec["engine"],
+                        input_tokens=int(rec["input_tokens"]),
+                        output_tokens=int(rec["output_tokens"]),
+                        load=rec["load"],
+                        metric=rec["metric"],
+                        value=float(rec["value"]),
+                        source=rec["source"],
+                    )
+                )
+    return rows
+
+
+def parse_load(text: str) -> Load:
+    kind, _, value = text.partition(":")
+    if kind == "offline":
+        return Load("offline")
+    if kind == "concurrency":
+        return Load("concurrency", float(value))
+    if kind == "rate":
+        return Load("rate", float(value))
+    if kind == "users":
+        users, _, think = value.partition("/")
+        return Load("users", float(users), float(think or 0))
+    raise ValueError(f"unknown load '{text}'")
+
+
+def fitted_row_ids() -> set[str]:
+    ids: set[str] = set()
+    for engine in engine_catalog().values():
+        ids.update(engine.fitted_on.values())
+    ids.update(hw.fitted_on for hw in hardware_catalog().values() if hw.fitted_on)
+    return ids
+
+
+def scenario_for(row: Row, seed: int = 0) -> Scenario:
+    load = parse_load(row.load)
+    requests = None
+    if load.kind == "concurrency" and load.value <= 1:
+        requests = 8  # one sequence at a time: a few requests give the steady value
+    return Scenario(
+        model=get_model(row.model),
+        hw=get_hardware(row.gpu),
+        engine=get_engine(row.engine),
+        precision=row.precision,
+        tp=row.tp,
+        pp=1,
+        num_gpus=row.num_gpus,
+        prompt=Lengths(row.input_tokens, row.input_tokens),
+        output=Lengths(row.output_tokens, row.output_tokens),
+        load=load,
+        requests=requests,
+        seed=seed,
+    )
+
+
+def metric_of(pred: Prediction, metric: str) -> float:
+    sim = pred.sim
+    if sim is None:
+        return float("nan")
+    if metric == "output_tokens_per_s":
+        return pred.output_tokens_per_s
+    if metric == "ttft_s_mean":
+        return sim.ttft.mean
+    if metric == "tpot_s_mean":
+        return sim.tpot.mean
+    raise ValueError(f"unknown metric '{metric}'")
+
+
+def evaluate(rows: list[Row] | None = None) -> list[RowError]:
+    rows = load_rows() if rows is None else rows
+    fitted = fitted_row_ids()
+    cache: dict[tuple[str, ...], Prediction] = {}
+    out: list[RowError] = []
+    for row in rows:
+        key: tuple[str, ...] = (row.model, row.gpu, str(row.num_gpus), str(row.tp))
+        key += (row.precision, row.engine, str(row.input_tokens), str(row.output_tokens), row.load)
+        if key not in cache:
+            cache[key] = predict(scenario_for(row))
+        out.append(RowError(row, metric_of(cache[key], row.metric), row.id in fitted))
+    return out
+
+
+@dataclass(frozen=True)
+class Summary:
+    group: str
+    subset: str  # "held-out", "fitted" or "all"
+    rows: int
+    median_abs_pct: float
+    max_abs_pct: float
+    worst_ratio: float  # max(pred/meas, meas/pred)
+
+
+def summarise(errors: list[RowError]) -> list[Summary]:
+    out: list[Summary] = []
+    for group in ("throughput", "tpot", "ttft"):
+        for subset in ("held-out", "fitted", "all"):
+            sel = [
+                e
+                for e in errors
+                if METRIC_GROUP[e.row.metric] == group
+                and (subset == "all" or e.fitted == (subset == "fitted"))
+            ]
+            if not sel:
+                continue
+            abs_pct = [abs(e.error_pct) for e in sel]
+            worst = max(max(e.ratio, 1 / e.ratio) for e in sel)
+            out.append(
+                Summary(group, subset, len(sel), statistics.median(abs_pct), max(abs_pct), worst)
+            )
+    return out

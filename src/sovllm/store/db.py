@@ -1,0 +1,81 @@
+"""Connecting: one place decides the URL, SQLite's pragmas and how transactions lock."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+from sqlalchemy.orm import Session, sessionmaker
+
+SQLITE_FILE = "sovllm.db"
+
+
+class DatabaseConfigError(Exception):
+    pass
+
+
+def database_url(explicit: str | None, data_dir: Path) -> str:
+    """The configured URL, or the default SQLite file under the data directory."""
+    if explicit:
+        try:
+            url = make_url(explicit)
+        except ArgumentError:
+            raise DatabaseConfigError(f"database_url {explicit!r} is not a database URL") from None
+        if url.get_backend_name() not in {"sqlite", "postgresql"}:
+            raise DatabaseConfigError(
+                f"database_url: backend {url.get_backend_name()!r} is not supported "
+                "(use sqlite:///FILE or postgresql+psycopg://...)"
+            )
+        return explicit
+    return f"sqlite:///{data_dir / SQLITE_FILE}"
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    # Take control of transactions from pysqlite so every one starts with BEGIN IMMEDIATE:
+    # writers then queue on the file lock instead of failing mid-transaction, and a quota
+    # check and its insert happen under one lock across processes.
+    dbapi_conn.isolation_level = None
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+
+
+def _sqlite_begin(conn: Any) -> None:
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def make_engine(url: str) -> Engine:
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database:
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "begin", _sqlite_begin)
+        return engine
+    return create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+
+
+class Database:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = make_engine(url)
+        self.backend = self.engine.dialect.name
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """A session in one transaction: committed on success, rolled back on error."""
+        with self._sessions() as session, session.begin():
+            yield session
+
+    def dispose(self) -> None:
+        self.engine.dispose()

@@ -1,0 +1,124 @@
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from sovllm.planner.perf import StepWork
+from sovllm.planner.simulator import SchedulerConfig, simulate
+from sovllm.planner.workload import Lengths, Load
+
+
+class FixedStep:
+    """Every step takes `dt`, whatever it holds: makes latencies countable by hand."""
+
+    def __init__(self, dt: float = 0.01) -> None:
+        self.dt = dt
+
+    def step_time(self, work: StepWork) -> float:
+        return self.dt
+
+
+class LinearStep:
+    """A step costs a base plus a per-token part, like a real engine."""
+
+    def step_time(self, work: StepWork) -> float:
+        return 0.01 + 0.0002 * work.decode_seqs + 0.00005 * work.prefill_tokens
+
+
+BIG = SchedulerConfig(max_num_seqs=256, max_num_batched_tokens=2048, kv_token_capacity=10**7)
+
+
+def test_single_sequence_latencies_follow_the_step_count() -> None:
+    cfg = SchedulerConfig(max_num_seqs=8, max_num_batched_tokens=256, kv_token_capacity=10**6)
+    res = simulate(
+        FixedStep(0.01),
+        cfg,
+        Load("concurrency", 1),
+        Lengths(1000, 1000),
+        Lengths(50, 50),
+        requests=5,
+    )
+    # 1000 prompt tokens in 256-token chunks: 4 steps to the first token, then one per token.
+    assert res.ttft.mean == pytest.approx(0.04)
+    assert res.tpot.mean == pytest.approx(0.01)
+    assert res.e2e.mean == pytest.approx(0.04 + 49 * 0.01)
+    assert res.output_tokens_per_s == pytest.approx(50 / res.e2e.mean, rel=1e-6)
+
+
+def test_percentiles_are_ordered_and_seeded_runs_repeat() -> None:
+    args = (LinearStep(), BIG, Load("rate", 20.0), Lengths(100, 900), Lengths(50, 300))
+    a = simulate(*args, requests=300, seed=1)
+    b = simulate(*args, requests=300, seed=1)
+    assert a == b
+    assert a.ttft.p50 <= a.ttft.p95 <= a.ttft.p99
+    assert a.tpot.p50 <= a.tpot.p95
+
+
+def test_throughput_grows_with_concurrency_then_saturates() -> None:
+    thr = [
+        simulate(
+            LinearStep(), BIG, Load("concurrency", c), Lengths(200, 200), Lengths(100, 100)
+        ).output_tokens_per_s
+        for c in (1, 8, 64)
+    ]
+    assert thr[0] < thr[1] < thr[2]
+    offline = simulate(
+        LinearStep(), BIG, Load("offline"), Lengths(200, 200), Lengths(100, 100), requests=600
+    )
+    assert offline.output_tokens_per_s >= thr[2] * 0.9
+
+
+def test_kv_shortage_queues_requests_and_raises_ttft() -> None:
+    small = SchedulerConfig(
+        max_num_seqs=256, max_num_batched_tokens=2048, kv_token_capacity=4 * 320
+    )
+    roomy = simulate(
+        LinearStep(), BIG, Load("concurrency", 16), Lengths(200, 200), Lengths(100, 100)
+    )
+    tight = simulate(
+        LinearStep(), small, Load("concurrency", 16), Lengths(200, 200), Lengths(100, 100)
+    )
+    assert tight.peak_running <= 4 and tight.peak_waiting > 0
+    assert tight.ttft.mean > 3 * roomy.ttft.mean
+
+
+def test_poisson_overload_makes_ttft_grow() -> None:
+    light = simulate(
+        LinearStep(), BIG, Load("rate", 1.0), Lengths(500, 500), Lengths(100, 100), requests=200
+    )
+    heavy = simulate(
+        LinearStep(), BIG, Load("rate", 200.0), Lengths(500, 500), Lengths(100, 100), requests=400
+    )
+    assert heavy.ttft.p95 > 10 * light.ttft.p95
+
+
+def test_closed_loop_users_obey_littles_law() -> None:
+    users, think = 40, 5.0
+    res = simulate(
+        LinearStep(), BIG, Load("users", users, think), Lengths(300, 500), Lengths(100, 100)
+    )
+    assert res.requests_per_s == pytest.approx(users / (think + res.e2e.mean), rel=1e-6)
+    # Fewer requests are in flight than there are users, because most of them are thinking.
+    assert res.peak_running < users
+
+
+def test_request_longer_than_the_whole_kv_cache_is_rejected_not_hung() -> None:
+    cfg = SchedulerConfig(max_num_seqs=8, max_num_batched_tokens=512, kv_token_capacity=256)
+    res = simulate(
+        FixedStep(), cfg, Load("offline"), Lengths(1000, 1000), Lengths(10, 10), requests=3
+    )
+    assert res.rejected == 3 and res.notes
+
+
+def test_a_thousand_requests_simulate_quickly() -> None:
+    start = time.perf_counter()
+    simulate(
+        LinearStep(),
+        BIG,
+        Load("users", 200, 10.0),
+        Lengths(300, 500),
+        Lengths(100, 300),
+        requests=1000,
+    )
+    assert time.perf_counter() - start < 2.0
