@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -37,6 +38,22 @@ class Server:
     @property
     def auth(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.api_key}"}
+
+    def admin(self, method: str, path: str, **kw: Any) -> httpx.Response:
+        return httpx.request(
+            method, f"{self.url}/admin/v1{path}", headers=self.auth, timeout=30, **kw
+        )
+
+    def create_key(self, tenant: str, role: str = "user", **limits: float) -> str:
+        """A new key (and its tenant, if new) through the admin API."""
+        weight = limits.pop("weight", None)
+        tenant_body: dict[str, object] = {"name": tenant}
+        if weight is not None:
+            tenant_body["weight"] = weight
+        self.admin("POST", "/tenants", json=tenant_body)
+        r = self.admin("POST", "/keys", json={"tenant": tenant, "role": role, **limits})
+        assert r.status_code == 201, r.text
+        return str(r.json()["key"])
 
     @property
     def base_url(self) -> str:

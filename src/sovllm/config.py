@@ -53,6 +53,11 @@ class EngineSettings(BaseModel):
         default_factory=lambda: os.cpu_count() or 1, ge=1, description="CPU threads for decoding."
     )
     flash_attn: bool = Field(False, description="Use llama.cpp's flash attention kernels.")
+    fair_share: bool = Field(
+        True,
+        description="Share the slots between tenants by weight (fair queueing and preemption); "
+        "off: first come, first served.",
+    )
 
 
 class Settings(BaseSettings):

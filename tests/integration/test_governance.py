@@ -23,16 +23,11 @@ def _error(r: httpx.Response, status: int) -> dict[str, str]:
 
 
 def _admin(server: Server, method: str, path: str, **kw: object) -> httpx.Response:
-    return httpx.request(
-        method, f"{server.url}/admin/v1{path}", headers=server.auth, timeout=30, **kw
-    )  # type: ignore[arg-type]
+    return server.admin(method, path, **kw)
 
 
 def _new_key(server: Server, tenant: str, role: str = "user", **limits: int) -> str:
-    _admin(server, "POST", "/tenants", json={"name": tenant})
-    r = _admin(server, "POST", "/keys", json={"tenant": tenant, "role": role, **limits})
-    assert r.status_code == 201, r.text
-    return str(r.json()["key"])
+    return server.create_key(tenant, role, **limits)
 
 
 @pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/completions"])

@@ -100,5 +100,102 @@ def test_retry_after_grows_with_the_queue_and_the_drain_rate() -> None:
     sched = Scheduler(slots=1, step_tokens=64, max_waiting=100)
     sched._completions.extend([0.0, 1.0, 2.0])  # one completion per second
     for i in range(10):
-        sched.waiting.append(seq(str(i), 2))
+        sched.waiting.push(seq(str(i), 2))
     assert sched.retry_after_s() == 10
+
+
+def flow_seq(name: str, flow: str, prompt_len: int = 4, max_tokens: int = 8) -> Sequence:
+    s = seq(name, prompt_len, max_tokens)
+    s.flow = flow
+    return s
+
+
+def test_fair_queue_serves_a_light_flow_before_a_heavy_backlog() -> None:
+    sched = Scheduler(slots=2, step_tokens=64, max_waiting=100, preempt=False)
+    flood = [flow_seq(f"a{i}", "A") for i in range(6)]
+    for s in flood:
+        sched.add(s)
+    sched.advance(sched.schedule())  # a0, a1 take the slots
+    b = flow_seq("b", "B")
+    sched.add(b)
+    order = []
+    while sched.waiting:
+        order.append(sched.waiting.pop().request_id)
+    assert order.index("b") < order.index("a3")
+
+
+def test_weights_share_the_queue_in_proportion() -> None:
+    sched = Scheduler(slots=1, step_tokens=64, max_waiting=100, preempt=False)
+    for i in range(30):
+        a, b = flow_seq(f"a{i}", "A"), flow_seq(f"b{i}", "B")
+        a.weight, b.weight = 2.0, 1.0
+        sched.add(a)
+        sched.add(b)
+    first = [sched.waiting.pop().flow for _ in range(30)]
+    assert first.count("A") == 20 and first.count("B") == 10
+
+
+def test_a_flow_over_its_share_is_preempted_for_a_waiting_flow() -> None:
+    sched = Scheduler(slots=4, step_tokens=64, max_waiting=100)
+    flood = [flow_seq(f"a{i}", "A") for i in range(8)]
+    for s in flood:
+        sched.add(s)
+    sched.advance(sched.schedule())
+    for s in flood[:4]:
+        emit(s)
+    b = flow_seq("b", "B")
+    sched.add(b)
+    step = sched.schedule()
+    # The newest A sequence gave up its slot, and B is prefilled in the same step.
+    victim = flood[3]
+    assert victim.status is Status.WAITING and victim.n_computed == 0
+    assert step.cleared_slots == [b.slot]
+    assert b in [i.seq for i in step.items]
+    assert sched.preemptions == 1
+    # No thrashing: A at its share (3 of 4 while B waits for nothing) is left alone.
+    sched.advance(step)
+    emit(b)
+    assert sched.schedule().cleared_slots == []
+
+
+def test_a_preempted_sequence_resumes_from_its_recomputed_context() -> None:
+    sched = Scheduler(slots=2, step_tokens=64, max_waiting=100)
+    first, a = flow_seq("first", "A"), flow_seq("a", "A", prompt_len=5)
+    sched.add(first)
+    sched.add(a)
+    sched.advance(sched.schedule())
+    emit(first)
+    emit(a, 11)
+    sched.advance(sched.schedule())
+    emit(first)
+    emit(a, 12)
+    b = flow_seq("b", "B")
+    sched.add(b)
+    step = sched.schedule()  # the newest A sequence (a) is preempted, b takes its slot
+    assert a.status is Status.WAITING and b.slot is not None
+    sched.advance(step)
+    emit(first)
+    emit(b)
+    b.finish("stop")
+    sched.release(b)
+    step = sched.schedule()
+    resumed = next(i for i in step.items if i.seq is a)
+    # Prompt plus the first generated token are recomputed; the last one is fed next step.
+    assert resumed.tokens == [*a.prompt, 11]
+    assert not resumed.wants_logits
+    sched.advance(step)
+    emit(first)
+    decode = next(i for i in sched.schedule().items if i.seq is a)
+    assert decode.tokens == [12] and decode.start_pos == 6
+
+
+def test_one_flow_is_never_preempted() -> None:
+    sched = Scheduler(slots=2, step_tokens=64, max_waiting=100)
+    seqs = [seq(str(i), 4) for i in range(5)]
+    for s in seqs:
+        sched.add(s)
+    sched.advance(sched.schedule())
+    for s in seqs[:2]:
+        emit(s)
+    assert sched.schedule().cleared_slots == []
+    assert sched.preemptions == 0

@@ -78,7 +78,9 @@ class LlamaCppEngine:
         self._served_name = served_name or source.name
         self._cache_dir = cache_dir
         self._lock = threading.Condition()
-        self._scheduler = Scheduler(settings.slots, settings.step_tokens, settings.max_waiting)
+        self._scheduler = Scheduler(
+            settings.slots, settings.step_tokens, settings.max_waiting, settings.fair_share
+        )
         self._streams: dict[Seq, _Stream] = {}
         self._thread: threading.Thread | None = None
         self._stopping = False
@@ -194,6 +196,8 @@ class LlamaCppEngine:
             raise ContextLengthError(len(prompt), asked or 0, ctx)
         max_tokens = asked if asked is not None else ctx - len(prompt)
         seq = Seq(request.request_id, prompt, request.sampling, max_tokens)
+        if self._settings.fair_share:
+            seq.flow, seq.weight = request.flow, request.weight
         stream = _Stream(self, seq)
         with self._lock:
             self._scheduler.add(seq)
@@ -219,6 +223,9 @@ class LlamaCppEngine:
                     step = self._scheduler.schedule()
                     aborted = self._finish_cancelled(step)
                 self._deliver(aborted)
+                assert self._llm is not None
+                for slot in step.cleared_slots:  # taken from preempted sequences
+                    self._llm.clear_slot(slot)
                 if step.items:
                     try:
                         self._deliver(self._run(step))

@@ -2,14 +2,22 @@
 
 Every step decodes one token for each running sequence, then spends what is left of the
 step's token budget on prompt chunks (chunked prefill): first of sequences already
-prefilling, then of waiting sequences admitted into free slots, oldest first. A long prompt
-thus never stalls the sequences that are already generating.
+prefilling, then of waiting sequences admitted into free slots. A long prompt thus never
+stalls the sequences that are already generating.
+
+Waiting sequences are served by weighted fair queueing on tokens across flows (the gateway
+names a request's tenant as its flow), so one flow's flood cannot starve another. When a flow
+waits below its weighted share of the slots while another holds more than its share, the
+scheduler preempts the newest sequence of the flow furthest over its share: its slot and KV
+cache are freed, and it later resumes by recomputing its context (as vLLM's recompute
+preemption does). With a single flow the scheduler is plain FIFO and never preempts.
 """
 
 from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from sovllm.engines.base import QueueFullError
@@ -30,21 +38,89 @@ class Step:
     items: list[StepItem] = field(default_factory=list)
     released: list[Sequence] = field(default_factory=list)
     """Sequences cancelled since the last step: dropped from the queue or out of their slot."""
+    cleared_slots: list[int] = field(default_factory=list)
+    """Slots taken from preempted sequences: clear their KV cache before running the step."""
 
     @property
     def num_tokens(self) -> int:
         return sum(len(item.tokens) for item in self.items)
 
 
+class FairQueue:
+    """Waiting sequences ordered by virtual finish time (self-clocked fair queueing)."""
+
+    def __init__(self) -> None:
+        self._flows: dict[str, deque[Sequence]] = {}
+        self._last_tag: dict[str, float] = {}
+        self._vtime = 0.0
+        self._size = 0
+
+    def push(self, seq: Sequence) -> None:
+        start = max(self._vtime, self._last_tag.get(seq.flow, 0.0))
+        seq.finish_tag = start + seq.cost / seq.weight
+        self._last_tag[seq.flow] = seq.finish_tag
+        self._flows.setdefault(seq.flow, deque()).append(seq)
+        self._size += 1
+
+    def push_front(self, seq: Sequence) -> None:
+        """Return a preempted sequence to the head of its flow, keeping its place."""
+        self._flows.setdefault(seq.flow, deque()).appendleft(seq)
+        self._size += 1
+
+    def peek(self, prefer: set[str] | frozenset[str] = frozenset()) -> Sequence | None:
+        """The head with the smallest tag, among the preferred flows' heads if any wait."""
+        heads = [q[0] for q in self._flows.values() if q]
+        favoured = [h for h in heads if h.flow in prefer]
+        pool = favoured or heads
+        return min(pool, key=lambda s: s.finish_tag) if pool else None
+
+    def pop(self, prefer: set[str] | frozenset[str] = frozenset()) -> Sequence:
+        seq = self.peek(prefer)
+        assert seq is not None
+        self._flows[seq.flow].popleft()
+        self._size -= 1
+        self._vtime = max(self._vtime, seq.finish_tag)
+        return seq
+
+    def drop_cancelled(self) -> list[Sequence]:
+        dropped = [s for s in self if s.cancelled]
+        if dropped:
+            for flow, q in self._flows.items():
+                self._flows[flow] = deque(s for s in q if not s.cancelled)
+            self._size -= len(dropped)
+        return dropped
+
+    def flows(self) -> set[str]:
+        return {f for f, q in self._flows.items() if q}
+
+    def clear(self) -> None:
+        self._flows.clear()
+        self._size = 0
+
+    def __len__(self) -> int:
+        return self._size
+
+    def __bool__(self) -> bool:
+        return self._size > 0
+
+    def __iter__(self) -> Iterator[Sequence]:
+        for q in self._flows.values():
+            yield from q
+
+
 class Scheduler:
-    def __init__(self, slots: int, step_tokens: int, max_waiting: int) -> None:
+    def __init__(
+        self, slots: int, step_tokens: int, max_waiting: int, preempt: bool = True
+    ) -> None:
         self.num_slots = slots
         self.step_tokens = step_tokens
         self.max_waiting = max_waiting
-        self.waiting: deque[Sequence] = deque()
+        self.preempt = preempt
+        self.waiting = FairQueue()
         self.running: list[Sequence] = []
         self._free_slots: list[int] = list(range(slots - 1, -1, -1))
         self._completions: deque[float] = deque(maxlen=64)
+        self.preemptions = 0
 
     @property
     def free_slots(self) -> int:
@@ -61,10 +137,10 @@ class Scheduler:
         """Queue a sequence, or refuse it when the bounded queue is full."""
         if len(self.waiting) >= self.max_waiting + len(self._free_slots):
             raise QueueFullError(len(self.waiting), self.retry_after_s())
-        self.waiting.append(seq)
+        self.waiting.push(seq)
 
     def retry_after_s(self) -> int:
-        """Seconds until the queue has likely drained by one slot's worth, from recent finishes."""
+        """Seconds until the queue has likely drained, from the recent rate of finishes."""
         if len(self._completions) < 2:
             return 1
         span = self._completions[-1] - self._completions[0]
@@ -76,6 +152,8 @@ class Scheduler:
     def schedule(self) -> Step:
         step = Step()
         self._drop_cancelled(step)
+        if self.preempt:
+            self._preempt_for_fairness(step)
         budget = self.step_tokens
         for seq in self.running:
             if seq.status is Status.DECODE:
@@ -88,24 +166,63 @@ class Scheduler:
                 budget -= self._prefill(step, seq, budget)
         now = time.perf_counter()
         while budget > 0 and self.waiting and self._free_slots:
-            seq = self.waiting.popleft()
+            seq = self.waiting.pop(self._under_share() if self.preempt else frozenset())
             seq.slot = self._free_slots.pop()
             seq.status = Status.PREFILL
-            seq.scheduled_at = now
+            if seq.scheduled_at is None:
+                seq.scheduled_at = now
             self.running.append(seq)
             budget -= self._prefill(step, seq, budget)
         return step
 
     def _prefill(self, step: Step, seq: Sequence, budget: int) -> int:
         chunk = seq.next_prompt_chunk(budget)
-        last = seq.n_computed + len(chunk) >= seq.prompt_len
-        step.items.append(StepItem(seq, chunk, seq.n_computed, last))
+        last = seq.n_computed + len(chunk) >= len(seq.context)
+        # A resumed sequence already has its next token: its context is not sampled from.
+        step.items.append(StepItem(seq, chunk, seq.n_computed, last and not seq.output))
         return len(chunk)
 
+    def _excess(self) -> dict[str, float]:
+        """Slots each active flow holds beyond its weighted share (negative: below it)."""
+        weights = {s.flow: s.weight for s in self.running}
+        weights |= {s.flow: s.weight for s in self.waiting}
+        total = sum(weights.values())
+        excess = {flow: -self.num_slots * w / total for flow, w in weights.items()}
+        for s in self.running:
+            excess[s.flow] += 1
+        return excess
+
+    def _under_share(self) -> set[str]:
+        excess = self._excess()
+        return {flow for flow in self.waiting.flows() if excess[flow] < 0}
+
+    def _preempt_for_fairness(self, step: Step) -> None:
+        """Free one slot when a waiting flow is below its share and another well above it."""
+        if self._free_slots or not self.waiting:
+            return
+        excess = self._excess()
+        if len(excess) < 2 or not any(excess[f] < 0 for f in self.waiting.flows()):
+            return
+        victim_flow = max(excess, key=lambda f: excess[f])
+        # Only a flow a whole slot over its share gives one up: otherwise the two would swap
+        # the slot back and forth.
+        if excess[victim_flow] >= 1:
+            victim = next(s for s in reversed(self.running) if s.flow == victim_flow)
+            self._preempt(victim, step)
+
+    def _preempt(self, seq: Sequence, step: Step) -> None:
+        self.running.remove(seq)
+        assert seq.slot is not None
+        step.cleared_slots.append(seq.slot)
+        self._free_slots.append(seq.slot)
+        seq.slot = None
+        seq.n_computed = 0
+        seq.status = Status.WAITING
+        self.waiting.push_front(seq)
+        self.preemptions += 1
+
     def _drop_cancelled(self, step: Step) -> None:
-        if any(s.cancelled for s in self.waiting):
-            step.released.extend(s for s in self.waiting if s.cancelled)
-            self.waiting = deque(s for s in self.waiting if not s.cancelled)
+        step.released.extend(self.waiting.drop_cancelled())
         cancelled = [s for s in self.running if s.cancelled]
         if cancelled:
             # Out of the step, but still holding their slots until the engine has cleared

@@ -36,6 +36,10 @@ class Sequence:
     finish_reason: FinishReason | None = None
     sampler: object | None = None
     """The runner's sampler for this sequence (a llama.cpp sampler chain)."""
+    flow: str = ""
+    weight: float = 1.0
+    finish_tag: float = 0.0
+    """Virtual finish time in the fair queue (smaller is served first)."""
     _utf8: Utf8Stream = field(default_factory=Utf8Stream)
     _stops: StopMatcher = field(init=False)
 
@@ -47,11 +51,25 @@ class Sequence:
         return len(self.prompt)
 
     @property
+    def context(self) -> list[int]:
+        """What must be in the KV cache before the next decode step.
+
+        The prompt, and after a preemption also the tokens generated so far except the last,
+        which the next decode step feeds.
+        """
+        return self.prompt + self.output[:-1] if self.output else self.prompt
+
+    @property
     def remaining_prompt(self) -> int:
-        return max(self.prompt_len - self.n_computed, 0)
+        return max(len(self.context) - self.n_computed, 0)
 
     def next_prompt_chunk(self, budget: int) -> list[int]:
-        return self.prompt[self.n_computed : self.n_computed + budget]
+        return self.context[self.n_computed : self.n_computed + budget]
+
+    @property
+    def cost(self) -> int:
+        """Tokens this request may use: its fair-queue cost, as for the quota reservation."""
+        return self.prompt_len + self.max_tokens
 
     @property
     def last_token(self) -> int:
