@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from sovllm.store.db import Database
+from tests.postgres import PostgresMissing, create_database, private_postgres
 
 MODEL_ID = "smollm2-135m-instruct"
 
@@ -132,52 +133,14 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 # -- databases: every test that touches one runs on SQLite and on a real PostgreSQL ---------
 
 
-def _pg_bin() -> Path:
-    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
-    if not found:
-        pytest.fail(
-            "PostgreSQL is not installed: run the tests with `make test` (scripts/test.sh "
-            "installs it from Debian's packages)"
-        )
-    return found[-1].parent
-
-
-def _as_postgres(cmd: list[str]) -> list[str]:
-    # PostgreSQL refuses to run as root.
-    return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
-
-
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     """A private PostgreSQL server on a free port; yields its URL without a database name."""
-    import shutil
-    import tempfile
-
-    bindir = _pg_bin()
-    root = Path(tempfile.mkdtemp(prefix="sovllm-pg-"))
-    if os.geteuid() == 0:
-        shutil.chown(root, "postgres", "postgres")
-    port = free_port()
-    subprocess.run(
-        _as_postgres([str(bindir / "initdb"), "-D", str(root / "data"), "-A", "trust",
-                      "-U", "sovllm", "--no-sync"]),
-        check=True, capture_output=True,
-    )  # fmt: skip
-    opts = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
-    subprocess.run(
-        _as_postgres([str(bindir / "pg_ctl"), "-D", str(root / "data"), "-o", opts,
-                      "-l", str(root / "log"), "-w", "start"]),
-        check=True, capture_output=True,
-    )  # fmt: skip
     try:
-        yield f"postgresql+psycopg://sovllm@127.0.0.1:{port}"
-    finally:
-        subprocess.run(
-            _as_postgres([str(bindir / "pg_ctl"), "-D", str(root / "data"), "-m", "immediate",
-                          "stop"]),
-            capture_output=True,
-        )  # fmt: skip
-        shutil.rmtree(root, ignore_errors=True)
+        with private_postgres() as url:
+            yield url
+    except PostgresMissing as exc:
+        pytest.fail(str(exc))
 
 
 def fresh_database_url(kind: str, tmp: Path, postgres: str | None) -> str:
@@ -185,16 +148,7 @@ def fresh_database_url(kind: str, tmp: Path, postgres: str | None) -> str:
     if kind == "sqlite":
         return f"sqlite:///{tmp / 'sovllm.db'}"
     assert postgres is not None
-    import uuid
-
-    import psycopg
-
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(
-        postgres.replace("postgresql+psycopg", "postgresql") + "/postgres", autocommit=True
-    ) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    return f"{postgres}/{name}"
+    return create_database(postgres)
 
 
 BACKENDS = ["sqlite", "postgresql"]

@@ -21,7 +21,7 @@ router = APIRouter(prefix="/admin/v1", tags=["admin"])
 Admin = Depends(require(ADMIN_ROLES))
 Auditor = Depends(require(AUDIT_ROLES))
 
-Count = Annotated[int | None, Field(None, ge=0)]
+Count = Annotated[int | None, Field(None, ge=0, le=idn.MAX_LIMIT)]
 
 
 class _Body(BaseModel):

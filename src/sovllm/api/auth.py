@@ -13,7 +13,7 @@ from fastapi import Request
 from sovllm.api.errors import APIError
 from sovllm.api.state import app_state
 from sovllm.governance import quotas
-from sovllm.governance.identity import AuthError, Principal, Role, authenticate
+from sovllm.governance.identity import AuthError, Principal, Role, authenticate, principal_shape
 
 INFERENCE_ROLES = frozenset({Role.USER, Role.ADMIN})
 AUDIT_ROLES = frozenset({Role.AUDITOR, Role.ADMIN})
@@ -39,31 +39,56 @@ async def identify(request: Request) -> Principal:
 
 def require(roles: frozenset[Role]) -> Callable[[Request], Awaitable[Principal]]:
     """A FastAPI dependency: the caller's principal, if their role is one of `roles`."""
-    allowed = ", ".join(sorted(r.value for r in roles))
 
     async def dependency(request: Request) -> Principal:
         principal = await identify(request)
         if principal.role not in roles:
-            raise APIError(
-                403,
-                f"The role '{principal.role.value}' may not use {request.url.path} "
-                f"(allowed: {allowed}).",
-                "permission_error",
-                code="forbidden",
-            )
+            raise _forbidden(principal.role, request.url.path, roles)
         request.state.principal = principal
         return principal
 
     return dependency
 
 
-async def admit(
-    request: Request, principal: Principal, request_id: str, tokens: int
-) -> quotas.Ticket:
+def _forbidden(role: Role, path: str, roles: frozenset[Role]) -> APIError:
+    allowed = ", ".join(sorted(r.value for r in roles))
+    return APIError(
+        403,
+        f"The role '{role.value}' may not use {path} (allowed: {allowed}).",
+        "permission_error",
+        code="forbidden",
+    )
+
+
+def _quota_error(exc: quotas.QuotaExceeded) -> APIError:
+    headers = {"Retry-After": str(exc.retry_after_s), **exc.headers.as_dict()}
+    return APIError(429, str(exc), "rate_limit_error", code=exc.code, headers=headers)
+
+
+def check_key_present(request: Request) -> None:
+    """Refuse a request with no usable key before any other work is done for it."""
+    try:
+        principal_shape(bearer(request))
+    except AuthError as exc:
+        raise APIError(401, str(exc), code="invalid_api_key") from None
+
+
+async def authorize_and_admit(
+    request: Request, roles: frozenset[Role], request_id: str, tokens: int
+) -> tuple[Principal, quotas.Ticket]:
+    """Key, role and quotas in one database transaction, in a worker thread."""
     try:
         return await to_thread.run_sync(
-            quotas.admit, app_state(request).db, principal, request_id, tokens
+            quotas.authorize_and_admit,
+            app_state(request).db,
+            bearer(request),
+            roles,
+            request_id,
+            tokens,
         )
+    except AuthError as exc:
+        raise APIError(401, str(exc), code="invalid_api_key") from None
+    except quotas.Forbidden as exc:
+        raise _forbidden(exc.role, request.url.path, roles) from None
     except quotas.QuotaExceeded as exc:
-        headers = {"Retry-After": str(exc.retry_after_s), **exc.headers.as_dict()}
-        raise APIError(429, str(exc), "rate_limit_error", code=exc.code, headers=headers) from None
+        raise _quota_error(exc) from None

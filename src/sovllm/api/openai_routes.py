@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import time
@@ -15,7 +16,13 @@ from anyio import to_thread
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from sovllm.api.auth import ANY_ROLE, INFERENCE_ROLES, admit, require
+from sovllm.api.auth import (
+    ANY_ROLE,
+    INFERENCE_ROLES,
+    authorize_and_admit,
+    check_key_present,
+    require,
+)
 from sovllm.api.errors import APIError
 from sovllm.api.schemas import (
     AssistantMessage,
@@ -44,7 +51,6 @@ from sovllm.governance.identity import Principal
 
 log = logging.getLogger("sovllm.api")
 router = APIRouter()
-Inference = Depends(require(INFERENCE_ROLES))
 AnyRole = Depends(require(ANY_ROLE))
 
 
@@ -63,16 +69,14 @@ async def get_model(model_id: str, request: Request, _: Principal = AnyRole) -> 
 
 @router.post("/v1/chat/completions", response_model=None)
 async def chat_completions(
-    body: ChatCompletionRequest, request: Request, principal: Principal = Inference
+    body: ChatCompletionRequest, request: Request
 ) -> JSONResponse | StreamingResponse:
     gen = GenerationRequest(
         request_id=f"chatcmpl-{uuid.uuid4().hex}",
         sampling=_sampling(body),
         messages=[ChatMessage(m.role, m.text()) for m in body.messages],
-        flow=principal.tenant,
-        weight=principal.tenant_weight,
     )
-    call, outputs = await _start(request, principal, body, gen)
+    call, outputs = await _start(request, body, gen)
     if body.stream:
         return _sse(outputs, call, call.chat_chunk)
     result = await _collect(outputs)
@@ -94,16 +98,14 @@ async def chat_completions(
 
 @router.post("/v1/completions", response_model=None)
 async def completions(
-    body: CompletionRequest, request: Request, principal: Principal = Inference
+    body: CompletionRequest, request: Request
 ) -> JSONResponse | StreamingResponse:
     gen = GenerationRequest(
         request_id=f"cmpl-{uuid.uuid4().hex}",
         sampling=_sampling(body),
         prompt=body.prompt_value(),
-        flow=principal.tenant,
-        weight=principal.tenant_weight,
     )
-    call, outputs = await _start(request, principal, body, gen)
+    call, outputs = await _start(request, body, gen)
     if body.stream:
         return _sse(outputs, call, call.completion_chunk)
     result = await _collect(outputs)
@@ -120,15 +122,19 @@ async def completions(
 
 
 async def _start(
-    request: Request, principal: Principal, body: _SamplingFields, gen: GenerationRequest
+    request: Request, body: _SamplingFields, gen: GenerationRequest
 ) -> tuple[_Call, AsyncGenerator[GenerationOutput, None]]:
-    """The request path after parsing: model check, admission, then the engine."""
+    """The request path after parsing: identity, policy and admission, then the engine."""
+    check_key_present(request)
     state = app_state(request)
     info = state.engine.model
     _check_model(body.model, info)
     prompt_tokens = state.engine.count_tokens(gen)
     budget = body.max_tokens if body.max_tokens is not None else info.context_length - prompt_tokens
-    ticket = await admit(request, principal, gen.request_id, prompt_tokens + max(budget, 0))
+    principal, ticket = await authorize_and_admit(
+        request, INFERENCE_ROLES, gen.request_id, prompt_tokens + max(budget, 0)
+    )
+    gen = dataclasses.replace(gen, flow=principal.tenant, weight=principal.tenant_weight)
     try:
         stream = state.engine.submit(gen)
     except Exception:

@@ -13,6 +13,7 @@ import hmac
 import secrets
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import func, select, text, update
 from sqlalchemy.exc import IntegrityError
@@ -24,6 +25,7 @@ from sovllm.store.schema import ApiKey, Tenant
 KEY_PREFIX = "sk-sovllm-"
 _SECRET_LEN = 40  # base62 characters: ~238 bits
 _ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+MAX_LIMIT = 2**62
 TENANT_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789-_.")
 
 
@@ -108,8 +110,8 @@ def _limits_of(row: Tenant | ApiKey) -> Limits:
 def _validate_limits(limits: Limits) -> None:
     for name in ("rpm", "tpm", "max_concurrent", "monthly_tokens"):
         value = getattr(limits, name)
-        if value is not None and value < 0:
-            raise IdentityError(f"{name} must be zero or more, got {value}")
+        if value is not None and not 0 <= value <= MAX_LIMIT:
+            raise IdentityError(f"{name} must be between 0 and {MAX_LIMIT}, got {value}")
 
 
 def _validate_tenant_name(name: str) -> None:
@@ -349,33 +351,53 @@ def bootstrap_admin(db: Database, tenant: str = "admin") -> str | None:
 # -- authentication ------------------------------------------------------------------------
 
 
-def authenticate(db: Database, raw: str | None) -> Principal:
-    """The principal behind a bearer key, or AuthError (never naming the key)."""
+PRINCIPAL_SQL = (
+    "SELECT k.id, k.key_hash, k.role, k.revoked_at, k.expires_at, "
+    "k.rpm, k.tpm, k.max_concurrent, k.monthly_tokens, "
+    "t.id, t.name, t.weight, t.rpm, t.tpm, t.max_concurrent, t.monthly_tokens "
+    "FROM api_keys k JOIN tenants t ON t.id = k.tenant_id WHERE k.key_hash = :digest"
+)
+_PRINCIPAL = text(PRINCIPAL_SQL)
+
+
+def principal_shape(raw: str | None) -> str:
+    """The key if it looks like one of ours; AuthError if it is missing or malformed."""
     if not raw:
         raise AuthError("Missing API key. Send it as 'Authorization: Bearer sk-sovllm-...'.")
     if not raw.startswith(KEY_PREFIX):
         raise AuthError("Incorrect API key provided.")
-    digest = hash_key(raw)
-    with db.transaction() as s:
-        found = s.execute(
-            select(ApiKey, Tenant)
-            .join(Tenant, Tenant.id == ApiKey.tenant_id)
-            .where(ApiKey.key_hash == digest)
-        ).first()
-    if found is None or not hmac.compare_digest(found[0].key_hash, digest):
+    return raw
+
+
+def principal_in(s: Session, raw: str | None) -> Principal:
+    """The principal behind a bearer key, read in an open transaction, or AuthError."""
+    digest = hash_key(principal_shape(raw))
+    row = s.execute(_PRINCIPAL, {"digest": digest}).first()
+    return principal_from_row(tuple(row) if row is not None else None, digest)
+
+
+def principal_from_row(row: tuple[Any, ...] | None, digest: str) -> Principal:
+    """A PRINCIPAL_SQL row as a principal, or AuthError for a missing or unusable key."""
+    if row is None or not hmac.compare_digest(row[1], digest):
         raise AuthError("Incorrect API key provided.")
-    key, tenant = found
-    now = time.time()
-    if key.revoked_at is not None:
+    (key_id, _, role, revoked, expires, k_rpm, k_tpm, k_conc, k_month,
+     tenant_id, tenant, weight, t_rpm, t_tpm, t_conc, t_month) = row  # fmt: skip
+    if revoked is not None:
         raise AuthError("This API key has been revoked.")
-    if key.expires_at is not None and key.expires_at <= now:
+    if expires is not None and expires <= time.time():
         raise AuthError("This API key has expired.")
     return Principal(
-        key_id=key.id,
-        tenant_id=tenant.id,
-        tenant=tenant.name,
-        role=Role(key.role),
-        key_limits=_limits_of(key),
-        tenant_limits=_limits_of(tenant),
-        tenant_weight=tenant.weight,
+        key_id=key_id,
+        tenant_id=tenant_id,
+        tenant=tenant,
+        role=Role(role),
+        key_limits=Limits(k_rpm, k_tpm, k_conc, k_month),
+        tenant_limits=Limits(t_rpm, t_tpm, t_conc, t_month),
+        tenant_weight=weight,
     )
+
+
+def authenticate(db: Database, raw: str | None) -> Principal:
+    """The principal behind a bearer key, or AuthError (never naming the key)."""
+    with db.read() as s:
+        return principal_in(s, raw)

@@ -12,18 +12,80 @@ PostgreSQL's row locks on the key and its tenant (always taken in that order).
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import math
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import ColumnElement, delete, func, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.orm import Session
-
-from sovllm.governance.identity import Limits, Principal
+from sovllm.governance.identity import (
+    PRINCIPAL_SQL,
+    Limits,
+    Principal,
+    Role,
+    hash_key,
+    principal_from_row,
+    principal_shape,
+)
 from sovllm.store.db import Database
-from sovllm.store.schema import ApiKey, Inflight, RateEvent, Tenant, UsageDaily
+from sovllm.store.raw import SQL, RawTransaction, raw_transaction
+
+# The request path's statements, run on plain driver connections (see store/raw.py).
+_SCOPES = ("key_id", "tenant_id")
+_WINDOW = {
+    c: SQL(
+        f"SELECT count(*), coalesce(sum(tokens), 0), min(at) FROM rate_events "
+        f"WHERE {c} = :id AND at > :since"
+    )
+    for c in _SCOPES
+}
+_INFLIGHT = {
+    c: SQL(
+        f"SELECT count(*), coalesce(sum(reserved_tokens), 0) FROM inflight "
+        f"WHERE {c} = :id AND lease_until > :now"
+    )
+    for c in _SCOPES
+}
+_MONTH = {
+    c: SQL(
+        f"SELECT coalesce(sum(prompt_tokens + completion_tokens), 0) FROM usage_daily "
+        f"WHERE {c} = :id AND day >= :month"
+    )
+    for c in _SCOPES
+}
+_INSERT_EVENT = SQL(
+    "INSERT INTO rate_events (request_id, key_id, tenant_id, at, tokens) "
+    "VALUES (:rid, :key, :tenant, :now, :tokens)"
+)
+_INSERT_INFLIGHT = SQL(
+    "INSERT INTO inflight (request_id, key_id, tenant_id, started_at, lease_until, "
+    "reserved_tokens) VALUES (:rid, :key, :tenant, :now, :lease, :tokens)"
+)
+_FORGET = (
+    SQL("DELETE FROM rate_events WHERE key_id = :key AND at <= :since"),
+    SQL("DELETE FROM inflight WHERE key_id = :key AND lease_until <= :now"),
+)
+_SETTLE = (
+    SQL("UPDATE rate_events SET tokens = :used WHERE request_id = :rid"),
+    SQL("DELETE FROM inflight WHERE request_id = :rid"),
+    # The same upsert syntax on SQLite (3.24+) and PostgreSQL.
+    SQL(
+        "INSERT INTO usage_daily (day, key_id, tenant_id, requests, prompt_tokens, "
+        "completion_tokens) VALUES (:day, :key, :tenant, 1, :prompt, :completion) "
+        "ON CONFLICT (day, key_id) DO UPDATE SET requests = usage_daily.requests + 1, "
+        "prompt_tokens = usage_daily.prompt_tokens + excluded.prompt_tokens, "
+        "completion_tokens = usage_daily.completion_tokens + excluded.completion_tokens"
+    ),
+)
+_PRINCIPAL = SQL(PRINCIPAL_SQL)
+_PRINCIPAL_LOCKED = SQL(PRINCIPAL_SQL + " FOR UPDATE")
+_LOCK_KEY_AND_TENANT = SQL(
+    "SELECT k.id, t.id FROM api_keys k JOIN tenants t ON t.id = k.tenant_id "
+    "WHERE k.id = :key FOR UPDATE"
+)
+_RELEASE = (
+    SQL("DELETE FROM rate_events WHERE request_id = :rid"),
+    SQL("DELETE FROM inflight WHERE request_id = :rid"),
+)
 
 WINDOW_S = 60.0
 LEASE_S = 900.0
@@ -94,23 +156,18 @@ def _seconds_to_next_month(now: float) -> float:
 
 
 def _check_scope(
-    s: Session,
+    s: RawTransaction,
     scope: str,
+    column: str,
+    ident: object,
     limits: Limits,
-    where_event: ColumnElement[bool],
-    where_inflight: ColumnElement[bool],
-    where_usage: ColumnElement[bool],
     reserved: int,
     now: float,
 ) -> RateLimitHeaders:
-    since = now - WINDOW_S
     headers = RateLimitHeaders()
+    params = {"id": ident, "since": now - WINDOW_S, "now": now}
     if limits.rpm is not None or limits.tpm is not None:
-        count, tokens, oldest = s.execute(
-            select(
-                func.count(), func.coalesce(func.sum(RateEvent.tokens), 0), func.min(RateEvent.at)
-            ).where(where_event, RateEvent.at > since)
-        ).one()
+        count, tokens, oldest = s.one(_WINDOW[column], params) or (0, 0, None)
         reset = (oldest + WINDOW_S - now) if oldest is not None else 0.0
         headers = RateLimitHeaders(
             limit_requests=limits.rpm,
@@ -145,13 +202,10 @@ def _check_scope(
                 reset,
                 headers,
             )
-    if limits.max_concurrent is not None:
-        running = s.scalar(
-            select(func.count())
-            .select_from(Inflight)
-            .where(where_inflight, Inflight.lease_until > now)
-        )
-        if (running or 0) >= limits.max_concurrent:
+    held = 0
+    if limits.max_concurrent is not None or limits.monthly_tokens is not None:
+        running, held = s.one(_INFLIGHT[column], params) or (0, 0)
+        if limits.max_concurrent is not None and running >= limits.max_concurrent:
             raise QuotaExceeded(
                 f"Too many concurrent requests for {scope}: the limit is "
                 f"{limits.max_concurrent}. Retry when one finishes.",
@@ -161,17 +215,8 @@ def _check_scope(
             )
     if limits.monthly_tokens is not None:
         month = _month_start(now).isoformat()
-        used = s.scalar(
-            select(
-                func.coalesce(func.sum(UsageDaily.prompt_tokens + UsageDaily.completion_tokens), 0)
-            ).where(where_usage, UsageDaily.day >= month)
-        )
-        held = s.scalar(
-            select(func.coalesce(func.sum(Inflight.reserved_tokens), 0)).where(
-                where_inflight, Inflight.lease_until > now
-            )
-        )
-        if int(used or 0) + int(held or 0) + reserved > limits.monthly_tokens:
+        used = int((s.one(_MONTH[column], {"id": ident, "month": month}) or (0,))[0])
+        if used + int(held) + reserved > limits.monthly_tokens:
             raise QuotaExceeded(
                 f"Monthly token budget of {scope} exhausted: {used} of "
                 f"{limits.monthly_tokens} tokens used this month, this request needs up to "
@@ -183,39 +228,67 @@ def _check_scope(
     return headers
 
 
+_admissions = itertools.count()
+
+
 def admit(
     db: Database, principal: Principal, request_id: str, reserved_tokens: int,
     now: float | None = None,
 ) -> Ticket:  # fmt: skip
     """Admit a request against its key's and tenant's limits, or raise QuotaExceeded."""
+    with raw_transaction(db) as s:
+        if db.backend == "postgresql":
+            s.run(_LOCK_KEY_AND_TENANT, {"key": principal.key_id})
+        return admit_in(s, principal, request_id, reserved_tokens, now)
+
+
+def authorize_and_admit(
+    db: Database, raw_key: str | None, roles: frozenset[Role], request_id: str,
+    reserved_tokens: int,
+) -> tuple[Principal, Ticket]:  # fmt: skip
+    """Key, role and quotas in one transaction: the request path's single database trip.
+
+    Raises AuthError (401), Forbidden (403) or QuotaExceeded (429); nothing is written then.
+    """
+    digest = hash_key(principal_shape(raw_key))
+    with raw_transaction(db) as s:
+        locked = db.backend == "postgresql"
+        row = s.one(_PRINCIPAL_LOCKED if locked else _PRINCIPAL, {"digest": digest})
+        principal = principal_from_row(row, digest)
+        if principal.role not in roles:
+            raise Forbidden(principal.role)
+        return principal, admit_in(s, principal, request_id, reserved_tokens)
+
+
+class Forbidden(Exception):
+    def __init__(self, role: Role) -> None:
+        super().__init__(role.value)
+        self.role = role
+
+
+def admit_in(
+    s: RawTransaction, principal: Principal, request_id: str, reserved_tokens: int,
+    now: float | None = None,
+) -> Ticket:  # fmt: skip
+    """Admission inside a transaction that holds the key's and tenant's lock."""
     now = time.time() if now is None else now
     p = principal
-    with db.transaction() as s:
-        if db.backend == "postgresql":
-            s.execute(select(ApiKey.id).where(ApiKey.id == p.key_id).with_for_update())
-            s.execute(select(Tenant.id).where(Tenant.id == p.tenant_id).with_for_update())
-        key_headers = _check_scope(
-            s, "this API key", p.key_limits,
-            RateEvent.key_id == p.key_id, Inflight.key_id == p.key_id,
-            UsageDaily.key_id == p.key_id, reserved_tokens, now,
-        )  # fmt: skip
-        tenant_headers = _check_scope(
-            s, f"tenant {p.tenant}", p.tenant_limits,
-            RateEvent.tenant_id == p.tenant_id, Inflight.tenant_id == p.tenant_id,
-            UsageDaily.tenant_id == p.tenant_id, reserved_tokens, now,
-        )  # fmt: skip
-        since = now - WINDOW_S
-        # Forget what no window can see any more, for this key only: cheap, and bounded.
-        s.execute(delete(RateEvent).where(RateEvent.key_id == p.key_id, RateEvent.at <= since))
-        s.execute(delete(Inflight).where(Inflight.key_id == p.key_id, Inflight.lease_until <= now))
-        s.add(RateEvent(request_id=request_id, key_id=p.key_id, tenant_id=p.tenant_id,
-                        at=now, tokens=reserved_tokens))  # fmt: skip
-        s.add(Inflight(request_id=request_id, key_id=p.key_id, tenant_id=p.tenant_id,
-                       started_at=now, lease_until=now + LEASE_S,
-                       reserved_tokens=reserved_tokens))  # fmt: skip
-    binding = (
-        key_headers if key_headers.limit_requests or key_headers.limit_tokens else tenant_headers
+    key_headers = _check_scope(
+        s, "this API key", "key_id", p.key_id, p.key_limits, reserved_tokens, now
     )
+    tenant_headers = _check_scope(
+        s, f"tenant {p.tenant}", "tenant_id", p.tenant_id, p.tenant_limits, reserved_tokens, now
+    )
+    row = {"rid": request_id, "key": p.key_id, "tenant": p.tenant_id, "now": now,
+           "since": now - WINDOW_S, "lease": now + LEASE_S, "tokens": reserved_tokens}  # fmt: skip
+    if next(_admissions) % 32 == 0:
+        # Now and then forget this key's rows that no window can see any more.
+        for stmt in _FORGET:
+            s.run(stmt, row)
+    s.run(_INSERT_EVENT, row)
+    s.run(_INSERT_INFLIGHT, row)
+    key_binds = key_headers.limit_requests is not None or key_headers.limit_tokens is not None
+    binding = key_headers if key_binds else tenant_headers
     return Ticket(request_id, p.key_id, p.tenant_id, reserved_tokens, binding)
 
 
@@ -225,33 +298,19 @@ def settle(
 ) -> None:  # fmt: skip
     """Replace the reservation with actual usage and count it for the day."""
     now = time.time() if now is None else now
-    day = dt.datetime.fromtimestamp(now, dt.UTC).date().isoformat()
-    with db.transaction() as s:
-        s.execute(
-            update(RateEvent)
-            .where(RateEvent.request_id == ticket.request_id)
-            .values(tokens=prompt_tokens + completion_tokens)
-        )
-        s.execute(delete(Inflight).where(Inflight.request_id == ticket.request_id))
-        insert = pg_insert if db.backend == "postgresql" else sqlite_insert
-        stmt = insert(UsageDaily).values(
-            day=day, key_id=ticket.key_id, tenant_id=ticket.tenant_id, requests=1,
-            prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
-        )  # fmt: skip
-        s.execute(
-            stmt.on_conflict_do_update(
-                index_elements=[UsageDaily.day, UsageDaily.key_id],
-                set_={
-                    "requests": UsageDaily.requests + 1,
-                    "prompt_tokens": UsageDaily.prompt_tokens + prompt_tokens,
-                    "completion_tokens": UsageDaily.completion_tokens + completion_tokens,
-                },
-            )
-        )
+    row = {
+        "rid": ticket.request_id, "used": prompt_tokens + completion_tokens,
+        "day": dt.datetime.fromtimestamp(now, dt.UTC).date().isoformat(),
+        "key": ticket.key_id, "tenant": ticket.tenant_id,
+        "prompt": prompt_tokens, "completion": completion_tokens,
+    }  # fmt: skip
+    with raw_transaction(db) as s:
+        for stmt in _SETTLE:
+            s.run(stmt, row)
 
 
 def release(db: Database, ticket: Ticket) -> None:
     """Undo an admission whose request never reached the engine (it is not counted)."""
-    with db.transaction() as s:
-        s.execute(delete(RateEvent).where(RateEvent.request_id == ticket.request_id))
-        s.execute(delete(Inflight).where(Inflight.request_id == ticket.request_id))
+    with raw_transaction(db) as s:
+        for stmt in _RELEASE:
+            s.run(stmt, {"rid": ticket.request_id})

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Float, ForeignKey, Index, Integer, String
+from sqlalchemy import BigInteger, Float, ForeignKey, Index, Integer, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -17,10 +17,10 @@ class Tenant(Base):
     name: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[float] = mapped_column(Float)
     weight: Mapped[float] = mapped_column(Float, default=1.0)
-    rpm: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    tpm: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    max_concurrent: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    monthly_tokens: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    rpm: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    tpm: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    max_concurrent: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    monthly_tokens: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 
 class ApiKey(Base):
@@ -35,10 +35,10 @@ class ApiKey(Base):
     created_at: Mapped[float] = mapped_column(Float)
     expires_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     revoked_at: Mapped[float | None] = mapped_column(Float, nullable=True)
-    rpm: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    tpm: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    max_concurrent: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    monthly_tokens: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    rpm: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    tpm: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    max_concurrent: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    monthly_tokens: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 
 class RateEvent(Base):
@@ -54,7 +54,7 @@ class RateEvent(Base):
     key_id: Mapped[str] = mapped_column(String(32))
     tenant_id: Mapped[int] = mapped_column(Integer)
     at: Mapped[float] = mapped_column(Float)
-    tokens: Mapped[int] = mapped_column(Integer)
+    tokens: Mapped[int] = mapped_column(BigInteger)
 
 
 class Inflight(Base):
@@ -67,7 +67,7 @@ class Inflight(Base):
     tenant_id: Mapped[int] = mapped_column(Integer, index=True)
     started_at: Mapped[float] = mapped_column(Float)
     lease_until: Mapped[float] = mapped_column(Float)
-    reserved_tokens: Mapped[int] = mapped_column(Integer)
+    reserved_tokens: Mapped[int] = mapped_column(BigInteger)
 
 
 class UsageDaily(Base):
@@ -76,6 +76,6 @@ class UsageDaily(Base):
     day: Mapped[str] = mapped_column(String(10), primary_key=True)
     key_id: Mapped[str] = mapped_column(String(32), primary_key=True)
     tenant_id: Mapped[int] = mapped_column(Integer, index=True)
-    requests: Mapped[int] = mapped_column(Integer, default=0)
-    prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
-    completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    requests: Mapped[int] = mapped_column(BigInteger, default=0)
+    prompt_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    completion_tokens: Mapped[int] = mapped_column(BigInteger, default=0)

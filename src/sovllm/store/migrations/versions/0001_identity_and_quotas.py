@@ -18,10 +18,10 @@ depends_on = None
 
 def _limits() -> list[sa.Column[int]]:
     return [
-        sa.Column("rpm", sa.Integer, nullable=True),
-        sa.Column("tpm", sa.Integer, nullable=True),
-        sa.Column("max_concurrent", sa.Integer, nullable=True),
-        sa.Column("monthly_tokens", sa.Integer, nullable=True),
+        sa.Column("rpm", sa.BigInteger, nullable=True),
+        sa.Column("tpm", sa.BigInteger, nullable=True),
+        sa.Column("max_concurrent", sa.BigInteger, nullable=True),
+        sa.Column("monthly_tokens", sa.BigInteger, nullable=True),
     ]
 
 
@@ -54,7 +54,7 @@ def upgrade() -> None:
         sa.Column("key_id", sa.String(32), nullable=False),
         sa.Column("tenant_id", sa.Integer, nullable=False),
         sa.Column("at", sa.Float, nullable=False),
-        sa.Column("tokens", sa.Integer, nullable=False),
+        sa.Column("tokens", sa.BigInteger, nullable=False),
     )
     op.create_index("ix_rate_events_key_at", "rate_events", ["key_id", "at"])
     op.create_index("ix_rate_events_tenant_at", "rate_events", ["tenant_id", "at"])
@@ -65,7 +65,7 @@ def upgrade() -> None:
         sa.Column("tenant_id", sa.Integer, nullable=False),
         sa.Column("started_at", sa.Float, nullable=False),
         sa.Column("lease_until", sa.Float, nullable=False),
-        sa.Column("reserved_tokens", sa.Integer, nullable=False),
+        sa.Column("reserved_tokens", sa.BigInteger, nullable=False),
     )
     op.create_index("ix_inflight_key_id", "inflight", ["key_id"])
     op.create_index("ix_inflight_tenant_id", "inflight", ["tenant_id"])
@@ -74,9 +74,9 @@ def upgrade() -> None:
         sa.Column("day", sa.String(10), primary_key=True),
         sa.Column("key_id", sa.String(32), primary_key=True),
         sa.Column("tenant_id", sa.Integer, nullable=False),
-        sa.Column("requests", sa.Integer, nullable=False),
-        sa.Column("prompt_tokens", sa.Integer, nullable=False),
-        sa.Column("completion_tokens", sa.Integer, nullable=False),
+        sa.Column("requests", sa.BigInteger, nullable=False),
+        sa.Column("prompt_tokens", sa.BigInteger, nullable=False),
+        sa.Column("completion_tokens", sa.BigInteger, nullable=False),
     )
     op.create_index("ix_usage_daily_tenant_id", "usage_daily", ["tenant_id"])
 

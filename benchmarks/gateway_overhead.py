@@ -1,0 +1,203 @@
+"""What identity and quotas add per request, against a stub engine that answers at once.
+
+The same app serves the same requests twice over HTTP (uvicorn on loopback):
+  baseline: identity and admission replaced by no-ops (a fixed principal, no database);
+  governed: the real path: key lookup, quota admission and settlement in the database.
+The difference of the latency percentiles is the gateway's overhead. It runs on SQLite and on a
+private PostgreSQL server, with a key that has every limit set (the most work per request).
+
+    .venv/bin/python benchmarks/gateway_overhead.py [--requests 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import uvicorn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tests.conftest import free_port
+from tests.postgres import create_database, private_postgres
+
+from sovllm.api import openai_routes
+from sovllm.api.app import create_app
+from sovllm.config import load_settings
+from sovllm.engines.base import (
+    EngineStats,
+    GenerationOutput,
+    GenerationRequest,
+    ModelInfo,
+    Timings,
+)
+from sovllm.governance import identity as idn
+from sovllm.governance import quotas
+from sovllm.store.db import Database
+from sovllm.store.migrate import upgrade
+
+MODEL = "stub"
+BODY = {"model": MODEL, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4}
+
+
+class StubStream:
+    def __init__(self, request_id: str) -> None:
+        self.request_id = request_id
+        self.prompt_tokens = 3
+
+    async def __aiter__(self) -> AsyncIterator[GenerationOutput]:
+        now = time.perf_counter()
+        yield GenerationOutput(
+            text="ok", token_ids=(1,), prompt_tokens=3, completion_tokens=1,
+            finish_reason="stop", timings=Timings(now, now, now, now), time=now,
+        )  # fmt: skip
+
+    def cancel(self) -> None:
+        pass
+
+
+class StubEngine:
+    """Answers every request at once with one token: only the gateway's own work remains."""
+
+    model = ModelInfo(id=MODEL, path="-", sha256="0" * 64, context_length=4096, created=0)
+    healthy = True
+
+    def submit(self, request: GenerationRequest) -> StubStream:
+        return StubStream(request.request_id)
+
+    def count_tokens(self, request: GenerationRequest) -> int:
+        return 3
+
+    def stats(self) -> EngineStats:
+        return EngineStats(0, 0, 1, 1)
+
+    def start(self) -> None:
+        pass
+
+    def shutdown(self) -> None:
+        pass
+
+
+def serve(db_url: str, governed: bool, port: int) -> None:
+    """The server side, in its own process so that it shares no GIL with the client."""
+    db = Database(db_url)
+    settings = load_settings(None, data_dir=Path(tempfile.mkdtemp()))
+    app = create_app(settings, StubEngine(), db)  # type: ignore[arg-type]
+    if not governed:
+        principal = idn.authenticate(db, KEY_FOR[db_url])
+
+        async def no_governance(
+            request: object, roles: object, request_id: str, tokens: int
+        ) -> tuple[idn.Principal, quotas.Ticket]:
+            ticket = quotas.Ticket(
+                request_id, principal.key_id, principal.tenant_id, tokens,
+                quotas.RateLimitHeaders(),
+            )  # fmt: skip
+            return principal, ticket
+
+        openai_routes.authorize_and_admit = no_governance  # type: ignore[assignment]
+        quotas.settle = lambda *a, **k: None  # type: ignore[assignment]
+    uvicorn.run(app, port=port, log_level="warning")
+
+
+KEY_FOR: dict[str, str] = {}
+
+
+@contextmanager
+def serving(db_url: str, key: str, governed: bool) -> Iterator[str]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, __file__, "--serve", db_url, "--key", key, "--port", str(port)]
+        + (["--governed"] if governed else [])
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise
+                time.sleep(0.05)
+        yield f"{url}/v1/chat/completions"
+    finally:
+        proc.terminate()
+        proc.wait()
+
+
+def measure(url: str, key: str, n: int) -> list[float]:
+    out = []
+    with httpx.Client(headers={"Authorization": f"Bearer {key}"}, timeout=30) as http:
+        for _ in range(50):  # warm connections, caches, the thread pool
+            http.post(url, json=BODY).raise_for_status()
+        for _ in range(n):
+            t = time.perf_counter()
+            r = http.post(url, json=BODY)
+            out.append(time.perf_counter() - t)
+            r.raise_for_status()
+    return out
+
+
+def pct(xs: list[float], q: float) -> float:
+    return statistics.quantiles(xs, n=100)[int(q) - 1] * 1000
+
+
+def run_backend(name: str, url: str, n: int) -> dict[str, float]:
+    db = Database(url)
+    upgrade(db)
+    every_limit = idn.Limits(10**6, 10**9, 10**4, 10**12)
+    idn.create_tenant(db, "bench", every_limit)
+    key, _ = idn.create_key(db, "bench", idn.Role.USER, every_limit)
+    db.dispose()
+    with serving(url, key, governed=False) as u:
+        base = measure(u, key, n)
+    with serving(url, key, governed=True) as u:
+        gov = measure(u, key, n)
+    row = {
+        "base_p50": pct(base, 50), "base_p95": pct(base, 95),
+        "gov_p50": pct(gov, 50), "gov_p95": pct(gov, 95),
+    }  # fmt: skip
+    row["added_p50"] = row["gov_p50"] - row["base_p50"]
+    row["added_p95"] = row["gov_p95"] - row["base_p95"]
+    print(
+        f"{name:<11} baseline p50 {row['base_p50']:.2f} ms p95 {row['base_p95']:.2f} ms | "
+        f"governed p50 {row['gov_p50']:.2f} ms p95 {row['gov_p95']:.2f} ms | "
+        f"added p50 {row['added_p50']:.2f} ms p95 {row['added_p95']:.2f} ms"
+    )
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--serve", help=argparse.SUPPRESS)
+    parser.add_argument("--key", help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--governed", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        KEY_FOR[args.serve] = args.key
+        serve(args.serve, args.governed, args.port)
+        return
+    tmp = Path(tempfile.mkdtemp())
+    sqlite = run_backend("sqlite", f"sqlite:///{tmp / 'bench.db'}", args.requests)
+    with private_postgres() as server:
+        pg = run_backend("postgresql", create_database(server), args.requests)
+    print()
+    for name, row, target in (("sqlite", sqlite, 1.0), ("postgresql", pg, 3.0)):
+        verdict = "PASS" if row["added_p50"] <= target else "FAIL"
+        print(f"{verdict}: {name} adds {row['added_p50']:.2f} ms p50 (target <= {target} ms)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,94 @@
+"""`sovllm tenants|keys|usage|db` work offline on the server's database (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sovllm.governance import identity as idn
+from sovllm.store.db import Database
+
+
+def sovllm(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "sovllm", *args],
+        capture_output=True, text=True, timeout=120, env={**os.environ, **env},
+    )  # fmt: skip
+
+
+@pytest.fixture
+def env(tmp_path: Path, database_url_any: str) -> dict[str, str]:
+    return {"SOVLLM_DATA_DIR": str(tmp_path / "data"), "SOVLLM_DATABASE_URL": database_url_any}
+
+
+def test_keys_create_prints_the_key_alone_on_the_last_line(
+    env: dict[str, str], database_url_any: str
+) -> None:
+    out = sovllm(env, "keys", "create", "--tenant", "cardiology", "--role", "admin",
+                 "--rpm", "30", "--tpm", "9000", "--max-concurrent", "4",
+                 "--monthly-tokens", "1000000", "--expires", "2999-01-01")  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    key = out.stdout.strip().splitlines()[-1]
+    assert key.startswith("sk-sovllm-") and " " not in key
+    p = idn.authenticate(Database(database_url_any), key)
+    assert p.tenant == "cardiology" and p.role is idn.Role.ADMIN
+    assert p.key_limits == idn.Limits(30, 9000, 4, 1_000_000)
+
+
+def test_tenants_and_keys_round_trip(env: dict[str, str]) -> None:
+    assert sovllm(env, "tenants", "create", "legal", "--rpm", "60", "--weight", "2").returncode == 0
+    created = sovllm(env, "keys", "create", "--tenant", "legal")
+    key = created.stdout.strip().splitlines()[-1]
+    tenants = json.loads(sovllm(env, "tenants", "list", "--json").stdout)
+    assert [(t["name"], t["weight"], t["limits"]["rpm"], t["active_keys"]) for t in tenants] == [
+        ("legal", 2.0, 60, 1)
+    ]
+    keys = json.loads(sovllm(env, "keys", "list", "--json").stdout)
+    assert len(keys) == 1 and keys[0]["active"] and key not in json.dumps(keys)
+    assert sovllm(env, "keys", "revoke", keys[0]["id"]).returncode == 0
+    assert json.loads(sovllm(env, "keys", "list", "--json").stdout)[0]["active"] is False
+    refused = sovllm(env, "tenants", "delete", "nope")
+    assert refused.returncode == 1 and "does not exist" in refused.stderr
+
+
+def test_deleting_a_tenant_with_live_keys_needs_force(env: dict[str, str]) -> None:
+    sovllm(env, "keys", "create", "--tenant", "hr")
+    refused = sovllm(env, "tenants", "delete", "hr")
+    assert refused.returncode == 1 and "--force" in refused.stderr
+    done = sovllm(env, "tenants", "delete", "hr", "--force")
+    assert done.returncode == 0 and "revoked 1 key" in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "flag"),
+    [
+        (["keys", "create", "--tenant", "t", "--rpm", "-1"], "--rpm"),
+        (["keys", "create", "--tenant", "t", "--role", "boss"], "--role"),
+        (["keys", "create", "--tenant", "t", "--expires", "someday"], "--expires"),
+        (["keys", "create", "--tenant", "t", "--expires", "2001-01-01"], "--expires"),
+        (["usage", "--since", "yesterday"], "--since"),
+    ],
+)
+def test_bad_flags_are_named(env: dict[str, str], args: list[str], flag: str) -> None:
+    out = sovllm(env, *args)
+    assert out.returncode == 2
+    assert flag in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_usage_and_db_upgrade(env: dict[str, str]) -> None:
+    assert "latest schema" in sovllm(env, "db", "upgrade").stdout
+    out = sovllm(env, "usage", "--json")
+    assert out.returncode == 0 and json.loads(out.stdout) == []
+
+
+def test_a_bad_database_url_is_named(tmp_path: Path) -> None:
+    out = sovllm(
+        {"SOVLLM_DATA_DIR": str(tmp_path), "SOVLLM_DATABASE_URL": "mysql://x/y"}, "keys", "list"
+    )
+    assert out.returncode == 2 and "database_url" in out.stderr
