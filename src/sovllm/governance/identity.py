@@ -284,16 +284,20 @@ def list_keys(db: Database, tenant: str | None = None) -> list[KeyInfo]:
         return [_key_info(k, t) for k, t in s.execute(q.order_by(ApiKey.created_at)).all()]
 
 
+def _key_row(s: Session, key_id: str) -> tuple[ApiKey, str]:
+    found = s.execute(
+        select(ApiKey, Tenant.name)
+        .join(Tenant, Tenant.id == ApiKey.tenant_id)
+        .where(ApiKey.id == key_id)
+    ).first()
+    if found is None:
+        raise IdentityError(f"key {key_id!r} does not exist")
+    return found[0], found[1]
+
+
 def revoke_key(db: Database, key_id: str) -> KeyInfo:
     with db.transaction() as s:
-        found = s.execute(
-            select(ApiKey, Tenant.name)
-            .join(Tenant, Tenant.id == ApiKey.tenant_id)
-            .where(ApiKey.id == key_id)
-        ).first()
-        if found is None:
-            raise IdentityError(f"key {key_id!r} does not exist")
-        row, tenant = found
+        row, tenant = _key_row(s, key_id)
         if row.revoked_at is None:
             row.revoked_at = time.time()
         return _key_info(row, tenant)
@@ -302,14 +306,7 @@ def revoke_key(db: Database, key_id: str) -> KeyInfo:
 def update_key_limits(db: Database, key_id: str, limits: Limits) -> KeyInfo:
     _validate_limits(limits)
     with db.transaction() as s:
-        found = s.execute(
-            select(ApiKey, Tenant.name)
-            .join(Tenant, Tenant.id == ApiKey.tenant_id)
-            .where(ApiKey.id == key_id)
-        ).first()
-        if found is None:
-            raise IdentityError(f"key {key_id!r} does not exist")
-        row, tenant = found
+        row, tenant = _key_row(s, key_id)
         row.rpm, row.tpm = limits.rpm, limits.tpm
         row.max_concurrent, row.monthly_tokens = limits.max_concurrent, limits.monthly_tokens
         return _key_info(row, tenant)

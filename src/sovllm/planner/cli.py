@@ -385,13 +385,20 @@ def calibrate(
 @plan_app.command()
 def validate(
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON document.")] = False,
+    as_labelled: Annotated[
+        bool,
+        typer.Option(
+            "--as-labelled",
+            help="Read every row exactly as the CSV labels it (ignore corrections.yaml).",
+        ),
+    ] = False,
 ) -> None:
     """Compare predictions with the published measurements shipped with sovllm."""
     from rich.table import Table
 
     from sovllm.planner.validation import evaluate, summarise
 
-    errors = evaluate()
+    errors = evaluate(corrected=not as_labelled)
     summary = summarise(errors)
     if as_json:
         _emit_json(
@@ -404,6 +411,7 @@ def validate(
                         "predicted": round(e.predicted, 5),
                         "error_pct": round(e.error_pct, 2),
                         "fitted": e.fitted,
+                        "read_as": e.read_as,
                         "source": e.row.source,
                     }
                     for e in errors
@@ -414,7 +422,7 @@ def validate(
         return
     console = _console()
     t = Table(title="Per row")
-    for col in ("id", "metric", "measured", "predicted", "error %", "fitted"):
+    for col in ("id", "metric", "measured", "predicted", "error %", "fitted", "read as"):
         t.add_column(col)
     for e in errors:
         t.add_row(
@@ -424,6 +432,7 @@ def validate(
             f"{e.predicted:.4g}",
             f"{e.error_pct:+.1f}",
             "fitted" if e.fitted else "",
+            e.read_as,
         )
     console.print(t)
     t = Table(title="Summary (absolute % error)")

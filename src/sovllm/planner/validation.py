@@ -1,20 +1,30 @@
-"""Error of the planner against published measurements (data/calibration/*.csv)."""
+"""Error of the planner against published measurements (data/calibration/*.csv).
+
+data/calibration/corrections.yaml says how rows are read where the CSV is wrong or silent about
+a run's settings (precision, scheduler limits); each entry gives its evidence, none is fitted.
+"""
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import statistics
 from dataclasses import dataclass
+from functools import cache
 from importlib import resources
 from pathlib import Path
 
+import yaml
+
 from sovllm.planner.catalog import (
+    PRECISIONS,
     engine_catalog,
     get_engine,
     get_hardware,
     get_model,
     hardware_catalog,
 )
+from sovllm.planner.errors import PlannerError
 from sovllm.planner.predict import Prediction, Scenario, predict
 from sovllm.planner.workload import Lengths, Load
 
@@ -40,10 +50,29 @@ class Row:
 
 
 @dataclass(frozen=True)
+class Correction:
+    """How the listed rows are read: settings of the published runs the CSV gets wrong or lacks."""
+
+    rows: tuple[str, ...]
+    why: str
+    precision: str | None = None
+    max_num_seqs: int | None = None
+
+    def describe(self) -> str:
+        parts = []
+        if self.precision is not None:
+            parts.append(self.precision)
+        if self.max_num_seqs is not None:
+            parts.append(f"max_num_seqs {self.max_num_seqs}")
+        return ", ".join(parts)
+
+
+@dataclass(frozen=True)
 class RowError:
     row: Row
     predicted: float
     fitted: bool
+    read_as: str = ""  # the corrections applied to the row ("" = read as labelled)
 
     @property
     def error_pct(self) -> float:
@@ -84,6 +113,33 @@ def load_rows(paths: list[Path] | None = None) -> list[Row]:
     return rows
 
 
+@cache
+def load_corrections() -> tuple[Correction, ...]:
+    text = (
+        resources.files("sovllm.planner")
+        .joinpath("data", "calibration", "corrections.yaml")
+        .read_text(encoding="utf-8")
+    )
+    out: list[Correction] = []
+    for rec in yaml.safe_load(text) or []:
+        corr = Correction(
+            rows=tuple(rec["rows"]),
+            why=str(rec["why"]).strip(),
+            precision=rec.get("precision"),
+            max_num_seqs=rec.get("max_num_seqs"),
+        )
+        if not corr.why or not corr.describe():
+            raise PlannerError(f"correction for {corr.rows} needs a setting and a 'why'")
+        if corr.precision is not None and corr.precision not in PRECISIONS:
+            raise PlannerError(f"correction for {corr.rows}: unknown precision {corr.precision}")
+        out.append(corr)
+    return tuple(out)
+
+
+def corrections_for(row_id: str) -> list[Correction]:
+    return [c for c in load_corrections() if row_id in c.rows]
+
+
 def parse_load(text: str) -> Load:
     kind, _, value = text.partition(":")
     if kind == "offline":
@@ -106,12 +162,12 @@ def fitted_row_ids() -> set[str]:
     return ids
 
 
-def scenario_for(row: Row, seed: int = 0) -> Scenario:
+def scenario_for(row: Row, seed: int = 0, corrected: bool = True) -> Scenario:
     load = parse_load(row.load)
     requests = None
     if load.kind == "concurrency" and load.value <= 1:
         requests = 8  # one sequence at a time: a few requests give the steady value
-    return Scenario(
+    scenario = Scenario(
         model=get_model(row.model),
         hw=get_hardware(row.gpu),
         engine=get_engine(row.engine),
@@ -125,6 +181,14 @@ def scenario_for(row: Row, seed: int = 0) -> Scenario:
         requests=requests,
         seed=seed,
     )
+    if not corrected:
+        return scenario
+    for corr in corrections_for(row.id):
+        if corr.precision is not None:
+            scenario = dataclasses.replace(scenario, precision=corr.precision)
+        if corr.max_num_seqs is not None:
+            scenario = dataclasses.replace(scenario, max_num_seqs=corr.max_num_seqs)
+    return scenario
 
 
 def metric_of(pred: Prediction, metric: str) -> float:
@@ -140,17 +204,21 @@ def metric_of(pred: Prediction, metric: str) -> float:
     raise ValueError(f"unknown metric '{metric}'")
 
 
-def evaluate(rows: list[Row] | None = None) -> list[RowError]:
+def evaluate(rows: list[Row] | None = None, corrected: bool = True) -> list[RowError]:
+    """Error per row; `corrected=False` reads every row exactly as the CSV labels it."""
     rows = load_rows() if rows is None else rows
     fitted = fitted_row_ids()
-    cache: dict[tuple[str, ...], Prediction] = {}
+    memo: dict[tuple[str, ...], Prediction] = {}
     out: list[RowError] = []
     for row in rows:
-        key: tuple[str, ...] = (row.model, row.gpu, str(row.num_gpus), str(row.tp))
-        key += (row.precision, row.engine, str(row.input_tokens), str(row.output_tokens), row.load)
-        if key not in cache:
-            cache[key] = predict(scenario_for(row))
-        out.append(RowError(row, metric_of(cache[key], row.metric), row.id in fitted))
+        s = scenario_for(row, corrected=corrected)
+        key: tuple[str, ...] = (row.model, row.gpu, str(row.num_gpus), str(row.tp), s.precision)
+        key += (row.engine, str(row.input_tokens), str(row.output_tokens), row.load)
+        key += (str(s.max_num_seqs),)
+        if key not in memo:
+            memo[key] = predict(s)
+        read_as = "; ".join(c.describe() for c in corrections_for(row.id)) if corrected else ""
+        out.append(RowError(row, metric_of(memo[key], row.metric), row.id in fitted, read_as))
     return out
 
 
