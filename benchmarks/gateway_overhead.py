@@ -41,6 +41,7 @@ from sovllm.engines.base import (
 )
 from sovllm.governance import identity as idn
 from sovllm.governance import quotas
+from sovllm.governance.audit import open_audit
 from sovllm.store.db import Database
 from sovllm.store.migrate import upgrade
 
@@ -90,7 +91,8 @@ def serve(db_url: str, governed: bool, port: int) -> None:
     """The server side, in its own process so that it shares no GIL with the client."""
     db = Database(db_url)
     settings = load_settings(None, data_dir=Path(tempfile.mkdtemp()))
-    app = create_app(settings, StubEngine(), db)  # type: ignore[arg-type]
+    audit = open_audit(settings, db)
+    app = create_app(settings, StubEngine(), db, audit)  # type: ignore[arg-type]
     if not governed:
         principal = idn.authenticate(db, KEY_FOR[db_url])
 

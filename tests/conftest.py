@@ -35,6 +35,9 @@ class Server:
     log: Path
     api_key: str
     """The admin key the server created at first start."""
+    data_dir: Path = Path()
+    env: dict[str, str] | None = None
+    """The settings the server was started with, for CLI commands on the same data."""
 
     @property
     def auth(self) -> dict[str, str]:
@@ -114,7 +117,8 @@ def run_server(
             if time.monotonic() > deadline:
                 raise RuntimeError(f"server did not become ready:\n{log.read_text()}")
             time.sleep(0.1)
-        yield Server(url, proc, log, _bootstrap_key(log))
+        cli_env = {"SOVLLM_DATA_DIR": str(tmp / "data"), **(env or {})}
+        yield Server(url, proc, log, _bootstrap_key(log), tmp / "data", cli_env)
     finally:
         proc.terminate()
         try:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import getpass
 import json
+import socket
 from pathlib import Path
 from typing import Annotated
 
@@ -45,6 +47,16 @@ def _open(config: Path | None) -> Database:
     except SQLAlchemyError as exc:
         raise _fail(f"cannot open the database: {exc.__class__.__name__}") from None
     return db
+
+
+def _record(config: Path | None, db: Database, action: str, target: dict[str, object]) -> None:
+    """An admin action from the command line, in the audit log with the local user as actor."""
+    from sovllm.governance.audit import open_audit
+
+    actor = {"cli": getpass.getuser(), "host": socket.gethostname()}
+    open_audit(load_settings(config), db).append(
+        "admin", {"actor": actor, "action": action, "target": target}
+    ).result()
 
 
 def _limits(
@@ -95,6 +107,7 @@ def tenants_create(
         t = idn.create_tenant(db, name, _limits(rpm, tpm, max_concurrent, monthly_tokens), weight)
     except idn.IdentityError as exc:
         raise _fail(str(exc)) from None
+    _record(config, db, "tenant.create", {"name": t.name, **dataclasses.asdict(t.limits)})
     typer.echo(f"created tenant {t.name}")
 
 
@@ -121,10 +134,12 @@ def tenants_delete(
     config: ConfigOpt = None,
 ) -> None:
     """Delete a tenant. Refused while it has live keys, unless --force revokes them."""
+    db = _open(config)
     try:
-        revoked = idn.delete_tenant(_open(config), name, force)
+        revoked = idn.delete_tenant(db, name, force)
     except idn.IdentityError as exc:
         raise _fail(str(exc)) from None
+    _record(config, db, "tenant.delete", {"name": name, "force": force, "revoked": revoked})
     typer.echo(f"deleted tenant {name}" + (f", revoked {revoked} key(s)" if revoked else ""))
 
 
@@ -159,6 +174,8 @@ def keys_create(
         raw, info = idn.create_key(db, tenant, role, limits, expires_at, name)
     except idn.IdentityError as exc:
         raise _fail(str(exc)) from None
+    _record(config, db, "key.create",
+            {"key_id": info.id, "prefix": info.prefix, "tenant": tenant, "role": info.role})  # fmt: skip
     typer.echo(f"created key {info.id} ({info.role}) for tenant {tenant}; it is shown only once:")
     typer.echo(raw)
 
@@ -190,10 +207,12 @@ def keys_list(
 @keys_app.command("revoke")
 def keys_revoke(key_id: str, config: ConfigOpt = None) -> None:
     """Revoke a key: it stops working at once, on every gateway."""
+    db = _open(config)
     try:
-        info = idn.revoke_key(_open(config), key_id)
+        info = idn.revoke_key(db, key_id)
     except idn.IdentityError as exc:
         raise _fail(str(exc)) from None
+    _record(config, db, "key.revoke", {"key_id": key_id})
     typer.echo(f"revoked key {info.id} ({info.prefix}…)")
 
 

@@ -9,6 +9,7 @@ import typer
 
 from sovllm import __version__
 from sovllm.admin_cli import db_app, keys_app, tenants_app, usage
+from sovllm.audit_cli import audit_app
 from sovllm.bench.cli import bench
 from sovllm.config import ConfigError, load_settings
 from sovllm.planner.cli import plan_app
@@ -25,6 +26,7 @@ app.command("bench")(bench)
 app.add_typer(tenants_app, name="tenants")
 app.add_typer(keys_app, name="keys")
 app.add_typer(db_app, name="db")
+app.add_typer(audit_app, name="audit")
 app.command("usage")(usage)
 
 

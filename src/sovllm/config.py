@@ -60,6 +60,26 @@ class EngineSettings(BaseModel):
     )
 
 
+class AuditSettings(BaseModel):
+    """The tamper-evident audit log (issue #5)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    origin: str = Field(
+        "sovllm", min_length=1, pattern=r"^[^\s+]+$",
+        description="The log's name in its signed checkpoints (no spaces or '+').",
+    )  # fmt: skip
+    key_file: Path | None = Field(
+        None,
+        description="Ed25519 signing key (made at first start, mode 0600); default "
+        "data_dir/audit/signing.key. Gateways that share a database must share this file.",
+    )
+    checkpoint_every: int = Field(1000, ge=1, description="Sign a checkpoint every N entries.")
+    checkpoint_seconds: float = Field(
+        60.0, gt=0, description="... or when this many seconds have passed since the last."
+    )
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
@@ -92,6 +112,7 @@ class Settings(BaseSettings):
     )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     engine: EngineSettings = Field(default_factory=EngineSettings)
+    audit: AuditSettings = Field(default_factory=AuditSettings)
 
     @field_validator("data_dir")
     @classmethod

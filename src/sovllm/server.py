@@ -14,6 +14,7 @@ from sovllm.config import Settings
 from sovllm.engines.catalog import ModelNotFoundError, resolve_model
 from sovllm.engines.llamacpp.engine import LlamaCppEngine
 from sovllm.engines.llamacpp.model import ModelLoadError
+from sovllm.governance.audit import open_audit
 from sovllm.governance.identity import bootstrap_admin
 from sovllm.store.db import Database, DatabaseConfigError, database_url
 from sovllm.store.migrate import upgrade
@@ -78,7 +79,7 @@ def run_server(settings: Settings) -> None:
     engine = LlamaCppEngine(
         source, settings.engine, settings.served_model_name, cache_dir=settings.data_dir / "cache"
     )
-    app = create_app(settings, engine, db)
+    app = create_app(settings, engine, db, open_audit(settings, db))
     config = uvicorn.Config(
         app,
         host=settings.host,

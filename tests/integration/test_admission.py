@@ -16,6 +16,7 @@ from sovllm.api.app import create_app
 from sovllm.config import load_settings
 from sovllm.engines.catalog import resolve_model
 from sovllm.engines.llamacpp.engine import LlamaCppEngine
+from sovllm.governance.audit import open_audit
 from sovllm.governance.identity import bootstrap_admin
 from sovllm.store.db import Database, database_url
 from sovllm.store.migrate import upgrade
@@ -95,7 +96,7 @@ def inproc_app(data: Path) -> Iterator[tuple[TestClient, LlamaCppEngine]]:
     key = bootstrap_admin(db)
     engine_settings = settings.engine.model_copy(update={"slots": 2})
     engine = LlamaCppEngine(resolve_model(settings.model), engine_settings)
-    with TestClient(create_app(settings, engine, db)) as client:
+    with TestClient(create_app(settings, engine, db, open_audit(settings, db))) as client:
         client.headers["Authorization"] = f"Bearer {key}"
         yield client, engine
 

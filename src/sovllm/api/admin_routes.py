@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from typing import Annotated, Generic, Literal, TypeVar
 
@@ -129,6 +130,17 @@ def _key(k: idn.KeyInfo) -> KeyOut:
     )  # fmt: skip
 
 
+async def _record(request: Request, action: str, target: dict[str, object]) -> None:
+    """An admin action's audit entry, durable before the answer goes out."""
+    actor: idn.Principal = request.state.principal
+    fields = {
+        "actor": {"tenant": actor.tenant, "key_id": actor.key_id, "role": actor.role.value},
+        "action": action,
+        "target": target,
+    }
+    await asyncio.wrap_future(app_state(request).audit.append("admin", fields))
+
+
 def _bad(exc: idn.IdentityError) -> APIError:
     status = 404 if "does not exist" in str(exc) else 409 if "already exists" in str(exc) else 400
     return APIError(status, str(exc))
@@ -159,6 +171,7 @@ async def update_tenant(name: str, body: TenantUpdate, request: Request) -> Tena
         t = await to_thread.run_sync(idn.update_tenant, db, name, body.to_limits(), body.weight)
     except idn.IdentityError as exc:
         raise _bad(exc) from None
+    await _record(request, "tenant.update", {"name": name, **body.model_dump()})
     return _tenant(t)
 
 
@@ -169,6 +182,7 @@ async def delete_tenant(name: str, request: Request, force: bool = False) -> dic
         revoked = await to_thread.run_sync(idn.delete_tenant, db, name, force)
     except idn.IdentityError as exc:
         raise APIError(409 if "live key" in str(exc) else 404, str(exc)) from None
+    await _record(request, "tenant.delete", {"name": name, "force": force, "revoked": revoked})
     return {"deleted": name, "revoked_keys": revoked}
 
 
@@ -191,6 +205,9 @@ async def create_key(body: KeyCreate, request: Request) -> KeyCreated:
         )
     except idn.IdentityError as exc:
         raise _bad(exc) from None
+    # The key itself never enters the log: only its id and visible prefix.
+    await _record(request, "key.create", {"key_id": info.id, "prefix": info.prefix,
+                                          "tenant": info.tenant, "role": info.role})  # fmt: skip
     return KeyCreated(key=raw, **_key(info).model_dump())
 
 
@@ -201,6 +218,7 @@ async def update_key(key_id: str, body: LimitsIn, request: Request) -> KeyOut:
         info = await to_thread.run_sync(idn.update_key_limits, db, key_id, body.to_limits())
     except idn.IdentityError as exc:
         raise _bad(exc) from None
+    await _record(request, "key.update", {"key_id": key_id, **body.model_dump()})
     return _key(info)
 
 
@@ -210,6 +228,7 @@ async def revoke_key(key_id: str, request: Request) -> KeyOut:
         info = await to_thread.run_sync(idn.revoke_key, app_state(request).db, key_id)
     except idn.IdentityError as exc:
         raise _bad(exc) from None
+    await _record(request, "key.revoke", {"key_id": key_id})
     return _key(info)
 
 

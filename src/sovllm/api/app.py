@@ -16,21 +16,25 @@ from sovllm.api.openai_routes import router as openai_router
 from sovllm.api.state import AppState, app_state
 from sovllm.config import Settings
 from sovllm.engines.base import Engine
+from sovllm.governance.audit.log import AuditLog
 from sovllm.observability.metrics import CONTENT_TYPE, Metrics
 from sovllm.store.db import Database
 
 
-def create_app(settings: Settings, engine: Engine, db: Database) -> FastAPI:
+def create_app(settings: Settings, engine: Engine, db: Database, audit: AuditLog) -> FastAPI:
     """Build the app around an engine. The engine is started by the app's lifespan."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine.start()
-        app.state.sovllm = AppState(settings, engine, Metrics(engine.model.id, engine.stats), db)
+        audit.start()
+        metrics = Metrics(engine.model.id, engine.stats)
+        app.state.sovllm = AppState(settings, engine, metrics, db, audit)
         try:
             yield
         finally:
             engine.shutdown()
+            audit.close()
 
     app = FastAPI(
         title="sovllm",

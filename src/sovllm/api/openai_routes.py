@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import dataclasses
 import json
 import logging
@@ -47,6 +48,7 @@ from sovllm.engines.base import (
     SamplingParams,
 )
 from sovllm.governance import quotas
+from sovllm.governance.audit import keyed_hash, records
 from sovllm.governance.identity import Principal
 
 log = logging.getLogger("sovllm.api")
@@ -140,8 +142,26 @@ async def _start(
     except Exception:
         await to_thread.run_sync(quotas.release, state.db, ticket)
         raise
+    audit = state.audit
+    begin = audit.append(
+        "request.begin",
+        records.request_begin(
+            principal, request.url.path, info, gen.sampling, prompt_tokens, ticket.reserved_tokens,
+            keyed_hash(audit, "prompt", _content_bytes(gen)),
+            keyed_hash(audit, "user", body.user.encode()) if body.user else None,
+        ),
+        gen.request_id,
+    )  # fmt: skip
     call = _Call(gen.request_id, int(time.time()), info, body.include_usage, ticket.headers)
-    return call, _outputs(stream, request, state, ticket)
+    return call, _outputs(stream, request, state, ticket, begin)
+
+
+def _content_bytes(gen: GenerationRequest) -> bytes:
+    if gen.messages is not None:
+        return json.dumps([[m.role, m.content] for m in gen.messages]).encode()
+    return json.dumps(
+        gen.prompt if isinstance(gen.prompt, str) else list(gen.prompt or [])
+    ).encode()
 
 
 # -- helpers -----------------------------------------------------------------------------
@@ -183,20 +203,29 @@ def _sampling(body: _SamplingFields) -> SamplingParams:
 
 
 async def _outputs(
-    stream: RequestStream, request: Request, state: AppState, ticket: quotas.Ticket
+    stream: RequestStream,
+    request: Request,
+    state: AppState,
+    ticket: quotas.Ticket,
+    begin: concurrent.futures.Future[int],
 ) -> AsyncGenerator[GenerationOutput, None]:
     """The engine's outputs for one request, with metrics, cancelled if the client leaves.
 
+    The request's begin entry in the audit log is durable before its first token leaves.
     Usage is settled before the final output is passed on, so a client's next request already
     sees this one's tokens and a free concurrency slot.
     """
     watcher = asyncio.create_task(_cancel_on_disconnect(request, stream))
     previous: float | None = None
     last: GenerationOutput | None = None
+    text: list[str] = []
     settled = False
     try:
         async for out in stream:
+            if last is None:
+                await asyncio.wrap_future(begin)
             last = out
+            text.append(out.text)
             state.metrics.observe_token(previous, out)
             if out.token_ids:
                 previous = out.time
@@ -206,6 +235,7 @@ async def _outputs(
                 await to_thread.run_sync(
                     quotas.settle, state.db, ticket, out.prompt_tokens, out.completion_tokens
                 )
+                _audit_end(state, stream.request_id, out, "".join(text))
             yield out
     finally:
         watcher.cancel()
@@ -216,6 +246,7 @@ async def _outputs(
             _background(to_thread.run_sync(
                 quotas.settle, state.db, ticket, stream.prompt_tokens, used
             ))  # fmt: skip
+            _audit_end(state, stream.request_id, last, "".join(text), "client_disconnected")
 
 
 _tasks: set[asyncio.Task[None]] = set()
@@ -231,6 +262,16 @@ def _background(work: Awaitable[None]) -> None:
     task = asyncio.get_running_loop().create_task(run())
     _tasks.add(task)
     task.add_done_callback(_tasks.discard)
+
+
+def _audit_end(
+    state: AppState, request_id: str, out: GenerationOutput | None, text: str,
+    outcome: str | None = None,
+) -> None:  # fmt: skip
+    if outcome is None:
+        outcome = "error" if out is not None and out.error else "completed"
+    digest = keyed_hash(state.audit, "response", text.encode())
+    state.audit.append("request.end", records.request_end(out, outcome, digest), request_id)
 
 
 async def _cancel_on_disconnect(request: Request, stream: RequestStream) -> None:

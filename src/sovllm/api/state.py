@@ -8,6 +8,7 @@ from fastapi import Request
 
 from sovllm.config import Settings
 from sovllm.engines.base import Engine
+from sovllm.governance.audit.log import AuditLog
 from sovllm.observability.metrics import Metrics
 from sovllm.store.db import Database
 
@@ -18,6 +19,7 @@ class AppState:
     engine: Engine
     metrics: Metrics
     db: Database
+    audit: AuditLog
 
 
 def app_state(request: Request) -> AppState:

@@ -36,6 +36,9 @@ class RawTransaction:
     def run(self, sql: SQL, params: Mapping[str, object]) -> None:
         self._run(sql, params)
 
+    def all(self, sql: SQL, params: Mapping[str, object]) -> list[tuple[Any, ...]]:
+        return [tuple(r) for r in self._run(sql, params).fetchall()]
+
     def one(self, sql: SQL, params: Mapping[str, object]) -> tuple[Any, ...] | None:
         row = self._run(sql, params).fetchone()
         return tuple(row) if row is not None else None

@@ -1,0 +1,142 @@
+"""`sovllm audit verify|prove|export|checkpoint|key`."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from sovllm.admin_cli import ConfigOpt, _fail, _open, _parse_date
+from sovllm.config import ConfigError, load_settings
+from sovllm.governance.audit import key_path, open_audit
+from sovllm.governance.audit.checkpoint import CheckpointError, Signer, Verifier
+from sovllm.governance.audit.log import AuditLog
+from sovllm.governance.audit.verify import (
+    ExportError,
+    Report,
+    export_lines,
+    inclusion,
+    verify_database,
+    verify_export,
+)
+
+audit_app = typer.Typer(help="The tamper-evident audit log.", no_args_is_help=True)
+
+
+def _log(config: Path | None) -> AuditLog:
+    db = _open(config)
+    try:
+        return open_audit(load_settings(config), db)
+    except ConfigError as exc:
+        raise _fail(str(exc), 2) from None
+
+
+def _verifier(key: str | None, log: AuditLog | None) -> Verifier:
+    if key is None:
+        assert log is not None
+        return log.signer.verifier
+    text = Path(key).read_text() if Path(key).is_file() else key
+    try:
+        return Verifier.decode(text)
+    except CheckpointError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--key") from None
+
+
+def _read(path: Path, flag: str) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise typer.BadParameter(f"cannot read {path}: {exc}", param_hint=flag) from None
+
+
+def _finish(report: Report) -> None:
+    typer.echo(report.summary())
+    for problem in report.problems[1:]:
+        typer.echo(f"  also: {problem}")
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@audit_app.command("verify")
+def verify(
+    against: Annotated[
+        Path | None, typer.Option(help="Also check this signed checkpoint (a witness's copy).")
+    ] = None,
+    offline: Annotated[
+        Path | None, typer.Option(help="Verify this export file instead of the database.")
+    ] = None,
+    checkpoint: Annotated[
+        Path | None, typer.Option(help="With --offline: the signed checkpoint to check against.")
+    ] = None,
+    key: Annotated[
+        str | None,
+        typer.Option(help="Verifier key (or a file with it); default: this server's key."),
+    ] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Recompute the tree, check every entry, signature and checkpoint; name the first bad entry."""
+    against_note = _read(against, "--against") if against else None
+    if offline is not None:
+        lines = _read(offline, "--offline").splitlines()
+        note = _read(checkpoint, "--checkpoint") if checkpoint else None
+        log = _log(config) if key is None else None
+        try:
+            report = verify_export(lines, _verifier(key, log), note or against_note)
+        except ExportError as exc:
+            raise _fail(f"{offline}: {exc}") from None
+        _finish(report)
+        return
+    log = _log(config)
+    _finish(verify_database(log.db, _verifier(key, log), against_note))
+
+
+@audit_app.command("prove")
+def prove(request_id: str, config: ConfigOpt = None) -> None:
+    """Print the inclusion proof of a request's entries (JSON)."""
+    log = _log(config)
+    try:
+        typer.echo(json.dumps(inclusion(log.db, request_id), indent=2))
+    except LookupError as exc:
+        raise _fail(str(exc)) from None
+
+
+@audit_app.command("export")
+def export(
+    since: Annotated[str | None, typer.Option(help="First day or time (ISO 8601).")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Write the log as JSONL on stdout, verifiable with `verify --offline`. No keys or secrets."""
+    start = _parse_date(since, "--since").timestamp() if since else None
+    log = _log(config)
+    for line in export_lines(log.db, start, log.signer.verifier):
+        sys.stdout.write(line + "\n")
+
+
+@audit_app.command("checkpoint")
+def checkpoint(
+    out: Annotated[
+        Path | None, typer.Option(help="Folder to write checkpoint-SIZE.txt into (a witness).")
+    ] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Sign a checkpoint of the log as it is now."""
+    log = _log(config)
+    note = log.checkpoint()
+    if out is None:
+        typer.echo(note, nl=False)
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    size = note.split("\n")[1]
+    path = out / f"checkpoint-{size}.txt"
+    path.write_text(note, encoding="utf-8")
+    typer.echo(str(path))
+
+
+@audit_app.command("key")
+def key(config: ConfigOpt = None) -> None:
+    """Print the log's verifier (public) key, for witnesses and offline verification."""
+    settings = load_settings(config)
+    typer.echo(Signer.load_or_create(key_path(settings), settings.audit.origin).verifier.encode())

@@ -1,0 +1,64 @@
+"""What an audit entry says about a request: the documented, versioned fields (schema v1).
+
+Content is never stored here: prompts and answers appear only as keyed hashes (GDPR Art. 25,
+data protection by default), the `user` field only as a pseudonym.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from sovllm.engines.base import GenerationOutput, ModelInfo, SamplingParams
+from sovllm.governance.identity import Principal
+
+
+def request_begin(
+    principal: Principal,
+    route: str,
+    model: ModelInfo,
+    sampling: SamplingParams,
+    prompt_tokens: int,
+    reserved_tokens: int,
+    prompt_hash: str,
+    user_pseudonym: str | None,
+) -> dict[str, Any]:
+    params = asdict(sampling)
+    params["stop_count"] = len(params.pop("stop"))  # stop strings can carry content
+    params["logit_bias_count"] = len(params.pop("logit_bias"))
+    return {
+        "principal": {
+            "tenant": principal.tenant, "key_id": principal.key_id,
+            "role": principal.role.value, "user": user_pseudonym,
+        },
+        "route": route,
+        "model": {"id": model.id, "weights_sha256": model.sha256},
+        "sampling": params,
+        "tokens": {"prompt": prompt_tokens, "reserved": reserved_tokens},
+        "policy": {"quota": "admitted"},
+        "content": {"policy": "none", "prompt_hmac": prompt_hash},
+    }  # fmt: skip
+
+
+def request_end(
+    out: GenerationOutput | None, outcome: str, response_hash: str | None
+) -> dict[str, Any]:
+    fields: dict[str, Any] = {"outcome": outcome}
+    if out is not None:
+        fields["tokens"] = {"prompt": out.prompt_tokens, "completion": out.completion_tokens}
+        fields["finish_reason"] = out.finish_reason
+        if out.error:
+            fields["error"] = out.error
+        t = out.timings
+        if t is not None:
+            fields["timings"] = {
+                "queue_s": _span(t.arrival, t.scheduled),
+                "ttft_s": _span(t.arrival, t.first_token),
+                "total_s": _span(t.arrival, t.finished),
+            }
+    fields["content"] = {"policy": "none", "response_hmac": response_hash}
+    return fields
+
+
+def _span(start: float, end: float | None) -> float | None:
+    return round(end - start, 6) if end is not None else None

@@ -1,0 +1,105 @@
+"""Every request and admin action lands in the audit log, durably and verifiably."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import openai
+
+from tests.conftest import MODEL_ID, Server
+
+SECRET_PROMPT = "My patient Mario Rossi has diabetes"
+
+
+def sovllm(server: Server, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "sovllm", *args],
+        capture_output=True, text=True, timeout=120, env={**os.environ, **(server.env or {})},
+    )  # fmt: skip
+
+
+def entries(server: Server, request_id: str) -> list[dict[str, object]]:
+    with sqlite3.connect(server.data_dir / "sovllm.db") as conn:
+        rows = conn.execute(
+            "SELECT body FROM audit_entries WHERE request_id = ? ORDER BY seq", (request_id,)
+        ).fetchall()
+    return [json.loads(b) for (b,) in rows]
+
+
+def test_a_request_gets_a_begin_and_an_end_entry_without_its_content(server: Server) -> None:
+    client = openai.OpenAI(base_url=server.base_url, api_key=server.api_key, max_retries=0)
+    out = client.chat.completions.create(
+        model=MODEL_ID, messages=[{"role": "user", "content": SECRET_PROMPT}], max_tokens=5,
+        user="mario.rossi@example.com",
+    )  # fmt: skip
+    begin, end = entries(server, out.id)
+    assert begin["kind"] == "request.begin" and end["kind"] == "request.end"
+    assert begin["model"] == {"id": MODEL_ID, "weights_sha256": out.system_fingerprint}  # type: ignore[comparison-overlap]
+    principal = begin["principal"]
+    assert isinstance(principal, dict) and principal["role"] == "admin"
+    assert principal["user"] and "mario" not in str(principal["user"])
+    assert end["outcome"] == "completed"
+    assert end["tokens"] == {"prompt": out.usage.prompt_tokens, "completion": 5}  # type: ignore[union-attr]
+    raw = (server.data_dir / "sovllm.db").read_bytes()
+    assert SECRET_PROMPT.encode() not in raw and b"mario.rossi" not in raw
+
+
+def test_the_begin_entry_is_durable_before_the_first_token(server: Server) -> None:
+    body = {"model": MODEL_ID, "messages": [{"role": "user", "content": "Hi"}],
+            "max_tokens": 50, "stream": True}  # fmt: skip
+    url = f"{server.base_url}/chat/completions"
+    with httpx.stream("POST", url, json=body, headers=server.auth, timeout=60) as r:
+        lines = r.iter_lines()
+        first = json.loads(next(lines).removeprefix("data: "))
+        # Read from another connection while the stream is still open.
+        kinds = [e["kind"] for e in entries(server, first["id"])]
+        assert kinds[0] == "request.begin"
+        for _ in lines:
+            pass
+
+
+def test_admin_actions_are_recorded_with_their_actor(server: Server) -> None:
+    server.create_key("audited-tenant")
+    with sqlite3.connect(server.data_dir / "sovllm.db") as conn:
+        bodies = [json.loads(b) for (b,) in conn.execute(
+            "SELECT body FROM audit_entries WHERE kind = 'admin' ORDER BY seq")]  # fmt: skip
+    actions = {(b["action"], json.dumps(b["target"], sort_keys=True)) for b in bodies}
+    assert any(a == "key.create" and "audited-tenant" in t for a, t in actions)
+    assert all(b["actor"]["role"] == "admin" for b in bodies if "role" in b["actor"])
+    assert server.api_key not in json.dumps(bodies)
+
+
+def test_verify_export_and_tamper_detection(server: Server, tmp_path: Path) -> None:
+    client = openai.OpenAI(base_url=server.base_url, api_key=server.api_key, max_retries=0)
+    client.completions.create(model=MODEL_ID, prompt="Audit me", max_tokens=2)
+    witness = sovllm(server, "audit", "checkpoint", "--out", str(tmp_path / "dpo"))
+    assert witness.returncode == 0, witness.stderr
+    note = Path(witness.stdout.strip())
+    ok = sovllm(server, "audit", "verify", "--against", str(note))
+    assert ok.returncode == 0 and ok.stdout.startswith("OK"), ok.stdout + ok.stderr
+    export = sovllm(server, "audit", "export")
+    # Keys appear only as their id and 4-character visible prefix, never whole.
+    assert server.api_key not in export.stdout
+    assert not re.search(r"sk-sovllm-[A-Za-z0-9]{10,}", export.stdout)
+    log = tmp_path / "log.jsonl"
+    log.write_text(export.stdout)
+    offline = sovllm(server, "audit", "verify", "--offline", str(log), "--checkpoint", str(note))
+    assert offline.returncode == 0, offline.stdout + offline.stderr
+    lines = export.stdout.splitlines()
+    log.write_text("\n".join([*lines[:2], "garbage", *lines[3:]]))
+    bad = sovllm(server, "audit", "verify", "--offline", str(log))
+    assert bad.returncode == 1 and "line 3" in bad.stderr
+    # Rewrite one entry in the live database, as an attacker with file access would.
+    with sqlite3.connect(server.data_dir / "sovllm.db") as conn:
+        conn.execute("UPDATE audit_entries SET body = replace(body, 'request', 'REQUEST') "
+                     "WHERE seq = 1")  # fmt: skip
+    tampered = sovllm(server, "audit", "verify", "--against", str(note))
+    assert tampered.returncode == 1
+    assert "first bad entry: 1" in tampered.stdout

@@ -1,0 +1,85 @@
+"""`sovllm bench` for 20 seconds against a real `sovllm serve` with the embedded model."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from sovllm.cli import app
+from tests.conftest import MODEL_ID, Server
+
+
+def test_a_20_second_bench(server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # No cpu-local profile in this data folder: --compare-plan must say so, not crash.
+    monkeypatch.setenv("SOVLLM_DATA_DIR", str(tmp_path / "data"))
+    out = tmp_path / "results" / "run1"
+    args = [
+        "bench",
+        "--url", server.base_url,
+        "--api-key", server.api_key,
+        "--users", "2",
+        "--think-time", "0.2",
+        "--turns", "2",
+        # The template alone is 30 tokens and the machine is shared: keep the work small.
+        "--prompt-tokens", "34-44",
+        "--output-tokens", "6",
+        # No warmup, so that the first turns (the ones with a target length) are measured;
+        # warmup exclusion is covered by the unit tests.
+        "--warmup", "0",
+        "--duration", "20",
+        "--grace", "30",
+        "--slo", "ttft_p95=30,tpot_p95=5",
+        "--compare-plan",
+        "--out", str(out),
+        "--json",
+    ]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    doc: dict[str, Any] = json.loads(result.output[result.output.index("{") :])
+
+    assert doc["schema"] == "sovllm-bench/1" and doc["partial"] is False
+    assert doc["target"]["model"] == MODEL_ID
+    # sovllm has no /tokenize: lengths are calibrated from usage, and exact.
+    assert doc["target"]["token_counter"] == "usage"
+    assert doc["prompt_calibration"]["exact"] is True
+    s = doc["summary"]
+    req = s["requests"]
+    assert req["ok"] >= 2 and req["error"] == 0, s["errors"]
+    tokens = s["tokens"]
+    assert tokens["count_source"] == {"usage": req["ok"]}
+    first_turns = tokens["prompt_target_check"]
+    assert first_turns["checked"] >= 1 and first_turns["exact"] == first_turns["checked"]
+    assert tokens["output_target_check"]["exact"] == req["ok"]
+    assert tokens["output"]["min"] == tokens["output"]["max"] == 6
+    lat = s["latency_s"]
+    assert 0 < lat["ttft"]["p50"] <= lat["e2e"]["p50"]
+    assert lat["tpot"]["count"] == req["ok"]
+    # 6 tokens give at most 5 gaps; a chunk may carry two tokens (held-back UTF-8 or stop text).
+    assert req["ok"] <= lat["itl"]["count"] <= 5 * req["ok"]
+    assert s["throughput"]["output_tokens_per_s"] > 0
+    assert s["window"]["duration_s"] >= 20
+    assert [t["metric"] for t in s["slo"]["terms"]] == ["ttft", "tpot"]
+    assert 0 <= s["slo"]["attainment"] <= 1
+
+    # The conversation grows: a second turn resends the first with its answer.
+    rows = [json.loads(line) for line in out.with_suffix(".jsonl").read_text().splitlines()]
+    assert len(rows) == req["measured"] + req["warmup"]
+    by_conv: dict[int, dict[int, dict[str, Any]]] = {}
+    for row in rows:
+        by_conv.setdefault(row["conversation"], {})[row["turn"]] = row
+    pairs = [c for c in by_conv.values() if 1 in c and 2 in c and c[2]["status"] == "ok"]
+    assert pairs
+    assert all(c[2]["prompt_tokens"] > c[1]["prompt_tokens"] + c[1]["output_tokens"] for c in pairs)
+
+    html = out.with_suffix(".html").read_text()
+    assert "TTFT CDF" in html and "Output throughput" in html and html.count("<svg") >= 6
+    assert "<script" not in html and not re.search(r"\b(src|href)=", html)
+
+    cmp = doc["compare_plan"]
+    assert cmp["hardware"] == "cpu-local"
+    assert "rows" in cmp or "calibrate" in cmp["error"]
