@@ -28,6 +28,27 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(db_app, name="db")
 app.add_typer(audit_app, name="audit")
 app.command("usage")(usage)
+compliance_app = typer.Typer(help="Compliance documents from the live configuration.")
+app.add_typer(compliance_app, name="compliance")
+
+
+@compliance_app.command("records")
+def compliance_records(
+    output: Annotated[str, typer.Option("--format", help="md or json.")] = "md",
+    config: Annotated[Path | None, typer.Option("--config")] = None,
+) -> None:
+    """Print the GDPR Art. 30 record of processing built from the configuration."""
+    import json
+
+    from sovllm.governance.records import record_of_processing, to_markdown
+
+    if output not in {"md", "json"}:
+        raise typer.BadParameter("must be md or json", param_hint="--format")
+    try:
+        record = record_of_processing(load_settings(config))
+    except ConfigError as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(json.dumps(record, indent=2) if output == "json" else to_markdown(record))
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:

@@ -80,6 +80,33 @@ class AuditSettings(BaseModel):
     )
 
 
+AUDIT_MINIMUM_DAYS = 183  # six months
+
+
+class RetentionSettings(BaseModel):
+    """How long each category of data is kept (GDPR Art. 5(1)(e); AI Act Art. 19, 26(6))."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    audit_days: int = Field(
+        365, description="Audit metadata (who, when, which model, tokens, outcome)."
+    )
+    content_days: int = Field(
+        30, ge=0, le=3650, description="Prompt and answer content, where a tenant stores it."
+    )
+    usage_days: int = Field(400, ge=31, description="Usage counters per key, tenant and day.")
+
+    @field_validator("audit_days")
+    @classmethod
+    def _six_months(cls, value: int) -> int:
+        if value < AUDIT_MINIMUM_DAYS:
+            raise ValueError(
+                f"audit logs must be kept at least six months ({AUDIT_MINIMUM_DAYS} days): "
+                "EU AI Act Art. 19(1) and 26(6)"
+            )
+        return value
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
@@ -113,6 +140,7 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     engine: EngineSettings = Field(default_factory=EngineSettings)
     audit: AuditSettings = Field(default_factory=AuditSettings)
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
 
     @field_validator("data_dir")
     @classmethod
@@ -180,7 +208,7 @@ def _describe(exc: ValidationError) -> str:
     loc = [str(part) for part in err["loc"]]
     name = ".".join(loc) or "settings"
     env = ENV_PREFIX + NESTED_DELIMITER.join(loc).upper()
-    message = err["msg"]
+    message = str(err["msg"]).removeprefix("Value error, ")
     if err["type"] == "extra_forbidden":
         message = "unknown setting"
     value = err.get("input")

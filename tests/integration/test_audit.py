@@ -15,7 +15,7 @@ import openai
 
 from tests.conftest import MODEL_ID, Server
 
-SECRET_PROMPT = "My patient Mario Rossi has diabetes"
+SECRET_PROMPT = "My patient Mario Rossi (RSSMRA85T10A562S, mario.rossi@example.com) has diabetes"
 
 
 def sovllm(server: Server, *args: str) -> subprocess.CompletedProcess[str]:
@@ -46,9 +46,12 @@ def test_a_request_gets_a_begin_and_an_end_entry_without_its_content(server: Ser
     assert isinstance(principal, dict) and principal["role"] == "admin"
     assert principal["user"] and "mario" not in str(principal["user"])
     assert end["outcome"] == "completed"
+    # Personal data in the prompt is counted by kind, never stored.
+    assert begin["policy"] == {"quota": "admitted", "pii": {"codice_fiscale": 1, "email": 1}}
     assert end["tokens"] == {"prompt": out.usage.prompt_tokens, "completion": 5}  # type: ignore[union-attr]
     raw = (server.data_dir / "sovllm.db").read_bytes()
     assert SECRET_PROMPT.encode() not in raw and b"mario.rossi" not in raw
+    assert b"RSSMRA85T10A562S" not in raw
 
 
 def test_the_begin_entry_is_durable_before_the_first_token(server: Server) -> None:
@@ -103,3 +106,49 @@ def test_verify_export_and_tamper_detection(server: Server, tmp_path: Path) -> N
     tampered = sovllm(server, "audit", "verify", "--against", str(note))
     assert tampered.returncode == 1
     assert "first bad entry: 1" in tampered.stdout
+
+
+async def test_sigkill_under_load_leaves_a_verifiable_log(tmp_path: Path) -> None:
+    """Every request that got a token has its begin entry, and the log verifies after restart."""
+    import asyncio
+    import signal
+
+    from tests.conftest import run_server
+
+    answered: set[str] = set()
+    with run_server(tmp_path) as srv:
+        key = srv.create_key("load")
+        body = {"model": MODEL_ID, "messages": [{"role": "user", "content": "Tell a story."}],
+                "max_tokens": 200, "ignore_eos": True, "stream": True}  # fmt: skip
+        limits = httpx.Limits(max_connections=64)
+        async with httpx.AsyncClient(timeout=60, limits=limits,
+                                     headers={"Authorization": f"Bearer {key}"}) as http:  # fmt: skip
+
+            async def one() -> None:
+                try:
+                    async with http.stream(
+                        "POST", f"{srv.base_url}/chat/completions", json=body
+                    ) as r:
+                        async for line in r.aiter_lines():
+                            if line.startswith("data: {"):
+                                answered.add(json.loads(line[6:])["id"])
+                except httpx.HTTPError:
+                    pass  # the server died under us: expected
+
+            tasks = [asyncio.create_task(one()) for _ in range(40)]
+            deadline = asyncio.get_running_loop().time() + 120
+            while len(answered) < 20:  # polls the clients' own state, with a deadline
+                assert asyncio.get_running_loop().time() < deadline, len(answered)
+                await asyncio.sleep(0.05)
+            srv.process.send_signal(signal.SIGKILL)
+            srv.process.wait()
+            await asyncio.gather(*tasks)
+        env = srv.env
+    assert len(answered) >= 20
+    with run_server(tmp_path, env) as again:
+        check = sovllm(again, "audit", "verify")
+        assert check.returncode == 0, check.stdout + check.stderr
+        with sqlite3.connect(again.data_dir / "sovllm.db") as conn:
+            begun = {r for (r,) in conn.execute(
+                "SELECT request_id FROM audit_entries WHERE kind = 'request.begin'")}  # fmt: skip
+    assert answered <= begun

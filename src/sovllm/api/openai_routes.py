@@ -50,6 +50,7 @@ from sovllm.engines.base import (
 from sovllm.governance import quotas
 from sovllm.governance.audit import keyed_hash, records
 from sovllm.governance.identity import Principal
+from sovllm.governance.privacy import pii
 
 log = logging.getLogger("sovllm.api")
 router = APIRouter()
@@ -149,11 +150,25 @@ async def _start(
             principal, request.url.path, info, gen.sampling, prompt_tokens, ticket.reserved_tokens,
             keyed_hash(audit, "prompt", _content_bytes(gen)),
             keyed_hash(audit, "user", body.user.encode()) if body.user else None,
+            _pii_counts(gen),
         ),
         gen.request_id,
     )  # fmt: skip
     call = _Call(gen.request_id, int(time.time()), info, body.include_usage, ticket.headers)
     return call, _outputs(stream, request, state, ticket, begin)
+
+
+def _pii_counts(gen: GenerationRequest) -> dict[str, int] | str:
+    """Personal data in the prompt, by kind, for the audit record (never the values)."""
+    if gen.messages is not None:
+        text = "\n".join(m.content for m in gen.messages)
+    else:
+        text = gen.prompt if isinstance(gen.prompt, str) else ""
+    try:
+        return dict(pii.mask(text)[1])
+    except Exception:  # fail closed: say so, store nothing of the content
+        log.exception("personal-data detection failed")
+        return "detection_failed"
 
 
 def _content_bytes(gen: GenerationRequest) -> bytes:

@@ -22,7 +22,9 @@ def request_begin(
     reserved_tokens: int,
     prompt_hash: str,
     user_pseudonym: str | None,
+    pii_found: dict[str, int] | str,
 ) -> dict[str, Any]:
+    """`pii_found`: personal-data findings per kind in the prompt, or why detection failed."""
     params = asdict(sampling)
     params["stop_count"] = len(params.pop("stop"))  # stop strings can carry content
     params["logit_bias_count"] = len(params.pop("logit_bias"))
@@ -35,7 +37,7 @@ def request_begin(
         "model": {"id": model.id, "weights_sha256": model.sha256},
         "sampling": params,
         "tokens": {"prompt": prompt_tokens, "reserved": reserved_tokens},
-        "policy": {"quota": "admitted"},
+        "policy": {"quota": "admitted", "pii": pii_found},
         "content": {"policy": "none", "prompt_hmac": prompt_hash},
     }  # fmt: skip
 

@@ -1,0 +1,66 @@
+"""Detectors find valid identifiers, ignore look-alikes that fail their checksum, and mask."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from sovllm.governance.privacy.pii import detect, mask
+
+VALID = {
+    "email": "mario.rossi@example.com",
+    "iban": "DE89 3704 0044 0532 0130 00",
+    "payment_card": "4111 1111 1111 1111",
+    "codice_fiscale": "RSSMRA85T10A562S",
+    "es_dni_nie": "12345678Z",
+    "pl_pesel": "44051401359",
+    "nl_bsn": "111222333",
+    "pt_nif": "123456789",
+    "ipv4": "192.168.1.20",
+    "ipv6": "2001:db8::1",
+    "phone": "+39 06 1234 5678",
+}
+
+# The same shapes with a wrong check digit: not personal data by their own rules.
+INVALID = {
+    "iban": "DE88 3704 0044 0532 0130 00",
+    "payment_card": "4111 1111 1111 1112",
+    "codice_fiscale": "RSSMRA85T10A562T",
+    "es_dni_nie": "12345678A",
+    "pl_pesel": "44051401358",
+    "ipv4": "999.168.1.20",
+}
+
+
+@pytest.mark.parametrize(("kind", "value"), sorted(VALID.items()))
+def test_each_valid_identifier_is_found_and_masked(kind: str, value: str) -> None:
+    text = f"Patient file: {value}, see attached."
+    masked, counts = mask(text)
+    assert counts == {kind: 1}, counts
+    assert value not in masked and f"[{kind.upper()}]" in masked
+    assert masked.startswith("Patient file: ") and masked.endswith(", see attached.")
+
+
+@pytest.mark.parametrize(("kind", "value"), sorted(INVALID.items()))
+def test_a_wrong_check_digit_is_not_personal_data(kind: str, value: str) -> None:
+    assert kind not in {f.kind for f in detect(f"ref {value} end")}
+
+
+def test_more_formats() -> None:
+    text = ("Card 5500-0000-0000-0004, IBAN GB82WEST12345698765432, "
+            "NIE X1234567L, call +1 (555) 123-4567 or write to a.b@c.eu")  # fmt: skip
+    _, counts = mask(text)
+    assert counts == {"payment_card": 1, "iban": 1, "es_dni_nie": 1, "phone": 1, "email": 1}
+
+
+def test_ordinary_text_and_numbers_are_left_alone() -> None:
+    text = "In 2024 we treated 1,250 patients; room 12, floor 3, version 1.2.3, cost 49.90 EUR."
+    assert mask(text) == (text, {})
+
+
+@given(st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=200))
+def test_masking_never_raises_and_is_idempotent(text: str) -> None:
+    masked, _ = mask(text)
+    # Masks are not themselves personal data; masking twice changes nothing more.
+    assert mask(masked)[0] == masked
