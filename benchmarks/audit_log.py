@@ -64,7 +64,9 @@ def verify_time(tmp: Path, n: int) -> tuple[float, int]:
     log.start()
     batch = 5000
     for lo in range(0, n, batch):
-        futures = [log.append("request.end", FIELDS, f"r{i}") for i in range(lo, min(n, lo + batch))]
+        futures = [
+            log.append("request.end", FIELDS, f"r{i}") for i in range(lo, min(n, lo + batch))
+        ]
         futures[-1].result()
     log.close()
     start = time.perf_counter()
