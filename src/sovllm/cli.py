@@ -13,6 +13,7 @@ from sovllm.audit_cli import audit_app
 from sovllm.bench.cli import bench
 from sovllm.config import ConfigError, load_settings
 from sovllm.planner.cli import plan_app
+from sovllm.privacy_cli import privacy_app
 
 app = typer.Typer(
     name="sovllm",
@@ -27,6 +28,7 @@ app.add_typer(tenants_app, name="tenants")
 app.add_typer(keys_app, name="keys")
 app.add_typer(db_app, name="db")
 app.add_typer(audit_app, name="audit")
+app.add_typer(privacy_app, name="privacy")
 app.command("usage")(usage)
 compliance_app = typer.Typer(help="Compliance documents from the live configuration.")
 app.add_typer(compliance_app, name="compliance")

@@ -14,6 +14,8 @@ from sovllm.api.auth import ADMIN_ROLES, AUDIT_ROLES, require
 from sovllm.api.errors import APIError
 from sovllm.api.state import app_state
 from sovllm.governance import identity as idn
+from sovllm.governance.privacy import erasure
+from sovllm.governance.privacy.content import set_policy
 from sovllm.governance.usage import usage as usage_rows
 
 T = TypeVar("T")
@@ -55,13 +57,27 @@ def _limits(lim: idn.Limits) -> LimitsOut:
     )
 
 
+Policy = Literal["none", "redacted", "full"]
+
+
 class TenantCreate(LimitsIn):
     name: str = Field(min_length=1, max_length=64)
     weight: float = Field(1.0, gt=0)
+    content_policy: Policy = Field(
+        "none", description="What of prompts and answers is kept (encrypted per subject)."
+    )
 
 
 class TenantUpdate(LimitsIn):
     weight: float | None = Field(None, gt=0)
+    content_policy: Policy | None = None
+
+
+class EraseRequest(_Body):
+    subject: str = Field(
+        min_length=1, max_length=256,
+        description="The `user` value the subject's requests carried, or key:<key id>.",
+    )  # fmt: skip
 
 
 class TenantOut(BaseModel):
@@ -171,6 +187,8 @@ async def update_tenant(name: str, body: TenantUpdate, request: Request) -> Tena
         t = await to_thread.run_sync(idn.update_tenant, db, name, body.to_limits(), body.weight)
     except idn.IdentityError as exc:
         raise _bad(exc) from None
+    if body.content_policy is not None:
+        await to_thread.run_sync(set_policy, db, name, body.content_policy)
     await _record(request, "tenant.update", {"name": name, **body.model_dump()})
     return _tenant(t)
 
@@ -254,3 +272,22 @@ async def get_usage(
             for r in rows
         ]
     )
+
+
+@router.post("/privacy/erase", dependencies=[Auditor])
+async def erase_subject(body: EraseRequest, request: Request) -> dict[str, object]:
+    """Crypto-shred a data subject's stored content; returns a signed erasure receipt."""
+    state = app_state(request)
+    actor: idn.Principal = request.state.principal
+    who = {"tenant": actor.tenant, "key_id": actor.key_id, "role": actor.role.value}
+    return await to_thread.run_sync(erasure.erase, state.vault, state.audit, body.subject, who)
+
+
+@router.get("/audit/content/{request_id}", dependencies=[Auditor])
+async def read_content(request_id: str, request: Request) -> dict[str, object]:
+    """What the tenant's content policy kept of a request; null where the subject was erased."""
+    rows = await to_thread.run_sync(app_state(request).vault.read, request_id)
+    if not rows:
+        raise APIError(404, f"no stored content for request {request_id!r} (policy none?)")
+    return {"request_id": request_id,
+            "parts": [{"part": c.part, "policy": c.policy, "text": c.text} for c in rows]}  # fmt: skip

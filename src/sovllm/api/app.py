@@ -17,6 +17,7 @@ from sovllm.api.state import AppState, app_state
 from sovllm.config import Settings
 from sovllm.engines.base import Engine
 from sovllm.governance.audit.log import AuditLog
+from sovllm.governance.privacy.content import open_vault
 from sovllm.observability.metrics import CONTENT_TYPE, Metrics
 from sovllm.store.db import Database
 
@@ -29,7 +30,8 @@ def create_app(settings: Settings, engine: Engine, db: Database, audit: AuditLog
         engine.start()
         audit.start()
         metrics = Metrics(engine.model.id, engine.stats)
-        app.state.sovllm = AppState(settings, engine, metrics, db, audit)
+        vault = open_vault(settings.data_dir, db)
+        app.state.sovllm = AppState(settings, engine, metrics, db, audit, vault)
         try:
             yield
         finally:

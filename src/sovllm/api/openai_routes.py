@@ -51,6 +51,7 @@ from sovllm.governance import quotas
 from sovllm.governance.audit import keyed_hash, records
 from sovllm.governance.identity import Principal
 from sovllm.governance.privacy import pii
+from sovllm.governance.privacy.erasure import subject_for
 
 log = logging.getLogger("sovllm.api")
 router = APIRouter()
@@ -144,28 +145,47 @@ async def _start(
         await to_thread.run_sync(quotas.release, state.db, ticket)
         raise
     audit = state.audit
+    vault = state.vault
+    policy = vault.cached_policy(principal.tenant_id)
+    if policy is None:
+        policy = await to_thread.run_sync(vault.policy_of, principal.tenant_id)
+    keep = _Keep(subject_for(audit, body.user, principal.key_id), policy)
     begin = audit.append(
         "request.begin",
         records.request_begin(
             principal, request.url.path, info, gen.sampling, prompt_tokens, ticket.reserved_tokens,
             keyed_hash(audit, "prompt", _content_bytes(gen)),
             keyed_hash(audit, "user", body.user.encode()) if body.user else None,
-            _pii_counts(gen),
+            _pii_counts(gen), policy,
         ),
         gen.request_id,
     )  # fmt: skip
+    if policy != "none":
+        _background(to_thread.run_sync(
+            vault.store, gen.request_id, keep.subject, policy, "prompt", _prompt_text(gen)
+        ))  # fmt: skip
     call = _Call(gen.request_id, int(time.time()), info, body.include_usage, ticket.headers)
-    return call, _outputs(stream, request, state, ticket, begin)
+    return call, _outputs(stream, request, state, ticket, begin, keep)
+
+
+@dataclass(frozen=True)
+class _Keep:
+    """Whose content this is, and what the tenant's policy lets the service keep of it."""
+
+    subject: str
+    policy: str
+
+
+def _prompt_text(gen: GenerationRequest) -> str:
+    if gen.messages is not None:
+        return "\n".join(f"{m.role}: {m.content}" for m in gen.messages)
+    return gen.prompt if isinstance(gen.prompt, str) else json.dumps(list(gen.prompt or []))
 
 
 def _pii_counts(gen: GenerationRequest) -> dict[str, int] | str:
     """Personal data in the prompt, by kind, for the audit record (never the values)."""
-    if gen.messages is not None:
-        text = "\n".join(m.content for m in gen.messages)
-    else:
-        text = gen.prompt if isinstance(gen.prompt, str) else ""
     try:
-        return dict(pii.mask(text)[1])
+        return dict(pii.mask(_prompt_text(gen))[1])
     except Exception:  # fail closed: say so, store nothing of the content
         log.exception("personal-data detection failed")
         return "detection_failed"
@@ -223,6 +243,7 @@ async def _outputs(
     state: AppState,
     ticket: quotas.Ticket,
     begin: concurrent.futures.Future[int],
+    keep: _Keep,
 ) -> AsyncGenerator[GenerationOutput, None]:
     """The engine's outputs for one request, with metrics, cancelled if the client leaves.
 
@@ -250,7 +271,7 @@ async def _outputs(
                 await to_thread.run_sync(
                     quotas.settle, state.db, ticket, out.prompt_tokens, out.completion_tokens
                 )
-                _audit_end(state, stream.request_id, out, "".join(text))
+                _audit_end(state, stream.request_id, out, "".join(text), keep)
             yield out
     finally:
         watcher.cancel()
@@ -261,18 +282,18 @@ async def _outputs(
             _background(to_thread.run_sync(
                 quotas.settle, state.db, ticket, stream.prompt_tokens, used
             ))  # fmt: skip
-            _audit_end(state, stream.request_id, last, "".join(text), "client_disconnected")
+            _audit_end(state, stream.request_id, last, "".join(text), keep, "client_disconnected")
 
 
 _tasks: set[asyncio.Task[None]] = set()
 
 
-def _background(work: Awaitable[None]) -> None:
+def _background(work: Awaitable[object]) -> None:
     async def run() -> None:
         try:
             await work
         except Exception:
-            log.exception("background settlement failed")
+            log.exception("background work for a request failed")
 
     task = asyncio.get_running_loop().create_task(run())
     _tasks.add(task)
@@ -280,13 +301,18 @@ def _background(work: Awaitable[None]) -> None:
 
 
 def _audit_end(
-    state: AppState, request_id: str, out: GenerationOutput | None, text: str,
+    state: AppState, request_id: str, out: GenerationOutput | None, text: str, keep: _Keep,
     outcome: str | None = None,
 ) -> None:  # fmt: skip
     if outcome is None:
         outcome = "error" if out is not None and out.error else "completed"
     digest = keyed_hash(state.audit, "response", text.encode())
-    state.audit.append("request.end", records.request_end(out, outcome, digest), request_id)
+    fields = records.request_end(out, outcome, digest, keep.policy)
+    state.audit.append("request.end", fields, request_id)
+    if keep.policy != "none":
+        _background(to_thread.run_sync(
+            state.vault.store, request_id, keep.subject, keep.policy, "response", text
+        ))  # fmt: skip
 
 
 async def _cancel_on_disconnect(request: Request, stream: RequestStream) -> None:

@@ -9,6 +9,7 @@ from fastapi import Request
 from sovllm.config import Settings
 from sovllm.engines.base import Engine
 from sovllm.governance.audit.log import AuditLog
+from sovllm.governance.privacy.content import ContentVault
 from sovllm.observability.metrics import Metrics
 from sovllm.store.db import Database
 
@@ -20,6 +21,7 @@ class AppState:
     metrics: Metrics
     db: Database
     audit: AuditLog
+    vault: ContentVault
 
 
 def app_state(request: Request) -> AppState:

@@ -21,6 +21,8 @@ class Tenant(Base):
     tpm: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     max_concurrent: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     monthly_tokens: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    content_policy: Mapped[str] = mapped_column(String(16), default="none")
+    """none: metadata and keyed hashes only; redacted: masked content; full: content."""
 
 
 class ApiKey(Base):
@@ -101,3 +103,33 @@ class AuditCheckpoint(Base):
     root: Mapped[str] = mapped_column(String(64))
     note: Mapped[str] = mapped_column(Text)
     at: Mapped[float] = mapped_column(Float)
+
+
+class SubjectKey(Base):
+    """A data subject's content key, wrapped by the master key; erased = NULL (crypto-shred)."""
+
+    __tablename__ = "subject_keys"
+
+    subject: Mapped[str] = mapped_column(String(64), primary_key=True)
+    wrapped_key: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[float] = mapped_column(Float)
+    erased_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class StoredContent(Base):
+    """A prompt or answer kept under a tenant's content policy, encrypted for its subject.
+
+    Kept outside the audit log's leaves (which hold only its HMAC), so erasing or purging it
+    leaves every Merkle proof valid.
+    """
+
+    __tablename__ = "stored_content"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    request_id: Mapped[str] = mapped_column(String(64), index=True)
+    part: Mapped[str] = mapped_column(String(16))
+    subject: Mapped[str] = mapped_column(String(64), index=True)
+    policy: Mapped[str] = mapped_column(String(16))
+    nonce: Mapped[str] = mapped_column(String(32))
+    ciphertext: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[float] = mapped_column(Float, index=True)

@@ -76,6 +76,10 @@ class Signer:
         public = private.public_key().public_bytes_raw()
         self.verifier = Verifier(name, public)
 
+    def sign_bytes(self, data: bytes) -> bytes:
+        """A plain Ed25519 signature (erasure receipts)."""
+        return self._private.sign(data)
+
     def sign(self, checkpoint: Checkpoint) -> str:
         body = checkpoint.body()
         sig = self._private.sign(body.encode())

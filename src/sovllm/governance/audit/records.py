@@ -23,6 +23,7 @@ def request_begin(
     prompt_hash: str,
     user_pseudonym: str | None,
     pii_found: dict[str, int] | str,
+    content_policy: str = "none",
 ) -> dict[str, Any]:
     """`pii_found`: personal-data findings per kind in the prompt, or why detection failed."""
     params = asdict(sampling)
@@ -38,13 +39,14 @@ def request_begin(
         "sampling": params,
         "tokens": {"prompt": prompt_tokens, "reserved": reserved_tokens},
         "policy": {"quota": "admitted", "pii": pii_found},
-        "content": {"policy": "none", "prompt_hmac": prompt_hash},
+        "content": {"policy": content_policy, "prompt_hmac": prompt_hash},
     }  # fmt: skip
 
 
 def request_end(
-    out: GenerationOutput | None, outcome: str, response_hash: str | None
-) -> dict[str, Any]:
+    out: GenerationOutput | None, outcome: str, response_hash: str | None,
+    content_policy: str = "none",
+) -> dict[str, Any]:  # fmt: skip
     fields: dict[str, Any] = {"outcome": outcome}
     if out is not None:
         fields["tokens"] = {"prompt": out.prompt_tokens, "completion": out.completion_tokens}
@@ -58,7 +60,7 @@ def request_end(
                 "ttft_s": _span(t.arrival, t.first_token),
                 "total_s": _span(t.arrival, t.finished),
             }
-    fields["content"] = {"policy": "none", "response_hmac": response_hash}
+    fields["content"] = {"policy": content_policy, "response_hmac": response_hash}
     return fields
 
 

@@ -1,0 +1,182 @@
+"""Content kept under a tenant's policy, encrypted per data subject, erasable by crypto-shredding.
+
+Policies: `none` (the default, GDPR Art. 25: nothing kept but keyed hashes in the audit log),
+`redacted` (personal data masked, then kept), `full` (kept as is). Whatever is kept is sealed
+with AES-256-GCM under a key of its own data subject; subject keys are stored wrapped by a
+master key. Erasing a subject destroys its key: its content becomes unreadable while the audit
+log, which holds only hashes, keeps verifying.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from sqlalchemy import delete, func, select, update
+
+from sovllm.governance.privacy import pii
+from sovllm.store.db import Database
+from sovllm.store.schema import StoredContent, SubjectKey, Tenant
+
+POLICIES = ("none", "redacted", "full")
+_CACHE_S = 5.0
+
+
+def load_or_create_master(path: Path) -> bytes:
+    """The key that wraps subject keys, made at first start, readable by the owner only."""
+    if path.exists():
+        return base64.b64decode(path.read_text().strip())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = AESGCM.generate_key(bit_length=256)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(base64.b64encode(key).decode() + "\n")
+    return key
+
+
+@dataclass(frozen=True)
+class Content:
+    request_id: str
+    part: str
+    policy: str
+    text: str | None
+    """None once the subject was erased."""
+
+
+class ContentVault:
+    def __init__(self, db: Database, master_key: bytes) -> None:
+        self.db = db
+        self._master = AESGCM(master_key)
+        self._policies: dict[int, tuple[float, str]] = {}
+
+    # -- policy ------------------------------------------------------------------------
+
+    def cached_policy(self, tenant_id: int) -> str | None:
+        """The policy if known from the last few seconds, without touching the database."""
+        cached = self._policies.get(tenant_id)
+        if cached is not None and time.monotonic() - cached[0] < _CACHE_S:
+            return cached[1]
+        return None
+
+    def policy_of(self, tenant_id: int) -> str:
+        """The tenant's content policy; cached a few seconds (a change applies within 5 s)."""
+        now = time.monotonic()
+        cached = self._policies.get(tenant_id)
+        if cached is not None and now - cached[0] < _CACHE_S:
+            return cached[1]
+        with self.db.read() as s:
+            policy = s.scalar(select(Tenant.content_policy).where(Tenant.id == tenant_id))
+        value = policy or "none"
+        self._policies[tenant_id] = (now, value)
+        return value
+
+    # -- keys --------------------------------------------------------------------------
+
+    def _new_key(self, subject: str) -> tuple[bytes, str]:
+        key = AESGCM.generate_key(bit_length=256)
+        nonce = secrets.token_bytes(12)
+        wrapped = nonce + self._master.encrypt(nonce, key, subject.encode())
+        return key, base64.b64encode(wrapped).decode()
+
+    def _subject_key(self, subject: str, create: bool) -> bytes | None:
+        with self.db.transaction() as s:
+            row = s.get(SubjectKey, subject)
+            if row is not None and row.wrapped_key is not None:
+                raw = base64.b64decode(row.wrapped_key)
+                return self._master.decrypt(raw[:12], raw[12:], subject.encode())
+            if not create:
+                return None
+            # New subject, or one erased before: new content gets a new key.
+            key, wrapped = self._new_key(subject)
+            if row is None:
+                s.add(SubjectKey(subject=subject, created_at=time.time(), wrapped_key=wrapped))
+            else:
+                row.wrapped_key, row.erased_at = wrapped, None
+            return key
+
+    # -- content -----------------------------------------------------------------------
+
+    def store(self, request_id: str, subject: str, policy: str, part: str, text: str) -> bool:
+        """Seal and keep one part (prompt or response) under `policy`; False if nothing kept.
+
+        Fails closed: if masking raises, nothing of this content is stored.
+        """
+        if policy == "none":
+            return False
+        if policy == "redacted":
+            try:
+                text = pii.mask(text)[0]
+            except Exception:
+                return False
+        key = self._subject_key(subject, create=True)
+        assert key is not None
+        nonce = secrets.token_bytes(12)
+        sealed = AESGCM(key).encrypt(nonce, text.encode(), f"{request_id}|{part}".encode())
+        with self.db.transaction() as s:
+            s.add(StoredContent(
+                request_id=request_id, part=part, subject=subject, policy=policy,
+                nonce=nonce.hex(), ciphertext=base64.b64encode(sealed).decode(),
+                created_at=time.time(),
+            ))  # fmt: skip
+        return True
+
+    def read(self, request_id: str) -> list[Content]:
+        with self.db.read() as s:
+            rows = list(s.scalars(
+                select(StoredContent).where(StoredContent.request_id == request_id)
+                .order_by(StoredContent.id)
+            ))  # fmt: skip
+        out = []
+        for row in rows:
+            key = self._subject_key(row.subject, create=False)
+            text = None
+            if key is not None:
+                try:
+                    text = AESGCM(key).decrypt(
+                        bytes.fromhex(row.nonce), base64.b64decode(row.ciphertext),
+                        f"{row.request_id}|{row.part}".encode(),
+                    ).decode()  # fmt: skip
+                except InvalidTag:  # sealed under a key since destroyed
+                    text = None
+            out.append(Content(row.request_id, row.part, row.policy, text))
+        return out
+
+    def erase(self, subject: str) -> int:
+        """Destroy the subject's key; return how many stored parts became unreadable."""
+        now = time.time()
+        with self.db.transaction() as s:
+            count = s.scalar(
+                select(func.count()).select_from(StoredContent)
+                .where(StoredContent.subject == subject)
+            )  # fmt: skip
+            s.execute(
+                update(SubjectKey).where(SubjectKey.subject == subject)
+                .values(wrapped_key=None, erased_at=now)
+            )  # fmt: skip
+        return int(count or 0)
+
+    def purge(self, older_than_days: int, now: float | None = None) -> int:
+        """Delete content past its retention (the audit log keeps only its hash)."""
+        cutoff = (time.time() if now is None else now) - older_than_days * 86400
+        with self.db.transaction() as s:
+            result = s.execute(delete(StoredContent).where(StoredContent.created_at < cutoff))
+        return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+def set_policy(db: Database, tenant: str, policy: str) -> None:
+    if policy not in POLICIES:
+        raise ValueError(f"content policy must be one of {', '.join(POLICIES)}, got {policy!r}")
+    with db.transaction() as s:
+        found = s.execute(update(Tenant).where(Tenant.name == tenant).values(content_policy=policy))
+        if not found.rowcount:  # type: ignore[attr-defined]
+            raise LookupError(f"tenant {tenant!r} does not exist")
+
+
+def open_vault(data_dir: Path, db: Database) -> ContentVault:
+    return ContentVault(db, load_or_create_master(data_dir / "audit" / "master.key"))

@@ -1,0 +1,48 @@
+"""Erasure of a data subject (GDPR Art. 17): crypto-shred their content, sign a receipt."""
+
+from __future__ import annotations
+
+import base64
+import time
+from typing import Any
+
+from sovllm.governance.audit import keyed_hash
+from sovllm.governance.audit.log import AuditLog, canonical, utc
+from sovllm.governance.privacy.content import ContentVault
+
+RECEIPT_SCHEMA = "sovllm-erasure-receipt/1"
+
+
+def subject_for(audit: AuditLog, user: str | None, key_id: str) -> str:
+    """Whose content this is: the pseudonym of the request's `user`, else the API key."""
+    if user:
+        return "user:" + keyed_hash(audit, "user", user.encode())[:40]
+    return "key:" + key_id
+
+
+def erase(
+    vault: ContentVault, audit: AuditLog, subject: str, actor: dict[str, str]
+) -> dict[str, Any]:
+    """Destroy the subject's key, record it in the audit log, return a signed receipt.
+
+    `subject` is what the subject is known by: a `user` value sent with requests, or
+    `key:<key id>`.
+    """
+    sid = subject if subject.startswith("key:") else subject_for(audit, subject, "")
+    records = vault.erase(sid)
+    seq = audit.append(
+        "privacy.erase", {"actor": actor, "subject": sid, "content_records": records}
+    ).result(timeout=30)
+    receipt = {
+        "schema": RECEIPT_SCHEMA,
+        "log": audit.origin,
+        "subject": sid,
+        "erased_at": utc(time.time()),
+        "content_records_made_unreadable": records,
+        "audit_entry": seq,
+        "note": "the subject's content key was destroyed; the audit log keeps only keyed "
+        "hashes and still verifies",
+    }
+    signature = audit.signer.sign_bytes(canonical(receipt))
+    return {**receipt, "signature": base64.b64encode(signature).decode(),
+            "verifier_key": audit.signer.verifier.encode()}  # fmt: skip

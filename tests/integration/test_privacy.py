@@ -1,0 +1,67 @@
+"""Personal data through every endpoint, streaming on and off: never in any sink in the clear."""
+
+from __future__ import annotations
+
+import httpx
+
+from tests.conftest import MODEL_ID, Server
+from tests.integration.test_audit import sovllm
+
+CORPUS = [
+    "mario.rossi@example.com",
+    "+39 06 1234 5678",
+    "DE89 3704 0044 0532 0130 00",
+    "4111 1111 1111 1111",
+    "192.168.1.20",
+    "2001:db8::1",
+    "RSSMRA85T10A562S",
+    "12345678Z",
+    "111222333",
+    "44051401359",
+]
+
+
+def test_a_corpus_of_personal_data_leaves_no_trace_in_the_clear(server: Server) -> None:
+    key = server.create_key("hospital-ward")
+    assert server.admin("PATCH", "/tenants/hospital-ward",
+                        json={"content_policy": "redacted"}).status_code == 200  # fmt: skip
+    headers = {"Authorization": f"Bearer {key}"}
+    prompt = "Summarise: " + "; ".join(CORPUS)
+    request_ids = []
+    for stream in (False, True):
+        for path, body in (
+            ("/chat/completions", {"messages": [{"role": "user", "content": prompt}]}),
+            ("/completions", {"prompt": prompt}),
+        ):
+            payload = {"model": MODEL_ID, "max_tokens": 8, "stream": stream,
+                       "user": "mario.rossi@example.com", **body}  # fmt: skip
+            with httpx.stream("POST", f"{server.base_url}{path}", json=payload,
+                              headers=headers, timeout=60) as r:  # fmt: skip
+                assert r.status_code == 200
+                request_ids.append(r.headers["x-request-id"])
+                for _ in r.iter_lines():
+                    pass
+    # An auditor sees what the policy kept: masked.
+    auditor = server.create_key("dpo-office", role="auditor")
+    as_auditor = {"Authorization": f"Bearer {auditor}"}
+    kept = httpx.get(f"{server.url}/admin/v1/audit/content/{request_ids[0]}",
+                     headers=as_auditor, timeout=30)  # fmt: skip
+    assert kept.status_code == 200, kept.text
+    prompt_part = next(p for p in kept.json()["parts"] if p["part"] == "prompt")
+    assert "[EMAIL]" in prompt_part["text"] and "[CODICE_FISCALE]" in prompt_part["text"]
+    # Every sink: the database file (and its WAL), and the server's log output.
+    data = b"".join(p.read_bytes() for p in server.data_dir.glob("sovllm.db*"))
+    logs = server.log.read_bytes()
+    for value in CORPUS:
+        assert value.encode() not in data, value
+        assert value.encode() not in logs, value
+    # Erase the subject: the content becomes unreadable, the log still verifies.
+    r = httpx.post(f"{server.url}/admin/v1/privacy/erase", json={"subject": "mario.rossi@example.com"},
+                   headers=as_auditor, timeout=30)  # fmt: skip
+    assert r.status_code == 200 and r.json()["content_records_made_unreadable"] >= 4
+    assert r.json()["signature"]
+    after = httpx.get(f"{server.url}/admin/v1/audit/content/{request_ids[0]}",
+                      headers=as_auditor, timeout=30).json()  # fmt: skip
+    assert all(p["text"] is None for p in after["parts"])
+    check = sovllm(server, "audit", "verify")
+    assert check.returncode == 0, check.stdout + check.stderr
