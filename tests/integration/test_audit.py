@@ -100,12 +100,19 @@ def test_verify_export_and_tamper_detection(server: Server, tmp_path: Path) -> N
     bad = sovllm(server, "audit", "verify", "--offline", str(log))
     assert bad.returncode == 1 and "line 3" in bad.stderr
     # Rewrite one entry in the live database, as an attacker with file access would.
-    with sqlite3.connect(server.data_dir / "sovllm.db") as conn:
-        conn.execute("UPDATE audit_entries SET body = replace(body, 'request', 'REQUEST') "
-                     "WHERE seq = 1")  # fmt: skip
-    tampered = sovllm(server, "audit", "verify", "--against", str(note))
-    assert tampered.returncode == 1
-    assert "first bad entry: 1" in tampered.stdout
+    db = server.data_dir / "sovllm.db"
+    with sqlite3.connect(db) as conn:
+        (original,) = conn.execute("SELECT body FROM audit_entries WHERE seq = 1").fetchone()
+        conn.execute("UPDATE audit_entries SET body = ? WHERE seq = 1",
+                     (original.replace("request", "REQUEST"),))  # fmt: skip
+    try:
+        tampered = sovllm(server, "audit", "verify", "--against", str(note))
+        assert tampered.returncode == 1
+        assert "first bad entry: 1" in tampered.stdout
+    finally:  # the server is shared with other tests: put the entry back
+        with sqlite3.connect(db) as conn:
+            conn.execute("UPDATE audit_entries SET body = ? WHERE seq = 1", (original,))
+    assert sovllm(server, "audit", "verify").returncode == 0
 
 
 async def test_sigkill_under_load_leaves_a_verifiable_log(tmp_path: Path) -> None:

@@ -42,7 +42,7 @@ async def ttft(http: httpx.AsyncClient, url: str, key: str) -> float:
     raise AssertionError("no content")
 
 
-async def median_ttft(http: httpx.AsyncClient, url: str, key: str, n: int = 3) -> float:
+async def median_ttft(http: httpx.AsyncClient, url: str, key: str, n: int = 5) -> float:
     return statistics.median([await ttft(http, url, key) for _ in range(n)])
 
 
@@ -72,21 +72,27 @@ async def contended_ttft(server: Server, flood_tokens: int, samples: int) -> tup
     return alone, contended
 
 
+# One engine thread: on a 2-core machine, two spinning llama.cpp threads would starve the
+# gateway's own Python threads under load, and B's TTFT would then measure CPU contention
+# rather than scheduling (see docs/architecture.md, known limits).
+ENGINE = {"SOVLLM_ENGINE__SLOTS": "4", "SOVLLM_ENGINE__THREADS": "1"}
+
+
 @pytest.fixture
 def four_slots(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    with run_server(tmp_path_factory.mktemp("fair"), {"SOVLLM_ENGINE__SLOTS": "4"}) as srv:
+    with run_server(tmp_path_factory.mktemp("fair"), ENGINE) as srv:
         yield srv
 
 
 @pytest.fixture
 def four_slots_fifo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    env = {"SOVLLM_ENGINE__SLOTS": "4", "SOVLLM_ENGINE__FAIR_SHARE": "false"}
+    env = {**ENGINE, "SOVLLM_ENGINE__FAIR_SHARE": "false"}
     with run_server(tmp_path_factory.mktemp("fifo"), env) as srv:
         yield srv
 
 
 async def test_a_flood_from_one_tenant_does_not_starve_another(four_slots: Server) -> None:
-    alone, contended = await contended_ttft(four_slots, flood_tokens=400, samples=3)
+    alone, contended = await contended_ttft(four_slots, flood_tokens=600, samples=5)
     assert contended <= 2 * alone, (alone, contended)
     await asyncio.to_thread(four_slots.wait_for_metric, "num_requests_running", 0)
 

@@ -148,17 +148,17 @@ def test_a_flow_over_its_share_is_preempted_for_a_waiting_flow() -> None:
     step = sched.schedule()
     # The newest A sequence gave up its slot, and B is prefilled in the same step.
     victim = flood[3]
-    assert victim.status is Status.WAITING and victim.n_computed == 0
-    assert step.cleared_slots == [b.slot]
+    assert victim.status is Status.WAITING and victim.resume_as is Status.DECODE
+    assert step.swapped_out == [(victim, b.slot)]
     assert b in [i.seq for i in step.items]
     assert sched.preemptions == 1
     # No thrashing: A at its share (3 of 4 while B waits for nothing) is left alone.
     sched.advance(step)
     emit(b)
-    assert sched.schedule().cleared_slots == []
+    assert sched.schedule().swapped_out == []
 
 
-def test_a_preempted_sequence_resumes_from_its_recomputed_context() -> None:
+def test_a_preempted_sequence_resumes_where_it_stopped() -> None:
     sched = Scheduler(slots=2, step_tokens=64, max_waiting=100)
     first, a = flow_seq("first", "A"), flow_seq("a", "A", prompt_len=5)
     sched.add(first)
@@ -173,20 +173,17 @@ def test_a_preempted_sequence_resumes_from_its_recomputed_context() -> None:
     sched.add(b)
     step = sched.schedule()  # the newest A sequence (a) is preempted, b takes its slot
     assert a.status is Status.WAITING and b.slot is not None
+    assert [s for s, _ in step.swapped_out] == [a]
     sched.advance(step)
     emit(first)
     emit(b)
     b.finish("stop")
     sched.release(b)
     step = sched.schedule()
+    # Its KV cache is swapped back in, and it decodes its next token at once: no recompute.
+    assert step.swapped_in == [a]
     resumed = next(i for i in step.items if i.seq is a)
-    # Prompt plus the first generated token are recomputed; the last one is fed next step.
-    assert resumed.tokens == [*a.prompt, 11]
-    assert not resumed.wants_logits
-    sched.advance(step)
-    emit(first)
-    decode = next(i for i in sched.schedule().items if i.seq is a)
-    assert decode.tokens == [12] and decode.start_pos == 6
+    assert resumed.tokens == [12] and resumed.start_pos == 6 and resumed.wants_logits
 
 
 def test_one_flow_is_never_preempted() -> None:
@@ -197,5 +194,5 @@ def test_one_flow_is_never_preempted() -> None:
     sched.advance(sched.schedule())
     for s in seqs[:2]:
         emit(s)
-    assert sched.schedule().cleared_slots == []
+    assert sched.schedule().swapped_out == []
     assert sched.preemptions == 0

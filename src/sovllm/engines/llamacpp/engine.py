@@ -223,11 +223,9 @@ class LlamaCppEngine:
                     step = self._scheduler.schedule()
                     aborted = self._finish_cancelled(step)
                 self._deliver(aborted)
-                assert self._llm is not None
-                for slot in step.cleared_slots:  # taken from preempted sequences
-                    self._llm.clear_slot(slot)
-                if step.items:
+                if step.items or step.swapped_out:
                     try:
+                        self._swap(step)
                         self._deliver(self._run(step))
                     except DecodeError as exc:
                         # llama.cpp refused this batch: fail its requests, keep serving.
@@ -238,9 +236,24 @@ class LlamaCppEngine:
             self._failure = f"the engine failed: {exc}"
         self._fail_all("the server is shutting down" if self._failure is None else self._failure)
 
+    def _swap(self, step: Step) -> None:
+        """Move preempted sequences' KV caches out of their slots, and resumed ones back in."""
+        llm = self._llm
+        assert llm is not None
+        for seq, slot in step.swapped_out:
+            seq.swapped = llm.save_slot(slot)
+            llm.clear_slot(slot)
+        for seq in step.swapped_in:
+            assert seq.slot is not None and seq.swapped is not None
+            if not llm.restore_slot(seq.slot, seq.swapped):
+                raise DecodeError(f"could not restore the KV cache of {seq.request_id}")
+            seq.swapped = None
+
     def _run(self, step: Step) -> list[tuple[Seq, GenerationOutput]]:
         runner, llm = self._runner, self._llm
         assert runner is not None and llm is not None
+        if not step.items:
+            return []
         to_sample = runner.decode(step.items)
         now = time.perf_counter()
         with self._lock:

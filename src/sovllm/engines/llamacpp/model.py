@@ -156,6 +156,18 @@ class LlamaModel:
     def clear_slot(self, slot: int) -> None:
         C.llama_memory_seq_rm(self.memory, slot, -1, -1)
 
+    def save_slot(self, slot: int) -> bytes:
+        """A copy of one sequence's KV cache, to swap it out of its slot."""
+        size = C.llama_state_seq_get_size(self.ctx, slot)
+        buf = (ctypes.c_uint8 * size)()
+        written = C.llama_state_seq_get_data(self.ctx, buf, size, slot)
+        return bytes(buf[:written])
+
+    def restore_slot(self, slot: int, state: bytes) -> bool:
+        """Put a saved KV cache back, into any free slot."""
+        buf = (ctypes.c_uint8 * len(state)).from_buffer_copy(state)
+        return bool(C.llama_state_seq_set_data(self.ctx, buf, len(state), slot))
+
     def close(self) -> None:
         if not self._closed:
             self._closed = True

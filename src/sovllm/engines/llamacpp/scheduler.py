@@ -8,8 +8,7 @@ stalls the sequences that are already generating.
 Waiting sequences are served by weighted fair queueing on tokens across flows (the gateway
 names a request's tenant as its flow), so one flow's flood cannot starve another. When a flow
 waits below its weighted share of the slots while another holds more than its share, the
-scheduler preempts the newest sequence of the flow furthest over its share: its slot and KV
-cache are freed, and it later resumes by recomputing its context (as vLLM's recompute
+scheduler preempts the newest sequence of the flow furthest over its share (as vLLM's swap
 preemption does). With a single flow the scheduler is plain FIFO and never preempts.
 """
 
@@ -38,8 +37,10 @@ class Step:
     items: list[StepItem] = field(default_factory=list)
     released: list[Sequence] = field(default_factory=list)
     """Sequences cancelled since the last step: dropped from the queue or out of their slot."""
-    cleared_slots: list[int] = field(default_factory=list)
-    """Slots taken from preempted sequences: clear their KV cache before running the step."""
+    swapped_out: list[tuple[Sequence, int]] = field(default_factory=list)
+    """Preempted sequences and the slots they left: save then clear those KV caches first."""
+    swapped_in: list[Sequence] = field(default_factory=list)
+    """Resumed sequences: restore their saved KV caches into their new slots, then run."""
 
     @property
     def num_tokens(self) -> int:
@@ -168,18 +169,25 @@ class Scheduler:
         while budget > 0 and self.waiting and self._free_slots:
             seq = self.waiting.pop(self._under_share() if self.preempt else frozenset())
             seq.slot = self._free_slots.pop()
-            seq.status = Status.PREFILL
+            self.running.append(seq)
+            if seq.resume_as is not None:  # a preempted sequence: its cache comes back as is
+                seq.status, seq.resume_as = seq.resume_as, None
+                step.swapped_in.append(seq)
+                if seq.status is Status.DECODE:
+                    step.items.append(StepItem(seq, [seq.last_token], seq.n_computed, True))
+                    budget -= 1
+                    continue
+            else:
+                seq.status = Status.PREFILL
             if seq.scheduled_at is None:
                 seq.scheduled_at = now
-            self.running.append(seq)
             budget -= self._prefill(step, seq, budget)
         return step
 
     def _prefill(self, step: Step, seq: Sequence, budget: int) -> int:
         chunk = seq.next_prompt_chunk(budget)
-        last = seq.n_computed + len(chunk) >= len(seq.context)
-        # A resumed sequence already has its next token: its context is not sampled from.
-        step.items.append(StepItem(seq, chunk, seq.n_computed, last and not seq.output))
+        last = seq.n_computed + len(chunk) >= seq.prompt_len
+        step.items.append(StepItem(seq, chunk, seq.n_computed, last))
         return len(chunk)
 
     def _excess(self) -> dict[str, float]:
@@ -213,11 +221,10 @@ class Scheduler:
     def _preempt(self, seq: Sequence, step: Step) -> None:
         self.running.remove(seq)
         assert seq.slot is not None
-        step.cleared_slots.append(seq.slot)
+        step.swapped_out.append((seq, seq.slot))
         self._free_slots.append(seq.slot)
         seq.slot = None
-        seq.n_computed = 0
-        seq.status = Status.WAITING
+        seq.resume_as, seq.status = seq.status, Status.WAITING
         self.waiting.push_front(seq)
         self.preemptions += 1
 

@@ -40,6 +40,9 @@ class Sequence:
     weight: float = 1.0
     finish_tag: float = 0.0
     """Virtual finish time in the fair queue (smaller is served first)."""
+    swapped: bytes | None = None
+    """The KV cache of a preempted sequence, while it waits to resume."""
+    resume_as: Status | None = None
     _utf8: Utf8Stream = field(default_factory=Utf8Stream)
     _stops: StopMatcher = field(init=False)
 
@@ -51,20 +54,11 @@ class Sequence:
         return len(self.prompt)
 
     @property
-    def context(self) -> list[int]:
-        """What must be in the KV cache before the next decode step.
-
-        The prompt, and after a preemption also the tokens generated so far except the last,
-        which the next decode step feeds.
-        """
-        return self.prompt + self.output[:-1] if self.output else self.prompt
-
-    @property
     def remaining_prompt(self) -> int:
-        return max(len(self.context) - self.n_computed, 0)
+        return max(self.prompt_len - self.n_computed, 0)
 
     def next_prompt_chunk(self, budget: int) -> list[int]:
-        return self.context[self.n_computed : self.n_computed + budget]
+        return self.prompt[self.n_computed : self.n_computed + budget]
 
     @property
     def cost(self) -> int:
