@@ -102,6 +102,8 @@ class AuditCheckpoint(Base):
     size: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     root: Mapped[str] = mapped_column(String(64))
     note: Mapped[str] = mapped_column(Text)
+    compact: Mapped[str] = mapped_column(Text)
+    """The tree's complete subtrees at this size (JSON): the next checkpoint starts from it."""
     at: Mapped[float] = mapped_column(Float)
 
 

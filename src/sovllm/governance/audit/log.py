@@ -34,10 +34,11 @@ _INSERT = SQL(
     "INSERT INTO audit_entries (seq, at, kind, request_id, body, leaf_hash) "
     "VALUES (:seq, :at, :kind, :rid, :body, :leaf)"
 )
-_LEAVES = SQL("SELECT leaf_hash FROM audit_entries ORDER BY seq")
-_LATEST_NOTE = SQL("SELECT size, note FROM audit_checkpoints ORDER BY size DESC LIMIT 1")
+_LEAVES_FROM = SQL("SELECT leaf_hash FROM audit_entries WHERE seq >= :start ORDER BY seq")
+_LATEST = SQL("SELECT size, note, compact FROM audit_checkpoints ORDER BY size DESC LIMIT 1")
 _INSERT_CHECKPOINT = SQL(
-    "INSERT INTO audit_checkpoints (size, root, note, at) VALUES (:size, :root, :note, :at)"
+    "INSERT INTO audit_checkpoints (size, root, note, compact, at) "
+    "VALUES (:size, :root, :note, :compact, :at)"
 )
 
 
@@ -160,25 +161,34 @@ class AuditLog:
     # -- checkpoints ---------------------------------------------------------------------
 
     def checkpoint(self) -> str:
-        """Sign the current tree head and store it (unless already signed); return the note."""
+        """Sign the current tree head and store it (unless already signed); return the note.
+
+        Starts from the last checkpoint's compact range, so it reads only the new leaves.
+        """
         with raw_transaction(self.db) as tx:
             if self.db.backend == "postgresql":
                 tx.run(_LOCK, {})
-            leaves = [bytes.fromhex(r[0]) for r in tx.all(_LEAVES, {})]
-            latest = tx.one(_LATEST_NOTE, {})
-            size = len(leaves)
-            if latest is not None and int(latest[0]) == size:
+            latest = tx.one(_LATEST, {})
+            start = int(latest[0]) if latest else 0
+            compact: merkle.Compact = (
+                [(int(n), bytes.fromhex(h)) for n, h in json.loads(latest[2])] if latest else []
+            )
+            new = [bytes.fromhex(r[0]) for r in tx.all(_LEAVES_FROM, {"start": start})]
+            if latest is not None and not new:
                 note = str(latest[1])
             else:
-                root = merkle.root(leaves)
+                merkle.extend(compact, new)
+                size, root = start + len(new), merkle.compact_root(compact)
                 note = self.signer.sign(Checkpoint(self.origin, size, root))
-                tx.run(_INSERT_CHECKPOINT, {"size": size, "root": root.hex(), "note": note,
-                                            "at": time.time()})  # fmt: skip
+                tx.run(_INSERT_CHECKPOINT, {
+                    "size": size, "root": root.hex(), "note": note, "at": time.time(),
+                    "compact": json.dumps([[n, h.hex()] for n, h in compact]),
+                })  # fmt: skip
         self._since_checkpoint = 0
         self._last_checkpoint_at = time.monotonic()
         return note
 
     def latest_note(self) -> str | None:
         with raw_transaction(self.db) as tx:
-            row = tx.one(_LATEST_NOTE, {})
+            row = tx.one(_LATEST, {})
         return str(row[1]) if row else None

@@ -25,43 +25,45 @@ def _split(n: int) -> int:
     return 1 << ((n - 1).bit_length() - 1)
 
 
-def root(leaves: Sequence[bytes]) -> bytes:
-    """The tree head over leaf hashes, in O(n) with a stack of complete subtrees."""
-    if not leaves:
-        return EMPTY_ROOT
-    stack: list[tuple[int, bytes]] = []  # (size of the complete subtree, its hash)
+Compact = list[tuple[int, bytes]]
+"""The complete subtrees of a tree, left to right, as (size, hash): all a tree head needs."""
+
+
+def extend(compact: Compact, leaves: Sequence[bytes]) -> Compact:
+    """Append leaves to a compact range (in place; also returned)."""
     for h in leaves:
         size, node = 1, h
-        while stack and stack[-1][0] == size:
-            left_size, left = stack.pop()
+        while compact and compact[-1][0] == size:
+            left_size, left = compact.pop()
             size, node = left_size + size, node_hash(left, node)
-        stack.append((size, node))
-    # Fold the complete subtrees right to left: the shape RFC 6962 gives an incomplete tree.
-    _, acc = stack.pop()
-    while stack:
-        _, left = stack.pop()
+        compact.append((size, node))
+    return compact
+
+
+def compact_root(compact: Compact) -> bytes:
+    """Fold the complete subtrees right to left: the shape RFC 6962 gives an incomplete tree."""
+    if not compact:
+        return EMPTY_ROOT
+    acc = compact[-1][1]
+    for _, left in reversed(compact[:-1]):
         acc = node_hash(left, acc)
     return acc
+
+
+def root(leaves: Sequence[bytes]) -> bytes:
+    """The tree head over leaf hashes, in O(n)."""
+    return compact_root(extend([], leaves))
 
 
 def roots_at(leaves: Sequence[bytes], sizes: Sequence[int]) -> dict[int, bytes]:
     """Tree heads at several sizes in one pass over the leaves."""
     wanted = set(sizes)
-    out: dict[int, bytes] = {}
-    if 0 in wanted:
-        out[0] = EMPTY_ROOT
-    stack: list[tuple[int, bytes]] = []
+    out: dict[int, bytes] = {0: EMPTY_ROOT} if 0 in wanted else {}
+    compact: Compact = []
     for i, h in enumerate(leaves, start=1):
-        size, node = 1, h
-        while stack and stack[-1][0] == size:
-            left_size, left = stack.pop()
-            size, node = left_size + size, node_hash(left, node)
-        stack.append((size, node))
+        extend(compact, [h])
         if i in wanted:
-            acc = stack[-1][1]
-            for _, left in reversed(stack[:-1]):
-                acc = node_hash(left, acc)
-            out[i] = acc
+            out[i] = compact_root(compact)
     return out
 
 

@@ -33,6 +33,7 @@ def upgrade() -> None:
         sa.Column("size", sa.BigInteger, primary_key=True, autoincrement=False),
         sa.Column("root", sa.String(64), nullable=False),
         sa.Column("note", sa.Text, nullable=False),
+        sa.Column("compact", sa.Text, nullable=False),
         sa.Column("at", sa.Float, nullable=False),
     )
 
