@@ -346,3 +346,19 @@ def test_health_ready_and_metrics(server: Server) -> None:
     ):
         assert f"sovllm:{name}" in text, name
     assert server.metric("generation_tokens_total") > 0
+
+
+def test_generated_output_is_marked_as_ai_generated(server: Server) -> None:
+    """AI Act Art. 50(2): a header on every answer, and a provenance field, streamed or not."""
+    url = f"{server.base_url}/chat/completions"
+    body = {"model": MODEL_ID, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 3}
+    r = httpx.post(url, json=body, headers=server.auth, timeout=60)
+    assert r.headers["x-sovllm-ai-generated"] == "true"
+    provenance = r.json()["provenance"]
+    assert provenance["ai_generated"] is True and provenance["request_id"] == r.json()["id"]
+    assert provenance["weights_sha256"] == r.json()["system_fingerprint"]
+    with httpx.stream("POST", url, json={**body, "stream": True}, headers=server.auth,
+                      timeout=60) as s:  # fmt: skip
+        assert s.headers["x-sovllm-ai-generated"] == "true"
+        first = json.loads(next(s.iter_lines()).removeprefix("data: "))
+    assert first["provenance"]["model"] == MODEL_ID

@@ -55,6 +55,7 @@ from sovllm.governance.privacy.erasure import subject_for
 
 log = logging.getLogger("sovllm.api")
 router = APIRouter()
+AI_GENERATED_HEADER = "x-sovllm-ai-generated"
 AnyRole = Depends(require(ANY_ROLE))
 
 
@@ -97,7 +98,7 @@ async def chat_completions(
         ],
         usage=result.usage,
     )
-    return JSONResponse(reply.model_dump(), headers=call.headers)
+    return JSONResponse(reply.model_dump() | {"provenance": call.provenance}, headers=call.headers)
 
 
 @router.post("/v1/completions", response_model=None)
@@ -122,7 +123,7 @@ async def completions(
         choices=[CompletionChoice(text=result.text, finish_reason=result.finish_reason)],
         usage=result.usage,
     )
-    return JSONResponse(reply.model_dump(), headers=call.headers)
+    return JSONResponse(reply.model_dump() | {"provenance": call.provenance}, headers=call.headers)
 
 
 async def _start(
@@ -361,7 +362,18 @@ class _Call:
 
     @property
     def headers(self) -> dict[str, str]:
-        return {"x-request-id": self.id, **self.ratelimit.as_dict()}
+        # AI Act Art. 50(2): generated output is marked, machine-readably, on every response.
+        return {"x-request-id": self.id, AI_GENERATED_HEADER: "true", **self.ratelimit.as_dict()}
+
+    @property
+    def provenance(self) -> dict[str, Any]:
+        return {
+            "ai_generated": True,
+            "model": self.info.id,
+            "weights_sha256": self.info.sha256,
+            "request_id": self.id,
+            "created": self.created,
+        }
 
     def _base(self, obj: str) -> dict[str, Any]:
         return {
@@ -427,6 +439,8 @@ async def _sse_events(
             if not out.text and not out.finished:
                 continue  # part of a UTF-8 character or a possible stop string: nothing to show
             chunk = make(out.text if out.text or first else None, first, out.finish_reason)
+            if first:
+                chunk["provenance"] = call.provenance
             if call.include_usage:
                 chunk["usage"] = None
             first = False
