@@ -31,9 +31,21 @@ from sovllm.store.raw import SQL, RawTransaction, raw_transaction
 
 # The request path's statements, run on plain driver connections (see store/raw.py).
 _SCOPES = ("key_id", "tenant_id")
+# A window costs time in proportion to the requests in it (one row each, scanned per scope).
+# The oldest event is one index seek: as an aggregate beside count and sum, min(at) added a
+# third (SQLite 3.40, 2,000 rows in the window: 407 us with min(at), 304 us with the seek).
+# Without a TPM limit the tokens are not needed: the count then reads the index alone (61 us).
+_OLDEST = "(SELECT at FROM rate_events WHERE {c} = :id AND at > :since ORDER BY at LIMIT 1)"
 _WINDOW = {
     c: SQL(
-        f"SELECT count(*), coalesce(sum(tokens), 0), min(at) FROM rate_events "
+        f"SELECT count(*), coalesce(sum(tokens), 0), {_OLDEST.format(c=c)} FROM rate_events "
+        f"WHERE {c} = :id AND at > :since"
+    )
+    for c in _SCOPES
+}
+_WINDOW_REQUESTS = {
+    c: SQL(
+        f"SELECT count(*), 0, {_OLDEST.format(c=c)} FROM rate_events "
         f"WHERE {c} = :id AND at > :since"
     )
     for c in _SCOPES
@@ -167,7 +179,8 @@ def _check_scope(
     headers = RateLimitHeaders()
     params = {"id": ident, "since": now - WINDOW_S, "now": now}
     if limits.rpm is not None or limits.tpm is not None:
-        count, tokens, oldest = s.one(_WINDOW[column], params) or (0, 0, None)
+        window = _WINDOW if limits.tpm is not None else _WINDOW_REQUESTS
+        count, tokens, oldest = s.one(window[column], params) or (0, 0, None)
         reset = (oldest + WINDOW_S - now) if oldest is not None else 0.0
         headers = RateLimitHeaders(
             limit_requests=limits.rpm,

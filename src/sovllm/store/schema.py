@@ -48,8 +48,8 @@ class RateEvent(Base):
 
     __tablename__ = "rate_events"
     __table_args__ = (
-        Index("ix_rate_events_key_at", "key_id", "at"),
-        Index("ix_rate_events_tenant_at", "tenant_id", "at"),
+        Index("ix_rate_events_key_at", "key_id", "at", "tokens"),
+        Index("ix_rate_events_tenant_at", "tenant_id", "at", "tokens"),
     )
 
     request_id: Mapped[str] = mapped_column(String(64), primary_key=True)
@@ -74,10 +74,14 @@ class Inflight(Base):
 
 class UsageDaily(Base):
     __tablename__ = "usage_daily"
+    __table_args__ = (
+        Index("ix_usage_daily_tenant_day", "tenant_id", "day"),
+        Index("ix_usage_daily_key_day", "key_id", "day"),
+    )
 
     day: Mapped[str] = mapped_column(String(10), primary_key=True)
     key_id: Mapped[str] = mapped_column(String(32), primary_key=True)
-    tenant_id: Mapped[int] = mapped_column(Integer, index=True)
+    tenant_id: Mapped[int] = mapped_column(Integer)
     requests: Mapped[int] = mapped_column(BigInteger, default=0)
     prompt_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
     completion_tokens: Mapped[int] = mapped_column(BigInteger, default=0)

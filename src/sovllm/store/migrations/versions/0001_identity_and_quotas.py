@@ -56,8 +56,9 @@ def upgrade() -> None:
         sa.Column("at", sa.Float, nullable=False),
         sa.Column("tokens", sa.BigInteger, nullable=False),
     )
-    op.create_index("ix_rate_events_key_at", "rate_events", ["key_id", "at"])
-    op.create_index("ix_rate_events_tenant_at", "rate_events", ["tenant_id", "at"])
+    # Covering indexes: a window's count, token sum and oldest entry come from the index alone.
+    op.create_index("ix_rate_events_key_at", "rate_events", ["key_id", "at", "tokens"])
+    op.create_index("ix_rate_events_tenant_at", "rate_events", ["tenant_id", "at", "tokens"])
     op.create_table(
         "inflight",
         sa.Column("request_id", sa.String(64), primary_key=True),
@@ -78,7 +79,8 @@ def upgrade() -> None:
         sa.Column("prompt_tokens", sa.BigInteger, nullable=False),
         sa.Column("completion_tokens", sa.BigInteger, nullable=False),
     )
-    op.create_index("ix_usage_daily_tenant_id", "usage_daily", ["tenant_id"])
+    op.create_index("ix_usage_daily_tenant_day", "usage_daily", ["tenant_id", "day"])
+    op.create_index("ix_usage_daily_key_day", "usage_daily", ["key_id", "day"])
 
 
 def downgrade() -> None:
