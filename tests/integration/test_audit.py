@@ -159,3 +159,18 @@ async def test_sigkill_under_load_leaves_a_verifiable_log(tmp_path: Path) -> Non
             begun = {r for (r,) in conn.execute(
                 "SELECT request_id FROM audit_entries WHERE kind = 'request.begin'")}  # fmt: skip
     assert answered <= begun
+
+
+def test_a_quota_refusal_is_recorded(server: Server) -> None:
+    key = server.create_key("one-per-minute", rpm=1)
+    headers = {"Authorization": f"Bearer {key}"}
+    body = {"model": MODEL_ID, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2}
+    url = f"{server.base_url}/chat/completions"
+    assert httpx.post(url, json=body, headers=headers, timeout=60).status_code == 200
+    refused = httpx.post(url, json=body, headers=headers, timeout=60)
+    assert refused.status_code == 429
+    with sqlite3.connect(server.data_dir / "sovllm.db") as conn:
+        rows = [json.loads(b) for (b,) in conn.execute(
+            "SELECT body FROM audit_entries WHERE kind = 'request.rejected'")]  # fmt: skip
+    mine = [r for r in rows if r["principal"]["tenant"] == "one-per-minute"]
+    assert len(mine) == 1 and mine[0]["policy"] == {"quota": "rate_limit_exceeded"}

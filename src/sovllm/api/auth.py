@@ -5,6 +5,7 @@ Database work runs in worker threads so the event loop keeps streaming tokens me
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 
 from anyio import to_thread
@@ -91,4 +92,18 @@ async def authorize_and_admit(
     except quotas.Forbidden as exc:
         raise _forbidden(exc.role, request.url.path, roles) from None
     except quotas.QuotaExceeded as exc:
+        if exc.principal is not None:
+            # Durable before the refusal goes out, like every decision the log records.
+            p = exc.principal
+            written = app_state(request).audit.append(
+                "request.rejected",
+                {
+                    "principal": {"tenant": p.tenant, "key_id": p.key_id, "role": p.role.value},
+                    "route": request.url.path,
+                    "policy": {"quota": exc.code},
+                    "tokens": {"reserved": tokens},
+                },
+                request_id,
+            )
+            await asyncio.wrap_future(written)
         raise _quota_error(exc) from None

@@ -145,6 +145,7 @@ class QuotaExceeded(Exception):
         self.code = code
         self.retry_after_s = max(1, math.ceil(retry_after_s))
         self.headers = headers
+        self.principal: Principal | None = None
 
 
 @dataclass(frozen=True)
@@ -270,7 +271,11 @@ def authorize_and_admit(
         principal = principal_from_row(row, digest)
         if principal.role not in roles:
             raise Forbidden(principal.role)
-        return principal, admit_in(s, principal, request_id, reserved_tokens)
+        try:
+            return principal, admit_in(s, principal, request_id, reserved_tokens)
+        except QuotaExceeded as exc:
+            exc.principal = principal  # for the audit record of the refusal
+            raise
 
 
 class Forbidden(Exception):
