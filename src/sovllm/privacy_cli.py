@@ -13,7 +13,7 @@ from sovllm.admin_cli import ConfigOpt, _fail, _open
 from sovllm.config import load_settings
 from sovllm.governance.audit import open_audit
 from sovllm.governance.privacy import erasure
-from sovllm.governance.privacy.content import POLICIES, open_vault, set_policy
+from sovllm.governance.privacy.content import POLICIES, open_vault, set_masking, set_policy
 
 privacy_app = typer.Typer(help="Personal data: erasure, retention, content policy.",
                           no_args_is_help=True)  # fmt: skip
@@ -61,3 +61,15 @@ def policy(tenant: str, value: Annotated[str, typer.Argument(help="none, redacte
     except LookupError as exc:
         raise _fail(str(exc)) from None
     typer.echo(f"tenant {tenant}: content policy {value}")
+
+
+@privacy_app.command("mask")
+def mask(tenant: str, on: Annotated[bool, typer.Argument(help="true or false")],
+         config: ConfigOpt = None) -> None:  # fmt: skip
+    """Mask personal data before a tenant's prompts reach the model (unmaskable ones refused)."""
+    db = _open(config)
+    try:
+        set_masking(db, tenant, on)
+    except LookupError as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(f"tenant {tenant}: prompts masked before the model: {'on' if on else 'off'}")

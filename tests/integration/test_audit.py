@@ -47,7 +47,11 @@ def test_a_request_gets_a_begin_and_an_end_entry_without_its_content(server: Ser
     assert principal["user"] and "mario" not in str(principal["user"])
     assert end["outcome"] == "completed"
     # Personal data in the prompt is counted by kind, never stored.
-    assert begin["policy"] == {"quota": "admitted", "pii": {"codice_fiscale": 1, "email": 1}}
+    assert begin["policy"] == {
+        "quota": "admitted",
+        "pii": {"codice_fiscale": 1, "email": 1},
+        "masked_before_model": False,
+    }
     assert end["tokens"] == {"prompt": out.usage.prompt_tokens, "completion": 5}  # type: ignore[union-attr]
     raw = (server.data_dir / "sovllm.db").read_bytes()
     assert SECRET_PROMPT.encode() not in raw and b"mario.rossi" not in raw

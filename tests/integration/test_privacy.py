@@ -65,3 +65,26 @@ def test_a_corpus_of_personal_data_leaves_no_trace_in_the_clear(server: Server) 
     assert all(p["text"] is None for p in after["parts"])
     check = sovllm(server, "audit", "verify")
     assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_a_tenant_can_require_masking_before_the_model(server: Server) -> None:
+    key = server.create_key("masked-ward")
+    r = server.admin("PATCH", "/tenants/masked-ward",
+                     json={"mask_prompts": True, "content_policy": "full"})  # fmt: skip
+    assert r.status_code == 200, r.text
+    headers = {"Authorization": f"Bearer {key}"}
+    body = {"model": MODEL_ID, "max_tokens": 2,
+            "messages": [{"role": "user", "content": "Write to mario.rossi@example.com"}]}  # fmt: skip
+    ok = httpx.post(f"{server.base_url}/chat/completions", json=body, headers=headers, timeout=60)
+    assert ok.status_code == 200
+    # What reached the model (kept under the "full" policy) carries the mask, not the address.
+    auditor = server.create_key("masked-dpo", role="auditor")
+    kept = httpx.get(f"{server.url}/admin/v1/audit/content/{ok.json()['id']}",
+                     headers={"Authorization": f"Bearer {auditor}"}, timeout=30)  # fmt: skip
+    prompt = next(p["text"] for p in kept.json()["parts"] if p["part"] == "prompt")
+    assert "[EMAIL]" in prompt and "mario.rossi" not in prompt
+    # Token ids cannot be checked: refused, fail closed.
+    ids = {"model": MODEL_ID, "prompt": [1, 2, 3], "max_tokens": 2}
+    refused = httpx.post(f"{server.base_url}/completions", json=ids, headers=headers, timeout=60)
+    assert refused.status_code == 400
+    assert refused.json()["error"]["code"] == "masking_failed"

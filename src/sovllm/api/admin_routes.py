@@ -15,7 +15,7 @@ from sovllm.api.errors import APIError
 from sovllm.api.state import app_state
 from sovllm.governance import identity as idn
 from sovllm.governance.privacy import erasure
-from sovllm.governance.privacy.content import set_policy
+from sovllm.governance.privacy.content import set_masking, set_policy
 from sovllm.governance.usage import usage as usage_rows
 
 T = TypeVar("T")
@@ -66,11 +66,15 @@ class TenantCreate(LimitsIn):
     content_policy: Policy = Field(
         "none", description="What of prompts and answers is kept (encrypted per subject)."
     )
+    mask_prompts: bool = Field(
+        False, description="Mask personal data before prompts reach the model."
+    )
 
 
 class TenantUpdate(LimitsIn):
     weight: float | None = Field(None, gt=0)
     content_policy: Policy | None = None
+    mask_prompts: bool | None = None
 
 
 class EraseRequest(_Body):
@@ -189,6 +193,8 @@ async def update_tenant(name: str, body: TenantUpdate, request: Request) -> Tena
         raise _bad(exc) from None
     if body.content_policy is not None:
         await to_thread.run_sync(set_policy, db, name, body.content_policy)
+    if body.mask_prompts is not None:
+        await to_thread.run_sync(set_masking, db, name, body.mask_prompts)
     await _record(request, "tenant.update", {"name": name, **body.model_dump()})
     return _tenant(t)
 

@@ -140,7 +140,10 @@ async def _start(
         request, INFERENCE_ROLES, gen.request_id, prompt_tokens + max(budget, 0)
     )
     gen = dataclasses.replace(gen, flow=principal.tenant, weight=principal.tenant_weight)
+    sent = gen  # as the client sent it: what the audit record's hash and counts describe
     try:
+        if principal.mask_prompts:
+            gen = _masked(gen, principal.tenant)
         stream = state.engine.submit(gen)
     except Exception:
         await to_thread.run_sync(quotas.release, state.db, ticket)
@@ -155,9 +158,9 @@ async def _start(
         "request.begin",
         records.request_begin(
             principal, request.url.path, info, gen.sampling, prompt_tokens, ticket.reserved_tokens,
-            keyed_hash(audit, "prompt", _content_bytes(gen)),
+            keyed_hash(audit, "prompt", _content_bytes(sent)),
             keyed_hash(audit, "user", body.user.encode()) if body.user else None,
-            _pii_counts(gen), policy,
+            _pii_counts(sent), policy, masked=principal.mask_prompts,
         ),
         gen.request_id,
     )  # fmt: skip
@@ -181,6 +184,28 @@ def _prompt_text(gen: GenerationRequest) -> str:
     if gen.messages is not None:
         return "\n".join(f"{m.role}: {m.content}" for m in gen.messages)
     return gen.prompt if isinstance(gen.prompt, str) else json.dumps(list(gen.prompt or []))
+
+
+def _masked(gen: GenerationRequest, tenant: str) -> GenerationRequest:
+    """The request with personal data masked, for a tenant whose prompts must not carry any.
+
+    Fails closed: a prompt that cannot be checked never reaches the model.
+    """
+    refusal = (
+        f"Tenant {tenant} requires personal data to be masked before prompts reach the model, "
+        "and this prompt could not be checked"
+    )
+    try:
+        if gen.messages is not None:
+            masked = [ChatMessage(m.role, pii.mask(m.content)[0]) for m in gen.messages]
+            return dataclasses.replace(gen, messages=masked)
+        if isinstance(gen.prompt, str):
+            return dataclasses.replace(gen, prompt=pii.mask(gen.prompt)[0])
+    except Exception:
+        log.exception("personal-data masking failed")
+        raise APIError(400, refusal + ".", param="messages", code="masking_failed") from None
+    raise APIError(400, refusal + ": send text, not token ids.", param="prompt",
+                   code="masking_failed")  # fmt: skip
 
 
 def _pii_counts(gen: GenerationRequest) -> dict[str, int] | str:

@@ -65,6 +65,7 @@ class Principal:
     key_limits: Limits
     tenant_limits: Limits
     tenant_weight: float
+    mask_prompts: bool = False
 
 
 @dataclass(frozen=True)
@@ -351,7 +352,7 @@ def bootstrap_admin(db: Database, tenant: str = "admin") -> str | None:
 PRINCIPAL_SQL = (
     "SELECT k.id, k.key_hash, k.role, k.revoked_at, k.expires_at, "
     "k.rpm, k.tpm, k.max_concurrent, k.monthly_tokens, "
-    "t.id, t.name, t.weight, t.rpm, t.tpm, t.max_concurrent, t.monthly_tokens "
+    "t.id, t.name, t.weight, t.rpm, t.tpm, t.max_concurrent, t.monthly_tokens, t.mask_prompts "
     "FROM api_keys k JOIN tenants t ON t.id = k.tenant_id WHERE k.key_hash = :digest"
 )
 _PRINCIPAL = text(PRINCIPAL_SQL)
@@ -378,7 +379,7 @@ def principal_from_row(row: tuple[Any, ...] | None, digest: str) -> Principal:
     if row is None or not hmac.compare_digest(row[1], digest):
         raise AuthError("Incorrect API key provided.")
     (key_id, _, role, revoked, expires, k_rpm, k_tpm, k_conc, k_month,
-     tenant_id, tenant, weight, t_rpm, t_tpm, t_conc, t_month) = row  # fmt: skip
+     tenant_id, tenant, weight, t_rpm, t_tpm, t_conc, t_month, mask) = row  # fmt: skip
     if revoked is not None:
         raise AuthError("This API key has been revoked.")
     if expires is not None and expires <= time.time():
@@ -391,6 +392,7 @@ def principal_from_row(row: tuple[Any, ...] | None, digest: str) -> Principal:
         key_limits=Limits(k_rpm, k_tpm, k_conc, k_month),
         tenant_limits=Limits(t_rpm, t_tpm, t_conc, t_month),
         tenant_weight=weight,
+        mask_prompts=bool(mask),
     )
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import BigInteger, Boolean, Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -23,6 +23,8 @@ class Tenant(Base):
     monthly_tokens: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     content_policy: Mapped[str] = mapped_column(String(16), default="none")
     """none: metadata and keyed hashes only; redacted: masked content; full: content."""
+    mask_prompts: Mapped[bool] = mapped_column(Boolean, default=False)
+    """Personal data is masked before prompts reach the model; unmaskable ones are refused."""
 
 
 class ApiKey(Base):

@@ -24,8 +24,10 @@ def request_begin(
     user_pseudonym: str | None,
     pii_found: dict[str, int] | str,
     content_policy: str = "none",
+    masked: bool = False,
 ) -> dict[str, Any]:
-    """`pii_found`: personal-data findings per kind in the prompt, or why detection failed."""
+    """`pii_found`: personal-data findings per kind in the prompt, or why detection failed;
+    `masked`: they were masked before the prompt reached the model."""
     params = asdict(sampling)
     params["stop_count"] = len(params.pop("stop"))  # stop strings can carry content
     params["logit_bias_count"] = len(params.pop("logit_bias"))
@@ -38,7 +40,7 @@ def request_begin(
         "model": {"id": model.id, "weights_sha256": model.sha256},
         "sampling": params,
         "tokens": {"prompt": prompt_tokens, "reserved": reserved_tokens},
-        "policy": {"quota": "admitted", "pii": pii_found},
+        "policy": {"quota": "admitted", "pii": pii_found, "masked_before_model": masked},
         "content": {"policy": content_policy, "prompt_hmac": prompt_hash},
     }  # fmt: skip
 

@@ -178,5 +178,12 @@ def set_policy(db: Database, tenant: str, policy: str) -> None:
             raise LookupError(f"tenant {tenant!r} does not exist")
 
 
+def set_masking(db: Database, tenant: str, on: bool) -> None:
+    with db.transaction() as s:
+        found = s.execute(update(Tenant).where(Tenant.name == tenant).values(mask_prompts=on))
+        if not found.rowcount:  # type: ignore[attr-defined]
+            raise LookupError(f"tenant {tenant!r} does not exist")
+
+
 def open_vault(data_dir: Path, db: Database) -> ContentVault:
     return ContentVault(db, load_or_create_master(data_dir / "audit" / "master.key"))

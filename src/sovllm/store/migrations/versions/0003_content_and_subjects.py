@@ -21,6 +21,9 @@ def upgrade() -> None:
         batch.add_column(
             sa.Column("content_policy", sa.String(16), nullable=False, server_default="none")
         )
+        batch.add_column(
+            sa.Column("mask_prompts", sa.Boolean, nullable=False, server_default=sa.false())
+        )
     op.create_table(
         "subject_keys",
         sa.Column("subject", sa.String(64), primary_key=True),
@@ -48,4 +51,5 @@ def downgrade() -> None:
     op.drop_table("stored_content")
     op.drop_table("subject_keys")
     with op.batch_alter_table("tenants") as batch:
+        batch.drop_column("mask_prompts")
         batch.drop_column("content_policy")
