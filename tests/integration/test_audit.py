@@ -178,3 +178,26 @@ def test_a_quota_refusal_is_recorded(server: Server) -> None:
             "SELECT body FROM audit_entries WHERE kind = 'request.rejected'")]  # fmt: skip
     mine = [r for r in rows if r["principal"]["tenant"] == "one-per-minute"]
     assert len(mine) == 1 and mine[0]["policy"] == {"quota": "rate_limit_exceeded"}
+
+
+def test_auditors_search_verify_and_fetch_the_checkpoint_over_http(server: Server) -> None:
+    client = openai.OpenAI(base_url=server.base_url, api_key=server.api_key, max_retries=0)
+    out = client.chat.completions.create(
+        model=MODEL_ID, messages=[{"role": "user", "content": "Hi"}], max_tokens=2
+    )
+    auditor = {"Authorization": f"Bearer {server.create_key('audit-office', role='auditor')}"}
+    base = f"{server.url}/admin/v1/audit"
+    found = httpx.get(f"{base}/entries", params={"request_id": out.id}, headers=auditor).json()
+    assert [e["entry"]["kind"] for e in found["data"]] == ["request.end", "request.begin"]
+    by_tenant = httpx.get(f"{base}/entries", params={"tenant": "admin", "limit": 5},
+                          headers=auditor).json()["data"]  # fmt: skip
+    assert by_tenant and all(
+        (e["entry"].get("principal") or e["entry"].get("actor"))["tenant"] == "admin"
+        for e in by_tenant
+    )
+    verdict = httpx.post(f"{base}/verify", headers=auditor, timeout=60).json()
+    assert verdict["ok"] is True and verdict["size"] >= 2
+    cp = httpx.get(f"{base}/checkpoint", headers=auditor).json()
+    assert cp["note"].split("\n")[0] == "sovllm" and cp["verifier_key"].startswith("sovllm+")
+    user = {"Authorization": f"Bearer {server.create_key('not-an-auditor')}"}
+    assert httpx.get(f"{base}/entries", headers=user).status_code == 403

@@ -14,6 +14,7 @@ from sovllm.api.auth import ADMIN_ROLES, AUDIT_ROLES, require
 from sovllm.api.errors import APIError
 from sovllm.api.state import app_state
 from sovllm.governance import identity as idn
+from sovllm.governance.audit import verify as audit_verify
 from sovllm.governance.privacy import erasure
 from sovllm.governance.privacy.content import set_masking, set_policy
 from sovllm.governance.usage import usage as usage_rows
@@ -297,3 +298,49 @@ async def read_content(request_id: str, request: Request) -> dict[str, object]:
         raise APIError(404, f"no stored content for request {request_id!r} (policy none?)")
     return {"request_id": request_id,
             "parts": [{"part": c.part, "policy": c.policy, "text": c.text} for c in rows]}  # fmt: skip
+
+
+@router.get("/audit/entries", dependencies=[Auditor])
+async def audit_entries(
+    request: Request,
+    request_id: str | None = None,
+    tenant: str | None = None,
+    since: Annotated[dt.datetime | None, Query(description="ISO 8601, UTC if no zone.")] = None,
+    until: dt.datetime | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> ListOf[dict[str, object]]:
+    """Audit entries by request id, tenant or time, newest first."""
+
+    def ts(value: dt.datetime | None) -> float | None:
+        if value is None:
+            return None
+        return (value if value.tzinfo else value.replace(tzinfo=dt.UTC)).timestamp()
+
+    rows = await to_thread.run_sync(
+        lambda: audit_verify.search(
+            app_state(request).db, request_id, tenant, ts(since), ts(until), limit
+        )
+    )
+    return ListOf[dict[str, object]](data=rows)
+
+
+@router.post("/audit/verify", dependencies=[Auditor])
+async def audit_verify_now(request: Request) -> dict[str, object]:
+    """Verify the whole log now (the console's "verify now")."""
+    state = app_state(request)
+    report = await to_thread.run_sync(
+        audit_verify.verify_database, state.db, state.audit.signer.verifier
+    )
+    return {"ok": report.ok, "size": report.size, "checkpoints": report.checkpoints,
+            "first_bad_entry": report.first_bad, "problems": report.problems,
+            "summary": report.summary()}  # fmt: skip
+
+
+@router.get("/audit/checkpoint", dependencies=[Auditor])
+async def latest_checkpoint(request: Request) -> dict[str, object]:
+    """The latest signed checkpoint (C2SP note) and the verifier key."""
+    audit = app_state(request).audit
+    note = await to_thread.run_sync(audit.latest_note)
+    if note is None:
+        note = await to_thread.run_sync(audit.checkpoint)
+    return {"note": note, "verifier_key": audit.signer.verifier.encode()}

@@ -222,3 +222,41 @@ def inclusion(db: Database, request_id: str) -> dict[str, object]:
         "request_id": request_id, "tree_size": size, "root_hash": root.hex(),
         "checkpoint": str(latest[1]) if signed and latest else None, "entries": entries,
     }  # fmt: skip
+
+
+def search(
+    db: Database,
+    request_id: str | None = None,
+    tenant: str | None = None,
+    since: float | None = None,
+    until: float | None = None,
+    limit: int = 100,
+) -> list[dict[str, object]]:
+    """Entries by request id, tenant or time, newest first, with their sequence numbers."""
+    clauses: list[str] = []
+    params: dict[str, object] = {}
+    if request_id is not None:
+        clauses.append("request_id = :rid")
+        params["rid"] = request_id
+    if since is not None:
+        clauses.append("at >= :since")
+        params["since"] = since
+    if until is not None:
+        clauses.append("at < :until")
+        params["until"] = until
+    where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+    # The tenant lives inside the JSON body: filter after reading, with a bounded scan.
+    scan = limit if tenant is None else limit * 20
+    sql = SQL(f"SELECT seq, body FROM audit_entries {where} ORDER BY seq DESC LIMIT {int(scan)}")
+    with raw_transaction(db) as tx:
+        rows = tx.all(sql, params)
+    out: list[dict[str, object]] = []
+    for seq, body in rows:
+        entry = json.loads(body)
+        who = entry.get("principal") or entry.get("actor") or {}
+        if tenant is not None and who.get("tenant") != tenant:
+            continue
+        out.append({"seq": int(seq), "entry": entry})
+        if len(out) >= limit:
+            break
+    return out
