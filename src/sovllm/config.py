@@ -95,6 +95,9 @@ class RetentionSettings(BaseModel):
         30, ge=0, le=3650, description="Prompt and answer content, where a tenant stores it."
     )
     usage_days: int = Field(400, ge=31, description="Usage counters per key, tenant and day.")
+    purge_every_s: float = Field(
+        3600.0, gt=0, description="How often the server deletes content past content_days."
+    )
 
     @field_validator("audit_days")
     @classmethod

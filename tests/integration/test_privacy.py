@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
+
 import httpx
 
-from tests.conftest import MODEL_ID, Server
+from tests.conftest import MODEL_ID, Server, run_server
 from tests.integration.test_audit import sovllm
 
 CORPUS = [
@@ -88,3 +91,27 @@ def test_a_tenant_can_require_masking_before_the_model(server: Server) -> None:
     refused = httpx.post(f"{server.base_url}/completions", json=ids, headers=headers, timeout=60)
     assert refused.status_code == 400
     assert refused.json()["error"]["code"] == "masking_failed"
+
+
+def test_the_retention_job_purges_expired_content(tmp_path: Path) -> None:
+    env = {"SOVLLM_RETENTION__CONTENT_DAYS": "0", "SOVLLM_RETENTION__PURGE_EVERY_S": "0.2"}
+    with run_server(tmp_path, env) as srv:
+        srv.admin("PATCH", "/tenants/admin", json={"content_policy": "full"})
+        body = {"model": MODEL_ID, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2}
+        r = httpx.post(f"{srv.base_url}/chat/completions", json=body, headers=srv.auth, timeout=60)
+        assert r.status_code == 200
+        deadline = time.monotonic() + 30
+
+        def purged() -> int:
+            data = httpx.get(f"{srv.url}/admin/v1/audit/entries", headers=srv.auth).json()["data"]
+            return sum(e["entry"]["content_records"] for e in data
+                       if e["entry"]["kind"] == "privacy.purge")  # fmt: skip
+
+        # Polls the server's own audit log, with a deadline: prompt and answer were kept,
+        # then purged by the job.
+        while purged() < 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        gone = httpx.get(f"{srv.url}/admin/v1/audit/content/{r.json()['id']}", headers=srv.auth)
+        assert gone.status_code == 404
+        assert sovllm(srv, "audit", "verify").returncode == 0

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from anyio import to_thread
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
@@ -21,6 +24,23 @@ from sovllm.governance.privacy.content import open_vault
 from sovllm.observability.metrics import CONTENT_TYPE, Metrics
 from sovllm.store.db import Database
 
+log = logging.getLogger("sovllm.retention")
+
+
+async def _purge_content(state: AppState) -> None:
+    """The retention job: stored content past `retention.content_days` is deleted."""
+    retention = state.settings.retention
+    while True:
+        try:
+            removed = await to_thread.run_sync(state.vault.purge, retention.content_days)
+            if removed:
+                fields = {"actor": {"job": "retention"}, "content_records": removed,
+                          "older_than_days": retention.content_days}  # fmt: skip
+                state.audit.append("privacy.purge", fields)
+        except Exception:
+            log.exception("content purge failed")
+        await asyncio.sleep(retention.purge_every_s)
+
 
 def create_app(settings: Settings, engine: Engine, db: Database, audit: AuditLog) -> FastAPI:
     """Build the app around an engine. The engine is started by the app's lifespan."""
@@ -32,9 +52,11 @@ def create_app(settings: Settings, engine: Engine, db: Database, audit: AuditLog
         metrics = Metrics(engine.model.id, engine.stats)
         vault = open_vault(settings.data_dir, db)
         app.state.sovllm = AppState(settings, engine, metrics, db, audit, vault)
+        purge = asyncio.create_task(_purge_content(app.state.sovllm))
         try:
             yield
         finally:
+            purge.cancel()
             engine.shutdown()
             audit.close()
 
