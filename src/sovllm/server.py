@@ -16,6 +16,7 @@ from sovllm.engines.llamacpp.engine import LlamaCppEngine
 from sovllm.engines.llamacpp.model import ModelLoadError
 from sovllm.governance.audit import open_audit
 from sovllm.governance.identity import bootstrap_admin
+from sovllm.governance.privacy import pii
 from sovllm.store.db import Database, DatabaseConfigError, database_url
 from sovllm.store.migrate import upgrade
 
@@ -67,6 +68,14 @@ def run_server(settings: Settings) -> None:
         source = resolve_model(settings.model)
     except ModelNotFoundError as exc:
         raise ServeError(f"invalid setting 'model': {exc}") from None
+    if settings.privacy.presidio:
+        try:
+            pii.use_presidio()
+        except ImportError:
+            raise ServeError(
+                "invalid setting 'privacy.presidio': Presidio is not installed "
+                "(pip install 'sovllm[presidio]')"
+            ) from None
     _check_port(settings.host, settings.port)
     db = open_database(settings)
     admin_key = bootstrap_admin(db)

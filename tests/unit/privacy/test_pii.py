@@ -64,3 +64,28 @@ def test_masking_never_raises_and_is_idempotent(text: str) -> None:
     masked, _ = mask(text)
     # Masks are not themselves personal data; masking twice changes nothing more.
     assert mask(masked)[0] == masked
+
+
+def test_presidio_adds_its_recognizers_without_touching_the_network(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import socket
+
+    from sovllm.governance.privacy import pii
+
+    attempts: list[object] = []
+
+    def refuse(self: socket.socket, address: object) -> None:
+        attempts.append(address)
+        raise OSError("no network in this test")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    wallet = "1BvBMSEYstWetqTFn5Au4m4GFg7xJaNVN2"  # a valid Bitcoin address (checksummed)
+    text = f"Pay to {wallet}, see https://example.org/x, or mail a.b@example.com"
+    assert "presidio_crypto" not in mask(text)[1]
+    monkeypatch.setattr(pii, "_extra", [])
+    pii.use_presidio()
+    masked, counts = mask(text)
+    assert counts["presidio_crypto"] == 1 and wallet not in masked
+    assert counts["email"] == 1  # the built-in detector keeps its span
+    assert attempts == []

@@ -154,6 +154,39 @@ DETECTORS: dict[str, tuple[re.Pattern[str], Validator]] = {
 }
 
 
+ExtraDetector = Callable[[str], list[Finding]]
+_extra: list[ExtraDetector] = []
+
+
+def use_presidio() -> None:
+    """Add Microsoft Presidio's recognizers (the `sovllm[presidio]` extra) to detection.
+
+    Presidio's analyzer wants a spaCy model, which would have to be downloaded: it runs here over
+    a blank English pipeline instead, so its pattern recognizers (with their own checksums) work
+    and its NER-based ones find nothing. Its URL recognizer is removed: it fetches the Public
+    Suffix List from the internet on first use.
+    """
+    import spacy
+    from presidio_analyzer import AnalyzerEngine
+    from presidio_analyzer.nlp_engine import SpacyNlpEngine
+
+    class _BlankEngine(SpacyNlpEngine):
+        def load(self) -> None:
+            self.nlp = {"en": spacy.blank("en")}  # type: ignore[assignment]
+
+    engine = _BlankEngine(models=[{"lang_code": "en", "model_name": "blank"}])
+    engine.load()
+    analyzer = AnalyzerEngine(nlp_engine=engine, supported_languages=["en"])
+    analyzer.registry.remove_recognizer("UrlRecognizer")
+
+    def presidio(text: str) -> list[Finding]:
+        results = analyzer.analyze(text=text, language="en", score_threshold=0.5)
+        return [Finding(f"presidio_{r.entity_type.lower()}", r.start, r.end) for r in results]
+
+    if not any(getattr(d, "__name__", "") == "presidio" for d in _extra):
+        _extra.append(presidio)
+
+
 def detect(text: str) -> list[Finding]:
     """Validated findings, without overlaps, in text order."""
     taken: list[tuple[int, int]] = []
@@ -166,6 +199,11 @@ def detect(text: str) -> list[Finding]:
             if valid(m.group()):
                 taken.append((start, end))
                 found.append(Finding(kind, start, end))
+    for extra in _extra:  # the built-in detectors keep the spans they claimed
+        for f in extra(text):
+            if not any(s < f.end and f.start < e for s, e in taken):
+                taken.append((f.start, f.end))
+                found.append(f)
     return sorted(found, key=lambda f: f.start)
 
 
