@@ -41,7 +41,10 @@ def test_a_request_gets_a_begin_and_an_end_entry_without_its_content(server: Ser
     )  # fmt: skip
     begin, end = entries(server, out.id)
     assert begin["kind"] == "request.begin" and end["kind"] == "request.end"
-    assert begin["model"] == {"id": MODEL_ID, "weights_sha256": out.system_fingerprint}  # type: ignore[comparison-overlap]
+    model = begin["model"]
+    assert isinstance(model, dict)
+    assert model["id"] == MODEL_ID and model["weights_sha256"] == out.system_fingerprint
+    assert len(model["engine_config_sha256"]) == 64
     principal = begin["principal"]
     assert isinstance(principal, dict) and principal["role"] == "admin"
     assert principal["user"] and "mario" not in str(principal["user"])

@@ -88,6 +88,8 @@ class ModelInfo:
     created: int
     owned_by: str = "sovllm"
     metadata: dict[str, str] = field(default_factory=dict)
+    engine_config_sha256: str = ""
+    """SHA-256 of the engine's configuration and version: what else shapes the output."""
 
 
 @dataclass(frozen=True)

@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import json
 import logging
 import threading
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
+
+from llama_cpp import __version__ as llama_cpp_version
 
 from sovllm.config import EngineSettings
 from sovllm.engines.base import (
@@ -111,10 +115,16 @@ class LlamaCppEngine:
         eos = self._llm.token_text(self._llm.eos_token) if self._llm.eos_token >= 0 else ""
         self._template = ChatTemplate(self._llm.chat_template(), bos, eos)
         meta = self._llm.metadata()
+        config = {"engine": "llama.cpp", "llama_cpp_python": llama_cpp_version,
+                  "settings": self._settings.model_dump(exclude={"threads"})}  # fmt: skip
+        config_sha = hashlib.sha256(
+            json.dumps(config, sort_keys=True, separators=(",", ":")).encode()
+        ).hexdigest()
         self._info = ModelInfo(
             id=self._served_name,
             path=str(self._source.path),
             sha256=sha,
+            engine_config_sha256=config_sha,
             context_length=self._llm.context_per_slot,
             created=int(self._source.path.stat().st_mtime),
             metadata={k: v for k, v in meta.items() if k.startswith("general.")},
