@@ -9,6 +9,7 @@ import json
 import logging
 import time
 import uuid
+from collections import Counter
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -158,7 +159,7 @@ async def _start(
         "request.begin",
         records.request_begin(
             principal, request.url.path, info, gen.sampling, prompt_tokens, ticket.reserved_tokens,
-            keyed_hash(audit, "prompt", _content_bytes(sent)),
+            keyed_hash(audit, "prompt", _prompt_text(sent).encode()),
             keyed_hash(audit, "user", body.user.encode()) if body.user else None,
             _pii_counts(sent), policy, masked=principal.mask_prompts,
         ),
@@ -211,18 +212,10 @@ def _masked(gen: GenerationRequest, tenant: str) -> GenerationRequest:
 def _pii_counts(gen: GenerationRequest) -> dict[str, int] | str:
     """Personal data in the prompt, by kind, for the audit record (never the values)."""
     try:
-        return dict(pii.mask(_prompt_text(gen))[1])
+        return dict(Counter(f.kind for f in pii.detect(_prompt_text(gen))))
     except Exception:  # fail closed: say so, store nothing of the content
         log.exception("personal-data detection failed")
         return "detection_failed"
-
-
-def _content_bytes(gen: GenerationRequest) -> bytes:
-    if gen.messages is not None:
-        return json.dumps([[m.role, m.content] for m in gen.messages]).encode()
-    return json.dumps(
-        gen.prompt if isinstance(gen.prompt, str) else list(gen.prompt or [])
-    ).encode()
 
 
 # -- helpers -----------------------------------------------------------------------------
