@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The whole test suite: lint, types, then pytest (unit and integration, real model).
+# The whole test suite: lint, types, then pytest (unit, integration and browser, real model).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=.venv/bin
@@ -8,6 +8,12 @@ if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
   echo "installing PostgreSQL from Debian's packages" >&2
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+fi
+# The browser tests drive Debian's Chromium through Playwright, never a downloaded browser.
+if [ ! -x /usr/bin/chromium ]; then
+  echo "installing Chromium from Debian's packages" >&2
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
 fi
 $BIN/ruff format --check src tests benchmarks
 $BIN/ruff check src tests benchmarks

@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 
 from anyio import to_thread
 from fastapi import FastAPI, Request, Response
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 
 from sovllm import __version__
@@ -23,6 +24,8 @@ from sovllm.governance.audit.log import AuditLog
 from sovllm.governance.privacy.content import open_vault
 from sovllm.observability.metrics import CONTENT_TYPE, Metrics
 from sovllm.store.db import Database
+from sovllm.web.routes import router as web_router
+from sovllm.web.security import EXPOSED_HEADERS, SecurityHeaders
 
 log = logging.getLogger("sovllm.retention")
 
@@ -69,6 +72,16 @@ def create_app(settings: Settings, engine: Engine, db: Database, audit: AuditLog
     errors.install(app)
     app.include_router(openai_router)
     app.include_router(admin_router)
+    app.include_router(web_router)
+    # CORS stays closed (no cross-origin reads) unless the operator lists origins; CSP and
+    # nosniff on every response (the outermost middleware).
+    origins = list(getattr(settings, "cors_allow_origins", None) or [])
+    if origins:
+        app.add_middleware(
+            CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type"], expose_headers=EXPOSED_HEADERS,
+        )  # fmt: skip
+    app.add_middleware(SecurityHeaders)
 
     @app.get("/health", include_in_schema=True)
     async def health(request: Request) -> JSONResponse:
