@@ -12,6 +12,7 @@ from sovllm.admin_cli import db_app, keys_app, tenants_app, usage
 from sovllm.audit_cli import audit_app
 from sovllm.bench.cli import bench
 from sovllm.config import ConfigError, load_settings
+from sovllm.oversight_cli import resume, stop, stops
 from sovllm.planner.cli import plan_app
 from sovllm.privacy_cli import privacy_app
 
@@ -30,6 +31,9 @@ app.add_typer(db_app, name="db")
 app.add_typer(audit_app, name="audit")
 app.add_typer(privacy_app, name="privacy")
 app.command("usage")(usage)
+app.command("stop")(stop)
+app.command("resume")(resume)
+app.command("stops")(stops)
 compliance_app = typer.Typer(help="Compliance documents from the live configuration.")
 app.add_typer(compliance_app, name="compliance")
 
@@ -84,8 +88,24 @@ def serve(
     model: Annotated[
         str | None, typer.Option(help="Catalog model name or path of a GGUF file.")
     ] = None,
+    replicas: Annotated[
+        int | None,
+        typer.Option(
+            "--replicas",
+            min=1,
+            max=64,
+            help="Start N embedded worker processes behind the gateway (besides any in the "
+            "config's `replicas`).",
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run", help="Print the replicas and their command lines; start nothing."
+        ),
+    ] = False,
 ) -> None:
-    """Serve the OpenAI-compatible API on the embedded model."""
+    """Serve the OpenAI-compatible API from the embedded model or a pool of replicas."""
     from sovllm.server import ServeError, run_server
 
     try:
@@ -93,6 +113,31 @@ def serve(
     except ConfigError as exc:
         raise _fail(str(exc)) from None
     try:
-        run_server(settings)
+        run_server(settings, replicas=replicas, dry_run=dry_run, config_file=config)
+    except ServeError as exc:
+        raise _fail(str(exc), code=1) from None
+
+
+@app.command()
+def worker(
+    host: Annotated[str | None, typer.Option(help="Address to bind [127.0.0.1].")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to bind [8000].")] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="YAML settings file (or SOVLLM_CONFIG).")
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option(help="Catalog model name or path of a GGUF file.")
+    ] = None,
+) -> None:
+    """Run one embedded engine as a replica for a gateway (no keys or audit of its own)."""
+    from sovllm.server import ServeError
+    from sovllm.worker import run_worker
+
+    try:
+        settings = load_settings(config, host=host, port=port, model=model)
+    except ConfigError as exc:
+        raise _fail(str(exc)) from None
+    try:
+        run_worker(settings)
     except ServeError as exc:
         raise _fail(str(exc), code=1) from None

@@ -20,6 +20,8 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from sovllm.pool.settings import ReplicaSettings, RoutingSettings
+
 ENV_PREFIX = "SOVLLM_"
 # The YAML file of the load_settings() call in progress; read by Settings' source list.
 _yaml_file: ContextVar[Path | None] = ContextVar("sovllm_yaml_file", default=None)
@@ -57,6 +59,11 @@ class EngineSettings(BaseModel):
         True,
         description="Share the slots between tenants by weight (fair queueing and preemption); "
         "off: first come, first served.",
+    )
+    prefix_cache: bool = Field(
+        True,
+        description="Keep finished requests' KV caches in free slots and reuse the longest "
+        "common prompt prefix (the earlier turns of a chat) instead of computing it again.",
     )
 
 
@@ -153,6 +160,24 @@ class Settings(BaseSettings):
     audit: AuditSettings = Field(default_factory=AuditSettings)
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
     privacy: PrivacySettings = Field(default_factory=PrivacySettings)
+    replicas: list[ReplicaSettings] = Field(
+        default_factory=list,
+        description="The replica pool; empty: one embedded engine inside the gateway process.",
+    )
+    routing: RoutingSettings = Field(default_factory=RoutingSettings)
+    egress_allow: list[str] = Field(
+        default_factory=list,
+        description="Upstream hosts or networks (CIDR) outside loopback and private ranges "
+        "that replicas may reach; nothing else leaves the machine.",
+    )
+    shutdown_grace_s: float = Field(
+        30.0, ge=0, description="On SIGTERM, how long in-flight requests may take to finish."
+    )
+    stop_mode: Literal["drain", "cut"] = Field(
+        "drain",
+        description="What a stop does to requests in flight by default: let them finish, or "
+        "cut them within a second with finish_reason 'stop'.",
+    )
 
     @field_validator("data_dir")
     @classmethod

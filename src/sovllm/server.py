@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import socket
+from pathlib import Path
 
 import uvicorn
 from sqlalchemy.exc import SQLAlchemyError
 
 from sovllm.api.app import create_app
 from sovllm.config import Settings
-from sovllm.engines.catalog import ModelNotFoundError, resolve_model
-from sovllm.engines.llamacpp.engine import LlamaCppEngine
 from sovllm.engines.llamacpp.model import ModelLoadError
 from sovllm.governance.audit import open_audit
 from sovllm.governance.identity import bootstrap_admin
 from sovllm.governance.privacy import pii
+from sovllm.pool import build as pool_build
+from sovllm.pool.build import PoolConfigError
 from sovllm.store.db import Database, DatabaseConfigError, database_url
 from sovllm.store.migrate import upgrade
 
@@ -25,7 +27,7 @@ class ServeError(Exception):
     pass
 
 
-def _check_port(host: str, port: int) -> None:
+def check_port(host: str, port: int) -> None:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -54,20 +56,30 @@ def _first_line(exc: Exception) -> str:
     return text.strip().splitlines()[0] if text.strip() else exc.__class__.__name__
 
 
-def run_server(settings: Settings) -> None:
+def run_server(
+    settings: Settings,
+    replicas: int | None = None,
+    dry_run: bool = False,
+    config_file: Path | None = None,
+) -> None:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # The pool probes every replica twice a second: keep httpx's per-request lines out.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    try:
+        plans = pool_build.plan(settings, replicas, config_file)
+    except PoolConfigError as exc:
+        raise ServeError(str(exc)) from None
+    if dry_run:
+        print(pool_build.describe(plans), flush=True)
+        return
     try:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ServeError(f"cannot create data_dir {settings.data_dir}: {exc.strerror}") from None
     if not os.access(settings.data_dir, os.W_OK):
         raise ServeError(f"data_dir {settings.data_dir} is not writable")
-    try:
-        source = resolve_model(settings.model)
-    except ModelNotFoundError as exc:
-        raise ServeError(f"invalid setting 'model': {exc}") from None
     if settings.privacy.presidio:
         try:
             pii.use_presidio()
@@ -76,7 +88,7 @@ def run_server(settings: Settings) -> None:
                 "invalid setting 'privacy.presidio': Presidio is not installed "
                 "(pip install 'sovllm[presidio]')"
             ) from None
-    _check_port(settings.host, settings.port)
+    check_port(settings.host, settings.port)
     db = open_database(settings)
     admin_key = bootstrap_admin(db)
     if admin_key is not None:
@@ -85,16 +97,18 @@ def run_server(settings: Settings) -> None:
             f"sovllm: created the first admin key (tenant 'admin'); store it now:\n{admin_key}",
             flush=True,
         )
-    engine = LlamaCppEngine(
-        source, settings.engine, settings.served_model_name, cache_dir=settings.data_dir / "cache"
-    )
-    app = create_app(settings, engine, db, open_audit(settings, db))
+    try:
+        pool = pool_build.start(settings, plans)
+    except PoolConfigError as exc:
+        raise ServeError(str(exc)) from None
+    app = create_app(settings, pool, db, open_audit(settings, db))
     config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
-        timeout_graceful_shutdown=10,
+        # SIGTERM: stop accepting, let requests in flight finish, then stop the replicas.
+        timeout_graceful_shutdown=math.ceil(settings.shutdown_grace_s),
     )
     try:
         uvicorn.Server(config).run()

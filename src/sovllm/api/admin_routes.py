@@ -1,4 +1,7 @@
-"""Admin API under /admin/v1: tenants, keys and usage. Admin role only; usage also auditors."""
+"""Admin API under /admin/v1: tenants, keys, usage, audit, privacy, the pool and the stop switch.
+
+Changes need the admin role; reading usage, the audit log and the pool also the auditor role.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ from sovllm.api.auth import ADMIN_ROLES, AUDIT_ROLES, require
 from sovllm.api.errors import APIError
 from sovllm.api.state import app_state
 from sovllm.governance import identity as idn
+from sovllm.governance import oversight
 from sovllm.governance.audit import verify as audit_verify
 from sovllm.governance.privacy import erasure
 from sovllm.governance.privacy.content import set_masking, set_policy
@@ -344,3 +348,84 @@ async def latest_checkpoint(request: Request) -> dict[str, object]:
     if note is None:
         note = await to_thread.run_sync(audit.checkpoint)
     return {"note": note, "verifier_key": audit.signer.verifier.encode()}
+
+
+# -- the replica pool and the stop switch (issue #6) -------------------------------------
+
+
+@router.get("/pool", dependencies=[Auditor])
+async def pool_status(request: Request) -> dict[str, object]:
+    """Each replica's health and load, and each model's queue depth."""
+    pool = app_state(request).pool
+    return {
+        "policy": pool.settings.policy,
+        "queue_depth": pool.stats().waiting,
+        "models": {name: {"queue_depth": pool.stats(name).waiting} for name in pool.model_ids},
+        "replicas": [r.describe() for r in pool.replicas],
+    }
+
+
+class StopIn(_Body):
+    scope: Literal["all", "model", "tenant"] = "all"
+    target: str | None = Field(None, max_length=128, description="The model or tenant.")
+    mode: Literal["drain", "cut"] | None = Field(
+        None, description="drain: requests in flight finish; cut: they end within a second."
+    )
+    reason: str = Field("", max_length=500)
+
+
+class ResumeIn(_Body):
+    scope: Literal["all", "model", "tenant"] = "all"
+    target: str | None = Field(None, max_length=128)
+
+
+def _target(scope: str, target: str | None) -> str:
+    if scope == "all":
+        if target:
+            raise APIError(400, "a stop of scope 'all' takes no target", param="target")
+        return ""
+    if not target:
+        raise APIError(400, f"a stop of scope '{scope}' needs the {scope}'s name", param="target")
+    return target
+
+
+@router.get("/stops", dependencies=[Auditor])
+async def get_stops(request: Request) -> ListOf[dict[str, object]]:
+    stops = await to_thread.run_sync(oversight.list_stops, app_state(request).db)
+    return ListOf[dict[str, object]](data=[s.as_dict() for s in stops])
+
+
+@router.post("/stop", dependencies=[Admin])
+async def stop(body: StopIn, request: Request) -> dict[str, object]:
+    """Halt everything, a model or a tenant (AI Act Art. 14(4)(e)); recorded with its actor."""
+    state = app_state(request)
+    target = _target(body.scope, body.target)
+    if body.scope == "model" and target not in state.pool.model_ids:
+        raise APIError(404, f"no model '{target}'; served: {', '.join(state.pool.model_ids)}",
+                       param="target")  # fmt: skip
+    actor: idn.Principal = request.state.principal
+    who: dict[str, object] = {"tenant": actor.tenant, "key_id": actor.key_id,
+                              "role": actor.role.value}  # fmt: skip
+    mode = body.mode or state.settings.stop_mode
+    made = await to_thread.run_sync(
+        oversight.add_stop, state.db, body.scope, target, mode, body.reason, who
+    )
+    # Durable in the audit log before anything is cut or refused on its account.
+    await asyncio.wrap_future(state.audit.append("oversight.stop", made.as_dict()))
+    state.oversight.apply(await to_thread.run_sync(state.oversight.refresh))
+    return made.as_dict()
+
+
+@router.post("/resume", dependencies=[Admin])
+async def resume(body: ResumeIn, request: Request) -> dict[str, object]:
+    state = app_state(request)
+    target = _target(body.scope, body.target)
+    found = await to_thread.run_sync(oversight.remove_stop, state.db, body.scope, target)
+    if not found:
+        raise APIError(404, f"{body.scope} {target!r} is not stopped".replace(" ''", ""))
+    actor: idn.Principal = request.state.principal
+    who = {"tenant": actor.tenant, "key_id": actor.key_id, "role": actor.role.value}
+    fields = {"scope": body.scope, "target": target or None, "actor": who}
+    await asyncio.wrap_future(state.audit.append("oversight.resume", fields))
+    state.oversight.apply(await to_thread.run_sync(state.oversight.refresh))
+    return {"resumed": True, "scope": body.scope, "target": target or None}

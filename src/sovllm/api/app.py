@@ -19,10 +19,12 @@ from sovllm.api.auth import identify
 from sovllm.api.openai_routes import router as openai_router
 from sovllm.api.state import AppState, app_state
 from sovllm.config import Settings
-from sovllm.engines.base import Engine
 from sovllm.governance.audit.log import AuditLog
+from sovllm.governance.oversight import Oversight
 from sovllm.governance.privacy.content import open_vault
 from sovllm.observability.metrics import CONTENT_TYPE, Metrics
+from sovllm.observability.pool_metrics import PoolCollector
+from sovllm.pool.router import Pool
 from sovllm.store.db import Database
 from sovllm.web.routes import router as web_router
 from sovllm.web.security import EXPOSED_HEADERS, SecurityHeaders
@@ -45,22 +47,27 @@ async def _purge_content(state: AppState) -> None:
         await asyncio.sleep(retention.purge_every_s)
 
 
-def create_app(settings: Settings, engine: Engine, db: Database, audit: AuditLog) -> FastAPI:
-    """Build the app around an engine. The engine is started by the app's lifespan."""
+def create_app(settings: Settings, pool: Pool, db: Database, audit: AuditLog) -> FastAPI:
+    """Build the app around a replica pool, which the app's lifespan starts and stops."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine.start()
+        await pool.start()
         audit.start()
-        metrics = Metrics(engine.model.id, engine.stats)
+        metrics = Metrics(pool.model_ids[0], pool.stats)
+        metrics.registry.register(PoolCollector(pool))
         vault = open_vault(settings.data_dir, db)
-        app.state.sovllm = AppState(settings, engine, metrics, db, audit, vault)
-        purge = asyncio.create_task(_purge_content(app.state.sovllm))
+        oversight = Oversight(db)
+        oversight.apply(await to_thread.run_sync(oversight.refresh))
+        app.state.sovllm = AppState(settings, pool, metrics, db, audit, vault, oversight)
+        tasks = [asyncio.create_task(_purge_content(app.state.sovllm)),
+                 asyncio.create_task(oversight.run())]  # fmt: skip
         try:
             yield
         finally:
-            purge.cancel()
-            engine.shutdown()
+            for task in tasks:
+                task.cancel()
+            await pool.shutdown()
             audit.close()
 
     app = FastAPI(
@@ -86,16 +93,16 @@ def create_app(settings: Settings, engine: Engine, db: Database, audit: AuditLog
     @app.get("/health", include_in_schema=True)
     async def health(request: Request) -> JSONResponse:
         """Liveness: the process answers and the engine thread is alive."""
-        ok = app_state(request).engine.healthy
+        ok = app_state(request).pool.healthy
         return JSONResponse({"status": "ok" if ok else "unhealthy"}, 200 if ok else 503)
 
     @app.get("/ready")
     async def ready(request: Request) -> JSONResponse:
         """Readiness: the model is loaded and requests are accepted."""
         state: AppState | None = getattr(request.app.state, "sovllm", None)
-        if state is None or not state.engine.healthy:
+        if state is None or not state.pool.healthy:
             return JSONResponse({"status": "loading"}, 503)
-        return JSONResponse({"status": "ready", "model": state.engine.model.id})
+        return JSONResponse({"status": "ready", "models": [m.id for m in state.pool.models()]})
 
     @app.get("/metrics")
     async def metrics(request: Request) -> Response:

@@ -51,8 +51,11 @@ from sovllm.engines.base import (
 from sovllm.governance import quotas
 from sovllm.governance.audit import keyed_hash, records
 from sovllm.governance.identity import Principal
+from sovllm.governance.oversight import Flight, Stop
 from sovllm.governance.privacy import pii
 from sovllm.governance.privacy.erasure import subject_for
+from sovllm.pool.router import ModelNotServedError, Pool
+from sovllm.pool.routing import affinity_key
 
 log = logging.getLogger("sovllm.api")
 router = APIRouter()
@@ -62,15 +65,12 @@ AnyRole = Depends(require(ANY_ROLE))
 
 @router.get("/v1/models")
 async def list_models(request: Request, _: Principal = AnyRole) -> ModelList:
-    info = app_state(request).engine.model
-    return ModelList(data=[_card(info)])
+    return ModelList(data=[_card(info) for info in app_state(request).pool.models()])
 
 
 @router.get("/v1/models/{model_id:path}")
 async def get_model(model_id: str, request: Request, _: Principal = AnyRole) -> ModelCard:
-    info = app_state(request).engine.model
-    _check_model(model_id, info)
-    return _card(info)
+    return _card(_model(app_state(request).pool, model_id))
 
 
 @router.post("/v1/chat/completions", response_model=None)
@@ -99,7 +99,7 @@ async def chat_completions(
         ],
         usage=result.usage,
     )
-    return JSONResponse(reply.model_dump() | {"provenance": call.provenance}, headers=call.headers)
+    return _reply(reply.model_dump(), call)
 
 
 @router.post("/v1/completions", response_model=None)
@@ -124,7 +124,7 @@ async def completions(
         choices=[CompletionChoice(text=result.text, finish_reason=result.finish_reason)],
         usage=result.usage,
     )
-    return JSONResponse(reply.model_dump() | {"provenance": call.provenance}, headers=call.headers)
+    return _reply(reply.model_dump(), call)
 
 
 async def _start(
@@ -133,9 +133,9 @@ async def _start(
     """The request path after parsing: identity, policy and admission, then the engine."""
     check_key_present(request)
     state = app_state(request)
-    info = state.engine.model
-    _check_model(body.model, info)
-    prompt_tokens = state.engine.count_tokens(gen)
+    info = _model(state.pool, body.model)
+    _check_stop(state.oversight.blocking(info.id))
+    prompt_tokens = state.pool.count_tokens(info.id, gen)
     budget = body.max_tokens if body.max_tokens is not None else info.context_length - prompt_tokens
     principal, ticket = await authorize_and_admit(
         request, INFERENCE_ROLES, gen.request_id, prompt_tokens + max(budget, 0)
@@ -143,9 +143,12 @@ async def _start(
     gen = dataclasses.replace(gen, flow=principal.tenant, weight=principal.tenant_weight)
     sent = gen  # as the client sent it: what the audit record's hash and counts describe
     try:
+        _check_stop(state.oversight.blocking(info.id, principal.tenant))
         if principal.mask_prompts:
             gen = _masked(gen, principal.tenant)
-        stream = state.engine.submit(gen)
+        key = affinity_key(gen, body.user, request.headers.get("x-session-id"),
+                           state.settings.routing.affinity_key)  # fmt: skip
+        stream = await state.pool.open(info.id, gen, key, prompt_tokens)
     except Exception:
         await to_thread.run_sync(quotas.release, state.db, ticket)
         raise
@@ -169,8 +172,11 @@ async def _start(
         _background(to_thread.run_sync(
             vault.store, gen.request_id, keep.subject, policy, "prompt", _prompt_text(gen)
         ))  # fmt: skip
-    call = _Call(gen.request_id, int(time.time()), info, body.include_usage, ticket.headers)
-    return call, _outputs(stream, request, state, ticket, begin, keep)
+    flight = Flight(info.id, principal.tenant, stream.cancel)
+    state.oversight.track(gen.request_id, flight)
+    call = _Call(gen.request_id, int(time.time()), info, body.include_usage, ticket.headers,
+                 stream.replica.name, flight)  # fmt: skip
+    return call, _outputs(stream, request, state, ticket, begin, keep, flight)
 
 
 @dataclass(frozen=True)
@@ -232,14 +238,23 @@ def _card(info: ModelInfo) -> ModelCard:
     )
 
 
-def _check_model(name: str, info: ModelInfo) -> None:
-    if name != info.id:
-        raise APIError(
-            404,
-            f"The model '{name}' does not exist. Available: {info.id}.",
-            param="model",
-            code="model_not_found",
-        )
+def _reply(body: dict[str, Any], call: _Call) -> JSONResponse:
+    body["provenance"] = call.provenance
+    if call.stop_note is not None:
+        body["sovllm_stop"] = call.stop_note
+    return JSONResponse(body, headers=call.headers)
+
+
+def _check_stop(stop: Stop | None) -> None:
+    if stop is not None:
+        raise APIError(503, stop.message(), "service_unavailable", code="service_stopped")
+
+
+def _model(pool: Pool, name: str) -> ModelInfo:
+    try:
+        return pool.model(name)
+    except ModelNotServedError as exc:
+        raise APIError(404, str(exc), param="model", code="model_not_found") from None
 
 
 def _sampling(body: _SamplingFields) -> SamplingParams:
@@ -263,6 +278,7 @@ async def _outputs(
     ticket: quotas.Ticket,
     begin: concurrent.futures.Future[int],
     keep: _Keep,
+    flight: Flight,
 ) -> AsyncGenerator[GenerationOutput, None]:
     """The engine's outputs for one request, with metrics, cancelled if the client leaves.
 
@@ -279,6 +295,8 @@ async def _outputs(
         async for out in stream:
             if last is None:
                 await asyncio.wrap_future(begin)
+            if out.finish_reason == "abort" and flight.stopped_by is not None:
+                out = dataclasses.replace(out, finish_reason="stop")  # cut by the stop switch
             last = out
             text.append(out.text)
             state.metrics.observe_token(previous, out)
@@ -290,9 +308,11 @@ async def _outputs(
                 await to_thread.run_sync(
                     quotas.settle, state.db, ticket, out.prompt_tokens, out.completion_tokens
                 )
-                _audit_end(state, stream.request_id, out, "".join(text), keep)
+                outcome = "stopped" if flight.stopped_by is not None else None
+                _audit_end(state, stream.request_id, out, "".join(text), keep, outcome)
             yield out
     finally:
+        state.oversight.untrack(stream.request_id)
         watcher.cancel()
         stream.cancel()
         if not settled:
@@ -377,11 +397,20 @@ class _Call:
     info: ModelInfo
     include_usage: bool
     ratelimit: quotas.RateLimitHeaders
+    replica: str
+    flight: Flight
 
     @property
     def headers(self) -> dict[str, str]:
         # AI Act Art. 50(2): generated output is marked, machine-readably, on every response.
-        return {"x-request-id": self.id, AI_GENERATED_HEADER: "true", **self.ratelimit.as_dict()}
+        return {"x-request-id": self.id, AI_GENERATED_HEADER: "true",
+                "x-sovllm-replica": self.replica, **self.ratelimit.as_dict()}  # fmt: skip
+
+    @property
+    def stop_note(self) -> dict[str, object] | None:
+        """Why the answer ended early, when an administrator cut it."""
+        stop = self.flight.stopped_by
+        return None if stop is None else {"message": stop.message(), **stop.as_dict()}
 
     @property
     def provenance(self) -> dict[str, Any]:
@@ -462,6 +491,9 @@ async def _sse_events(
             if call.include_usage:
                 chunk["usage"] = None
             first = False
+            if out.finished and call.stop_note is not None:
+                chunk["sovllm_stop"] = call.stop_note
+                yield f": {call.stop_note['message']}\n\n"
             yield _event(chunk)
             if out.finished and call.include_usage:
                 yield _event(call.usage_chunk(chunk["object"], out))

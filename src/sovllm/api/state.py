@@ -7,21 +7,23 @@ from dataclasses import dataclass
 from fastapi import Request
 
 from sovllm.config import Settings
-from sovllm.engines.base import Engine
 from sovllm.governance.audit.log import AuditLog
+from sovllm.governance.oversight import Oversight
 from sovllm.governance.privacy.content import ContentVault
 from sovllm.observability.metrics import Metrics
+from sovllm.pool.router import Pool
 from sovllm.store.db import Database
 
 
 @dataclass(frozen=True)
 class AppState:
     settings: Settings
-    engine: Engine
+    pool: Pool
     metrics: Metrics
     db: Database
     audit: AuditLog
     vault: ContentVault
+    oversight: Oversight
 
 
 def app_state(request: Request) -> AppState:

@@ -56,9 +56,14 @@ def record_of_processing(settings: Settings) -> dict[str, Any]:
                 "retention": "until deleted",
             },
         ],
-        "recipients": [],
+        "recipients": _recipients(settings),
         "transfers_to_third_countries": "none: inference runs on the organisation's hardware "
-        "and nothing leaves the machine",
+        "and nothing leaves the machine"
+        + (
+            f"; upstreams allowed outside private networks: {', '.join(settings.egress_allow)}"
+            if settings.egress_allow
+            else ""
+        ),
         "security_measures": [
             "every route but /health and /ready needs an API key; keys stored as hashes and "
             "compared in constant time",
@@ -91,3 +96,12 @@ def to_markdown(record: dict[str, Any]) -> str:
     lines += ["## Transfers to third countries", record["transfers_to_third_countries"], ""]
     lines += ["## Security measures", *[f"- {m}" for m in record["security_measures"]], ""]
     return "\n".join(lines)
+
+
+def _recipients(settings: Settings) -> list[str]:
+    """Upstream replicas receive prompts: each is a recipient (or processor) of the content."""
+    return [
+        f"replica '{r.name or r.kind}' ({r.kind}) at {r.url}: receives prompts and returns answers"
+        for r in settings.replicas
+        if r.url is not None
+    ]

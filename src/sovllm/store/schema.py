@@ -141,3 +141,20 @@ class StoredContent(Base):
     nonce: Mapped[str] = mapped_column(String(32))
     ciphertext: Mapped[str] = mapped_column(Text)
     created_at: Mapped[float] = mapped_column(Float, index=True)
+
+
+class Stop(Base):
+    """A human's stop (AI Act Art. 14(4)(e)): everything, one model or one tenant, until resumed."""
+
+    __tablename__ = "stops"
+
+    scope: Mapped[str] = mapped_column(String(16), primary_key=True)
+    """all, model or tenant."""
+    target: Mapped[str] = mapped_column(String(128), primary_key=True)
+    """The model or tenant name; empty for all."""
+    mode: Mapped[str] = mapped_column(String(8))
+    """drain: requests in flight finish; cut: they end within a second."""
+    reason: Mapped[str] = mapped_column(Text)
+    actor: Mapped[str] = mapped_column(Text)
+    """Who stopped it, as JSON."""
+    created_at: Mapped[float] = mapped_column(Float)

@@ -1,0 +1,162 @@
+"""The stop switch (AI Act Art. 14(4)(e)): a human halts everything, one model or one tenant.
+
+Stops live in the database, so every gateway on it honours them: each refreshes its view a
+few times a second. A stop refuses new requests with a message naming it. Requests in flight
+either finish (`drain`) or end within a second with finish_reason "stop" (`cut`). Every stop
+and resume is recorded in the audit log with its actor by the caller (API or CLI).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+from anyio import to_thread
+
+from sovllm.store.db import Database
+from sovllm.store.raw import SQL, raw_transaction
+
+log = logging.getLogger("sovllm.oversight")
+Scope = Literal["all", "model", "tenant"]
+Mode = Literal["drain", "cut"]
+REFRESH_S = 0.25
+
+
+@dataclass(frozen=True)
+class Stop:
+    scope: Scope
+    target: str
+    mode: Mode
+    reason: str
+    actor: dict[str, object]
+    created_at: float
+
+    def applies(self, model: str, tenant: str) -> bool:
+        if self.scope == "all":
+            return True
+        return self.target == (model if self.scope == "model" else tenant)
+
+    @property
+    def what(self) -> str:
+        return "the whole service" if self.scope == "all" else f"{self.scope} '{self.target}'"
+
+    def message(self) -> str:
+        since = dt.datetime.fromtimestamp(self.created_at, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+        why = f": {self.reason}" if self.reason else ""
+        return f"An administrator has stopped {self.what} since {since}{why}."
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "scope": self.scope,
+            "target": self.target or None,
+            "mode": self.mode,
+            "reason": self.reason,
+            "actor": self.actor,
+            "created_at": dt.datetime.fromtimestamp(self.created_at, dt.UTC).isoformat(),
+        }
+
+
+_LIST = SQL("SELECT scope, target, mode, reason, actor, created_at FROM stops")
+_FIND = SQL("SELECT 1 FROM stops WHERE scope = :scope AND target = :target")
+_DELETE = SQL("DELETE FROM stops WHERE scope = :scope AND target = :target")
+_INSERT = SQL(
+    "INSERT INTO stops (scope, target, mode, reason, actor, created_at) "
+    "VALUES (:scope, :target, :mode, :reason, :actor, :created_at)"
+)
+
+
+def list_stops(db: Database) -> list[Stop]:
+    with raw_transaction(db) as tx:
+        rows = tx.all(_LIST, {})
+    return [Stop(r[0], r[1], r[2], r[3], json.loads(r[4]), float(r[5])) for r in rows]
+
+
+def add_stop(
+    db: Database, scope: Scope, target: str, mode: Mode, reason: str, actor: dict[str, object]
+) -> Stop:
+    """Stop (or re-stop, with the new mode and reason) a scope."""
+    stop = Stop(scope, target if scope != "all" else "", mode, reason, actor, time.time())
+    params = {"scope": stop.scope, "target": stop.target}
+    with raw_transaction(db) as tx:
+        tx.run(_DELETE, params)
+        tx.run(_INSERT, params | {"mode": mode, "reason": reason,
+                                  "actor": json.dumps(actor), "created_at": stop.created_at})  # fmt: skip
+    return stop
+
+
+def remove_stop(db: Database, scope: Scope, target: str) -> bool:
+    params = {"scope": scope, "target": target if scope != "all" else ""}
+    with raw_transaction(db) as tx:
+        found = tx.one(_FIND, params)
+        tx.run(_DELETE, params)
+    return found is not None
+
+
+@dataclass
+class Flight:
+    """A request in flight, as the stop switch sees it."""
+
+    model: str
+    tenant: str
+    cancel: Callable[[], None]
+    stopped_by: Stop | None = field(default=None)
+
+
+class Oversight:
+    """This gateway's view of the stops, and the requests in flight that a cut would end."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self.stops: list[Stop] = []
+        self._flights: dict[str, Flight] = {}
+
+    def blocking(self, model: str, tenant: str | None = None) -> Stop | None:
+        """The stop that refuses this request (tenant None: check the model and 'all' only)."""
+        for stop in self.stops:
+            if stop.scope == "tenant" and tenant is None:
+                continue
+            if stop.applies(model, tenant or ""):
+                return stop
+        return None
+
+    def track(self, request_id: str, flight: Flight) -> None:
+        self._flights[request_id] = flight
+        stop = self.blocking(flight.model, flight.tenant)
+        if stop is not None and stop.mode == "cut":
+            self._cut(flight, stop)  # stopped between admission and now
+
+    def untrack(self, request_id: str) -> None:
+        self._flights.pop(request_id, None)
+
+    def apply(self, stops: list[Stop]) -> None:
+        """Take a new list of stops; cut the flights a new `cut` stop covers."""
+        self.stops = stops
+        for stop in stops:
+            if stop.mode != "cut":
+                continue
+            for flight in list(self._flights.values()):
+                if flight.stopped_by is None and stop.applies(flight.model, flight.tenant):
+                    self._cut(flight, stop)
+
+    def _cut(self, flight: Flight, stop: Stop) -> None:
+        log.warning("cutting a %s request of tenant %s: %s", flight.model, flight.tenant, stop.what)
+        flight.stopped_by = stop
+        flight.cancel()
+
+    def refresh(self) -> list[Stop]:
+        return list_stops(self._db)
+
+    async def run(self) -> None:
+        """Follow the database, where other gateways and the CLI write stops."""
+        while True:
+            try:
+                self.apply(await to_thread.run_sync(self.refresh))
+            except Exception:
+                log.exception("reading the stops failed; keeping the last known ones")
+            await asyncio.sleep(REFRESH_S)

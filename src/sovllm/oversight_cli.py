@@ -1,0 +1,97 @@
+"""`sovllm stop|resume|stops`: the stop switch from the command line, on the server's database.
+
+Running gateways follow the database, so a stop made here takes effect on all of them within
+a fraction of a second.
+"""
+
+from __future__ import annotations
+
+import getpass
+import socket
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from sovllm.admin_cli import ConfigOpt, _fail, _open
+from sovllm.config import load_settings
+from sovllm.governance import oversight
+from sovllm.store.db import Database
+
+ModelOpt = Annotated[str | None, typer.Option("--model", help="Only this model.")]
+TenantOpt = Annotated[str | None, typer.Option("--tenant", help="Only this tenant.")]
+AllOpt = Annotated[bool, typer.Option("--all", help="The whole service.")]
+
+
+def _scope(everything: bool, model: str | None, tenant: str | None) -> tuple[oversight.Scope, str]:
+    given = [(everything, "all", ""), (model is not None, "model", model or ""),
+             (tenant is not None, "tenant", tenant or "")]  # fmt: skip
+    chosen = [(scope, target) for flag, scope, target in given if flag]
+    if len(chosen) != 1:
+        raise typer.BadParameter("give exactly one of --all, --model M, --tenant T",
+                                 param_hint="--all/--model/--tenant")  # fmt: skip
+    scope, target = chosen[0]
+    if scope != "all" and not target.strip():
+        raise typer.BadParameter("must not be empty", param_hint=f"--{scope}")
+    return scope, target  # type: ignore[return-value]
+
+
+def _audit(config: Path | None, db: Database, kind: str, fields: dict[str, object]) -> None:
+    from sovllm.governance.audit import open_audit
+
+    open_audit(load_settings(config), db).append(kind, fields).result()
+
+
+def _actor() -> dict[str, object]:
+    return {"cli": getpass.getuser(), "host": socket.gethostname()}
+
+
+def stop(
+    everything: AllOpt = False,
+    model: ModelOpt = None,
+    tenant: TenantOpt = None,
+    mode: Annotated[
+        str | None,
+        typer.Option(
+            help="drain: requests in flight finish; cut: they end within a second "
+            "[the server's stop_mode]."
+        ),
+    ] = None,
+    reason: Annotated[str, typer.Option(help="Shown to users and kept in the audit log.")] = "",
+    config: ConfigOpt = None,
+) -> None:
+    """Halt the service, one model or one tenant (AI Act Art. 14(4)(e)) until `resume`."""
+    scope, target = _scope(everything, model, tenant)
+    if mode is not None and mode not in ("drain", "cut"):
+        raise typer.BadParameter("must be drain or cut", param_hint="--mode")
+    db = _open(config)
+    chosen = mode or load_settings(config).stop_mode
+    made = oversight.add_stop(db, scope, target, chosen, reason, _actor())  # type: ignore[arg-type]
+    _audit(config, db, "oversight.stop", made.as_dict())
+    typer.echo(f"stopped {made.what} ({made.mode}); `sovllm resume` lifts it")
+
+
+def resume(
+    everything: AllOpt = False,
+    model: ModelOpt = None,
+    tenant: TenantOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Lift a stop."""
+    scope, target = _scope(everything, model, tenant)
+    db = _open(config)
+    if not oversight.remove_stop(db, scope, target):
+        raise _fail(f"{'the service' if scope == 'all' else f'{scope} {target!r}'} is not stopped")
+    fields: dict[str, object] = {"scope": scope, "target": target or None, "actor": _actor()}
+    _audit(config, db, "oversight.resume", fields)
+    typer.echo(f"resumed {'the whole service' if scope == 'all' else f'{scope} {target!r}'}")
+
+
+def stops(config: ConfigOpt = None) -> None:
+    """List the stops in force."""
+    found = oversight.list_stops(_open(config))
+    if not found:
+        typer.echo("nothing is stopped")
+    for s in found:
+        typer.echo(f"{s.what}: {s.mode} since {s.as_dict()['created_at']} by {s.actor}"
+                   + (f": {s.reason}" if s.reason else ""))  # fmt: skip

@@ -1,0 +1,384 @@
+"""What stands behind a replica: the engine in this process, a sovllm worker, or any
+OpenAI-compatible server (vLLM, llama.cpp's server, SGLang, another sovllm).
+
+Each backend opens request streams and answers health probes. A stream that breaks because
+its replica failed raises ReplicaFailure, so the router can retry the request elsewhere when
+no token has reached the client yet; a request the replica refused raises an EngineError.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import httpx
+
+from sovllm.engines.base import (
+    EngineStats,
+    GenerationOutput,
+    GenerationRequest,
+    InvalidRequestError,
+    ModelInfo,
+    QueueFullError,
+    RequestStream,
+    Timings,
+)
+from sovllm.engines.llamacpp.engine import LlamaCppEngine
+from sovllm.pool import wire
+
+
+class ReplicaFailure(Exception):
+    """The replica, not the request, failed: refused connection, reset, 5xx, cut stream."""
+
+
+@dataclass(frozen=True)
+class Probe:
+    model: ModelInfo
+    stats: EngineStats | None
+    """Running and waiting counts, where the backend reports them."""
+
+
+class Backend(Protocol):
+    async def start(self) -> None:
+        """Load what runs in this process, if anything (blocking work goes to a thread)."""
+        ...
+
+    async def open(self, request: GenerationRequest, prompt_tokens: int) -> RequestStream: ...
+
+    async def probe(self) -> Probe:
+        """Raise ReplicaFailure when the replica is not serving."""
+        ...
+
+    def live_stats(self) -> EngineStats | None:
+        """Running and waiting counts now, where they are at hand (else the last probe's)."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+def _abort(prompt_tokens: int, completion_tokens: int, arrival: float) -> GenerationOutput:
+    now = time.perf_counter()
+    return GenerationOutput(
+        "", (), prompt_tokens, completion_tokens, "abort", Timings(arrival, finished=now), time=now
+    )
+
+
+# -- in process ----------------------------------------------------------------------------
+
+
+class LocalBackend:
+    """The embedded engine inside the gateway process (a pool of one, the default)."""
+
+    def __init__(self, engine: LlamaCppEngine) -> None:
+        self.engine = engine
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self.engine.start)
+
+    def live_stats(self) -> EngineStats | None:
+        return self.engine.stats()
+
+    async def open(self, request: GenerationRequest, prompt_tokens: int) -> RequestStream:
+        return self.engine.submit(request)
+
+    async def probe(self) -> Probe:
+        if not self.engine.healthy:
+            raise ReplicaFailure("the engine thread is not running")
+        return Probe(self.engine.model, self.engine.stats())
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self.engine.shutdown)
+
+
+# -- over HTTP -----------------------------------------------------------------------------
+
+
+class _HttpStream:
+    """One request's outputs read off an HTTP response by a reader task.
+
+    The reader owns the response; `cancel()` stops it and ends the stream with an abort, which
+    closes the connection and so frees the replica's slot.
+    """
+
+    def __init__(
+        self,
+        request_id: str,
+        prompt_tokens: int,
+        response: httpx.Response,
+        parse: Callable[[httpx.Response, float], AsyncIterator[GenerationOutput]],
+        arrival: float,
+    ) -> None:
+        self.request_id = request_id
+        self.prompt_tokens = prompt_tokens
+        self._arrival = arrival
+        self._completion = 0
+        self._queue: asyncio.Queue[GenerationOutput | ReplicaFailure] = asyncio.Queue()
+        self._reader = asyncio.create_task(self._read(response, parse))
+
+    async def _read(
+        self,
+        response: httpx.Response,
+        parse: Callable[[httpx.Response, float], AsyncIterator[GenerationOutput]],
+    ) -> None:
+        try:
+            async for out in parse(response, self._arrival):
+                self._completion = out.completion_tokens
+                self._queue.put_nowait(out)
+                if out.finished:
+                    return
+            self._queue.put_nowait(ReplicaFailure("the replica ended the stream early"))
+        except (httpx.HTTPError, ValueError, KeyError) as exc:
+            self._queue.put_nowait(ReplicaFailure(f"the stream broke: {exc!r}"))
+        finally:
+            await response.aclose()
+
+    async def __aiter__(self) -> AsyncIterator[GenerationOutput]:
+        try:
+            while True:
+                item = await self._queue.get()
+                if isinstance(item, ReplicaFailure):
+                    raise item
+                yield item
+                if item.finished:
+                    return
+        finally:
+            self.cancel()
+
+    def cancel(self) -> None:
+        if not self._reader.done():
+            self._reader.cancel()
+            self._queue.put_nowait(_abort(self.prompt_tokens, self._completion, self._arrival))
+
+
+async def _send(client: httpx.AsyncClient, req: httpx.Request) -> httpx.Response:
+    try:
+        response = await client.send(req, stream=True)
+    except httpx.HTTPError as exc:
+        raise ReplicaFailure(f"{exc.__class__.__name__}: {exc}") from None
+    if response.status_code >= 400:
+        body = await response.aread()
+        await response.aclose()
+        raise _refusal(response.status_code, body)
+    return response
+
+
+def _refusal(status: int, body: bytes) -> Exception:
+    """A replica's error answer: the request's fault (EngineError) or the replica's."""
+    try:
+        error: dict[str, Any] = json.loads(body)["error"]
+        message = str(error.get("message", ""))
+    except (ValueError, KeyError, TypeError):
+        error, message = {}, body.decode("utf-8", "replace")[:200]
+    if status == 429:
+        return QueueFullError(0, int(error.get("retry_after", 1)))
+    if status in (400, 413, 422):
+        return InvalidRequestError(message or f"the replica refused the request ({status})",
+                                   error.get("param"))  # fmt: skip
+    return ReplicaFailure(f"HTTP {status}: {message}")
+
+
+class WorkerBackend:
+    """A `sovllm worker` process: the embedded engine behind the worker protocol."""
+
+    def __init__(self, url: str, token: str | None, client: httpx.AsyncClient) -> None:
+        self.url = url.rstrip("/")
+        self._client = client
+        self._headers = {"authorization": f"Bearer {token}"} if token else {}
+
+    async def start(self) -> None:
+        return None
+
+    def live_stats(self) -> EngineStats | None:
+        return None
+
+    async def open(self, request: GenerationRequest, prompt_tokens: int) -> RequestStream:
+        arrival = time.perf_counter()
+        req = self._client.build_request(
+            "POST", self.url + wire.GENERATE_PATH,
+            json=wire.request_to_json(request), headers=self._headers,
+        )  # fmt: skip
+        response = await _send(self._client, req)
+        return _HttpStream(request.request_id, prompt_tokens, response, _worker_lines, arrival)
+
+    async def probe(self) -> Probe:
+        body = await _get_json(self._client, self.url + wire.INFO_PATH, self._headers)
+        model, stats = wire.info_from_json(body)
+        return Probe(model, stats)
+
+    async def close(self) -> None:
+        return None
+
+
+async def _worker_lines(
+    response: httpx.Response, arrival: float
+) -> AsyncIterator[GenerationOutput]:
+    first: float | None = None
+    async for line in response.aiter_lines():
+        if not line:
+            continue
+        now = time.perf_counter()
+        out = wire.output_from_json(json.loads(line), arrival, now)
+        if first is None and out.token_ids:
+            first = now
+        if out.timings is not None and first is not None:
+            # TTFT as the gateway saw it, network included.
+            out = _with_first_token(out, first)
+        yield out
+
+
+def _with_first_token(out: GenerationOutput, first: float) -> GenerationOutput:
+    assert out.timings is not None
+    t = out.timings
+    timings = Timings(t.arrival, t.scheduled, first, t.finished)
+    return GenerationOutput(out.text, out.token_ids, out.prompt_tokens, out.completion_tokens,
+                            out.finish_reason, timings, out.error, out.time)  # fmt: skip
+
+
+async def _get_json(client: httpx.AsyncClient, url: str, headers: dict[str, str]) -> Any:
+    try:
+        response = await client.get(url, headers=headers)
+    except httpx.HTTPError as exc:
+        raise ReplicaFailure(f"{exc.__class__.__name__}: {exc}") from None
+    if response.status_code != 200:
+        raise ReplicaFailure(f"{url} answered HTTP {response.status_code}")
+    try:
+        return response.json()
+    except ValueError:
+        raise ReplicaFailure(f"{url} answered with something other than JSON") from None
+
+
+class OpenAIBackend:
+    """Any OpenAI-compatible server. Chat goes to /chat/completions, prompts to /completions.
+
+    Token counts come from the upstream's `usage`; while streaming, each content chunk counts
+    as one token (vLLM, SGLang and llama.cpp's server send one token a chunk).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        upstream_model: str,
+        served: ModelInfo,
+        api_key: str | None,
+        client: httpx.AsyncClient,
+        health_url: str | None = None,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self._upstream_model = upstream_model
+        self._served = served
+        self._client = client
+        self._headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
+        self._health_url = health_url
+
+    async def start(self) -> None:
+        return None
+
+    def live_stats(self) -> EngineStats | None:
+        return None
+
+    async def open(self, request: GenerationRequest, prompt_tokens: int) -> RequestStream:
+        arrival = time.perf_counter()
+        s = request.sampling
+        body: dict[str, Any] = {
+            "model": self._upstream_model,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            "temperature": s.temperature,
+            "top_p": s.top_p,
+        }
+        if s.max_tokens is not None:
+            body["max_tokens"] = s.max_tokens
+        if s.seed is not None:
+            body["seed"] = s.seed
+        if s.stop:
+            body["stop"] = list(s.stop)
+        if s.logit_bias:
+            body["logit_bias"] = {str(t): b for t, b in s.logit_bias}
+        if s.top_k:
+            body["top_k"] = s.top_k  # vLLM, SGLang and llama.cpp accept it; OpenAI ignores it
+        if s.ignore_eos:
+            body["ignore_eos"] = True
+        if s.min_tokens:
+            body["min_tokens"] = s.min_tokens
+        if request.messages is not None:
+            body["messages"] = [{"role": m.role, "content": m.content} for m in request.messages]
+            path = "/chat/completions"
+        else:
+            body["prompt"] = (
+                request.prompt if isinstance(request.prompt, str) else list(request.prompt or [])
+            )
+            path = "/completions"
+        req = self._client.build_request("POST", self.url + path, json=body, headers=self._headers)
+        response = await _send(self._client, req)
+        chat = request.messages is not None
+
+        def parse(response: httpx.Response, arrival: float) -> AsyncIterator[GenerationOutput]:
+            return _sse_outputs(response, arrival, prompt_tokens, chat)
+
+        return _HttpStream(request.request_id, prompt_tokens, response, parse, arrival)
+
+    async def probe(self) -> Probe:
+        if self._health_url is not None:
+            await _get_json_or_empty(self._client, self._health_url, self._headers)
+        body = await _get_json(self._client, self.url + "/models", self._headers)
+        ids = [str(m.get("id")) for m in body.get("data", [])]
+        if self._upstream_model not in ids:
+            raise ReplicaFailure(
+                f"the upstream does not serve {self._upstream_model!r} (it serves {ids})"
+            )
+        return Probe(self._served, None)
+
+    async def close(self) -> None:
+        return None
+
+
+async def _get_json_or_empty(client: httpx.AsyncClient, url: str, headers: dict[str, str]) -> None:
+    try:
+        response = await client.get(url, headers=headers)
+    except httpx.HTTPError as exc:
+        raise ReplicaFailure(f"{exc.__class__.__name__}: {exc}") from None
+    if response.status_code != 200:
+        raise ReplicaFailure(f"{url} answered HTTP {response.status_code}")
+
+
+async def _sse_outputs(
+    response: httpx.Response, arrival: float, prompt_tokens: int, chat: bool
+) -> AsyncIterator[GenerationOutput]:
+    completion = 0
+    first: float | None = None
+    finish: str | None = None
+    async for line in response.aiter_lines():
+        if not line.startswith("data:"):
+            continue
+        data = line[5:].strip()
+        now = time.perf_counter()
+        if data == "[DONE]":
+            yield GenerationOutput("", (), prompt_tokens, completion, _finish(finish),
+                                   Timings(arrival, arrival, first, now), time=now)  # fmt: skip
+            return
+        chunk = json.loads(data)
+        if "error" in chunk:
+            message = str(chunk["error"].get("message", chunk["error"]))
+            yield GenerationOutput("", (), prompt_tokens, completion, "error",
+                                   Timings(arrival, arrival, first, now), message, now)  # fmt: skip
+            return
+        usage = chunk.get("usage")
+        if usage:
+            prompt_tokens = int(usage.get("prompt_tokens", prompt_tokens))
+            completion = int(usage.get("completion_tokens", completion))
+        for choice in chunk.get("choices") or ():
+            text = (choice.get("delta") or {}).get("content") if chat else choice.get("text")
+            finish = choice.get("finish_reason") or finish
+            if text:
+                completion += 1
+                first = first or now
+                yield GenerationOutput(text, (), prompt_tokens, completion, time=now)
+    raise ReplicaFailure("the upstream ended the stream without [DONE]")
+
+
+def _finish(reason: str | None) -> Any:
+    return reason if reason in ("stop", "length") else "stop"

@@ -1,0 +1,247 @@
+"""The gateway's replica pool: picks a replica per request and retries before the first token.
+
+The API sees one object: it asks for a model's info, counts a prompt's tokens, and opens a
+request stream. Behind it, each model has one or more replicas, each with its own health and
+load. A request that fails on its replica before any token has reached the client is sent to
+the next replica in the policy's order, and the client never notices; once tokens have left,
+a failure ends the stream with an error output.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+
+from sovllm.engines.base import (
+    EngineError,
+    EngineStats,
+    EngineUnavailableError,
+    FinishReason,
+    GenerationOutput,
+    GenerationRequest,
+    ModelInfo,
+    QueueFullError,
+    RequestStream,
+    Timings,
+)
+from sovllm.pool.backends import ReplicaFailure
+from sovllm.pool.replica import Replica
+from sovllm.pool.routing import Policy
+from sovllm.pool.settings import RoutingSettings
+
+log = logging.getLogger("sovllm.pool")
+
+
+class ModelNotServedError(EngineError):
+    def __init__(self, name: str, served: Sequence[str]) -> None:
+        super().__init__(
+            f"The model '{name}' does not exist. Available: {', '.join(served) or 'none'}."
+        )
+
+
+class Pool:
+    def __init__(
+        self,
+        replicas: Sequence[Replica],
+        settings: RoutingSettings,
+        on_shutdown: Callable[[], None] | None = None,
+    ) -> None:
+        self.replicas = list(replicas)
+        self.settings = settings
+        self.policy = Policy(settings)
+        self._tasks: list[asyncio.Task[None]] = []
+        self._on_shutdown = on_shutdown
+
+    # -- what the API asks -------------------------------------------------------------
+
+    @property
+    def model_ids(self) -> list[str]:
+        return list(dict.fromkeys(r.model_id for r in self.replicas))
+
+    def models(self) -> list[ModelInfo]:
+        """The models with at least one replica that has been seen serving."""
+        out: dict[str, ModelInfo] = {}
+        for r in self.replicas:
+            if r.info is not None and (r.healthy or r.model_id not in out):
+                out.setdefault(r.model_id, r.info)
+        return list(out.values())
+
+    def model(self, name: str) -> ModelInfo:
+        """The model's info, or ModelNotServedError naming the models there are."""
+        known = [r for r in self.replicas if r.model_id == name]
+        if not known:
+            raise ModelNotServedError(name, self.model_ids)
+        info = next((r.info for r in known if r.healthy and r.info), None)
+        info = info or next((r.info for r in known if r.info), None)
+        if info is None:
+            raise EngineUnavailableError(f"no replica of '{name}' has started yet")
+        return info
+
+    def count_tokens(self, name: str, request: GenerationRequest) -> int:
+        return self._of(name)[0].count_tokens(request)
+
+    def stats(self, name: str | None = None) -> EngineStats:
+        """The model's replicas' stats, summed (all models: name None).
+
+        An upstream that reports none counts what this gateway has in flight there as running.
+        """
+        total = dict.fromkeys((f.name for f in dataclasses.fields(EngineStats)), 0)
+        for r in self.replicas:
+            if name is not None and r.model_id != name:
+                continue
+            s = r.stats
+            if s is None:
+                total["running"] += r.outstanding
+                continue
+            for key, value in dataclasses.asdict(s).items():
+                total[key] += value
+        return EngineStats(**total)
+
+    @property
+    def healthy(self) -> bool:
+        return any(r.healthy for r in self.replicas)
+
+    async def open(
+        self, name: str, request: GenerationRequest, key: str | None, prompt_tokens: int
+    ) -> PoolStream:
+        """Route the request and open its stream; raise an EngineError if no replica takes it.
+
+        `key` is the request's affinity key (prefix_affinity), `prompt_tokens` its count.
+        """
+        tried: set[str] = set()
+        replica, inner = await self._connect(name, request, key, prompt_tokens, tried)
+        return PoolStream(self, name, request, key, prompt_tokens, tried, replica, inner)
+
+    def _of(self, name: str) -> list[Replica]:
+        replicas = [r for r in self.replicas if r.model_id == name]
+        if not replicas:
+            raise ModelNotServedError(name, self.model_ids)
+        return replicas
+
+    async def _connect(
+        self, name: str, request: GenerationRequest, key: str | None, prompt_tokens: int,
+        tried: set[str],
+    ) -> tuple[Replica, RequestStream]:  # fmt: skip
+        candidates = [r for r in self._of(name) if r.healthy and r.name not in tried]
+        full: list[QueueFullError] = []
+        errors: list[str] = []
+        for replica in self.policy.order(candidates, key):
+            if len(tried) >= self.settings.max_attempts:
+                break
+            tried.add(replica.name)
+            replica.outstanding += 1
+            try:
+                stream = await replica.backend.open(request, prompt_tokens)
+            except QueueFullError as exc:
+                replica.outstanding -= 1
+                full.append(exc)
+                continue
+            except (ReplicaFailure, EngineUnavailableError) as exc:
+                replica.outstanding -= 1
+                replica.failed(str(exc), hard=True)
+                errors.append(f"{replica.name}: {exc}")
+                continue
+            except BaseException:
+                replica.outstanding -= 1
+                raise
+            return replica, stream
+        if full:
+            waiting = self.stats(name).waiting
+            raise QueueFullError(waiting, min(e.retry_after_s for e in full))
+        detail = f" ({'; '.join(errors)})" if errors else ""
+        raise EngineUnavailableError(f"no replica of '{name}' is available{detail}")
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Load in-process engines, probe every replica once, then keep probing."""
+        await asyncio.gather(*(r.backend.start() for r in self.replicas))
+        await asyncio.gather(*(r.probe() for r in self.replicas))
+        self._tasks = [asyncio.create_task(r.probe_forever()) for r in self.replicas]
+
+    async def shutdown(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for r in self.replicas:
+            await r.backend.close()
+        if self._on_shutdown is not None:
+            await asyncio.to_thread(self._on_shutdown)
+
+
+class PoolStream:
+    """A request's outputs across replicas: the failover happens here, before the first token."""
+
+    def __init__(
+        self,
+        pool: Pool,
+        name: str,
+        request: GenerationRequest,
+        key: str | None,
+        prompt_tokens: int,
+        tried: set[str],
+        replica: Replica,
+        inner: RequestStream,
+    ) -> None:
+        self.request_id = request.request_id
+        self.prompt_tokens = prompt_tokens
+        self.replica = replica
+        self._pool, self._name, self._request, self._key = pool, name, request, key
+        self._tried = tried
+        self._inner: RequestStream | None = inner
+        self._cancelled = False
+        self._arrival = time.perf_counter()
+
+    async def __aiter__(self) -> AsyncIterator[GenerationOutput]:
+        sent = False
+        completion = 0
+        try:
+            while self._inner is not None:
+                try:
+                    async for out in self._inner:
+                        self.replica.progress_at = time.monotonic()
+                        sent = sent or bool(out.token_ids or out.text)
+                        completion = out.completion_tokens
+                        yield out
+                        if out.finished:
+                            return
+                    return
+                except ReplicaFailure as exc:
+                    self._release()
+                    self.replica.failed(str(exc), hard=True)
+                    if sent or self._cancelled:
+                        yield self._final(
+                            completion, f"the replica serving this request failed: {exc}"
+                        )
+                        return
+                    log.warning("retrying %s after %s failed: %s",
+                                self.request_id, self.replica.name, exc)  # fmt: skip
+                    try:
+                        self.replica, self._inner = await self._pool._connect(
+                            self._name, self._request, self._key, self.prompt_tokens, self._tried
+                        )
+                    except EngineError as again:
+                        yield self._final(0, str(again))
+                        return
+        finally:
+            self._release()
+
+    def _final(self, completion: int, error: str) -> GenerationOutput:
+        now = time.perf_counter()
+        reason: FinishReason = "abort" if self._cancelled else "error"
+        return GenerationOutput("", (), self.prompt_tokens, completion, reason,
+                                Timings(self._arrival, finished=now), None if self._cancelled
+                                else error, now)  # fmt: skip
+
+    def _release(self) -> None:
+        if self._inner is not None:
+            self._inner.cancel()
+            self._inner = None
+            self.replica.outstanding -= 1
+
+    def cancel(self) -> None:
+        self._cancelled = True
+        if self._inner is not None:
+            self._inner.cancel()

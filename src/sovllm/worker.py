@@ -1,0 +1,135 @@
+"""`sovllm worker`: one embedded engine behind the worker protocol, for a gateway's pool.
+
+A worker has no keys, tenants or audit log of its own: the gateway does all of that and then
+hands the request on. It listens on loopback by default, and when the gateway started it, it
+accepts only the bearer token the gateway passed in its environment.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from sovllm import __version__
+from sovllm.config import Settings
+from sovllm.engines.base import (
+    EngineError,
+    EngineUnavailableError,
+    InvalidRequestError,
+    QueueFullError,
+)
+from sovllm.engines.catalog import ModelNotFoundError, resolve_model
+from sovllm.engines.llamacpp.engine import LlamaCppEngine
+from sovllm.engines.llamacpp.model import ModelLoadError
+from sovllm.observability.metrics import CONTENT_TYPE, Metrics
+from sovllm.pool import wire
+from sovllm.server import ServeError, check_port
+
+
+def _error(status: int, message: str, type_: str, **extra: Any) -> JSONResponse:
+    body = {"error": {"message": message, "type": type_, **extra}}
+    return JSONResponse(body, status)
+
+
+def error_for(exc: EngineError) -> JSONResponse:
+    """An engine refusal, in a shape RemoteEngine turns back into the same exception."""
+    if isinstance(exc, QueueFullError):
+        return _error(429, str(exc), "queue_full", retry_after=exc.retry_after_s)
+    if isinstance(exc, InvalidRequestError):
+        return _error(400, str(exc), "invalid_request", param=exc.param)
+    return _error(503, str(exc), "unavailable")
+
+
+def create_worker_app(engine: LlamaCppEngine, token: str | None) -> FastAPI:
+    metrics: list[Metrics] = []
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine.start()
+        metrics.append(Metrics(engine.model.id, engine.stats))
+        try:
+            yield
+        finally:
+            engine.shutdown()
+
+    app = FastAPI(title="sovllm worker", version=__version__, lifespan=lifespan)
+
+    @app.middleware("http")
+    async def authenticate(request: Request, call_next: Any) -> Response:
+        if token is not None and request.url.path != "/health":
+            given = request.headers.get("authorization", "").removeprefix("Bearer ")
+            if not hmac.compare_digest(given.encode(), token.encode()):
+                return _error(401, "this worker accepts only its gateway's token", "auth")
+        response: Response = await call_next(request)
+        return response
+
+    @app.get("/health")
+    async def health() -> JSONResponse:
+        ok = engine.healthy
+        return JSONResponse({"status": "ok" if ok else "unhealthy"}, 200 if ok else 503)
+
+    @app.get(wire.INFO_PATH)
+    async def info() -> JSONResponse:
+        try:
+            return JSONResponse(wire.info_to_json(engine.model, engine.stats()))
+        except EngineUnavailableError as exc:
+            return error_for(exc)
+
+    @app.get("/metrics")
+    async def render_metrics() -> Response:
+        return Response(metrics[0].render() if metrics else b"", media_type=CONTENT_TYPE)
+
+    @app.post(wire.GENERATE_PATH)
+    async def generate(request: Request) -> Response:
+        try:
+            gen = wire.request_from_json(await request.json())
+        except (KeyError, TypeError, ValueError) as exc:
+            return _error(400, f"malformed engine request: {exc!r}", "invalid_request")
+        try:
+            stream = engine.submit(gen)
+        except EngineError as exc:
+            return error_for(exc)
+
+        async def lines() -> AsyncIterator[bytes]:
+            # Starlette cancels this generator when the gateway disconnects: the slot is freed.
+            try:
+                async for out in stream:
+                    yield json.dumps(wire.output_to_json(out)).encode() + b"\n"
+            finally:
+                stream.cancel()
+
+        return StreamingResponse(lines(), media_type="application/x-ndjson")
+
+    return app
+
+
+def run_worker(settings: Settings) -> None:
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        source = resolve_model(settings.model)
+    except ModelNotFoundError as exc:
+        raise ServeError(f"invalid setting 'model': {exc}") from None
+    check_port(settings.host, settings.port)
+    engine = LlamaCppEngine(
+        source, settings.engine, settings.served_model_name, cache_dir=settings.data_dir / "cache"
+    )
+    app = create_worker_app(engine, os.environ.get(wire.TOKEN_ENV) or None)
+    config = uvicorn.Config(
+        app, host=settings.host, port=settings.port, log_level=settings.log_level,
+        timeout_graceful_shutdown=int(settings.shutdown_grace_s),
+    )  # fmt: skip
+    try:
+        uvicorn.Server(config).run()
+    except ModelLoadError as exc:
+        raise ServeError(str(exc)) from None

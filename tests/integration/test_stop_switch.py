@@ -1,0 +1,142 @@
+"""The stop switch (AI Act Art. 14(4)(e)): stop and resume a model, a tenant or everything."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from tests.conftest import MODEL_ID, Server, run_server
+from tests.integration.test_pool import Outcome, chat_stream, wait_until
+
+
+@pytest.fixture(scope="module")
+def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    with run_server(tmp_path_factory.mktemp("stop")) as server:
+        yield server
+
+
+def cli(server: Server, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "sovllm", *args], env={**os.environ, **(server.env or {})},
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+def status(server: Server, key: str | None = None) -> httpx.Response:
+    body = {"model": MODEL_ID, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2}
+    auth = {"Authorization": f"Bearer {key or server.api_key}"}
+    return httpx.post(f"{server.base_url}/chat/completions", json=body, headers=auth, timeout=60)
+
+
+def audit_kinds(server: Server) -> list[dict[str, object]]:
+    rows = server.admin("GET", "/audit/entries", params={"limit": 1000}).json()["data"]
+    return [r["entry"] for r in rows if str(r["entry"]["kind"]).startswith("oversight.")]
+
+
+def test_cut_ends_streams_with_stop_and_refuses_new_requests(srv: Server) -> None:
+    async def run() -> tuple[Outcome, httpx.Response]:
+        async with httpx.AsyncClient(timeout=120) as client:
+            body = {"role": "user", "content": "Count to a thousand"}
+            task = asyncio.create_task(chat_stream(client, srv, "", 1500, messages=[body]))
+            while srv.metric("num_requests_running") < 1:
+                await asyncio.sleep(0.02)
+            r = await client.post(
+                f"{srv.url}/admin/v1/stop", headers=srv.auth,
+                json={"scope": "model", "target": MODEL_ID, "mode": "cut", "reason": "drill"},
+            )  # fmt: skip
+            return await task, r
+
+    outcome, made = asyncio.run(run())
+    assert made.status_code == 200, made.text
+    assert made.json()["mode"] == "cut" and made.json()["actor"]["role"] == "admin"
+    # Cut: the stream ends cleanly, well before its 1500 tokens, with finish_reason "stop".
+    assert outcome.error is None and outcome.finish == "stop"
+    refused = status(srv)
+    assert refused.status_code == 503
+    error = refused.json()["error"]
+    assert error["code"] == "service_stopped"
+    assert f"model '{MODEL_ID}'" in error["message"] and "drill" in error["message"]
+    assert srv.admin("GET", "/stops").json()["data"][0]["scope"] == "model"
+    r = srv.admin("POST", "/resume", json={"scope": "model", "target": MODEL_ID})
+    assert r.status_code == 200, r.text
+    assert status(srv).status_code == 200
+    kinds = [e["kind"] for e in audit_kinds(srv)]
+    assert kinds[:2] == ["oversight.resume", "oversight.stop"]  # newest first
+
+
+def test_cut_note_reaches_a_non_streamed_answer(srv: Server) -> None:
+    async def run() -> httpx.Response:
+        async with httpx.AsyncClient(timeout=120) as client:
+            body = {"model": MODEL_ID, "max_tokens": 1500, "messages": [
+                {"role": "user", "content": "Count to a thousand"}]}  # fmt: skip
+            task = asyncio.create_task(
+                client.post(f"{srv.base_url}/chat/completions", json=body, headers=srv.auth)
+            )
+            while srv.metric("num_requests_running") < 1:
+                await asyncio.sleep(0.02)
+            await client.post(f"{srv.url}/admin/v1/stop", headers=srv.auth,
+                              json={"scope": "all", "mode": "cut"})  # fmt: skip
+            return await task
+
+    r = asyncio.run(run())
+    try:
+        assert r.status_code == 200, r.text
+        assert r.json()["choices"][0]["finish_reason"] == "stop"
+        assert r.json()["sovllm_stop"]["scope"] == "all"
+        assert "the whole service" in status(srv).json()["error"]["message"]
+    finally:
+        assert srv.admin("POST", "/resume", json={"scope": "all"}).status_code == 200
+
+
+def test_tenant_stop_from_the_cli_drains_and_spares_other_tenants(srv: Server) -> None:
+    stopped = srv.create_key("stop-me")
+    other = srv.create_key("keep-me")
+
+    async def run() -> Outcome:
+        async with httpx.AsyncClient(timeout=120) as client:
+            task = asyncio.create_task(chat_stream(client, srv, "Write a poem", 48, key=stopped))
+            while srv.metric("num_requests_running") < 1:
+                await asyncio.sleep(0.02)
+            done = await asyncio.to_thread(
+                cli, srv, "stop", "--tenant", "stop-me", "--mode", "drain", "--reason", "audit"
+            )
+            assert done.returncode == 0, done.stderr
+            return await task
+
+    outcome = asyncio.run(run())
+    # Drain: the request in flight finishes normally.
+    assert outcome.error is None and outcome.finish in ("stop", "length")
+    # The running gateway follows the database: the tenant is refused, the other is not.
+    wait_until(lambda: status(srv, stopped).status_code == 503, "the CLI's stop to apply")
+    assert "tenant 'stop-me'" in status(srv, stopped).json()["error"]["message"]
+    assert status(srv, other).status_code == 200
+    listed = cli(srv, "stops")
+    assert "tenant 'stop-me': drain" in listed.stdout
+    stop_entry = audit_kinds(srv)[0]
+    assert stop_entry["kind"] == "oversight.stop" and "cli" in stop_entry["actor"]  # type: ignore[operator]
+    assert cli(srv, "resume", "--tenant", "stop-me").returncode == 0
+    wait_until(lambda: status(srv, stopped).status_code == 200, "the resume to apply")
+    again = cli(srv, "resume", "--tenant", "stop-me")
+    assert again.returncode == 1 and "is not stopped" in again.stderr
+
+
+def test_bad_stop_requests_are_refused_with_the_reason(srv: Server) -> None:
+    r = srv.admin("POST", "/stop", json={"scope": "tenant"})
+    assert r.status_code == 400 and "needs the tenant's name" in r.json()["error"]["message"]
+    r = srv.admin("POST", "/stop", json={"scope": "model", "target": "nope"})
+    assert r.status_code == 404 and MODEL_ID in r.json()["error"]["message"]
+    r = srv.admin("POST", "/stop", json={"scope": "all", "mode": "pause"})
+    assert r.status_code == 400
+    user = srv.create_key("plain", role="user")
+    r = httpx.post(f"{srv.url}/admin/v1/stop", json={"scope": "all"},
+                   headers={"Authorization": f"Bearer {user}"})  # fmt: skip
+    assert r.status_code == 403
+    assert cli(srv, "stop").returncode == 2
+    assert cli(srv, "stop", "--all", "--mode", "later").returncode == 2
+    assert status(srv).status_code == 200  # nothing was stopped by any of these

@@ -1,0 +1,183 @@
+"""The pool's pure parts: routing policies, affinity keys, the wire format, planning, egress."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from sovllm.config import load_settings
+from sovllm.engines.base import (
+    ChatMessage,
+    EngineStats,
+    GenerationOutput,
+    GenerationRequest,
+    ModelInfo,
+    SamplingParams,
+    Timings,
+)
+from sovllm.pool import build, wire
+from sovllm.pool.routing import Policy, affinity_key
+from sovllm.pool.settings import RoutingSettings
+
+
+@dataclass
+class R:
+    name: str
+    outstanding: int = 0
+
+
+def chat(*contents: str, system: str | None = None) -> GenerationRequest:
+    messages = [ChatMessage("system", system)] if system else []
+    roles = ["user", "assistant"]
+    messages += [ChatMessage(roles[i % 2], c) for i, c in enumerate(contents)]
+    return GenerationRequest("r", SamplingParams(), messages=messages)
+
+
+def test_round_robin_cycles_over_the_replicas() -> None:
+    policy = Policy(RoutingSettings(policy="round_robin"))
+    replicas = [R("a"), R("b"), R("c")]
+    firsts = [policy.order(replicas, None)[0].name for _ in range(6)]
+    assert firsts == ["a", "b", "c", "a", "b", "c"]
+    assert sorted(r.name for r in policy.order(replicas, None)) == ["a", "b", "c"]
+
+
+def test_least_outstanding_prefers_the_idlest_and_spreads_ties() -> None:
+    policy = Policy(RoutingSettings(policy="least_outstanding"))
+    replicas = [R("a", 3), R("b", 1), R("c", 2)]
+    assert [r.name for r in policy.order(replicas, None)] == ["b", "c", "a"]
+    idle = [R("a"), R("b"), R("c")]
+    assert {policy.order(idle, None)[0].name for _ in range(3)} == {"a", "b", "c"}
+
+
+def test_affinity_is_stable_spreads_keys_and_survives_a_replica_leaving() -> None:
+    policy = Policy(RoutingSettings(policy="prefix_affinity"))
+    replicas = [R(f"r{i}") for i in range(4)]
+    homes = {f"k{i}": policy.order(replicas, f"k{i}")[0].name for i in range(400)}
+    assert all(policy.order(replicas, k)[0].name == home for k, home in homes.items())
+    spread = Counter(homes.values())
+    assert min(spread.values()) > 60  # about 100 each
+    # Rendezvous hashing: only the keys of the replica that left move.
+    survivors = [r for r in replicas if r.name != "r0"]
+    for key, home in homes.items():
+        if home != "r0":
+            assert policy.order(survivors, key)[0].name == home
+
+
+def test_affinity_spills_a_hot_key_past_the_load_bound() -> None:
+    policy = Policy(RoutingSettings(policy="prefix_affinity", load_bound=1.25))
+    replicas = [R("a"), R("b")]
+    home = policy.order(replicas, "hot")[0]
+    other = next(r for r in replicas if r is not home)
+    home.outstanding = 2  # bound = 1.25 * 3 / 2 + 1 = 2.875: still home
+    assert policy.order(replicas, "hot")[0] is home
+    home.outstanding = 6  # bound = 1.25 * 7 / 2 + 1 = 5.375: spill
+    assert policy.order(replicas, "hot")[0] is other
+    assert policy.order(replicas, "hot")[1] is home  # still a fallback
+
+
+def test_affinity_key_follows_the_conversation_not_its_latest_turn() -> None:
+    first = affinity_key(chat("Plan my trip", system="Be brief"), None, None, "auto")
+    later = affinity_key(
+        chat("Plan my trip", "Sure.", "And hotels?", system="Be brief"), None, None, "auto"
+    )
+    other = affinity_key(chat("Plan my party", system="Be brief"), None, None, "auto")
+    assert first == later != other
+    assert affinity_key(chat("x"), "alice", "s1", "auto") == "s:s1"
+    assert affinity_key(chat("x"), "alice", None, "auto") == "u:alice"
+    assert affinity_key(chat("x"), None, None, "session") is None
+    tokens = GenerationRequest("r", SamplingParams(), prompt=list(range(100)))
+    assert affinity_key(tokens, None, None, "prefix") == "p:" + ",".join(map(str, range(64)))
+
+
+def test_requests_and_outputs_cross_the_wire_unchanged() -> None:
+    sampling = SamplingParams(max_tokens=5, temperature=0.3, top_k=4, seed=7, stop=("\n",),
+                              ignore_eos=True, min_tokens=2, logit_bias=((3, -1.5),))  # fmt: skip
+    for request in (
+        GenerationRequest(
+            "a", sampling, messages=[ChatMessage("user", "héllo")], flow="t", weight=2
+        ),
+        GenerationRequest("b", sampling, prompt="text"),
+        GenerationRequest("c", sampling, prompt=[1, 2, 3]),
+    ):
+        assert wire.request_from_json(wire.request_to_json(request)) == request
+    out = GenerationOutput("é", (5,), 10, 3, "length", Timings(100.0, 100.5, 101.0, 102.0))
+    back = wire.output_from_json(wire.output_to_json(out), arrival=7.0, now=9.5)
+    assert (back.text, back.token_ids, back.prompt_tokens, back.finish_reason) == (
+        "é",
+        (5,),
+        10,
+        "length",
+    )
+    assert back.timings == Timings(7.0, 7.5, 8.0, 9.5)  # offsets re-based on the gateway's clock
+    info = ModelInfo("m", "/p", "ab" * 32, 2048, 1, engine_config_sha256="cd" * 32)
+    stats = EngineStats(1, 2, 3, 4)
+    assert wire.info_from_json(wire.info_to_json(info, stats)) == (info, stats)
+
+
+def test_malformed_wire_requests_raise_a_plain_error() -> None:
+    for body in ({}, {"request_id": "x"}, {"request_id": "x", "sampling": {"bogus": 1}}):
+        with pytest.raises((KeyError, TypeError, ValueError)):
+            wire.request_from_json(body)
+
+
+def test_plan_names_ports_threads_and_gpus(tmp_path: Path) -> None:
+    settings = load_settings(data_dir=tmp_path, replicas=[
+        {"kind": "embedded", "count": 2},
+        {"kind": "vllm", "model": "m", "count": 2, "tensor_parallel_size": 2},
+        {"kind": "openai", "url": "http://127.0.0.1:9/v1", "model": "up", "name": "lab"},
+    ])  # fmt: skip
+    plans = build.plan(settings)
+    assert [p.name for p in plans] == ["worker-0", "worker-1", "vllm-0", "vllm-1", "lab"]
+    ports = {p.url for p in plans[:4]}
+    assert len(ports) == 4
+    assert plans[2].env["CUDA_VISIBLE_DEVICES"] == "0,1"
+    assert plans[3].env["CUDA_VISIBLE_DEVICES"] == "2,3"
+    assert plans[0].argv is not None and plans[0].argv[3] == "worker"
+    assert plans[4].argv is None and plans[4].model_id == "up"
+    text = build.describe(plans)
+    assert "vllm serve m" in text and build.wire.TOKEN_ENV not in text
+
+
+def test_no_replicas_means_one_engine_in_process(tmp_path: Path) -> None:
+    [only] = build.plan(load_settings(data_dir=tmp_path))
+    assert (only.kind, only.argv) == ("local", None)
+    assert [p.kind for p in build.plan(load_settings(data_dir=tmp_path), embedded=2)] == [
+        "embedded", "embedded"]  # fmt: skip
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:1/v1", "http://10.1.2.3/v1",
+                                 "http://192.168.0.9:8000/v1", "http://[::1]:80/v1",
+                                 "http://localhost:5/v1"])  # fmt: skip
+def test_loopback_and_private_upstreams_pass(url: str) -> None:
+    build.check_egress(url, [], "x")
+
+
+def test_public_upstreams_need_the_allow_list() -> None:
+    with pytest.raises(build.PoolConfigError, match="egress_allow"):
+        build.check_egress("http://8.8.8.8/v1", [], "x")
+    build.check_egress("http://8.8.8.8/v1", ["8.8.8.0/24"], "x")
+    with pytest.raises(build.PoolConfigError, match="not an http"):
+        build.check_egress("ftp://10.0.0.1/", [], "x")
+
+
+def test_duplicate_names_and_incoherent_entries_are_config_errors(tmp_path: Path) -> None:
+    from sovllm.config import ConfigError
+
+    with pytest.raises(build.PoolConfigError, match="duplicate replica name 'a'"):
+        build.plan(load_settings(data_dir=tmp_path, replicas=[
+            {"kind": "embedded", "name": "a"}, {"kind": "embedded", "name": "a"}]))  # fmt: skip
+    with pytest.raises(ConfigError, match="needs 'url'"):
+        load_settings(replicas=[{"kind": "openai", "model": "m"}])
+    with pytest.raises(ConfigError, match=r"replicas\.0\.kind"):
+        load_settings(replicas=[{"kind": "tpu"}])
+    with pytest.raises(ConfigError, match=r"routing\.policy"):
+        load_settings(routing={"policy": "random"})
+
+
+def test_token_estimate_without_a_tokenizer_is_about_four_characters_a_token() -> None:
+    assert build.estimate_tokens(GenerationRequest("r", SamplingParams(), prompt="x" * 400)) == 101
+    assert build.estimate_tokens(GenerationRequest("r", SamplingParams(), prompt=[1, 2])) == 2
+    assert build.estimate_tokens(chat("y" * 40)) == 11 + 4 + 2
