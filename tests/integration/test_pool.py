@@ -315,3 +315,27 @@ def test_a_cut_ends_streams_on_worker_replicas_and_frees_their_slots(three: Serv
     assert all(o.error is None and o.finish == "stop" for o in outcomes), outcomes
     # The workers cancelled the sequences: nothing is left running anywhere.
     wait_until(lambda: all(r["running"] == 0 for r in pool(three)["replicas"]), "idle workers")
+
+
+def test_a_request_past_its_queue_timeout_is_dropped_before_it_runs(tmp_path: Path) -> None:
+    with run_server(tmp_path, env={**ONE_THREAD, "SOVLLM_ENGINE__SLOTS": "1"}) as srv:
+
+        async def run() -> tuple[Outcome, httpx.Response, Outcome]:
+            async with httpx.AsyncClient(timeout=120) as client:
+                started = asyncio.Event()
+                long = asyncio.create_task(chat_stream(client, srv, "Essay", 400, first=started))
+                await started.wait()
+                hurried = {"x-sovllm-queue-timeout": "0.3"}
+                queued = await chat_stream(client, srv, "Quick", 4, headers=hurried)
+                body = {"model": MODEL_ID, "messages": [{"role": "user", "content": "x"}]}
+                bad = await client.post(f"{srv.base_url}/chat/completions", json=body,
+                                        headers={**srv.auth, "x-sovllm-queue-timeout": "soon"})  # fmt: skip
+                # It left the queue without running: the long request still holds the slot.
+                await asyncio.to_thread(srv.wait_for_metric, "num_requests_waiting", 0)
+                assert srv.metric("num_requests_running") == 1
+                return queued, bad, await long
+
+        queued, bad, long = asyncio.run(run())
+        assert queued.error is not None and "queue timeout" in queued.error and not queued.text
+        assert bad.status_code == 400 and "x-sovllm-queue-timeout" in bad.json()["error"]["message"]
+        assert long.error is None and long.finish in ("stop", "length")

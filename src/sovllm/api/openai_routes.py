@@ -7,6 +7,7 @@ import concurrent.futures
 import dataclasses
 import json
 import logging
+import math
 import time
 import uuid
 from collections import Counter
@@ -148,7 +149,8 @@ async def _start(
             gen = _masked(gen, principal.tenant)
         key = affinity_key(gen, body.user, request.headers.get("x-session-id"),
                            state.settings.routing.affinity_key)  # fmt: skip
-        stream = await state.pool.open(info.id, gen, key, prompt_tokens)
+        stream = await state.pool.open(info.id, gen, key, prompt_tokens,
+                                       _queue_timeout(request))  # fmt: skip
     except Exception:
         await to_thread.run_sync(quotas.release, state.db, ticket)
         raise
@@ -243,6 +245,24 @@ def _reply(body: dict[str, Any], call: _Call) -> JSONResponse:
     if call.stop_note is not None:
         body["sovllm_stop"] = call.stop_note
     return JSONResponse(body, headers=call.headers)
+
+
+QUEUE_TIMEOUT_HEADER = "x-sovllm-queue-timeout"
+
+
+def _queue_timeout(request: Request) -> float | None:
+    """The client's own limit on the wait for a first token, in seconds (header)."""
+    raw = request.headers.get(QUEUE_TIMEOUT_HEADER)
+    if raw is None:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < math.inf:
+        raise APIError(400, f"{QUEUE_TIMEOUT_HEADER} must be a positive number of seconds, "
+                       f"got {raw!r}", param=QUEUE_TIMEOUT_HEADER)  # fmt: skip
+    return value
 
 
 def _check_stop(stop: Stop | None) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 
@@ -105,15 +106,21 @@ class Pool:
         return any(r.healthy for r in self.replicas)
 
     async def open(
-        self, name: str, request: GenerationRequest, key: str | None, prompt_tokens: int
-    ) -> PoolStream:
+        self, name: str, request: GenerationRequest, key: str | None, prompt_tokens: int,
+        queue_timeout_s: float | None = None,
+    ) -> PoolStream:  # fmt: skip
         """Route the request and open its stream; raise an EngineError if no replica takes it.
 
         `key` is the request's affinity key (prefix_affinity), `prompt_tokens` its count.
+        A request without a first token after `queue_timeout_s` (default: the setting) ends
+        with an error; one still queued is dropped before it costs compute.
         """
         tried: set[str] = set()
         replica, inner = await self._connect(name, request, key, prompt_tokens, tried)
-        return PoolStream(self, name, request, key, prompt_tokens, tried, replica, inner)
+        timeout = min(queue_timeout_s or math.inf, self.settings.queue_timeout_s)
+        stream = PoolStream(self, name, request, key, prompt_tokens, tried, replica, inner)
+        stream.expire_after(timeout)
+        return stream
 
     def _of(self, name: str) -> list[Replica]:
         replicas = [r for r in self.replicas if r.model_id == name]
@@ -193,16 +200,35 @@ class PoolStream:
         self._inner: RequestStream | None = inner
         self._cancelled = False
         self._arrival = time.perf_counter()
+        self._timer: asyncio.TimerHandle | None = None
+        self._sent = False
+        """A token has been passed on: from here, a failure cannot be hidden by a retry."""
+        self._expired_after: float | None = None
+
+    def expire_after(self, seconds: float) -> None:
+        self._timer = asyncio.get_running_loop().call_later(seconds, self._expire, seconds)
+
+    def _expire(self, seconds: float) -> None:
+        if self._inner is not None and not self._sent:
+            self._expired_after = seconds
+            self._inner.cancel()
 
     async def __aiter__(self) -> AsyncIterator[GenerationOutput]:
-        sent = False
         completion = 0
         try:
             while self._inner is not None:
                 try:
                     async for out in self._inner:
                         self.replica.progress_at = time.monotonic()
-                        sent = sent or bool(out.token_ids or out.text)
+                        if self._timer is not None and (out.token_ids or out.text):
+                            self._timer.cancel()  # the first token came: no deadline now
+                            self._timer = None
+                        if out.finish_reason == "abort" and self._expired_after is not None:
+                            yield self._final(0, f"the request waited {self._expired_after:g} s "
+                                              "without a first token and was dropped "
+                                              "(queue timeout)")  # fmt: skip
+                            return
+                        self._sent = self._sent or bool(out.token_ids or out.text)
                         completion = out.completion_tokens
                         yield out
                         if out.finished:
@@ -211,7 +237,7 @@ class PoolStream:
                 except ReplicaFailure as exc:
                     self._release()
                     self.replica.failed(str(exc), hard=True)
-                    if sent or self._cancelled:
+                    if self._sent or self._cancelled:
                         yield self._final(
                             completion, f"the replica serving this request failed: {exc}"
                         )
@@ -226,6 +252,8 @@ class PoolStream:
                         yield self._final(0, str(again))
                         return
         finally:
+            if self._timer is not None:
+                self._timer.cancel()
             self._release()
 
     def _final(self, completion: int, error: str) -> GenerationOutput:

@@ -96,6 +96,12 @@ class RoutingSettings(BaseModel):
     max_attempts: int = Field(
         3, ge=1, description="Replicas a request tries before its first token, at most."
     )
+    queue_timeout_s: float = Field(
+        600.0,
+        gt=0,
+        description="A request with no first token after this long is dropped (a queued one "
+        "before it costs compute); a request may ask for less with x-sovllm-queue-timeout.",
+    )
     start_timeout_s: float = Field(
         300.0, gt=0, description="How long a started replica may take to become healthy."
     )
