@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from playwright.sync_api import Locator, Page, expect
+import json
+
+from playwright.sync_api import Locator, Page, Route, expect
 
 ANSWER = "#messages li.message.assistant"
 LAST_ANSWER = f"{ANSWER} >> nth=-1"
@@ -37,3 +39,9 @@ def wait_answered(page: Page, timeout: float = 60_000) -> Locator:
     answer = last_turn(page)
     expect(answer).to_have_attribute("data-status", "done", timeout=timeout)
     return answer
+
+
+def long_answer(route: Route) -> None:
+    """Make the answer long, whatever the model would say: the server's ignore_eos."""
+    body = json.loads(route.request.post_data or "{}")
+    route.continue_(post_data=json.dumps({**body, "ignore_eos": True, "max_tokens": 512}))

@@ -6,12 +6,13 @@ import json
 from pathlib import Path
 
 import httpx
-from playwright.sync_api import BrowserContext, Page, Route, expect
+from playwright.sync_api import BrowserContext, Page, expect
 
 from tests.browser.conftest import PHONE, Watch
 from tests.browser.pages import (
     ANSWER,
     last_turn,
+    long_answer,
     send,
     sign_in_chat,
     wait_answered,
@@ -80,15 +81,9 @@ def test_an_answer_streams_in_token_by_token_and_is_marked_ai_generated(
     expect(answer.locator(".request-id")).to_contain_text(request_id)
 
 
-def _ignore_eos(route: Route) -> None:
-    """Make the answer long, whatever the model would say: the server's ignore_eos."""
-    body = json.loads(route.request.post_data or "{}")
-    route.continue_(post_data=json.dumps({**body, "ignore_eos": True, "max_tokens": 512}))
-
-
 def test_stop_generating(page: Page, web: Server) -> None:
     sign_in_chat(page, web.url, web.api_key)
-    page.route("**/v1/chat/completions", _ignore_eos)
+    page.route("**/v1/chat/completions", long_answer)
     send(page, "Tell a long story about a lighthouse keeper.", style="Balanced")
     stop = page.locator("#stop")
     expect(stop).to_be_visible()
@@ -207,7 +202,7 @@ def test_a_stopped_service_is_explained(page: Page, web: Server) -> None:
     send(page, "Hello?")
     error = last_turn(page).locator(".error")
     expect(error).to_have_attribute("data-code", "service_stopped")
-    expect(error).to_contain_text("stopped by an administrator")
+    expect(error).to_contain_text("Stopped by an administrator")
 
 
 def test_model_output_is_never_run_as_html(page: Page, web: Server, watch: Watch) -> None:
@@ -314,6 +309,13 @@ def test_a_phone_sized_screen(context: BrowserContext, web: Server, shots: Path)
 def test_chat_screenshot(page: Page, web: Server, shots: Path) -> None:
     key = web.create_key("radiology")
     sign_in_chat(page, web.url, key)
+    # Answers long enough to look like answers in the picture.
+    page.route(
+        "**/v1/chat/completions",
+        lambda route: route.continue_(
+            post_data=json.dumps({**json.loads(route.request.post_data or "{}"), "max_tokens": 90})
+        ),
+    )
     send(page, "Write a Python function that adds two numbers.")
     wait_answered(page)
     page.click("#new-chat")

@@ -15,7 +15,7 @@ STATIC = Path(__file__).resolve().parents[2] / "src" / "sovllm" / "web" / "stati
 
 
 @pytest.mark.parametrize(
-    "path", ["/", "/static/chat.js", "/static/style.css", "/v1/models", "/health"]
+    "path", ["/", "/admin", "/static/chat.js", "/static/style.css", "/v1/models", "/health"]
 )
 def test_every_response_sets_a_strict_csp_and_nosniff(web: Server, path: str) -> None:
     r = httpx.get(f"{web.url}{path}", headers=web.auth)

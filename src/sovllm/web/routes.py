@@ -35,6 +35,11 @@ async def chat_page() -> FileResponse:
     return _file(STATIC / "index.html", "no-store")
 
 
+@router.api_route("/admin", methods=["GET", "HEAD"], include_in_schema=False)
+async def admin_console() -> FileResponse:
+    return _file(STATIC / "admin.html", "no-store")
+
+
 @router.api_route("/static/{name:path}", methods=["GET", "HEAD"], include_in_schema=False)
 async def static_file(name: str) -> FileResponse:
     path = (STATIC / name).resolve()

@@ -110,8 +110,8 @@ export function plainWords(status, code, message, headers) {
   }
   if (status === 403) return `Your key's role may not do this. (${message})`;
   if (code === "service_stopped") {
-    return "The service has been stopped by an administrator, so no answers can be generated "
-      + `right now. Try again later. (${message})`;
+    return "Stopped by an administrator: no answers can be generated right now. Try again "
+      + `later. (${message})`;
   }
   if (status === 429) {
     const wait = retryAfterSeconds(headers);

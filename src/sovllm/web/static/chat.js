@@ -7,6 +7,7 @@ import { ConversationStore, newConversation, titleFrom } from "./store.js";
 
 const MAX_TOKENS = 512; // per answer; what a quota reserves is the prompt plus this
 const TEMPERATURE_SLOT = "sovllm.chat.temperature";
+const MODEL_SLOT = "sovllm.chat.model";
 const keys = keyStore("sovllm.chat.key");
 const $ = (id) => document.getElementById(id);
 
@@ -14,6 +15,7 @@ const state = {
   key: null,
   me: null,
   model: null,
+  models: [],
   store: null,
   conversation: null,
   controller: null, // the AbortController of the answer being generated
@@ -30,7 +32,9 @@ async function signIn(key) {
   const models = await getJSON(key, "/v1/models");
   state.key = key;
   state.me = me;
-  state.model = models.data[0];
+  state.models = models.data;
+  const saved = localStorage.getItem(MODEL_SLOT);
+  state.model = models.data.find((m) => m.id === saved) ?? models.data[0];
   state.store = new ConversationStore(me.key_id);
   keys.set(key);
   showApp();
@@ -61,11 +65,12 @@ function showApp() {
   $("app").hidden = false;
   $("model-info").hidden = false;
   $("account").hidden = false;
-  $("model-id").textContent = model.id;
-  const sha = $("model-sha");
-  sha.textContent = model.sha256 ? `${model.sha256.slice(0, 12)}…` : "unknown";
-  sha.title = model.sha256 ?? "";
-  sha.dataset.sha256 = model.sha256 ?? "";
+  showModel(model);
+  const select = $("model-select");
+  select.replaceChildren(...state.models.map((m) => new Option(m.id, m.id)));
+  select.value = model.id;
+  select.hidden = state.models.length < 2;
+  $("model-id").hidden = state.models.length > 1;
   $("who").textContent = `${me.tenant} · ${me.role}`;
   $("storage-policy").textContent = policyText(me);
   $("storage-policy").dataset.policy = me.content_policy;
@@ -76,6 +81,14 @@ function showApp() {
   const latest = state.store.all()[0];
   openConversation(latest && latest.messages.length === 0 ? latest : newConversation());
   $("prompt").focus();
+}
+
+function showModel(model) {
+  $("model-id").textContent = model.id;
+  const sha = $("model-sha");
+  sha.textContent = model.sha256 ? `${model.sha256.slice(0, 12)}…` : "unknown";
+  sha.title = model.sha256 ?? "";
+  sha.dataset.sha256 = model.sha256 ?? "";
 }
 
 function policyText(me) {
@@ -225,6 +238,7 @@ function footer(message, last) {
   const note = document.createElement("span");
   note.className = "answer-status";
   if (message.status === "stopped") note.textContent = "Stopped: you stopped this answer.";
+  else if (message.status === "cut") note.textContent = `Stopped by an administrator. ${message.cut}`;
   else if (message.status === "interrupted") note.textContent = `Interrupted: ${message.error?.plain ?? ""}`;
   else if (message.status === "done" && message.finish === "length") {
     note.textContent = "The answer reached its length limit.";
@@ -337,9 +351,10 @@ async function generate() {
       }
       if (choice?.finish_reason) answer.finish = choice.finish_reason;
       if (event.usage) answer.usage = event.usage;
+      if (event.sovllm_stop) answer.cut = event.sovllm_stop.message; // the stop switch
     }
-    answer.status = "done";
-    announce("The answer is complete.");
+    answer.status = answer.cut ? "cut" : "done";
+    announce(answer.cut ? `Stopped by an administrator. ${answer.cut}` : "The answer is complete.");
   } catch (err) {
     if (err.name === "AbortError") {
       answer.status = "stopped";
@@ -419,6 +434,13 @@ function wire() {
   });
   document.addEventListener("keydown", (event) => {
     if (event.key === "Escape" && state.controller) stopGeneration();
+  });
+  $("model-select").addEventListener("change", () => {
+    const chosen = state.models.find((m) => m.id === $("model-select").value);
+    if (!chosen) return;
+    state.model = chosen;
+    localStorage.setItem(MODEL_SLOT, chosen.id);
+    showModel(chosen);
   });
   $("temperature").addEventListener("change", () => {
     localStorage.setItem(TEMPERATURE_SLOT, $("temperature").value);
