@@ -50,7 +50,9 @@ except ImportError:  # pragma: no cover - the dev extra installs it
 expect.set_options(timeout=30_000)
 
 
-@pytest.fixture(scope="session")
+# Package scope, not session: while Playwright's sync API is open it marks its own asyncio loop
+# as running, and the async tests that come after the browser tests need it closed.
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Browser]:
     if not CHROMIUM.exists():
         pytest.fail(
@@ -64,7 +66,7 @@ def browser() -> Iterator[Browser]:
         chromium.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def web(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """One server for the browser tests; each test makes its own tenants and keys.
 
