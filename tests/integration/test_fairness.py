@@ -74,8 +74,14 @@ async def contended_ttft(server: Server, flood_tokens: int, samples: int) -> tup
 
 # One engine thread: on a 2-core machine, two spinning llama.cpp threads would starve the
 # gateway's own Python threads under load, and B's TTFT would then measure CPU contention
-# rather than scheduling (see docs/architecture.md, known limits).
-ENGINE = {"SOVLLM_ENGINE__SLOTS": "4", "SOVLLM_ENGINE__THREADS": "1"}
+# rather than scheduling (see docs/architecture.md, known limits). No prefix cache: alone,
+# B's repeated prompt would come from it (~5x faster), while the flood evicts it; the ratio
+# would then measure the cache, not the scheduler.
+ENGINE = {
+    "SOVLLM_ENGINE__SLOTS": "4",
+    "SOVLLM_ENGINE__THREADS": "1",
+    "SOVLLM_ENGINE__PREFIX_CACHE": "false",
+}
 
 
 @pytest.fixture

@@ -98,6 +98,10 @@ class EngineStats:
     waiting: int
     slots: int
     max_waiting: int
+    prefix_cache_queries: int = 0
+    """Prompt tokens looked up in the KV prefix cache (a counter, as vLLM's)."""
+    prefix_cache_hits: int = 0
+    """Of those, tokens reused from the cache instead of computed."""
 
 
 class RequestStream(Protocol):

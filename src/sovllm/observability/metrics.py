@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from prometheus_client import (
     CollectorRegistry,
@@ -12,7 +12,9 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
 
 from sovllm.engines.base import EngineStats, GenerationOutput
 
@@ -76,6 +78,7 @@ class Metrics:
             "sovllm:num_requests_waiting", "Requests waiting for a slot.", labels, registry=r
         )
         waiting.labels(model_name).set_function(lambda: stats().waiting)
+        r.register(_PrefixCacheCollector(model_name, stats))
 
     def observe_token(self, previous: float | None, out: GenerationOutput) -> None:
         """Called for every output that carries a token; `previous` is the last token's time."""
@@ -98,3 +101,23 @@ class Metrics:
 
     def render(self) -> bytes:
         return bytes(generate_latest(self.registry))
+
+
+class _PrefixCacheCollector(Collector):
+    """The engine's prefix cache counters, read at scrape time: they count in the engine."""
+
+    def __init__(self, model_name: str, stats: Callable[[], EngineStats]) -> None:
+        self._model_name = model_name
+        self._stats = stats
+
+    def collect(self) -> Iterator[Metric]:
+        s = self._stats()
+        for name, doc, value in (
+            ("prefix_cache_queries", "Prompt tokens looked up in the prefix cache.",
+             s.prefix_cache_queries),
+            ("prefix_cache_hits", "Prompt tokens found in the prefix cache and reused.",
+             s.prefix_cache_hits),
+        ):  # fmt: skip
+            family = CounterMetricFamily(f"sovllm:{name}", doc, labels=["model_name"])
+            family.add_metric([self._model_name], value)
+            yield family

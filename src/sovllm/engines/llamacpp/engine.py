@@ -83,7 +83,11 @@ class LlamaCppEngine:
         self._cache_dir = cache_dir
         self._lock = threading.Condition()
         self._scheduler = Scheduler(
-            settings.slots, settings.step_tokens, settings.max_waiting, settings.fair_share
+            settings.slots,
+            settings.step_tokens,
+            settings.max_waiting,
+            settings.fair_share,
+            settings.prefix_cache,
         )
         self._streams: dict[Seq, _Stream] = {}
         self._thread: threading.Thread | None = None
@@ -111,6 +115,7 @@ class LlamaCppEngine:
         self._llm = LlamaModel(self._source.path, shape)
         self._runner = Runner(self._llm)
         self._scheduler.step_tokens = batch
+        self._scheduler.prefix_cache = self._settings.prefix_cache and self._llm.can_trim
         bos = self._llm.token_text(self._llm.bos_token) if self._llm.bos_token >= 0 else ""
         eos = self._llm.token_text(self._llm.eos_token) if self._llm.eos_token >= 0 else ""
         self._template = ChatTemplate(self._llm.chat_template(), bos, eos)
@@ -166,6 +171,8 @@ class LlamaCppEngine:
             waiting=s.num_waiting,
             slots=s.num_slots,
             max_waiting=s.max_waiting,
+            prefix_cache_queries=s.prefix_queries,
+            prefix_cache_hits=s.prefix_hits,
         )
 
     # -- requests ----------------------------------------------------------------------
@@ -247,12 +254,16 @@ class LlamaCppEngine:
         self._fail_all("the server is shutting down" if self._failure is None else self._failure)
 
     def _swap(self, step: Step) -> None:
-        """Move preempted sequences' KV caches out of their slots, and resumed ones back in."""
+        """Move preempted sequences' KV caches out of their slots, cut reused and evicted
+        slots' caches to what their new sequences keep, and move resumed ones back in."""
         llm = self._llm
         assert llm is not None
         for seq, slot in step.swapped_out:
             seq.swapped = llm.save_slot(slot)
             llm.clear_slot(slot)
+        for slot, keep in step.trims:
+            if not llm.trim_slot(slot, keep):
+                raise DecodeError(f"could not keep {keep} cached tokens of slot {slot}")
         for seq in step.swapped_in:
             assert seq.slot is not None and seq.swapped is not None
             if not llm.restore_slot(seq.slot, seq.swapped):
@@ -286,7 +297,7 @@ class LlamaCppEngine:
         seqs = list(dict.fromkeys(item.seq for item in step.items))
         with self._lock:
             for seq in seqs:
-                self._retire(seq)
+                self._retire(seq, cache_valid=False)  # the step may have written part of it
         return [(s, s.final_output("error", now, error=message)) for s in seqs]
 
     def _finish_cancelled(self, step: Step) -> list[tuple[Seq, GenerationOutput]]:
@@ -297,12 +308,12 @@ class LlamaCppEngine:
             out.append((seq, seq.final_output("abort", now)))
         return out
 
-    def _retire(self, seq: Seq) -> None:
-        """Free a finished sequence's slot, KV cache and sampler (lock held)."""
-        slot = seq.slot
-        self._scheduler.release(seq)
-        if slot is not None and self._llm is not None:
-            self._llm.clear_slot(slot)
+    def _retire(self, seq: Seq, cache_valid: bool = True) -> None:
+        """Free a finished sequence's slot and sampler (lock held). Its KV cache stays in the
+        slot for a later prompt with the same prefix, unless it is not valid."""
+        if not cache_valid and seq.slot is not None and self._llm is not None:
+            self._llm.clear_slot(seq.slot)
+        self._scheduler.release(seq, cache_valid)
         if self._runner is not None:
             self._runner.release(seq)
 

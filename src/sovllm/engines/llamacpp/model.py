@@ -156,6 +156,22 @@ class LlamaModel:
     def clear_slot(self, slot: int) -> None:
         C.llama_memory_seq_rm(self.memory, slot, -1, -1)
 
+    @property
+    def can_trim(self) -> bool:
+        """Whether a slot's cache can be cut to a prefix: not for recurrent state (Mamba,
+        hybrids), which holds no per-position entries."""
+        return not (C.llama_model_is_recurrent(self._model) or C.llama_model_is_hybrid(self._model))
+
+    def trim_slot(self, slot: int, keep: int) -> bool:
+        """Keep positions 0..keep-1 of a slot's cache; False if they are not all there."""
+        if not C.llama_memory_seq_rm(self.memory, slot, keep, -1):
+            return False
+        # A sliding-window cache may have dropped early positions: then keep is no prefix.
+        return keep == 0 or (
+            C.llama_memory_seq_pos_min(self.memory, slot) == 0
+            and C.llama_memory_seq_pos_max(self.memory, slot) == keep - 1
+        )
+
     def save_slot(self, slot: int) -> bytes:
         """A copy of one sequence's KV cache, to swap it out of its slot."""
         size = C.llama_state_seq_get_size(self.ctx, slot)

@@ -10,6 +10,11 @@ names a request's tenant as its flow), so one flow's flood cannot starve another
 waits below its weighted share of the slots while another holds more than its share, the
 scheduler preempts the newest sequence of the flow furthest over its share (as vLLM's swap
 preemption does). With a single flow the scheduler is plain FIFO and never preempts.
+
+A finished sequence leaves its KV cache in its slot (prefix caching): a new sequence takes the
+free slot whose cached tokens share the longest prefix with its prompt, and prefills only the
+rest. The next turn of a chat (earlier turns + answer + new message) thus skips most of its
+prefill. Without a useful match it takes the least recently used free slot.
 """
 
 from __future__ import annotations
@@ -21,6 +26,10 @@ from dataclasses import dataclass, field
 
 from sovllm.engines.base import QueueFullError
 from sovllm.engines.llamacpp.sequence import Sequence, Status
+
+MIN_REUSE = 32
+"""Shorter shared prefixes (a system prompt) are cheap to recompute: not worth evicting a
+cached conversation for while a less useful slot is free."""
 
 
 @dataclass(frozen=True)
@@ -41,6 +50,9 @@ class Step:
     """Preempted sequences and the slots they left: save then clear those KV caches first."""
     swapped_in: list[Sequence] = field(default_factory=list)
     """Resumed sequences: restore their saved KV caches into their new slots, then run."""
+    trims: list[tuple[int, int]] = field(default_factory=list)
+    """(slot, keep): cut a reused or evicted slot's KV cache to its first `keep` positions,
+    after swapping out and before swapping in."""
 
     @property
     def num_tokens(self) -> int:
@@ -111,21 +123,32 @@ class FairQueue:
 
 class Scheduler:
     def __init__(
-        self, slots: int, step_tokens: int, max_waiting: int, preempt: bool = True
+        self,
+        slots: int,
+        step_tokens: int,
+        max_waiting: int,
+        preempt: bool = True,
+        prefix_cache: bool = True,
     ) -> None:
         self.num_slots = slots
         self.step_tokens = step_tokens
         self.max_waiting = max_waiting
         self.preempt = preempt
+        self.prefix_cache = prefix_cache
         self.waiting = FairQueue()
         self.running: list[Sequence] = []
-        self._free_slots: list[int] = list(range(slots - 1, -1, -1))
+        self._free: dict[int, list[int]] = {slot: [] for slot in range(slots)}
+        """Free slots and the tokens in their KV caches, least recently used first."""
         self._completions: deque[float] = deque(maxlen=64)
         self.preemptions = 0
+        self.prefix_queries = 0
+        """Prompt tokens of admitted new sequences (looked up in the cache)."""
+        self.prefix_hits = 0
+        """Of those, tokens found in a slot's cache and not computed again."""
 
     @property
     def free_slots(self) -> int:
-        return len(self._free_slots)
+        return len(self._free)
 
     @property
     def num_waiting(self) -> int:
@@ -136,7 +159,7 @@ class Scheduler:
 
     def add(self, seq: Sequence) -> None:
         """Queue a sequence, or refuse it when the bounded queue is full."""
-        if len(self.waiting) >= self.max_waiting + len(self._free_slots):
+        if len(self.waiting) >= self.max_waiting + len(self._free):
             raise QueueFullError(len(self.waiting), self.retry_after_s())
         self.waiting.push(seq)
 
@@ -166,9 +189,9 @@ class Scheduler:
             if seq.status is Status.PREFILL:
                 budget -= self._prefill(step, seq, budget)
         now = time.perf_counter()
-        while budget > 0 and self.waiting and self._free_slots:
+        while budget > 0 and self.waiting and self._free:
             seq = self.waiting.pop(self._under_share() if self.preempt else frozenset())
-            seq.slot = self._free_slots.pop()
+            self._take_slot(step, seq)
             self.running.append(seq)
             if seq.resume_as is not None:  # a preempted sequence: its cache comes back as is
                 seq.status, seq.resume_as = seq.resume_as, None
@@ -183,6 +206,26 @@ class Scheduler:
                 seq.scheduled_at = now
             budget -= self._prefill(step, seq, budget)
         return step
+
+    def _take_slot(self, step: Step, seq: Sequence) -> None:
+        """Give `seq` the free slot with the longest cached prefix of its prompt, else the
+        least recently used one; cut that slot's cache to what `seq` reuses."""
+        slot = next(iter(self._free))
+        keep = 0
+        # A resumed sequence brings its own cache back: any slot will do.
+        if self.prefix_cache and seq.resume_as is None:
+            shared = {s: common_prefix(cached, seq.prompt) for s, cached in self._free.items()}
+            best = max(shared, key=lambda s: shared[s])  # the first max: least recently used
+            if shared[best] >= MIN_REUSE:
+                slot = best
+            # The prompt's last token is computed again: sampling needs its logits.
+            keep = min(shared[slot], seq.prompt_len - 1)
+            seq.n_computed = keep
+            self.prefix_queries += seq.prompt_len
+            self.prefix_hits += keep
+        if len(self._free.pop(slot)) > keep:
+            step.trims.append((slot, keep))
+        seq.slot = slot
 
     def _prefill(self, step: Step, seq: Sequence, budget: int) -> int:
         chunk = seq.next_prompt_chunk(budget)
@@ -206,7 +249,7 @@ class Scheduler:
 
     def _preempt_for_fairness(self, step: Step) -> None:
         """Free one slot when a waiting flow is below its share and another well above it."""
-        if self._free_slots or not self.waiting:
+        if self._free or not self.waiting:
             return
         excess = self._excess()
         if len(excess) < 2 or not any(excess[f] < 0 for f in self.waiting.flows()):
@@ -222,7 +265,7 @@ class Scheduler:
         self.running.remove(seq)
         assert seq.slot is not None
         step.swapped_out.append((seq, seq.slot))
-        self._free_slots.append(seq.slot)
+        self._free_empty(seq.slot)  # its cache is saved, then cleared
         seq.slot = None
         seq.resume_as, seq.status = seq.status, Status.WAITING
         self.waiting.push_front(seq)
@@ -245,11 +288,34 @@ class Scheduler:
             if seq.status is Status.PREFILL and seq.remaining_prompt == 0:
                 seq.status = Status.DECODE
 
-    def release(self, seq: Sequence) -> None:
-        """Give a finished or cancelled sequence's slot back."""
+    def release(self, seq: Sequence, cache_valid: bool = True) -> None:
+        """Give a finished or cancelled sequence's slot back, with its KV cache for reuse
+        unless the engine has cleared it (`cache_valid=False`: a failed step)."""
         if seq in self.running:
             self.running.remove(seq)
             self._completions.append(time.perf_counter())
-        if seq.slot is not None:
-            self._free_slots.append(seq.slot)
-            seq.slot = None
+        if seq.slot is None:
+            return
+        if cache_valid:
+            # What the cache holds: the last sampled token is not decoded yet, and a
+            # cancelled prefill stopped part way.
+            self._free[seq.slot] = (seq.prompt + seq.output)[: seq.n_computed]
+        else:
+            self._free_empty(seq.slot)
+        seq.slot = None
+
+    def _free_empty(self, slot: int) -> None:
+        """An empty slot is the first to take: it evicts nothing."""
+        self._free = {slot: [], **self._free}
+
+
+def common_prefix(a: list[int], b: list[int]) -> int:
+    """How many leading tokens `a` and `b` share (binary search: list equality runs in C)."""
+    lo, hi = 0, min(len(a), len(b))
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if a[:mid] == b[:mid]:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
