@@ -155,6 +155,11 @@ class Settings(BaseSettings):
     metrics_require_key: bool = Field(
         False, description="Require an API key (any role) to read /metrics."
     )
+    cors_allow_origins: list[str] = Field(
+        default_factory=list,
+        description="Origins (scheme://host[:port]) whose pages may call the API from a "
+        "browser; none by default: only the service's own pages.",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     engine: EngineSettings = Field(default_factory=EngineSettings)
     audit: AuditSettings = Field(default_factory=AuditSettings)

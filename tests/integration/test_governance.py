@@ -120,6 +120,30 @@ def test_tenant_with_live_keys_is_deleted_only_with_force(server: Server) -> Non
     _error(bad, 401)
 
 
+def test_patch_changes_only_what_it_names(server: Server) -> None:
+    r = server.admin("POST", "/tenants", json={"name": "patchy", "rpm": 10, "tpm": 5000,
+                                               "content_policy": "redacted"})  # fmt: skip
+    assert r.status_code == 201, r.text
+    assert (r.json()["content_policy"], r.json()["limits"]["rpm"]) == ("redacted", 10)
+    r = server.admin("PATCH", "/tenants/patchy", json={"content_policy": "full"})
+    assert r.status_code == 200, r.text
+    assert r.json()["content_policy"] == "full"
+    assert r.json()["limits"] == {"rpm": 10, "tpm": 5000, "max_concurrent": None,
+                                  "monthly_tokens": None}  # fmt: skip
+    r = server.admin("PATCH", "/tenants/patchy", json={"rpm": None, "max_concurrent": 2})
+    assert r.json()["limits"] == {"rpm": None, "tpm": 5000, "max_concurrent": 2,
+                                  "monthly_tokens": None}  # fmt: skip
+    key = server.admin("POST", "/keys", json={"tenant": "patchy", "role": "user", "rpm": 7,
+                                              "tpm": 700}).json()  # fmt: skip
+    r = server.admin("PATCH", f"/keys/{key['id']}", json={"tpm": 900})
+    assert r.json()["limits"]["rpm"] == 7 and r.json()["limits"]["tpm"] == 900
+    listed = {t["name"]: t for t in server.admin("GET", "/tenants").json()["data"]}
+    assert listed["patchy"]["content_policy"] == "full"
+    entries = server.admin("GET", "/audit/entries", params={"limit": 50}).json()["data"]
+    actions = [e["entry"].get("action") for e in entries]
+    assert "tenant.create" in actions and "tenant.update" in actions
+
+
 def test_rate_limit_429_with_openai_headers_and_usage(server: Server) -> None:
     raw = _new_key(server, "limited", rpm=2, tpm=10_000)
     h = {"Authorization": f"Bearer {raw}"}

@@ -45,6 +45,10 @@ class LimitsIn(_Body):
     def to_limits(self) -> idn.Limits:
         return idn.Limits(self.rpm, self.tpm, self.max_concurrent, self.monthly_tokens)
 
+    def changes(self) -> dict[str, int | None]:
+        """The limits this request names (null removes one); for PATCH, nothing else changes."""
+        return {n: getattr(self, n) for n in idn.LIMIT_NAMES if n in self.model_fields_set}
+
 
 class LimitsOut(BaseModel):
     rpm: int | None
@@ -97,6 +101,8 @@ class TenantOut(BaseModel):
     weight: float
     limits: LimitsOut
     active_keys: int
+    content_policy: str
+    mask_prompts: bool
 
 
 class KeyCreate(LimitsIn):
@@ -143,7 +149,8 @@ class ListOf(BaseModel, Generic[T]):
 def _tenant(t: idn.TenantInfo) -> TenantOut:
     return TenantOut(
         id=t.id, name=t.name, created_at=t.created_at, weight=t.weight,
-        limits=_limits(t.limits), active_keys=t.active_keys,
+        limits=_limits(t.limits), active_keys=t.active_keys, content_policy=t.content_policy,
+        mask_prompts=t.mask_prompts,
     )  # fmt: skip
 
 
@@ -182,10 +189,12 @@ async def create_tenant(body: TenantCreate, request: Request) -> TenantOut:
     db = app_state(request).db
     try:
         t = await to_thread.run_sync(
-            idn.create_tenant, db, body.name, body.to_limits(), body.weight
-        )
+            idn.create_tenant, db, body.name, body.to_limits(), body.weight,
+            body.content_policy, body.mask_prompts,
+        )  # fmt: skip
     except idn.IdentityError as exc:
         raise _bad(exc) from None
+    await _record(request, "tenant.create", body.model_dump())
     return _tenant(t)
 
 
@@ -193,14 +202,16 @@ async def create_tenant(body: TenantCreate, request: Request) -> TenantOut:
 async def update_tenant(name: str, body: TenantUpdate, request: Request) -> TenantOut:
     db = app_state(request).db
     try:
-        t = await to_thread.run_sync(idn.update_tenant, db, name, body.to_limits(), body.weight)
+        await to_thread.run_sync(idn.update_tenant, db, name, body.changes(), body.weight)
+        if body.content_policy is not None:
+            await to_thread.run_sync(set_policy, db, name, body.content_policy)
+        if body.mask_prompts is not None:
+            await to_thread.run_sync(set_masking, db, name, body.mask_prompts)
+        t = await to_thread.run_sync(idn.update_tenant, db, name)
     except idn.IdentityError as exc:
         raise _bad(exc) from None
-    if body.content_policy is not None:
-        await to_thread.run_sync(set_policy, db, name, body.content_policy)
-    if body.mask_prompts is not None:
-        await to_thread.run_sync(set_masking, db, name, body.mask_prompts)
-    await _record(request, "tenant.update", {"name": name, **body.model_dump()})
+    await _record(request, "tenant.update",
+                  {"name": name, **body.model_dump(exclude_unset=True)})  # fmt: skip
     return _tenant(t)
 
 
@@ -244,10 +255,10 @@ async def create_key(body: KeyCreate, request: Request) -> KeyCreated:
 async def update_key(key_id: str, body: LimitsIn, request: Request) -> KeyOut:
     db = app_state(request).db
     try:
-        info = await to_thread.run_sync(idn.update_key_limits, db, key_id, body.to_limits())
+        info = await to_thread.run_sync(idn.update_key_limits, db, key_id, body.changes())
     except idn.IdentityError as exc:
         raise _bad(exc) from None
-    await _record(request, "key.update", {"key_id": key_id, **body.model_dump()})
+    await _record(request, "key.update", {"key_id": key_id, **body.model_dump(exclude_unset=True)})
     return _key(info)
 
 

@@ -82,7 +82,7 @@ def create_app(settings: Settings, pool: Pool, db: Database, audit: AuditLog) ->
     app.include_router(web_router)
     # CORS stays closed (no cross-origin reads) unless the operator lists origins; CSP and
     # nosniff on every response (the outermost middleware).
-    origins = list(getattr(settings, "cors_allow_origins", None) or [])
+    origins = settings.cors_allow_origins
     if origins:
         app.add_middleware(
             CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST"],

@@ -7,11 +7,13 @@ constant-time.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import hashlib
 import hmac
 import secrets
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -94,6 +96,8 @@ class TenantInfo:
     weight: float
     limits: Limits
     active_keys: int
+    content_policy: str = "none"
+    mask_prompts: bool = False
 
 
 def hash_key(raw: str) -> str:
@@ -108,8 +112,11 @@ def _limits_of(row: Tenant | ApiKey) -> Limits:
     return Limits(row.rpm, row.tpm, row.max_concurrent, row.monthly_tokens)
 
 
+LIMIT_NAMES = ("rpm", "tpm", "max_concurrent", "monthly_tokens")
+
+
 def _validate_limits(limits: Limits) -> None:
-    for name in ("rpm", "tpm", "max_concurrent", "monthly_tokens"):
+    for name in LIMIT_NAMES:
         value = getattr(limits, name)
         if value is not None and not 0 <= value <= MAX_LIMIT:
             raise IdentityError(f"{name} must be between 0 and {MAX_LIMIT}, got {value}")
@@ -126,8 +133,9 @@ def _validate_tenant_name(name: str) -> None:
 
 
 def create_tenant(
-    db: Database, name: str, limits: Limits = Limits(), weight: float = 1.0
-) -> TenantInfo:
+    db: Database, name: str, limits: Limits = Limits(), weight: float = 1.0,
+    content_policy: str = "none", mask_prompts: bool = False,
+) -> TenantInfo:  # fmt: skip
     _validate_tenant_name(name)
     _validate_limits(limits)
     if not weight > 0:
@@ -142,10 +150,12 @@ def create_tenant(
                 tpm=limits.tpm,
                 max_concurrent=limits.max_concurrent,
                 monthly_tokens=limits.monthly_tokens,
+                content_policy=content_policy,
+                mask_prompts=mask_prompts,
             )
             s.add(row)
             s.flush()
-            return TenantInfo(row.id, row.name, row.created_at, row.weight, limits, 0)
+            return _tenant_info(row, 0)
     except IntegrityError:
         raise IdentityError(f"tenant {name!r} already exists") from None
 
@@ -175,26 +185,40 @@ def list_tenants(db: Database) -> list[TenantInfo]:
             ).all()
         )
         return [
-            TenantInfo(t.id, t.name, t.created_at, t.weight, _limits_of(t), counts.get(t.id, 0))
+            _tenant_info(t, counts.get(t.id, 0))
             for t in s.scalars(select(Tenant).order_by(Tenant.name))
         ]
 
 
+def _tenant_info(row: Tenant, active_keys: int) -> TenantInfo:
+    return TenantInfo(row.id, row.name, row.created_at, row.weight, _limits_of(row), active_keys,
+                      row.content_policy or "none", bool(row.mask_prompts))  # fmt: skip
+
+
+def _change_limits(row: Tenant | ApiKey, changes: Mapping[str, int | None]) -> None:
+    """Set the limits named in `changes` (None removes one); leave the others as they are."""
+    unknown = set(changes) - set(LIMIT_NAMES)
+    if unknown:
+        raise IdentityError(f"unknown limit {sorted(unknown)[0]!r}")
+    _validate_limits(dataclasses.replace(_limits_of(row), **changes))
+    for name, value in changes.items():
+        setattr(row, name, value)
+
+
 def update_tenant(
-    db: Database, name: str, limits: Limits | None = None, weight: float | None = None
-) -> TenantInfo:
-    if limits is not None:
-        _validate_limits(limits)
+    db: Database, name: str, limits: Mapping[str, int | None] | None = None,
+    weight: float | None = None,
+) -> TenantInfo:  # fmt: skip
+    """Change the limits named in `limits` and the weight, if given; keep everything else."""
     if weight is not None and not weight > 0:
         raise IdentityError(f"weight must be positive, got {weight}")
     with db.transaction() as s:
         row = _tenant_row(s, name)
-        if limits is not None:
-            row.rpm, row.tpm = limits.rpm, limits.tpm
-            row.max_concurrent, row.monthly_tokens = limits.max_concurrent, limits.monthly_tokens
+        if limits:
+            _change_limits(row, limits)
         if weight is not None:
             row.weight = weight
-        return TenantInfo(row.id, row.name, row.created_at, row.weight, _limits_of(row), 0)
+        return _tenant_info(row, 0)
 
 
 def delete_tenant(db: Database, name: str, force: bool = False) -> int:
@@ -304,12 +328,11 @@ def revoke_key(db: Database, key_id: str) -> KeyInfo:
         return _key_info(row, tenant)
 
 
-def update_key_limits(db: Database, key_id: str, limits: Limits) -> KeyInfo:
-    _validate_limits(limits)
+def update_key_limits(db: Database, key_id: str, limits: Mapping[str, int | None]) -> KeyInfo:
+    """Change the limits named in `limits` (None removes one); keep the others."""
     with db.transaction() as s:
         row, tenant = _key_row(s, key_id)
-        row.rpm, row.tpm = limits.rpm, limits.tpm
-        row.max_concurrent, row.monthly_tokens = limits.max_concurrent, limits.monthly_tokens
+        _change_limits(row, limits)
         return _key_info(row, tenant)
 
 
