@@ -55,7 +55,7 @@ def create_worker_app(engine: LlamaCppEngine, token: str | None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine.start()
-        metrics.append(Metrics(engine.model.id, engine.stats))
+        metrics.append(Metrics([engine.model.id], lambda _: engine.stats()))
         try:
             yield
         finally:

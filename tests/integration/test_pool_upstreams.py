@@ -85,6 +85,11 @@ def test_an_openai_upstream_beside_an_embedded_worker(peer: str, tmp_path: Path)
             model=MODEL_ID, messages=[{"role": "user", "content": "Hi"}], max_tokens=4
         )
         assert local.headers["x-sovllm-replica"] == "worker-0"
+        # Request metrics carry each request's own model.
+        text = httpx.get(f"{srv.url}/metrics", timeout=10).text
+        for model, count in (("upstream-smol", 2), (MODEL_ID, 1)):
+            line = f'sovllm:e2e_request_latency_seconds_count{{model_name="{model}"}} {count}.0'
+            assert line in text, text
 
 
 def serve(

@@ -54,7 +54,7 @@ def create_app(settings: Settings, pool: Pool, db: Database, audit: AuditLog) ->
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await pool.start()
         audit.start()
-        metrics = Metrics(pool.model_ids[0], pool.stats)
+        metrics = Metrics(pool.model_ids, pool.stats)
         metrics.registry.register(PoolCollector(pool))
         vault = open_vault(settings.data_dir, db)
         oversight = Oversight(db)

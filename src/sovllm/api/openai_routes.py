@@ -319,11 +319,11 @@ async def _outputs(
                 out = dataclasses.replace(out, finish_reason="stop")  # cut by the stop switch
             last = out
             text.append(out.text)
-            state.metrics.observe_token(previous, out)
+            state.metrics.observe_token(flight.model, previous, out)
             if out.token_ids:
                 previous = out.time
             if out.finished:
-                state.metrics.observe_finished(out)
+                state.metrics.observe_finished(flight.model, out)
                 settled = True
                 await to_thread.run_sync(
                     quotas.settle, state.db, ticket, out.prompt_tokens, out.completion_tokens

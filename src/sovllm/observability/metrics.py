@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 from prometheus_client import (
     CollectorRegistry,
     Counter,
-    Gauge,
     Histogram,
     disable_created_metrics,
     generate_latest,
 )
-from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
@@ -33,7 +32,9 @@ disable_created_metrics()  # type: ignore[no-untyped-call]
 
 
 class Metrics:
-    def __init__(self, model_name: str, stats: Callable[[], EngineStats]) -> None:
+    """Request metrics labelled by model, and the engines' gauges and counters read at scrape."""
+
+    def __init__(self, models: Sequence[str], stats: Callable[[str], EngineStats]) -> None:
         self.registry = CollectorRegistry()
         labels = ["model_name"]
         r = self.registry
@@ -41,83 +42,85 @@ class Metrics:
             "sovllm:time_to_first_token_seconds",
             "Time from arrival to the first generated token.",
             labels, registry=r, buckets=TTFT_BUCKETS,
-        ).labels(model_name)  # fmt: skip
+        )  # fmt: skip
         self._itl = Histogram(
             "sovllm:inter_token_latency_seconds",
             "Time between consecutive generated tokens of one request.",
             labels, registry=r, buckets=ITL_BUCKETS,
-        ).labels(model_name)  # fmt: skip
+        )  # fmt: skip
         self._e2e = Histogram(
             "sovllm:e2e_request_latency_seconds",
             "Time from arrival to the last token.",
             labels, registry=r, buckets=E2E_BUCKETS,
-        ).labels(model_name)  # fmt: skip
+        )  # fmt: skip
         self._queue = Histogram(
             "sovllm:request_queue_time_seconds",
             "Time a request waited for a slot.",
             labels, registry=r, buckets=E2E_BUCKETS,
-        ).labels(model_name)  # fmt: skip
+        )  # fmt: skip
         self._prompt = Counter(
             "sovllm:prompt_tokens", "Prompt tokens processed.", labels, registry=r
-        ).labels(model_name)
+        )
         self._generation = Counter(
             "sovllm:generation_tokens", "Tokens generated.", labels, registry=r
-        ).labels(model_name)
+        )
         self._success = Counter(
             "sovllm:request_success",
             "Requests that finished, by finish reason.",
             [*labels, "finished_reason"],
             registry=r,
         )
-        self._model_name = model_name
-        running = Gauge(
-            "sovllm:num_requests_running", "Requests holding a slot.", labels, registry=r
-        )
-        running.labels(model_name).set_function(lambda: stats().running)
-        waiting = Gauge(
-            "sovllm:num_requests_waiting", "Requests waiting for a slot.", labels, registry=r
-        )
-        waiting.labels(model_name).set_function(lambda: stats().waiting)
-        r.register(_PrefixCacheCollector(model_name, stats))
+        for name in models:  # every model's series exist from the start, at zero
+            for family in (self._ttft, self._itl, self._e2e, self._queue, self._prompt,
+                           self._generation):  # fmt: skip
+                family.labels(name)
+        r.register(_EngineCollector(models, stats))
 
-    def observe_token(self, previous: float | None, out: GenerationOutput) -> None:
+    def observe_token(self, model: str, previous: float | None, out: GenerationOutput) -> None:
         """Called for every output that carries a token; `previous` is the last token's time."""
         if previous is not None and out.token_ids:
-            self._itl.observe(max(out.time - previous, 0.0))
+            self._itl.labels(model).observe(max(out.time - previous, 0.0))
 
-    def observe_finished(self, out: GenerationOutput) -> None:
+    def observe_finished(self, model: str, out: GenerationOutput) -> None:
         t = out.timings
         if t is None:
             return
         if t.first_token is not None:
-            self._ttft.observe(t.first_token - t.arrival)
+            self._ttft.labels(model).observe(t.first_token - t.arrival)
         if t.scheduled is not None:
-            self._queue.observe(t.scheduled - t.arrival)
+            self._queue.labels(model).observe(t.scheduled - t.arrival)
         if t.finished is not None:
-            self._e2e.observe(t.finished - t.arrival)
-        self._prompt.inc(out.prompt_tokens)
-        self._generation.inc(out.completion_tokens)
-        self._success.labels(self._model_name, out.finish_reason or "unknown").inc()
+            self._e2e.labels(model).observe(t.finished - t.arrival)
+        self._prompt.labels(model).inc(out.prompt_tokens)
+        self._generation.labels(model).inc(out.completion_tokens)
+        self._success.labels(model, out.finish_reason or "unknown").inc()
 
     def render(self) -> bytes:
         return bytes(generate_latest(self.registry))
 
 
-class _PrefixCacheCollector(Collector):
-    """The engine's prefix cache counters, read at scrape time: they count in the engine."""
+class _EngineCollector(Collector):
+    """Running and waiting requests, and the prefix cache's counters: they live in the engines."""
 
-    def __init__(self, model_name: str, stats: Callable[[], EngineStats]) -> None:
-        self._model_name = model_name
+    def __init__(self, models: Sequence[str], stats: Callable[[str], EngineStats]) -> None:
+        self._models = list(models)
         self._stats = stats
 
     def collect(self) -> Iterator[Metric]:
-        s = self._stats()
-        for name, doc, value in (
-            ("prefix_cache_queries", "Prompt tokens looked up in the prefix cache.",
-             s.prefix_cache_queries),
-            ("prefix_cache_hits", "Prompt tokens found in the prefix cache and reused.",
-             s.prefix_cache_hits),
-        ):  # fmt: skip
-            family = CounterMetricFamily(f"sovllm:{name}", doc, labels=["model_name"])
-            family.add_metric([self._model_name], value)
-            yield family
+        labels = ["model_name"]
+        running = GaugeMetricFamily("sovllm:num_requests_running", "Requests holding a slot.",
+                                    labels=labels)  # fmt: skip
+        waiting = GaugeMetricFamily("sovllm:num_requests_waiting", "Requests waiting for a slot.",
+                                    labels=labels)  # fmt: skip
+        queries = CounterMetricFamily("sovllm:prefix_cache_queries",
+                                      "Prompt tokens looked up in the prefix cache.", labels=labels)  # fmt: skip
+        hits = CounterMetricFamily("sovllm:prefix_cache_hits",
+                                   "Prompt tokens found in the prefix cache and reused.",
+                                   labels=labels)  # fmt: skip
+        for name in self._models:
+            s = self._stats(name)
+            running.add_metric([name], s.running)
+            waiting.add_metric([name], s.waiting)
+            queries.add_metric([name], s.prefix_cache_queries)
+            hits.add_metric([name], s.prefix_cache_hits)
+        yield from (running, waiting, queries, hits)

@@ -37,6 +37,7 @@ from sovllm.engines.llamacpp.runner import DecodeError, Runner
 from sovllm.engines.llamacpp.scheduler import Scheduler, Step
 from sovllm.engines.llamacpp.sequence import Sequence as Seq
 from sovllm.engines.llamacpp.sequence import Status
+from sovllm.engines.llamacpp.tokenizer import request_tokens
 
 log = logging.getLogger("sovllm.engine")
 
@@ -181,22 +182,7 @@ class LlamaCppEngine:
         llm, template = self._llm, self._template
         if llm is None or template is None:
             raise EngineUnavailableError("the model is not loaded")
-        if request.messages is not None:
-            text = template.render(request.messages)
-            # The template writes any BOS itself; parse its special tokens (<|im_start|>...).
-            return llm.tokenize(text, add_special=False, parse_special=True)
-        prompt = request.prompt
-        if prompt is None:
-            raise InvalidRequestError("either messages or prompt is required", "prompt")
-        if isinstance(prompt, str):
-            return llm.tokenize(prompt, add_special=True, parse_special=False)
-        tokens = list(prompt)
-        bad = next((t for t in tokens if not 0 <= t < llm.n_vocab), None)
-        if bad is not None:
-            raise InvalidRequestError(
-                f"token id {bad} is outside the vocabulary (0..{llm.n_vocab - 1})", "prompt"
-            )
-        return tokens
+        return request_tokens(request, template, llm.tokenize, llm.n_vocab)
 
     def count_tokens(self, request: GenerationRequest) -> int:
         return len(self.tokenize_request(request))

@@ -36,6 +36,19 @@ class ModelLoadError(Exception):
     pass
 
 
+def tokenize(vocab: object, text: str, *, add_special: bool, parse_special: bool) -> list[int]:
+    """Token ids of `text` in a llama.cpp vocabulary."""
+    data = text.encode("utf-8")
+    cap = len(data) + 8
+    buf = (C.llama_token * cap)()
+    n = C.llama_tokenize(vocab, data, len(data), buf, cap, add_special, parse_special)
+    if n < 0:
+        cap = -n
+        buf = (C.llama_token * cap)()
+        n = C.llama_tokenize(vocab, data, len(data), buf, cap, add_special, parse_special)
+    return list(buf[:n])
+
+
 @dataclass(frozen=True)
 class ContextShape:
     slots: int
@@ -91,15 +104,7 @@ class LlamaModel:
     # -- vocabulary ---------------------------------------------------------------------
 
     def tokenize(self, text: str, *, add_special: bool, parse_special: bool) -> list[int]:
-        data = text.encode("utf-8")
-        cap = len(data) + 8
-        buf = (C.llama_token * cap)()
-        n = C.llama_tokenize(self.vocab, data, len(data), buf, cap, add_special, parse_special)
-        if n < 0:
-            cap = -n
-            buf = (C.llama_token * cap)()
-            n = C.llama_tokenize(self.vocab, data, len(data), buf, cap, add_special, parse_special)
-        return list(buf[:n])
+        return tokenize(self.vocab, text, add_special=add_special, parse_special=parse_special)
 
     def piece(self, token: int) -> bytes:
         """The bytes of one token; special tokens render as nothing."""

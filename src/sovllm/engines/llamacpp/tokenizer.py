@@ -13,7 +13,7 @@ import llama_cpp as C
 
 from sovllm.engines.base import GenerationRequest, InvalidRequestError
 from sovllm.engines.llamacpp.chat_template import ChatTemplate
-from sovllm.engines.llamacpp.model import ModelLoadError, _init_backend
+from sovllm.engines.llamacpp.model import ModelLoadError, _init_backend, tokenize
 
 Tokenize = Callable[..., list[int]]
 
@@ -66,15 +66,7 @@ class Tokenizer:
         return text.decode("utf-8", errors="replace") if text else ""
 
     def tokenize(self, text: str, *, add_special: bool, parse_special: bool) -> list[int]:
-        data = text.encode("utf-8")
-        cap = len(data) + 8
-        buf = (C.llama_token * cap)()
-        n = C.llama_tokenize(self._vocab, data, len(data), buf, cap, add_special, parse_special)
-        if n < 0:
-            cap = -n
-            buf = (C.llama_token * cap)()
-            n = C.llama_tokenize(self._vocab, data, len(data), buf, cap, add_special, parse_special)
-        return list(buf[:n])
+        return tokenize(self._vocab, text, add_special=add_special, parse_special=parse_special)
 
     def count(self, request: GenerationRequest) -> int:
         return len(request_tokens(request, self.template, self.tokenize, self.n_vocab))
