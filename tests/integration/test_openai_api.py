@@ -362,3 +362,18 @@ def test_generated_output_is_marked_as_ai_generated(server: Server) -> None:
         assert s.headers["x-sovllm-ai-generated"] == "true"
         first = json.loads(next(s.iter_lines()).removeprefix("data: "))
     assert first["provenance"]["model"] == MODEL_ID
+
+
+def test_usage_reports_the_prompt_tokens_reused_from_the_prefix_cache(
+    client: openai.OpenAI,
+) -> None:
+    messages = [{"role": "system", "content": "You answer in one word. " * 8},
+                {"role": "user", "content": "Name a colour of the sky at noon, please."}]  # fmt: skip
+    first = client.chat.completions.create(model=MODEL_ID, messages=messages, max_tokens=2)  # type: ignore[arg-type]
+    again = client.chat.completions.create(model=MODEL_ID, messages=messages, max_tokens=2)  # type: ignore[arg-type]
+    assert first.usage is not None and again.usage is not None
+    assert again.usage.prompt_tokens == first.usage.prompt_tokens
+    details = again.usage.prompt_tokens_details
+    assert details is not None
+    # The whole prompt is in a finished slot's cache; its last token is computed again.
+    assert details.cached_tokens == again.usage.prompt_tokens - 1

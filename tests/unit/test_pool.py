@@ -103,7 +103,8 @@ def test_requests_and_outputs_cross_the_wire_unchanged() -> None:
         GenerationRequest("c", sampling, prompt=[1, 2, 3]),
     ):
         assert wire.request_from_json(wire.request_to_json(request)) == request
-    out = GenerationOutput("é", (5,), 10, 3, "length", Timings(100.0, 100.5, 101.0, 102.0))
+    timings = Timings(100.0, 100.5, 101.0, 102.0)
+    out = GenerationOutput("é", (5,), 10, 3, "length", timings, cached_tokens=9)
     back = wire.output_from_json(wire.output_to_json(out), arrival=7.0, now=9.5)
     assert (back.text, back.token_ids, back.prompt_tokens, back.finish_reason) == (
         "é",
@@ -111,6 +112,7 @@ def test_requests_and_outputs_cross_the_wire_unchanged() -> None:
         10,
         "length",
     )
+    assert back.cached_tokens == 9
     assert back.timings == Timings(7.0, 7.5, 8.0, 9.5)  # offsets re-based on the gateway's clock
     info = ModelInfo("m", "/p", "ab" * 32, 2048, 1, engine_config_sha256="cd" * 32)
     stats = EngineStats(1, 2, 3, 4)

@@ -37,6 +37,7 @@ from sovllm.api.schemas import (
     CompletionRequest,
     ModelCard,
     ModelList,
+    PromptTokensDetails,
     Usage,
     _SamplingFields,
 )
@@ -407,6 +408,7 @@ def _usage(out: GenerationOutput) -> Usage:
         prompt_tokens=out.prompt_tokens,
         completion_tokens=out.completion_tokens,
         total_tokens=out.prompt_tokens + out.completion_tokens,
+        prompt_tokens_details=PromptTokensDetails(cached_tokens=out.cached_tokens),
     )
 
 

@@ -72,6 +72,8 @@ class GenerationOutput:
     error: str | None = None
     time: float = 0.0
     """When the engine produced this output (time.perf_counter)."""
+    cached_tokens: int = 0
+    """Prompt tokens whose KV came from the prefix cache instead of being computed."""
 
     @property
     def finished(self) -> bool:

@@ -348,7 +348,7 @@ async def _get_json_or_empty(client: httpx.AsyncClient, url: str, headers: dict[
 async def _sse_outputs(
     response: httpx.Response, arrival: float, prompt_tokens: int, chat: bool
 ) -> AsyncIterator[GenerationOutput]:
-    completion = 0
+    completion = cached = 0
     first: float | None = None
     finish: str | None = None
     async for line in response.aiter_lines():
@@ -358,7 +358,8 @@ async def _sse_outputs(
         now = time.perf_counter()
         if data == "[DONE]":
             yield GenerationOutput("", (), prompt_tokens, completion, _finish(finish),
-                                   Timings(arrival, arrival, first, now), time=now)  # fmt: skip
+                                   Timings(arrival, arrival, first, now), time=now,
+                                   cached_tokens=cached)  # fmt: skip
             return
         chunk = json.loads(data)
         if "error" in chunk:
@@ -370,6 +371,8 @@ async def _sse_outputs(
         if usage:
             prompt_tokens = int(usage.get("prompt_tokens", prompt_tokens))
             completion = int(usage.get("completion_tokens", completion))
+            details = usage.get("prompt_tokens_details") or {}
+            cached = int(details.get("cached_tokens") or 0)
         for choice in chunk.get("choices") or ():
             text = (choice.get("delta") or {}).get("content") if chat else choice.get("text")
             finish = choice.get("finish_reason") or finish

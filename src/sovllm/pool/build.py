@@ -156,7 +156,8 @@ def _vllm(entry: ReplicaSettings, name: str, first_gpu: int) -> ReplicaPlan:
     if entry.max_model_len is not None:
         argv += ["--max-model-len", str(entry.max_model_len)]
     if entry.enable_prefix_caching:
-        argv.append("--enable-prefix-caching")
+        # ... and report the reused tokens in usage, as the embedded engine does.
+        argv += ["--enable-prefix-caching", "--enable-prompt-tokens-details"]
     argv += entry.extra_args
     # Each replica gets its own GPUs: replica i of tensor parallel size T uses [i*T, (i+1)*T).
     gpus = ",".join(str(g) for g in range(first_gpu, first_gpu + entry.tensor_parallel_size))

@@ -70,6 +70,8 @@ def output_to_json(out: GenerationOutput) -> dict[str, Any]:
     }
     if out.finish_reason is not None:
         body["finish_reason"] = out.finish_reason
+    if out.cached_tokens:
+        body["cached_tokens"] = out.cached_tokens
     if out.error is not None:
         body["error"] = out.error
     t = out.timings
@@ -102,6 +104,7 @@ def output_from_json(body: dict[str, Any], arrival: float, now: float) -> Genera
         timings=timings,
         error=body.get("error"),
         time=now,
+        cached_tokens=int(body.get("cached_tokens", 0)),
     )
 
 

@@ -220,7 +220,7 @@ class Scheduler:
                 slot = best
             # The prompt's last token is computed again: sampling needs its logits.
             keep = min(shared[slot], seq.prompt_len - 1)
-            seq.n_computed = keep
+            seq.n_computed = seq.cached_tokens = keep
             self.prefix_queries += seq.prompt_len
             self.prefix_hits += keep
         if len(self._free.pop(slot)) > keep:

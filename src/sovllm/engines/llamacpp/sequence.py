@@ -43,6 +43,8 @@ class Sequence:
     swapped: bytes | None = None
     """The KV cache of a preempted sequence, while it waits to resume."""
     resume_as: Status | None = None
+    cached_tokens: int = 0
+    """Prompt tokens reused from the prefix cache at admission."""
     _utf8: Utf8Stream = field(default_factory=Utf8Stream)
     _stops: StopMatcher = field(init=False)
 
@@ -105,6 +107,7 @@ class Sequence:
             finish_reason=reason,
             timings=self.timings(now) if reason else None,
             time=now,
+            cached_tokens=self.cached_tokens,
         )
 
     def finish(self, reason: FinishReason) -> None:
@@ -125,6 +128,7 @@ class Sequence:
             timings=self.timings(now),
             error=error,
             time=now,
+            cached_tokens=self.cached_tokens,
         )
 
 
