@@ -66,8 +66,9 @@ def stop(
         raise typer.BadParameter("must be drain or cut", param_hint="--mode")
     db = _open(config)
     chosen = mode or load_settings(config).stop_mode
-    made = oversight.add_stop(db, scope, target, chosen, reason, _actor())  # type: ignore[arg-type]
-    _audit(config, db, "oversight.stop", made.as_dict())
+    made = oversight.new_stop(scope, target, chosen, reason, _actor())  # type: ignore[arg-type]
+    _audit(config, db, "oversight.stop", made.as_dict())  # recorded first, then in force
+    oversight.save_stop(db, made)
     typer.echo(f"stopped {made.what} ({made.mode}); `sovllm resume` lifts it")
 
 
@@ -80,10 +81,11 @@ def resume(
     """Lift a stop."""
     scope, target = _scope(everything, model, tenant)
     db = _open(config)
-    if not oversight.remove_stop(db, scope, target):
+    if not oversight.is_stopped(db, scope, target):
         raise _fail(f"{'the service' if scope == 'all' else f'{scope} {target!r}'} is not stopped")
     fields: dict[str, object] = {"scope": scope, "target": target or None, "actor": _actor()}
     _audit(config, db, "oversight.resume", fields)
+    oversight.remove_stop(db, scope, target)
     typer.echo(f"resumed {'the whole service' if scope == 'all' else f'{scope} {target!r}'}")
 
 

@@ -114,3 +114,5 @@ def run_server(
         uvicorn.Server(config).run()
     except ModelLoadError as exc:
         raise ServeError(str(exc)) from None
+    finally:
+        pool.stop_children()  # after a drain they are stopped already; after a failure, now

@@ -8,9 +8,13 @@ accepts only the bearer token the gateway passed in its environment.
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import json
 import logging
 import os
+import signal
+import threading
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -32,6 +36,7 @@ from sovllm.engines.llamacpp.engine import LlamaCppEngine
 from sovllm.engines.llamacpp.model import ModelLoadError
 from sovllm.observability.metrics import CONTENT_TYPE, Metrics
 from sovllm.pool import wire
+from sovllm.pool.children import PARENT_ENV
 from sovllm.server import ServeError, check_port
 
 
@@ -120,11 +125,18 @@ def run_worker(settings: Settings) -> None:
         source = resolve_model(settings.model)
     except ModelNotFoundError as exc:
         raise ServeError(f"invalid setting 'model': {exc}") from None
+    token = os.environ.get(wire.TOKEN_ENV) or None
+    if token is None and not _loopback(settings.host):
+        raise ServeError(
+            f"a worker listening on {settings.host} must require a token: set {wire.TOKEN_ENV} "
+            "(and the gateway's replica `api_key_env`), or listen on 127.0.0.1"
+        )
     check_port(settings.host, settings.port)
+    _exit_with_parent()
     engine = LlamaCppEngine(
         source, settings.engine, settings.served_model_name, cache_dir=settings.data_dir / "cache"
     )
-    app = create_worker_app(engine, os.environ.get(wire.TOKEN_ENV) or None)
+    app = create_worker_app(engine, token)
     config = uvicorn.Config(
         app, host=settings.host, port=settings.port, log_level=settings.log_level,
         timeout_graceful_shutdown=int(settings.shutdown_grace_s),
@@ -133,3 +145,27 @@ def run_worker(settings: Settings) -> None:
         uvicorn.Server(config).run()
     except ModelLoadError as exc:
         raise ServeError(str(exc)) from None
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _exit_with_parent() -> None:
+    """A worker started by a gateway stops when that gateway is gone, even killed outright."""
+    parent = os.environ.get(PARENT_ENV)
+    if not parent or not parent.isdigit():
+        return
+
+    def watch() -> None:
+        while True:
+            if os.getppid() != int(parent):
+                logging.getLogger("sovllm.worker").warning("the gateway is gone: stopping")
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
+            time.sleep(1.0)  # polling the parent: there is no portable event for its death
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()

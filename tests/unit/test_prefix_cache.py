@@ -180,3 +180,20 @@ def test_switched_off_nothing_is_reused_or_counted() -> None:
     step = admit(sched, b)
     assert b.n_computed == 0 and step.trims == [(0, 0)]  # the old cache is cleared
     assert (sched.prefix_queries, sched.prefix_hits) == (0, 0)
+
+
+def test_a_prefix_is_reused_within_its_tenant_only() -> None:
+    sched = Scheduler(slots=2, step_tokens=512, max_waiting=4)
+    first = seq("a1", CHAT)
+    first.owner = "hospital"
+    serve(sched, [50], first)
+    # Another tenant sending the same document reuses nothing: it could otherwise learn,
+    # from its speed or its cached_tokens, what the first tenant sent.
+    other = seq("b1", [*CHAT, 7])
+    other.owner = "law-firm"
+    admit(sched, other)
+    assert other.n_computed == 0 and other.cached_tokens == 0
+    same = seq("a2", [*CHAT, 7])
+    same.owner = "hospital"
+    admit(sched, same)
+    assert same.cached_tokens == 100

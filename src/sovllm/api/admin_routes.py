@@ -418,11 +418,10 @@ async def stop(body: StopIn, request: Request) -> dict[str, object]:
     who: dict[str, object] = {"tenant": actor.tenant, "key_id": actor.key_id,
                               "role": actor.role.value}  # fmt: skip
     mode = body.mode or state.settings.stop_mode
-    made = await to_thread.run_sync(
-        oversight.add_stop, state.db, body.scope, target, mode, body.reason, who
-    )
+    made = oversight.new_stop(body.scope, target, mode, body.reason, who)
     # Durable in the audit log before anything is cut or refused on its account.
     await asyncio.wrap_future(state.audit.append("oversight.stop", made.as_dict()))
+    await to_thread.run_sync(oversight.save_stop, state.db, made)
     state.oversight.apply(await to_thread.run_sync(state.oversight.refresh))
     return made.as_dict()
 
@@ -431,12 +430,12 @@ async def stop(body: StopIn, request: Request) -> dict[str, object]:
 async def resume(body: ResumeIn, request: Request) -> dict[str, object]:
     state = app_state(request)
     target = _target(body.scope, body.target)
-    found = await to_thread.run_sync(oversight.remove_stop, state.db, body.scope, target)
-    if not found:
+    if not await to_thread.run_sync(oversight.is_stopped, state.db, body.scope, target):
         raise APIError(404, f"{body.scope} {target!r} is not stopped".replace(" ''", ""))
     actor: idn.Principal = request.state.principal
     who = {"tenant": actor.tenant, "key_id": actor.key_id, "role": actor.role.value}
     fields = {"scope": body.scope, "target": target or None, "actor": who}
     await asyncio.wrap_future(state.audit.append("oversight.resume", fields))
+    await to_thread.run_sync(oversight.remove_stop, state.db, body.scope, target)
     state.oversight.apply(await to_thread.run_sync(state.oversight.refresh))
     return {"resumed": True, "scope": body.scope, "target": target or None}

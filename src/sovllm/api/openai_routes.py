@@ -56,7 +56,7 @@ from sovllm.governance.identity import Principal
 from sovllm.governance.oversight import Flight, Stop
 from sovllm.governance.privacy import pii
 from sovllm.governance.privacy.erasure import subject_for
-from sovllm.pool.router import ModelNotServedError, Pool
+from sovllm.pool.router import ModelNotServedError, Pool, PoolStream
 from sovllm.pool.routing import affinity_key
 
 log = logging.getLogger("sovllm.api")
@@ -84,10 +84,10 @@ async def chat_completions(
         sampling=_sampling(body),
         messages=[ChatMessage(m.role, m.text()) for m in body.messages],
     )
-    call, outputs = await _start(request, body, gen)
+    call, run = await _start(request, body, gen)
     if body.stream:
-        return _sse(outputs, call, call.chat_chunk)
-    result = await _collect(outputs)
+        return _sse(run, call, call.chat_chunk)
+    result = await _collect(run)
     info = call.info
     reply = ChatCompletion(
         id=call.id,
@@ -113,10 +113,10 @@ async def completions(
         sampling=_sampling(body),
         prompt=body.prompt_value(),
     )
-    call, outputs = await _start(request, body, gen)
+    call, run = await _start(request, body, gen)
     if body.stream:
-        return _sse(outputs, call, call.completion_chunk)
-    result = await _collect(outputs)
+        return _sse(run, call, call.completion_chunk)
+    result = await _collect(run)
     info = call.info
     reply = Completion(
         id=call.id,
@@ -131,12 +131,11 @@ async def completions(
 
 async def _start(
     request: Request, body: _SamplingFields, gen: GenerationRequest
-) -> tuple[_Call, AsyncGenerator[GenerationOutput, None]]:
+) -> tuple[_Call, _Run]:
     """The request path after parsing: identity, policy and admission, then the engine."""
     check_key_present(request)
     state = app_state(request)
     info = _model(state.pool, body.model)
-    _check_stop(state.oversight.blocking(info.id))
     prompt_tokens = state.pool.count_tokens(info.id, gen)
     budget = body.max_tokens if body.max_tokens is not None else info.context_length - prompt_tokens
     principal, ticket = await authorize_and_admit(
@@ -145,16 +144,33 @@ async def _start(
     gen = dataclasses.replace(gen, flow=principal.tenant, weight=principal.tenant_weight)
     sent = gen  # as the client sent it: what the audit record's hash and counts describe
     try:
+        # After authentication, so an unauthenticated caller learns nothing of a stop.
         _check_stop(state.oversight.blocking(info.id, principal.tenant))
         if principal.mask_prompts:
             gen = _masked(gen, principal.tenant)
         key = affinity_key(gen, body.user, request.headers.get("x-session-id"),
                            state.settings.routing.affinity_key)  # fmt: skip
+        key = None if key is None else f"{principal.tenant}/{key}"  # caches are per tenant
         stream = await state.pool.open(info.id, gen, key, prompt_tokens,
                                        _queue_timeout(request))  # fmt: skip
     except Exception:
         await to_thread.run_sync(quotas.release, state.db, ticket)
         raise
+    try:
+        return await _begin(request, body, state, info, principal, ticket, sent, gen, stream,
+                            prompt_tokens)  # fmt: skip
+    except BaseException:
+        stream.close()
+        await to_thread.run_sync(quotas.release, state.db, ticket)
+        raise
+
+
+async def _begin(
+    request: Request, body: _SamplingFields, state: AppState, info: ModelInfo,
+    principal: Principal, ticket: quotas.Ticket, sent: GenerationRequest,
+    gen: GenerationRequest, stream: PoolStream, prompt_tokens: int,
+) -> tuple[_Call, _Run]:  # fmt: skip
+    """The request is on a replica: record its beginning, and track it for the stop switch."""
     audit = state.audit
     vault = state.vault
     policy = vault.cached_policy(principal.tenant_id)
@@ -178,8 +194,8 @@ async def _start(
     flight = Flight(info.id, principal.tenant, stream.cancel)
     state.oversight.track(gen.request_id, flight)
     call = _Call(gen.request_id, int(time.time()), info, body.include_usage, ticket.headers,
-                 stream.replica.name, flight)  # fmt: skip
-    return call, _outputs(stream, request, state, ticket, begin, keep, flight)
+                 stream, flight)  # fmt: skip
+    return call, _Run(stream, request, state, ticket, begin, keep, flight)
 
 
 @dataclass(frozen=True)
@@ -292,57 +308,71 @@ def _sampling(body: _SamplingFields) -> SamplingParams:
     )
 
 
-async def _outputs(
-    stream: RequestStream,
-    request: Request,
-    state: AppState,
-    ticket: quotas.Ticket,
-    begin: concurrent.futures.Future[int],
-    keep: _Keep,
-    flight: Flight,
-) -> AsyncGenerator[GenerationOutput, None]:
-    """The engine's outputs for one request, with metrics, cancelled if the client leaves.
+class _Run:
+    """One admitted request from its stream's opening to its settlement, ended exactly once.
 
+    `outputs()` passes the engine's outputs on with metrics, cancelled if the client leaves.
     The request's begin entry in the audit log is durable before its first token leaves.
     Usage is settled before the final output is passed on, so a client's next request already
-    sees this one's tokens and a free concurrency slot.
+    sees this one's tokens and a free concurrency slot. `end()` is the one place a request is
+    let go of; it also runs for a response whose body never started (a client gone first).
     """
-    watcher = asyncio.create_task(_cancel_on_disconnect(request, stream))
-    previous: float | None = None
-    last: GenerationOutput | None = None
-    text: list[str] = []
-    settled = False
-    try:
-        async for out in stream:
-            if last is None:
-                await asyncio.wrap_future(begin)
-            if out.finish_reason == "abort" and flight.stopped_by is not None:
-                out = dataclasses.replace(out, finish_reason="stop")  # cut by the stop switch
-            last = out
-            text.append(out.text)
-            state.metrics.observe_token(flight.model, previous, out)
-            if out.token_ids:
-                previous = out.time
-            if out.finished:
-                state.metrics.observe_finished(flight.model, out)
-                settled = True
-                await to_thread.run_sync(
-                    quotas.settle, state.db, ticket, out.prompt_tokens, out.completion_tokens
-                )
-                outcome = "stopped" if flight.stopped_by is not None else None
-                _audit_end(state, stream.request_id, out, "".join(text), keep, outcome)
-            yield out
-    finally:
-        state.oversight.untrack(stream.request_id)
-        watcher.cancel()
-        stream.cancel()
-        if not settled:
-            # The client left: settle in the background with what was generated so far.
-            used = last.completion_tokens if last is not None else 0
-            _background(to_thread.run_sync(
-                quotas.settle, state.db, ticket, stream.prompt_tokens, used
-            ))  # fmt: skip
-            _audit_end(state, stream.request_id, last, "".join(text), keep, "client_disconnected")
+
+    def __init__(
+        self, stream: PoolStream, request: Request, state: AppState, ticket: quotas.Ticket,
+        begin: concurrent.futures.Future[int], keep: _Keep, flight: Flight,
+    ) -> None:  # fmt: skip
+        self.stream, self._request, self._state = stream, request, state
+        self._ticket, self._begin, self._keep, self._flight = ticket, begin, keep, flight
+        self._last: GenerationOutput | None = None
+        self._text: list[str] = []
+        self._ended = False
+
+    async def outputs(self) -> AsyncGenerator[GenerationOutput, None]:
+        state, flight, stream = self._state, self._flight, self.stream
+        watcher = asyncio.create_task(_cancel_on_disconnect(self._request, stream))
+        previous: float | None = None
+        try:
+            async for out in stream:
+                if self._last is None:
+                    await asyncio.wrap_future(self._begin)
+                if out.finish_reason == "abort" and flight.stopped_by is not None:
+                    out = dataclasses.replace(out, finish_reason="stop")  # cut by the stop switch
+                self._last = out
+                self._text.append(out.text)
+                state.metrics.observe_token(flight.model, previous, out)
+                if out.token_ids:
+                    previous = out.time
+                if out.finished:
+                    state.metrics.observe_finished(flight.model, out)
+                    self._ended = True
+                    await to_thread.run_sync(
+                        quotas.settle, state.db, self._ticket, out.prompt_tokens,
+                        out.completion_tokens,
+                    )  # fmt: skip
+                    self._finish(out, "stopped" if flight.stopped_by is not None else None)
+                yield out
+        finally:
+            watcher.cancel()
+            self.end()
+
+    def end(self) -> None:
+        """Let go of the request if it has not ended: the client left (idempotent)."""
+        self.stream.close()
+        if self._ended:
+            return
+        self._ended = True
+        # Settle in the background with what was generated so far.
+        used = self._last.completion_tokens if self._last is not None else 0
+        _background(to_thread.run_sync(
+            quotas.settle, self._state.db, self._ticket, self.stream.prompt_tokens, used
+        ))  # fmt: skip
+        self._finish(self._last, "client_disconnected")
+
+    def _finish(self, out: GenerationOutput | None, outcome: str | None) -> None:
+        self._state.oversight.untrack(self.stream.request_id)
+        _audit_end(self._state, self.stream.request_id, out, "".join(self._text), self._keep,
+                   outcome)  # fmt: skip
 
 
 _tasks: set[asyncio.Task[None]] = set()
@@ -391,14 +421,19 @@ class _Result:
     usage: Usage
 
 
-async def _collect(outputs: AsyncIterator[GenerationOutput]) -> _Result:
+async def _collect(run: _Run) -> _Result:
     parts: list[str] = []
     last: GenerationOutput | None = None
-    async for out in outputs:
-        if out.error is not None:
-            raise APIError(503, out.error, "server_error", code="engine_error")
-        parts.append(out.text)
-        last = out
+    outputs = run.outputs()
+    try:
+        async for out in outputs:
+            if out.error is not None:
+                raise APIError(503, out.error, "server_error", code="engine_error")
+            parts.append(out.text)
+            last = out
+    finally:
+        await outputs.aclose()
+        run.end()
     assert last is not None
     return _Result("".join(parts), last.finish_reason, _usage(last))
 
@@ -419,14 +454,16 @@ class _Call:
     info: ModelInfo
     include_usage: bool
     ratelimit: quotas.RateLimitHeaders
-    replica: str
+    stream: PoolStream
     flight: Flight
 
     @property
     def headers(self) -> dict[str, str]:
         # AI Act Art. 50(2): generated output is marked, machine-readably, on every response.
+        # The replica that answered (for a stream: that took it; a failover can move it).
+        replica = self.stream.replica.name if self.stream.replica is not None else ""
         return {"x-request-id": self.id, AI_GENERATED_HEADER: "true",
-                "x-sovllm-replica": self.replica, **self.ratelimit.as_dict()}  # fmt: skip
+                "x-sovllm-replica": replica, **self.ratelimit.as_dict()}  # fmt: skip
 
     @property
     def stop_note(self) -> dict[str, object] | None:
@@ -478,14 +515,27 @@ class _Call:
 ChunkFn = Callable[[str | None, bool, str | None], dict[str, Any]]
 
 
-def _sse(
-    outputs: AsyncGenerator[GenerationOutput, None], call: _Call, make: ChunkFn
-) -> StreamingResponse:
-    return StreamingResponse(
-        _sse_events(outputs, call, make),
+def _sse(run: _Run, call: _Call, make: ChunkFn) -> StreamingResponse:
+    return _RunResponse(
+        run,
+        _sse_events(run.outputs(), call, make),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", **call.headers},
     )
+
+
+class _RunResponse(StreamingResponse):
+    """Ends the request even when the body never starts (the client left before it)."""
+
+    def __init__(self, run: _Run, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._run = run
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._run.end()
 
 
 def _event(data: dict[str, Any]) -> str:

@@ -77,17 +77,26 @@ def list_stops(db: Database) -> list[Stop]:
     return [Stop(r[0], r[1], r[2], r[3], json.loads(r[4]), float(r[5])) for r in rows]
 
 
-def add_stop(
-    db: Database, scope: Scope, target: str, mode: Mode, reason: str, actor: dict[str, object]
-) -> Stop:
-    """Stop (or re-stop, with the new mode and reason) a scope."""
-    stop = Stop(scope, target if scope != "all" else "", mode, reason, actor, time.time())
+def new_stop(scope: Scope, target: str, mode: Mode, reason: str, actor: dict[str, object]) -> Stop:
+    return Stop(scope, target if scope != "all" else "", mode, reason, actor, time.time())
+
+
+def save_stop(db: Database, stop: Stop) -> Stop:
+    """Put a stop in force (replacing the scope's earlier one). Record it in the audit log
+    first: nothing may be refused or cut on account of a stop that has no record."""
     params = {"scope": stop.scope, "target": stop.target}
     with raw_transaction(db) as tx:
         tx.run(_DELETE, params)
-        tx.run(_INSERT, params | {"mode": mode, "reason": reason,
-                                  "actor": json.dumps(actor), "created_at": stop.created_at})  # fmt: skip
+        tx.run(_INSERT, params | {"mode": stop.mode, "reason": stop.reason,
+                                  "actor": json.dumps(stop.actor),
+                                  "created_at": stop.created_at})  # fmt: skip
     return stop
+
+
+def is_stopped(db: Database, scope: Scope, target: str) -> bool:
+    params = {"scope": scope, "target": target if scope != "all" else ""}
+    with raw_transaction(db) as tx:
+        return tx.one(_FIND, params) is not None
 
 
 def remove_stop(db: Database, scope: Scope, target: str) -> bool:

@@ -9,6 +9,7 @@ no token has reached the client yet; a request the replica refused raises an Eng
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import time
 from collections.abc import AsyncIterator, Callable
@@ -32,7 +33,15 @@ from sovllm.pool import wire
 
 
 class ReplicaFailure(Exception):
-    """The replica, not the request, failed: refused connection, reset, 5xx, cut stream."""
+    """The replica, not the request, failed: refused connection, reset, 5xx, cut stream.
+
+    `hard`: the replica is gone (no connection, a reset, a dead child), so its breaker opens at
+    once; an error answer only counts towards the breaker's threshold.
+    """
+
+    def __init__(self, message: str, hard: bool = True) -> None:
+        super().__init__(message)
+        self.hard = hard
 
 
 @dataclass(frozen=True)
@@ -100,8 +109,9 @@ class LocalBackend:
 class _HttpStream:
     """One request's outputs read off an HTTP response by a reader task.
 
-    The reader owns the response; `cancel()` stops it and ends the stream with an abort, which
-    closes the connection and so frees the replica's slot.
+    The reader owns the response. The stream ends with exactly one terminal item: the final
+    output, a ReplicaFailure, or (after `cancel()`) an abort; cancelling closes the connection,
+    which frees the replica's slot.
     """
 
     def __init__(
@@ -116,8 +126,14 @@ class _HttpStream:
         self.prompt_tokens = prompt_tokens
         self._arrival = arrival
         self._completion = 0
+        self._ended = False
         self._queue: asyncio.Queue[GenerationOutput | ReplicaFailure] = asyncio.Queue()
         self._reader = asyncio.create_task(self._read(response, parse))
+
+    def _end(self, item: GenerationOutput | ReplicaFailure) -> None:
+        if not self._ended:
+            self._ended = True
+            self._queue.put_nowait(item)
 
     async def _read(
         self,
@@ -127,12 +143,15 @@ class _HttpStream:
         try:
             async for out in parse(response, self._arrival):
                 self._completion = out.completion_tokens
-                self._queue.put_nowait(out)
                 if out.finished:
+                    self._end(out)
                     return
-            self._queue.put_nowait(ReplicaFailure("the replica ended the stream early"))
-        except (httpx.HTTPError, ValueError, KeyError) as exc:
-            self._queue.put_nowait(ReplicaFailure(f"the stream broke: {exc!r}"))
+                self._queue.put_nowait(out)
+            self._end(ReplicaFailure("the replica ended the stream early"))
+        except ReplicaFailure as exc:
+            self._end(exc)
+        except Exception as exc:  # any malformed answer: the replica's fault, never a hang
+            self._end(ReplicaFailure(f"the stream broke: {exc!r}"))
         finally:
             await response.aclose()
 
@@ -149,9 +168,13 @@ class _HttpStream:
             self.cancel()
 
     def cancel(self) -> None:
-        if not self._reader.done():
-            self._reader.cancel()
-            self._queue.put_nowait(_abort(self.prompt_tokens, self._completion, self._arrival))
+        self._reader.cancel()
+        self._end(_abort(self.prompt_tokens, self._completion, self._arrival))
+
+    def fail(self, reason: str) -> None:
+        """The replica is gone (its breaker opened): end the stream as a replica failure."""
+        self._reader.cancel()
+        self._end(ReplicaFailure(reason))
 
 
 async def _send(client: httpx.AsyncClient, req: httpx.Request) -> httpx.Response:
@@ -160,25 +183,38 @@ async def _send(client: httpx.AsyncClient, req: httpx.Request) -> httpx.Response
     except httpx.HTTPError as exc:
         raise ReplicaFailure(f"{exc.__class__.__name__}: {exc}") from None
     if response.status_code >= 400:
-        body = await response.aread()
-        await response.aclose()
-        raise _refusal(response.status_code, body)
+        try:
+            body = await response.aread()
+        except httpx.HTTPError:
+            body = b""
+        finally:
+            await response.aclose()
+        raise _refusal(response.status_code, body, response.headers.get("retry-after"))
     return response
 
 
-def _refusal(status: int, body: bytes) -> Exception:
+def _refusal(status: int, body: bytes, retry_after: str | None = None) -> Exception:
     """A replica's error answer: the request's fault (EngineError) or the replica's."""
+    error: dict[str, Any] = {}
     try:
-        error: dict[str, Any] = json.loads(body)["error"]
-        message = str(error.get("message", ""))
-    except (ValueError, KeyError, TypeError):
-        error, message = {}, body.decode("utf-8", "replace")[:200]
+        found = json.loads(body).get("error")
+    except (ValueError, AttributeError):
+        found = None
+    if isinstance(found, dict):
+        error = found
+    message = str(error.get("message") or found or body.decode("utf-8", "replace"))[:300]
     if status == 429:
-        return QueueFullError(0, int(error.get("retry_after", 1)))
-    if status in (400, 413, 422):
+        wait = retry_after if retry_after and retry_after.isdigit() else error.get("retry_after")
+        try:
+            seconds = max(1, int(wait or 1))
+        except (TypeError, ValueError):
+            seconds = 1
+        return QueueFullError(0, seconds)
+    if status in (400, 404, 413, 422):
         return InvalidRequestError(message or f"the replica refused the request ({status})",
-                                   error.get("param"))  # fmt: skip
-    return ReplicaFailure(f"HTTP {status}: {message}")
+                                   error.get("param") if isinstance(error.get("param"), str)
+                                   else None)  # fmt: skip
+    return ReplicaFailure(f"HTTP {status}: {message}", hard=False)
 
 
 class WorkerBackend:
@@ -244,11 +280,11 @@ async def _get_json(client: httpx.AsyncClient, url: str, headers: dict[str, str]
     except httpx.HTTPError as exc:
         raise ReplicaFailure(f"{exc.__class__.__name__}: {exc}") from None
     if response.status_code != 200:
-        raise ReplicaFailure(f"{url} answered HTTP {response.status_code}")
+        raise ReplicaFailure(f"{url} answered HTTP {response.status_code}", hard=False)
     try:
         return response.json()
     except ValueError:
-        raise ReplicaFailure(f"{url} answered with something other than JSON") from None
+        raise ReplicaFailure(f"{url} answered with something other than JSON", hard=False) from None
 
 
 class OpenAIBackend:
@@ -266,6 +302,7 @@ class OpenAIBackend:
         api_key: str | None,
         client: httpx.AsyncClient,
         health_url: str | None = None,
+        salted: bool = False,
     ) -> None:
         self.url = url.rstrip("/")
         self._upstream_model = upstream_model
@@ -273,6 +310,7 @@ class OpenAIBackend:
         self._client = client
         self._headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
         self._health_url = health_url
+        self._salted = salted
 
     async def start(self) -> None:
         return None
@@ -304,6 +342,9 @@ class OpenAIBackend:
             body["ignore_eos"] = True
         if s.min_tokens:
             body["min_tokens"] = s.min_tokens
+        if self._salted and request.flow:
+            # One tenant's cached prefixes are never another's (vLLM's cache_salt).
+            body["cache_salt"] = hashlib.sha256(request.flow.encode()).hexdigest()[:32]
         if request.messages is not None:
             body["messages"] = [{"role": m.role, "content": m.content} for m in request.messages]
             path = "/chat/completions"
@@ -342,7 +383,7 @@ async def _get_json_or_empty(client: httpx.AsyncClient, url: str, headers: dict[
     except httpx.HTTPError as exc:
         raise ReplicaFailure(f"{exc.__class__.__name__}: {exc}") from None
     if response.status_code != 200:
-        raise ReplicaFailure(f"{url} answered HTTP {response.status_code}")
+        raise ReplicaFailure(f"{url} answered HTTP {response.status_code}", hard=False)
 
 
 async def _sse_outputs(

@@ -53,6 +53,7 @@ class ReplicaPlan:
     tokenizer: Path | None = None
     api_key_env: str | None = None
     context_length: int = 0
+    max_outstanding: int | None = None
 
 
 def _free_port(host: str) -> int:
@@ -84,7 +85,7 @@ def plan(
         served = settings.served_model_name or source.name
         return [ReplicaPlan("local", "local", "in-process", served, str(source.path))]
     plans: list[ReplicaPlan] = []
-    workers = sum(e.count for e in entries if e.kind == "embedded")
+    workers = sum(e.count for e in entries if e.kind == "embedded" and e.url is None)
     gpu = 0
     numbered: dict[str, int] = {}
     for entry in entries:
@@ -95,8 +96,10 @@ def plan(
                 base = {"embedded": "worker", "vllm": "vllm", "openai": "upstream"}[entry.kind]
                 numbered[base] = numbered.get(base, -1) + 1
                 name = f"{base}-{numbered[base]}"
-            if entry.kind == "embedded":
+            if entry.kind == "embedded" and entry.url is None:
                 plans.append(_embedded(settings, entry, name, workers, config_file))
+            elif entry.kind == "embedded":
+                plans.append(_attached_worker(settings, entry, name))
             elif entry.kind == "vllm" and entry.url is None:
                 plans.append(_vllm(entry, name, gpu))
                 gpu += entry.tensor_parallel_size
@@ -142,6 +145,20 @@ def _embedded(
                        url + "/health", tokenizer=source.path)  # fmt: skip
 
 
+def _attached_worker(settings: Settings, entry: ReplicaSettings, name: str) -> ReplicaPlan:
+    """A `sovllm worker` someone else started (another host, a container): the pool joins it."""
+    assert entry.url is not None
+    url = entry.url.rstrip("/")
+    check_egress(url, settings.egress_allow, name)
+    try:
+        source = resolve_model(entry.model or settings.model)
+    except ModelNotFoundError as exc:
+        raise PoolConfigError(f"replica '{name}': {exc}") from None
+    served = entry.served_model_name or settings.served_model_name or source.name
+    return ReplicaPlan(name, "embedded", url, served, str(source.path), None, {}, url + "/health",
+                       source.path, entry.api_key_env, max_outstanding=entry.max_outstanding)  # fmt: skip
+
+
 def _vllm(entry: ReplicaSettings, name: str, first_gpu: int) -> ReplicaPlan:
     assert entry.model is not None
     host = "127.0.0.1"
@@ -159,12 +176,22 @@ def _vllm(entry: ReplicaSettings, name: str, first_gpu: int) -> ReplicaPlan:
         # ... and report the reused tokens in usage, as the embedded engine does.
         argv += ["--enable-prefix-caching", "--enable-prompt-tokens-details"]
     argv += entry.extra_args
-    # Each replica gets its own GPUs: replica i of tensor parallel size T uses [i*T, (i+1)*T).
-    gpus = ",".join(str(g) for g in range(first_gpu, first_gpu + entry.tensor_parallel_size))
+    # Each replica gets its own GPUs: replica i of tensor parallel size T takes the visible
+    # GPUs [i*T, (i+1)*T), counted within any CUDA_VISIBLE_DEVICES the gateway was given.
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    ids = [g.strip() for g in visible.split(",") if g.strip()] if visible else None
+    wanted = range(first_gpu, first_gpu + entry.tensor_parallel_size)
+    if ids is not None and wanted.stop > len(ids):
+        raise PoolConfigError(
+            f"replica '{name}': needs GPUs {wanted.start}-{wanted.stop - 1} of the "
+            f"{len(ids)} in CUDA_VISIBLE_DEVICES={visible}"
+        )
+    gpus = ",".join(ids[g] if ids is not None else str(g) for g in wanted)
     base = f"http://{host}:{port}"
     return ReplicaPlan(
         name, "vllm", base + "/v1", served, entry.model, argv, {"CUDA_VISIBLE_DEVICES": gpus},
-        base + "/health", _tokenizer(entry), entry.api_key_env, entry.max_model_len or 0,
+        base + "/health", _tokenizer(entry), None, entry.max_model_len or 0,
+        entry.max_outstanding,
     )  # fmt: skip
 
 
@@ -180,7 +207,8 @@ def _upstream(settings: Settings, entry: ReplicaSettings, name: str) -> ReplicaP
         upstream = entry.served_model_name or entry.model or ""
     served = entry.served_model_name or upstream
     return ReplicaPlan(name, entry.kind, url, served, upstream, None, {}, health,
-                       _tokenizer(entry), entry.api_key_env, entry.max_model_len or 0)  # fmt: skip
+                       _tokenizer(entry), entry.api_key_env, entry.max_model_len or 0,
+                       entry.max_outstanding)  # fmt: skip
 
 
 def _tokenizer(entry: ReplicaSettings) -> Path | None:
@@ -195,13 +223,17 @@ def _tokenizer(entry: ReplicaSettings) -> Path | None:
 def check_egress(url: str, allow: list[str], name: str) -> None:
     """Refuse an upstream outside loopback and private networks unless it is allowed."""
     parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    if parts.scheme not in ("http", "https") or not parts.hostname or port == -1:
         raise PoolConfigError(f"replica '{name}': url {url!r} is not an http(s) URL")
     host = parts.hostname
     if host in allow:
         return
     try:
-        infos = socket.getaddrinfo(host, parts.port or 80, proto=socket.IPPROTO_TCP)
+        infos = socket.getaddrinfo(host, port or 80, proto=socket.IPPROTO_TCP)
     except socket.gaierror as exc:
         raise PoolConfigError(
             f"replica '{name}': cannot resolve {host!r}: {exc.strerror}"
@@ -214,7 +246,8 @@ def check_egress(url: str, allow: list[str], name: str) -> None:
             continue  # a host name: compared above
     for info in infos:
         address = ipaddress.ip_address(info[4][0])
-        if address.is_loopback or address.is_private:
+        # Link-local counts as private to Python, but it is where cloud metadata lives.
+        if address.is_loopback or (address.is_private and not address.is_link_local):
             continue
         if any(address in net for net in networks):
             continue
@@ -249,7 +282,7 @@ def start(settings: Settings, plans: list[ReplicaPlan]) -> Pool:
             continue
         port = urlsplit(p.url).port
         assert port is not None and p.health_url is not None
-        if shutil.which(p.argv[0]) is None:
+        if shutil.which(p.argv[0]) is None:  # checked here: a dry run needs no vLLM
             raise PoolConfigError(
                 f"replica '{p.name}': the command {p.argv[0]!r} is not installed or not on PATH"
             )
@@ -257,16 +290,24 @@ def start(settings: Settings, plans: list[ReplicaPlan]) -> Pool:
         if busy is not None:
             raise PoolConfigError(f"replica '{p.name}': cannot listen on 127.0.0.1:{port}: {busy}")
         log_path = settings.data_dir / "logs" / f"replica-{p.name}.log"
-        children.append(Child(p.name, p.argv, {**p.env, wire.TOKEN_ENV: token}, p.health_url,
-                              log_path))  # fmt: skip
+        # The gateway's token guards every child: a worker checks it, vLLM too (VLLM_API_KEY).
+        secret = {wire.TOKEN_ENV: token} if p.kind == "embedded" else {"VLLM_API_KEY": token}
+        children.append(Child(p.name, p.argv, {**p.env, **secret}, p.health_url, log_path))
     try:
         for child in children:
             child.start()
         for child in children:
             child.wait_ready(settings.routing.start_timeout_s)
+        return _pool(settings, plans, token, children)
     except ChildStartError as exc:
         stop_all(children, 5)
         raise PoolConfigError(str(exc)) from None
+    except BaseException:  # Ctrl-C while waiting, a bad tokenizer file...: no orphans
+        stop_all(children, 5)
+        raise
+
+
+def _pool(settings: Settings, plans: list[ReplicaPlan], token: str, children: list[Child]) -> Pool:
     client = httpx.AsyncClient(
         timeout=httpx.Timeout(None, connect=settings.routing.connect_timeout_s),
         limits=httpx.Limits(max_connections=None, max_keepalive_connections=1024),
@@ -277,9 +318,10 @@ def start(settings: Settings, plans: list[ReplicaPlan]) -> Pool:
     for p in plans:
         backend, count = _backend(settings, p, token, client)
         replica = Replica(p.name, p.kind, p.url, p.model_id, backend, count, settings.routing)
+        replica.max_outstanding = p.max_outstanding
         started = by_name.get(p.name)
         if started is not None:
-            started.on_exit = lambda reason, r=replica: r.failed(reason, hard=True)
+            started.on_exit = replica.child_exited
             replica.child = started
             started.supervise()
         replicas.append(replica)
@@ -295,12 +337,14 @@ def _backend(
                                 cache_dir=settings.data_dir / "cache")  # fmt: skip
         return LocalBackend(engine), engine.count_tokens
     count = Tokenizer(p.tokenizer).count if p.tokenizer is not None else estimate_tokens
+    # A started child holds the gateway's token; an attached server, the one its setting names.
+    key = token if p.argv is not None else os.environ.get(p.api_key_env or "") or None
     if p.kind == "embedded":
-        return WorkerBackend(p.url, token, client), count
+        return WorkerBackend(p.url, key, client), count
     info = ModelInfo(id=p.model_id, path=p.url, sha256="", context_length=p.context_length,
                      created=int(time.time()), owned_by=p.kind)  # fmt: skip
-    key = os.environ.get(p.api_key_env) if p.api_key_env else None
-    return OpenAIBackend(p.url, p.model, info, key, client, p.health_url), count
+    salted = p.kind == "vllm"  # vLLM keeps tenants' prefix caches apart by a per-request salt
+    return OpenAIBackend(p.url, p.model, info, key, client, p.health_url, salted), count
 
 
 def estimate_tokens(request: GenerationRequest) -> int:

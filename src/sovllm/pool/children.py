@@ -22,6 +22,7 @@ import httpx
 
 log = logging.getLogger("sovllm.pool")
 MAX_BACKOFF_S = 60.0
+PARENT_ENV = "SOVLLM_PARENT_PID"
 STABLE_AFTER_S = 30.0
 
 
@@ -43,16 +44,22 @@ class Child:
     _proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     _stopping: threading.Event = field(default_factory=threading.Event, repr=False)
     _watcher: threading.Thread | None = field(default=None, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def start(self) -> None:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("ab") as out:
-            # A session of its own: the terminal's Ctrl-C reaches the gateway, which drains
-            # and then stops its children, rather than killing them mid-request.
-            self._proc = subprocess.Popen(
-                self.argv, env={**os.environ, **self.env}, stdout=out, stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )  # fmt: skip
+        with self._lock:
+            if self._stopping.is_set():
+                return  # stopped while its restart was due
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+            with self.log_path.open("ab") as out:
+                # A session of its own: the terminal's Ctrl-C reaches the gateway, which
+                # drains and then stops its children, rather than killing them mid-request.
+                # PARENT_ENV lets a sovllm worker exit when the gateway dies without a word.
+                env = {**os.environ, **self.env, PARENT_ENV: str(os.getpid())}
+                self._proc = subprocess.Popen(
+                    self.argv, env=env, stdout=out, stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )  # fmt: skip
 
     @property
     def pid(self) -> int | None:
@@ -69,7 +76,7 @@ class Child:
                     f"replica '{self.name}' exited with code {code} while starting: {self.tail()}"
                 )
             try:
-                if httpx.get(self.health_url, timeout=2).status_code == 200:
+                if httpx.get(self.health_url, timeout=2, trust_env=False).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass
@@ -115,7 +122,8 @@ class Child:
 
     def stop(self, grace_s: float) -> None:
         """SIGTERM (the child drains), then SIGKILL after the grace period."""
-        self._stopping.set()
+        with self._lock:  # no restart can slip in between
+            self._stopping.set()
         proc = self._proc
         if proc is None or proc.poll() is not None:
             return

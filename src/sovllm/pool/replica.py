@@ -12,15 +12,19 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from typing import Literal
+from typing import Literal, Protocol
 
-from sovllm.engines.base import EngineError, EngineStats, GenerationRequest, ModelInfo
+from sovllm.engines.base import EngineStats, GenerationRequest, ModelInfo
 from sovllm.pool.backends import Backend, ReplicaFailure
 from sovllm.pool.children import Child
 from sovllm.pool.settings import RoutingSettings
 
 log = logging.getLogger("sovllm.pool")
 State = Literal["starting", "healthy", "unhealthy"]
+
+
+class Failable(Protocol):
+    def replica_down(self, reason: str) -> None: ...
 
 
 class Replica:
@@ -52,6 +56,11 @@ class Replica:
         """When a request on this replica last received an output (time.monotonic)."""
         self.child: Child | None = None
         """The process behind the replica, when this gateway started it."""
+        self.max_outstanding: int | None = None
+        """Requests this gateway may have in flight here; past it the replica counts as full."""
+        self.streams: set[Failable] = set()
+        """Requests in flight here, ended as replica failures when the breaker opens."""
+        self._exited: str | None = None
 
     @property
     def stats(self) -> EngineStats | None:
@@ -68,7 +77,12 @@ class Replica:
             self._set("healthy")
 
     def failed(self, error: str, hard: bool = False) -> None:
-        """A probe or request failed; `hard` opens the breaker at once (the replica is gone)."""
+        """A probe or request failed; `hard` opens the breaker at once (the replica is gone).
+
+        When the breaker opens, the replica's running and waiting counts are forgotten, and the
+        requests still in flight on it end as replica failures: those without a first token
+        fail over, the others end with an error, rather than wait on a replica that is gone.
+        """
         self.failures += 1
         self.last_error = error
         if self.state != "unhealthy" and (
@@ -76,12 +90,22 @@ class Replica:
         ):
             log.warning("replica %s leaves the pool: %s", self.name, error)
             self._set("unhealthy")
+            self._stats = None
+            for stream in list(self.streams):
+                stream.replica_down(error)
+
+    def child_exited(self, reason: str) -> None:
+        """Called from the supervisor's thread: the loop's next probe takes the replica out."""
+        self._exited = reason
 
     def _set(self, state: State) -> None:
         self.state = state
         self.changed_at = time.monotonic()
 
     async def probe(self) -> None:
+        exited, self._exited = self._exited, None
+        if exited is not None:
+            self.failed(exited, hard=True)
         try:
             result = await asyncio.wait_for(self.backend.probe(), self._settings.probe_timeout_s)
         except TimeoutError:
@@ -92,8 +116,11 @@ class Replica:
                     f"no answer to the health probe within {self._settings.probe_timeout_s} s"
                 )
             return
-        except (ReplicaFailure, EngineError) as exc:
-            self.failed(str(exc) or exc.__class__.__name__)
+        except ReplicaFailure as exc:
+            self.failed(str(exc), hard=exc.hard and self.state == "healthy")
+            return
+        except Exception as exc:  # a malformed answer: a failed probe, never a dead prober
+            self.failed(f"bad health answer: {exc!r}")
             return
         if result.model.id != self.model_id:
             self.failed(f"serves {result.model.id!r}, not {self.model_id!r}", hard=True)

@@ -115,11 +115,9 @@ class Pool:
         A request without a first token after `queue_timeout_s` (default: the setting) ends
         with an error; one still queued is dropped before it costs compute.
         """
-        tried: set[str] = set()
-        replica, inner = await self._connect(name, request, key, prompt_tokens, tried)
         timeout = min(queue_timeout_s or math.inf, self.settings.queue_timeout_s)
-        stream = PoolStream(self, name, request, key, prompt_tokens, tried, replica, inner)
-        stream.expire_after(timeout)
+        stream = PoolStream(self, name, request, key, prompt_tokens, timeout)
+        await stream.connect()
         return stream
 
     def _of(self, name: str) -> list[Replica]:
@@ -138,6 +136,12 @@ class Pool:
         for replica in self.policy.order(candidates, key):
             if len(tried) >= self.settings.max_attempts:
                 break
+            if (
+                replica.max_outstanding is not None
+                and replica.outstanding >= replica.max_outstanding
+            ):
+                full.append(QueueFullError(replica.outstanding, 1))
+                continue
             tried.add(replica.name)
             replica.outstanding += 1
             try:
@@ -146,7 +150,12 @@ class Pool:
                 replica.outstanding -= 1
                 full.append(exc)
                 continue
-            except (ReplicaFailure, EngineUnavailableError) as exc:
+            except ReplicaFailure as exc:
+                replica.outstanding -= 1
+                replica.failed(str(exc), hard=exc.hard)
+                errors.append(f"{replica.name}: {exc}")
+                continue
+            except EngineUnavailableError as exc:
                 replica.outstanding -= 1
                 replica.failed(str(exc), hard=True)
                 errors.append(f"{replica.name}: {exc}")
@@ -174,61 +183,86 @@ class Pool:
             task.cancel()
         for r in self.replicas:
             await r.backend.close()
+        await asyncio.to_thread(self.stop_children)
+
+    def stop_children(self) -> None:
+        """Stop the replicas this gateway started (idempotent; also after a failed start-up)."""
         if self._on_shutdown is not None:
-            await asyncio.to_thread(self._on_shutdown)
+            self._on_shutdown()
 
 
 class PoolStream:
-    """A request's outputs across replicas: the failover happens here, before the first token."""
+    """A request's outputs across replicas: the failover happens here, before the first token.
+
+    It also holds the request's deadline for a first token (absolute, so a failover does not
+    restart it) and its cancellation (client gone, or cut by the stop switch), which apply to
+    whichever replica the request is on, including one it has just moved to.
+    """
 
     def __init__(
-        self,
-        pool: Pool,
-        name: str,
-        request: GenerationRequest,
-        key: str | None,
-        prompt_tokens: int,
-        tried: set[str],
-        replica: Replica,
-        inner: RequestStream,
-    ) -> None:
+        self, pool: Pool, name: str, request: GenerationRequest, key: str | None,
+        prompt_tokens: int, timeout_s: float,
+    ) -> None:  # fmt: skip
         self.request_id = request.request_id
         self.prompt_tokens = prompt_tokens
-        self.replica = replica
         self._pool, self._name, self._request, self._key = pool, name, request, key
-        self._tried = tried
-        self._inner: RequestStream | None = inner
+        self._tried: set[str] = set()
+        self.replica: Replica | None = None
+        self._inner: RequestStream | None = None
         self._cancelled = False
         self._arrival = time.perf_counter()
-        self._timer: asyncio.TimerHandle | None = None
+        self._timeout_s = timeout_s
+        loop = asyncio.get_running_loop()
+        self._timer: asyncio.TimerHandle | None = (
+            loop.call_later(timeout_s, self._expire) if timeout_s < math.inf else None
+        )
+        self._expired = False
         self._sent = False
         """A token has been passed on: from here, a failure cannot be hidden by a retry."""
-        self._expired_after: float | None = None
+        self._down: str | None = None
 
-    def expire_after(self, seconds: float) -> None:
-        self._timer = asyncio.get_running_loop().call_later(seconds, self._expire, seconds)
+    async def connect(self) -> None:
+        """Open the request on the next replica in the policy's order (EngineError if none)."""
+        self.replica, self._inner = await self._pool._connect(
+            self._name, self._request, self._key, self.prompt_tokens, self._tried
+        )
+        self.replica.streams.add(self)
+        if self._cancelled or self._expired:
+            self._inner.cancel()  # cut, left or timed out while it was moving
 
-    def _expire(self, seconds: float) -> None:
-        if self._inner is not None and not self._sent:
-            self._expired_after = seconds
-            self._inner.cancel()
+    def _expire(self) -> None:
+        self._timer = None
+        if not self._sent:
+            self._expired = True
+            if self._inner is not None:
+                self._inner.cancel()
+
+    def replica_down(self, reason: str) -> None:
+        """The replica's breaker opened while this request was on it."""
+        fail = getattr(self._inner, "fail", None)
+        if fail is not None:  # an HTTP stream: end it now, it would wait for a dead peer
+            fail(reason)
+
+    def _timeout_output(self) -> GenerationOutput:
+        return self._final(0, f"the request waited {self._timeout_s:g} s without a first token "
+                              "and was dropped (queue timeout)")  # fmt: skip
 
     async def __aiter__(self) -> AsyncIterator[GenerationOutput]:
         completion = 0
         try:
             while self._inner is not None:
+                assert self.replica is not None
                 try:
                     async for out in self._inner:
                         self.replica.progress_at = time.monotonic()
-                        if self._timer is not None and (out.token_ids or out.text):
-                            self._timer.cancel()  # the first token came: no deadline now
-                            self._timer = None
-                        if out.finish_reason == "abort" and self._expired_after is not None:
-                            yield self._final(0, f"the request waited {self._expired_after:g} s "
-                                              "without a first token and was dropped "
-                                              "(queue timeout)")  # fmt: skip
+                        if out.finish_reason == "abort" and self._expired and not self._sent:
+                            yield self._timeout_output()
                             return
-                        self._sent = self._sent or bool(out.token_ids or out.text)
+                        if not self._sent and (out.token_ids or out.text):
+                            self._sent = True
+                            if self._timer is not None:
+                                self._timer.cancel()  # the first token came: no deadline now
+                                self._timer = None
                         completion = out.completion_tokens
                         yield out
                         if out.finished:
@@ -236,25 +270,24 @@ class PoolStream:
                     return
                 except ReplicaFailure as exc:
                     self._release()
-                    self.replica.failed(str(exc), hard=True)
+                    self.replica.failed(str(exc), hard=exc.hard)
                     if self._sent or self._cancelled:
                         yield self._final(
                             completion, f"the replica serving this request failed: {exc}"
                         )
                         return
+                    if self._expired:
+                        yield self._timeout_output()
+                        return
                     log.warning("retrying %s after %s failed: %s",
                                 self.request_id, self.replica.name, exc)  # fmt: skip
                     try:
-                        self.replica, self._inner = await self._pool._connect(
-                            self._name, self._request, self._key, self.prompt_tokens, self._tried
-                        )
+                        await self.connect()
                     except EngineError as again:
                         yield self._final(0, str(again))
                         return
         finally:
-            if self._timer is not None:
-                self._timer.cancel()
-            self._release()
+            self.close()
 
     def _final(self, completion: int, error: str) -> GenerationOutput:
         now = time.perf_counter()
@@ -265,9 +298,19 @@ class PoolStream:
 
     def _release(self) -> None:
         if self._inner is not None:
+            assert self.replica is not None
             self._inner.cancel()
             self._inner = None
             self.replica.outstanding -= 1
+            self.replica.streams.discard(self)
+
+    def close(self) -> None:
+        """Let go of the replica (idempotent): for a stream that is never read, too."""
+        self._cancelled = self._cancelled or self._inner is not None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._release()
 
     def cancel(self) -> None:
         self._cancelled = True

@@ -21,8 +21,8 @@ class ReplicaSettings(BaseModel):
     count: int = Field(1, ge=1, le=64, description="Identical replicas started from this entry.")
     url: str | None = Field(
         None,
-        description="Base URL of a running server (openai: required; vllm: attach to it "
-        "instead of starting one), e.g. http://127.0.0.1:8100/v1.",
+        description="Base URL of a running server (openai: required; vllm, embedded: attach "
+        "to it instead of starting one), e.g. http://127.0.0.1:8100/v1.",
     )
     port: int | None = Field(
         None, ge=1, le=65535, description="Port of a started child (default: a free one)."
@@ -36,7 +36,15 @@ class ReplicaSettings(BaseModel):
         None, description="The id clients use (default: the model's)."
     )
     api_key_env: str | None = Field(
-        None, description="Environment variable that holds the upstream's API key."
+        None,
+        description="Environment variable that holds the upstream's API key (an attached "
+        "sovllm worker: its SOVLLM_WORKER_TOKEN).",
+    )
+    max_outstanding: int | None = Field(
+        None,
+        ge=1,
+        description="Requests this gateway may have in flight on the replica; past it, the "
+        "replica counts as full (an upstream's own queue is not visible to the gateway).",
     )
     tokenizer: str | None = Field(
         None,
@@ -63,8 +71,6 @@ class ReplicaSettings(BaseModel):
             raise ValueError("'count' applies to started replicas, not to one 'url'")
         if self.port is not None and self.count != 1:
             raise ValueError("'port' names one replica's port: use count 1 per port")
-        if self.kind == "embedded" and self.url is not None:
-            raise ValueError("an embedded replica is started by sovllm: drop 'url'")
         return self
 
 

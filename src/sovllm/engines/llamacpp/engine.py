@@ -199,6 +199,7 @@ class LlamaCppEngine:
             raise ContextLengthError(len(prompt), asked or 0, ctx)
         max_tokens = asked if asked is not None else ctx - len(prompt)
         seq = Seq(request.request_id, prompt, request.sampling, max_tokens)
+        seq.owner = request.flow
         if self._settings.fair_share:
             seq.flow, seq.weight = request.flow, request.weight
         stream = _Stream(self, seq)

@@ -138,6 +138,9 @@ class Scheduler:
         self.waiting = FairQueue()
         self.running: list[Sequence] = []
         self._free: dict[int, list[int]] = {slot: [] for slot in range(slots)}
+        self._owners: dict[int, str] = {}
+        """Whose request left each free slot's cache: a prefix is reused within a tenant only,
+        so no tenant can learn from its own speed (or `cached_tokens`) what another sent."""
         """Free slots and the tokens in their KV caches, least recently used first."""
         self._completions: deque[float] = deque(maxlen=64)
         self.preemptions = 0
@@ -214,7 +217,10 @@ class Scheduler:
         keep = 0
         # A resumed sequence brings its own cache back: any slot will do.
         if self.prefix_cache and seq.resume_as is None:
-            shared = {s: common_prefix(cached, seq.prompt) for s, cached in self._free.items()}
+            shared = {
+                s: common_prefix(cached, seq.prompt) if self._owners.get(s) == seq.owner else 0
+                for s, cached in self._free.items()
+            }
             best = max(shared, key=lambda s: shared[s])  # the first max: least recently used
             if shared[best] >= MIN_REUSE:
                 slot = best
@@ -300,6 +306,7 @@ class Scheduler:
             # What the cache holds: the last sampled token is not decoded yet, and a
             # cancelled prefill stopped part way.
             self._free[seq.slot] = (seq.prompt + seq.output)[: seq.n_computed]
+            self._owners[seq.slot] = seq.owner
         else:
             self._free_empty(seq.slot)
         seq.slot = None

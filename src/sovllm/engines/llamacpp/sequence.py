@@ -45,6 +45,8 @@ class Sequence:
     resume_as: Status | None = None
     cached_tokens: int = 0
     """Prompt tokens reused from the prefix cache at admission."""
+    owner: str = ""
+    """Whose request this is (the tenant), whatever fair sharing does with `flow`."""
     _utf8: Utf8Stream = field(default_factory=Utf8Stream)
     _stops: StopMatcher = field(init=False)
 
