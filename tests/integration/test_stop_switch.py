@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from tests.conftest import MODEL_ID, Server, run_server
-from tests.integration.test_pool import Outcome, chat_stream, wait_until
+from tests.integration.test_pool import Outcome, chat_stream, until, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +44,7 @@ def test_cut_ends_streams_with_stop_and_refuses_new_requests(srv: Server) -> Non
         async with httpx.AsyncClient(timeout=120) as client:
             body = {"role": "user", "content": "Count to a thousand"}
             task = asyncio.create_task(chat_stream(client, srv, "", 1500, messages=[body]))
-            while srv.metric("num_requests_running") < 1:
-                await asyncio.sleep(0.02)
+            await until(lambda: srv.metric("num_requests_running") >= 1, "a running request")
             r = await client.post(
                 f"{srv.url}/admin/v1/stop", headers=srv.auth,
                 json={"scope": "model", "target": MODEL_ID, "mode": "cut", "reason": "drill"},
@@ -78,8 +77,7 @@ def test_cut_note_reaches_a_non_streamed_answer(srv: Server) -> None:
             task = asyncio.create_task(
                 client.post(f"{srv.base_url}/chat/completions", json=body, headers=srv.auth)
             )
-            while srv.metric("num_requests_running") < 1:
-                await asyncio.sleep(0.02)
+            await until(lambda: srv.metric("num_requests_running") >= 1, "a running request")
             await client.post(f"{srv.url}/admin/v1/stop", headers=srv.auth,
                               json={"scope": "all", "mode": "cut"})  # fmt: skip
             return await task
@@ -100,20 +98,22 @@ def test_tenant_stop_from_the_cli_drains_and_spares_other_tenants(srv: Server) -
 
     async def run() -> Outcome:
         async with httpx.AsyncClient(timeout=120) as client:
-            task = asyncio.create_task(chat_stream(client, srv, "Write a poem", 48, key=stopped))
-            while srv.metric("num_requests_running") < 1:
-                await asyncio.sleep(0.02)
+            task = asyncio.create_task(chat_stream(client, srv, "Write a poem", 600, key=stopped,
+                                                   extra={"ignore_eos": True}))  # fmt: skip
+            await until(lambda: srv.metric("num_requests_running") >= 1, "a running request")
             done = await asyncio.to_thread(
                 cli, srv, "stop", "--tenant", "stop-me", "--mode", "drain", "--reason", "audit"
             )
             assert done.returncode == 0, done.stderr
+            # The stop is in force while the request still runs ...
+            await until(lambda: status(srv, stopped).status_code == 503, "the stop to apply")
+            assert not task.done()
             return await task
 
     outcome = asyncio.run(run())
-    # Drain: the request in flight finishes normally.
-    assert outcome.error is None and outcome.finish in ("stop", "length")
+    # ... and a drain lets it finish: all of its 600 tokens.
+    assert outcome.error is None and outcome.finish == "length"
     # The running gateway follows the database: the tenant is refused, the other is not.
-    wait_until(lambda: status(srv, stopped).status_code == 503, "the CLI's stop to apply")
     assert "tenant 'stop-me'" in status(srv, stopped).json()["error"]["message"]
     assert status(srv, other).status_code == 200
     listed = cli(srv, "stops")

@@ -1,0 +1,188 @@
+"""The pool's stream handling against scripted OpenAI-compatible upstreams (httpx.MockTransport).
+
+The upstreams here misbehave on purpose, in ways a real server rarely does on cue: a malformed
+chunk, a stream cut after its first token, a 500, a request that never gets a token. The pool's
+code (routing, failover, deadlines, the breaker) runs for real over real httpx responses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable
+
+import httpx
+import pytest
+
+from sovllm.engines.base import (
+    ChatMessage,
+    EngineUnavailableError,
+    GenerationOutput,
+    GenerationRequest,
+    ModelInfo,
+    QueueFullError,
+    SamplingParams,
+)
+from sovllm.pool.backends import OpenAIBackend
+from sovllm.pool.replica import Replica
+from sovllm.pool.router import Pool
+from sovllm.pool.settings import RoutingSettings
+
+MODEL = "m"
+
+
+def chunk(text: str | None = None, finish: str | None = None) -> bytes:
+    delta = {"content": text} if text is not None else {}
+    body = {"choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+    return f"data: {json.dumps(body)}\n\n".encode()
+
+
+GOOD = [chunk("Hello"), chunk(" there"), chunk(None, "stop"), b"data: [DONE]\n\n"]
+
+Script = Callable[[], AsyncIterator[bytes]]
+
+
+def upstream(script: Script | list[bytes] | int, seen: list[str], name: str) -> httpx.MockTransport:
+    """An upstream that answers /models, and /chat/completions with `script`."""
+
+    async def handle(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/models"):
+            return httpx.Response(200, json={"data": [{"id": MODEL}]})
+        seen.append(name)
+        if isinstance(script, int):
+            return httpx.Response(script, json={"error": "boom"})
+        body = script() if callable(script) else _replay(script)
+        return httpx.Response(
+            200, stream=_Stream(body), headers={"content-type": "text/event-stream"}
+        )
+
+    return httpx.MockTransport(handle)
+
+
+async def _replay(parts: list[bytes]) -> AsyncIterator[bytes]:
+    for part in parts:
+        yield part
+
+
+class _Stream(httpx.AsyncByteStream):
+    def __init__(self, body: AsyncIterator[bytes]) -> None:
+        self._body = body
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for part in self._body:
+            yield part
+
+
+def make_pool(*scripts: Script | list[bytes] | int, **routing: object) -> tuple[Pool, list[str]]:
+    settings = RoutingSettings(policy="round_robin", **routing)  # type: ignore[arg-type]
+    seen: list[str] = []
+    replicas = []
+    for i, script in enumerate(scripts):
+        client = httpx.AsyncClient(transport=upstream(script, seen, f"r{i}"))
+        info = ModelInfo(MODEL, "", "", 0, 0)
+        backend = OpenAIBackend("http://10.0.0.1/v1", MODEL, info, None, client)
+        replicas.append(Replica(f"r{i}", "openai", "", MODEL, backend, lambda r: 3, settings))
+    return Pool(replicas, settings), seen
+
+
+def request() -> GenerationRequest:
+    return GenerationRequest("req", SamplingParams(max_tokens=8), [ChatMessage("user", "hi")])
+
+
+async def collect(pool: Pool, **kw: float) -> list[GenerationOutput]:
+    await asyncio.gather(*(r.probe() for r in pool.replicas))
+    stream = await pool.open(MODEL, request(), None, 3, **kw)
+    return [out async for out in stream]
+
+
+async def test_a_malformed_chunk_before_the_first_token_fails_over() -> None:
+    pool, seen = make_pool([b'data: {"error": "boom"}\n\n'], GOOD)
+    outs = await collect(pool)
+    assert "".join(o.text for o in outs) == "Hello there"
+    assert outs[-1].finish_reason == "stop" and outs[-1].error is None
+    assert seen == ["r0", "r1"]
+    assert pool.replicas[0].last_error and pool.replicas[0].outstanding == 0
+
+
+async def test_a_stream_cut_after_its_first_token_ends_with_an_error() -> None:
+    pool, seen = make_pool([chunk("Hel")], GOOD)  # no [DONE]: the connection just ends
+    outs = await collect(pool)
+    assert outs[0].text == "Hel"
+    assert outs[-1].finish_reason == "error"
+    assert "replica serving this request failed" in (outs[-1].error or "")
+    assert seen == ["r0"]  # a token had left: no retry
+    assert pool.replicas[0].state == "unhealthy"  # the stream broke: the replica is out
+
+
+async def test_an_error_answer_is_retried_but_does_not_open_the_breaker_alone() -> None:
+    pool, seen = make_pool(500, GOOD, failure_threshold=2)
+    outs = await collect(pool)
+    assert "".join(o.text for o in outs) == "Hello there"
+    assert seen == ["r0", "r1"]
+    assert pool.replicas[0].state == "healthy" and pool.replicas[0].failures == 1
+
+
+async def test_every_replica_full_is_429_and_none_healthy_is_503() -> None:
+    pool, _ = make_pool(429, 429)
+    with pytest.raises(QueueFullError):
+        await collect(pool)
+    pool, _ = make_pool(GOOD)
+    pool.replicas[0].failed("gone", hard=True)
+    with pytest.raises(EngineUnavailableError, match="no replica of 'm'"):
+        await pool.open(MODEL, request(), None, 3)
+
+
+async def test_a_request_without_a_first_token_by_its_deadline_is_dropped() -> None:
+    never = asyncio.Event()
+
+    async def silent() -> AsyncIterator[bytes]:
+        await never.wait()  # an upstream that queues the request and never answers
+        yield b""
+
+    pool, _ = make_pool(silent)
+    outs = await collect(pool, queue_timeout_s=0.05)
+    assert outs[-1].finish_reason == "error" and "queue timeout" in (outs[-1].error or "")
+    assert pool.replicas[0].outstanding == 0
+
+
+async def test_when_the_breaker_opens_waiting_requests_move_to_another_replica() -> None:
+    started = asyncio.Event()
+    never = asyncio.Event()
+
+    async def hung() -> AsyncIterator[bytes]:
+        started.set()
+        await never.wait()
+        yield b""
+
+    pool, seen = make_pool(hung, GOOD)
+    await asyncio.gather(*(r.probe() for r in pool.replicas))
+    stream = await pool.open(MODEL, request(), None, 3)
+
+    async def read() -> list[GenerationOutput]:
+        return [out async for out in stream]
+
+    reader = asyncio.create_task(read())
+    await started.wait()
+    pool.replicas[0].failed("its node vanished", hard=True)  # what a probe would conclude
+    outs = await reader
+    assert "".join(o.text for o in outs) == "Hello there"
+    assert seen == ["r0", "r1"] and stream.replica is pool.replicas[1]
+
+
+async def test_a_cancelled_request_is_let_go_everywhere() -> None:
+    never = asyncio.Event()
+
+    async def silent() -> AsyncIterator[bytes]:
+        await never.wait()
+        yield b""
+
+    pool, _ = make_pool(silent)
+    await pool.replicas[0].probe()
+    stream = await pool.open(MODEL, request(), None, 3)
+    assert pool.replicas[0].outstanding == 1
+    stream.cancel()
+    outs = [out async for out in stream]
+    assert outs[-1].finish_reason == "abort"
+    assert pool.replicas[0].outstanding == 0 and not pool.replicas[0].streams
+    stream.close()  # idempotent
+    assert pool.replicas[0].outstanding == 0
