@@ -167,3 +167,51 @@ def test_vllm_that_is_not_installed_is_a_clear_start_error(tmp_path: Path) -> No
     done = serve(tmp_path, config=config)
     assert done.returncode == 1
     assert "no-such-vllm" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_gateway_joins_a_worker_started_elsewhere(tmp_path: Path) -> None:
+    port = free_port()
+    env = {**os.environ, "SOVLLM_DATA_DIR": str(tmp_path / "w"), "SOVLLM_ENGINE__THREADS": "1",
+           "SOVLLM_WORKER_TOKEN": "s3cret-worker-token"}  # fmt: skip
+    log = tmp_path / "worker.log"
+    with log.open("wb") as out:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "sovllm", "worker", "--port", str(port)], env=env,
+            stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert worker.poll() is None, log.read_text()
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        # Its engine routes need the token.
+        assert httpx.get(f"http://127.0.0.1:{port}/v1/engine/info").status_code == 401
+        config = tmp_path / "sovllm.yaml"
+        config.write_text(json.dumps({"replicas": [{"kind": "embedded", "name": "ward-b",
+            "url": f"http://127.0.0.1:{port}", "api_key_env": "WARD_B_TOKEN"}]}))  # fmt: skip
+        gw_env = {"WARD_B_TOKEN": "s3cret-worker-token"}
+        with run_server(tmp_path / "gw", env=gw_env, args=("--config", str(config))) as srv:
+            client = OpenAI(base_url=srv.base_url, api_key=srv.api_key, max_retries=0)
+            raw = client.chat.completions.with_raw_response.create(
+                model=MODEL_ID, messages=[{"role": "user", "content": "Hi"}], max_tokens=4
+            )
+            assert raw.headers["x-sovllm-replica"] == "ward-b"
+            assert raw.parse().usage is not None
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
+
+
+def test_a_worker_off_loopback_needs_a_token(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "SOVLLM_WORKER_TOKEN"}
+    done = subprocess.run(
+        [sys.executable, "-m", "sovllm", "worker", "--host", "0.0.0.0", "--port", str(free_port())],
+        env={**env, "SOVLLM_DATA_DIR": str(tmp_path)}, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 1 and "SOVLLM_WORKER_TOKEN" in done.stderr

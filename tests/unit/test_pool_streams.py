@@ -186,3 +186,19 @@ async def test_a_cancelled_request_is_let_go_everywhere() -> None:
     assert pool.replicas[0].outstanding == 0 and not pool.replicas[0].streams
     stream.close()  # idempotent
     assert pool.replicas[0].outstanding == 0
+
+
+def test_vllm_gauges_become_the_replicas_stats() -> None:
+    from sovllm.pool.backends import vllm_stats
+
+    text = """# HELP vllm:num_requests_running Number of requests in model execution batches.
+# TYPE vllm:num_requests_running gauge
+vllm:num_requests_running{engine="0",model_name="llama"} 7.0
+vllm:num_requests_waiting{engine="0",model_name="llama"} 3.0
+vllm:prefix_cache_queries_total{engine="0",model_name="llama"} 1200.0
+vllm:prefix_cache_hits_total{engine="0",model_name="llama"} 900.0
+vllm:num_requests_running_other 99
+"""
+    s = vllm_stats(text)
+    assert (s.running, s.waiting, s.prefix_cache_queries, s.prefix_cache_hits) == (7, 3, 1200, 900)
+    assert vllm_stats("garbage\nvllm:num_requests_waiting{} x\n").waiting == 0

@@ -302,7 +302,7 @@ class OpenAIBackend:
         api_key: str | None,
         client: httpx.AsyncClient,
         health_url: str | None = None,
-        salted: bool = False,
+        vllm: bool = False,
     ) -> None:
         self.url = url.rstrip("/")
         self._upstream_model = upstream_model
@@ -310,7 +310,8 @@ class OpenAIBackend:
         self._client = client
         self._headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
         self._health_url = health_url
-        self._salted = salted
+        self._vllm = vllm
+        """A vLLM server: per-tenant cache salts, and its /metrics for running and waiting."""
 
     async def start(self) -> None:
         return None
@@ -342,7 +343,7 @@ class OpenAIBackend:
             body["ignore_eos"] = True
         if s.min_tokens:
             body["min_tokens"] = s.min_tokens
-        if self._salted and request.flow:
+        if self._vllm and request.flow:
             # One tenant's cached prefixes are never another's (vLLM's cache_salt).
             body["cache_salt"] = hashlib.sha256(request.flow.encode()).hexdigest()[:32]
         if request.messages is not None:
@@ -371,7 +372,18 @@ class OpenAIBackend:
             raise ReplicaFailure(
                 f"the upstream does not serve {self._upstream_model!r} (it serves {ids})"
             )
-        return Probe(self._served, None)
+        return Probe(self._served, await self._vllm_stats() if self._vllm else None)
+
+    async def _vllm_stats(self) -> EngineStats | None:
+        """vLLM's own gauges (/metrics): the pool's scaling signals cover vLLM replicas too."""
+        base = self.url.removesuffix("/v1")
+        try:
+            response = await self._client.get(base + "/metrics", headers=self._headers)
+        except httpx.HTTPError:
+            return None
+        if response.status_code != 200:
+            return None
+        return vllm_stats(response.text)
 
     async def close(self) -> None:
         return None
@@ -426,3 +438,29 @@ async def _sse_outputs(
 
 def _finish(reason: str | None) -> Any:
     return reason if reason in ("stop", "length") else "stop"
+
+
+_VLLM_GAUGES = {
+    "vllm:num_requests_running": "running",
+    "vllm:num_requests_waiting": "waiting",
+    "vllm:prefix_cache_queries_total": "prefix_cache_queries",
+    "vllm:prefix_cache_hits_total": "prefix_cache_hits",
+}
+
+
+def vllm_stats(text: str) -> EngineStats:
+    """Running and waiting requests and prefix cache counters from vLLM's Prometheus text."""
+    values = dict.fromkeys(_VLLM_GAUGES.values(), 0.0)
+    for line in text.splitlines():
+        name = line.split("{", 1)[0].split(" ", 1)[0]
+        field = _VLLM_GAUGES.get(name)
+        if field is not None:
+            try:
+                values[field] += float(line.rsplit(" ", 1)[1])
+            except (IndexError, ValueError):
+                continue
+    return EngineStats(
+        running=int(values["running"]), waiting=int(values["waiting"]), slots=0, max_waiting=0,
+        prefix_cache_queries=int(values["prefix_cache_queries"]),
+        prefix_cache_hits=int(values["prefix_cache_hits"]),
+    )  # fmt: skip

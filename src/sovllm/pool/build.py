@@ -343,8 +343,8 @@ def _backend(
         return WorkerBackend(p.url, key, client), count
     info = ModelInfo(id=p.model_id, path=p.url, sha256="", context_length=p.context_length,
                      created=int(time.time()), owned_by=p.kind)  # fmt: skip
-    salted = p.kind == "vllm"  # vLLM keeps tenants' prefix caches apart by a per-request salt
-    return OpenAIBackend(p.url, p.model, info, key, client, p.health_url, salted), count
+    vllm = p.kind == "vllm"
+    return OpenAIBackend(p.url, p.model, info, key, client, p.health_url, vllm), count
 
 
 def estimate_tokens(request: GenerationRequest) -> int:
