@@ -123,6 +123,10 @@ async def run_users(
                 result.ttft_later.append(ttft)
             result.output_tokens += args.answer_tokens if chunks else 0
             history.append({"role": "assistant", "content": text})
+            if args.think_time and turn + 1 < args.turns:
+                # A person reads the answer and types the next question (the workload, not a wait
+                # for the server): exponential, as a closed-loop user model in `sovllm bench`.
+                await asyncio.sleep(rng.expovariate(1 / args.think_time))
 
     async with httpx.AsyncClient(timeout=600, limits=httpx.Limits(max_connections=64)) as client:
         # Warm-up: page in the weights and the code paths, not counted.
@@ -161,6 +165,8 @@ def run_sovllm(policy: str, args: Any) -> Result:
         config = Path(tmp) / "sovllm.yaml"
         config.write_text(f"routing:\n  policy: {policy}\n")
         env = {"SOVLLM_ENGINE__THREADS": str(max(1, args.threads // 2))}
+        if args.slots:
+            env["SOVLLM_ENGINE__SLOTS"] = str(args.slots)
         with run_server(
             Path(tmp), env=env, args=("--replicas", "2", "--config", str(config))
         ) as srv:
@@ -196,7 +202,12 @@ def main() -> None:
     parser.add_argument("--turns", type=int, default=8)
     parser.add_argument("--answer-tokens", type=int, default=32)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 2)
+    parser.add_argument(
+        "--slots", type=int, default=0,
+        help="Sequences (and cached conversations) per replica; 0: the engine's default (32).",
+    )  # fmt: skip
     parser.add_argument("--systems", default="affinity,least,peer")
+    parser.add_argument("--think-time", type=float, default=0.0, help="Mean seconds between turns.")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     systems = args.systems.split(",")
@@ -208,7 +219,9 @@ def main() -> None:
     if "peer" in systems:
         results["peer"] = run_peer(args)
     print(f"\n{args.users} users x {args.turns} turns, {args.answer_tokens} tokens an answer, "
-          f"{args.threads} threads in total, load {os.getloadavg()[0]:.1f}")  # fmt: skip
+          f"{args.slots or 'default'} slots a replica, think time {args.think_time:g} s, "
+          f"{args.threads} threads in total, "
+          f"load {os.getloadavg()[0]:.1f}")  # fmt: skip
     print(f"{'system':10} {'TTFT p50':>9} {'p95':>8} {'turns 2+ p50':>13} {'out tok/s':>10} "
           f"{'cache hits':>10} {'errors':>6}")  # fmt: skip
     rows = {name: r.summary() for name, r in results.items()}

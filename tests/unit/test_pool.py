@@ -52,7 +52,7 @@ def test_least_outstanding_prefers_the_idlest_and_spreads_ties() -> None:
     assert {policy.order(idle, None)[0].name for _ in range(3)} == {"a", "b", "c"}
 
 
-def test_affinity_is_stable_spreads_keys_and_survives_a_replica_leaving() -> None:
+def test_affinity_places_new_conversations_by_hash_when_idle_and_survives_a_departure() -> None:
     policy = Policy(RoutingSettings(policy="prefix_affinity"))
     replicas = [R(f"r{i}") for i in range(4)]
     homes = {f"k{i}": policy.order(replicas, f"k{i}")[0].name for i in range(400)}
@@ -66,16 +66,32 @@ def test_affinity_is_stable_spreads_keys_and_survives_a_replica_leaving() -> Non
             assert policy.order(survivors, key)[0].name == home
 
 
-def test_affinity_spills_a_hot_key_past_the_load_bound() -> None:
+def test_a_new_conversation_goes_to_the_least_loaded_replica() -> None:
+    policy = Policy(RoutingSettings(policy="prefix_affinity"))
+    replicas = [R("a", 3), R("b", 0), R("c", 1)]
+    assert [r.name for r in policy.order(replicas, "new")] == ["b", "c", "a"]
+
+
+def test_a_conversation_returns_to_its_home_until_the_load_bound() -> None:
     policy = Policy(RoutingSettings(policy="prefix_affinity", load_bound=1.25))
-    replicas = [R("a"), R("b")]
-    home = policy.order(replicas, "hot")[0]
-    other = next(r for r in replicas if r is not home)
-    home.outstanding = 2  # bound = 1.25 * 3 / 2 + 1 = 2.875: still home
-    assert policy.order(replicas, "hot")[0] is home
-    home.outstanding = 6  # bound = 1.25 * 7 / 2 + 1 = 5.375: spill
-    assert policy.order(replicas, "hot")[0] is other
-    assert policy.order(replicas, "hot")[1] is home  # still a fallback
+    a, b = R("a"), R("b")
+    policy.remember("chat", "a")
+    a.outstanding = 2  # bound = 1.25 * 3 / 2 + 1 = 2.875: still home, though b is idle
+    assert policy.order([a, b], "chat")[0] is a
+    a.outstanding = 6  # bound = 1.25 * 7 / 2 + 1 = 5.375: spill to the least loaded
+    assert [r.name for r in policy.order([a, b], "chat")] == ["b", "a"]
+    policy.remember("chat", "b")  # where it went: its cache is there now
+    a.outstanding = 0
+    assert policy.order([a, b], "chat")[0] is b
+    # A home that has left the pool is forgotten in the order.
+    assert policy.order([a], "chat") == [a]
+
+
+def test_other_policies_remember_nothing() -> None:
+    policy = Policy(RoutingSettings(policy="least_outstanding"))
+    policy.remember("chat", "a")
+    a, b = R("a", 1), R("b", 0)
+    assert policy.order([a, b], "chat")[0] is b
 
 
 def test_affinity_key_follows_the_conversation_not_its_latest_turn() -> None:

@@ -227,6 +227,7 @@ class PoolStream:
             self._name, self._request, self._key, self.prompt_tokens, self._tried
         )
         self.replica.streams.add(self)
+        self._pool.policy.remember(self._key, self.replica.name)
         if self._cancelled or self._expired:
             self._inner.cancel()  # cut, left or timed out while it was moving
 
