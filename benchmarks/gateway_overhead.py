@@ -47,6 +47,7 @@ from sovllm.engines.base import (
 from sovllm.governance import identity as idn
 from sovllm.governance import quotas
 from sovllm.governance.audit import open_audit
+from sovllm.pool.build import in_process
 from sovllm.store.db import Database
 from sovllm.store.migrate import upgrade
 
@@ -74,6 +75,7 @@ class StubEngine:
     """Answers every request at once with one token: only the gateway's own work remains."""
 
     model = ModelInfo(id=MODEL, path="-", sha256="0" * 64, context_length=4096, created=0)
+    served_name = MODEL
     healthy = True
 
     def submit(self, request: GenerationRequest) -> StubStream:
@@ -97,7 +99,8 @@ def serve(db_url: str, governed: bool, port: int) -> None:
     db = Database(db_url)
     settings = load_settings(None, data_dir=Path(tempfile.mkdtemp()))
     audit = open_audit(settings, db)
-    app = create_app(settings, StubEngine(), db, audit)  # type: ignore[arg-type]
+    pool = in_process(StubEngine(), settings)  # type: ignore[arg-type]
+    app = create_app(settings, pool, db, audit)
     if not governed:
         principal = idn.authenticate(db, KEY_FOR[db_url])
 

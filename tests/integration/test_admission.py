@@ -18,6 +18,7 @@ from sovllm.engines.catalog import resolve_model
 from sovllm.engines.llamacpp.engine import LlamaCppEngine
 from sovllm.governance.audit import open_audit
 from sovllm.governance.identity import bootstrap_admin
+from sovllm.pool.build import in_process
 from sovllm.store.db import Database, database_url
 from sovllm.store.migrate import upgrade
 from tests.conftest import MODEL_ID, Server, run_server
@@ -96,7 +97,8 @@ def inproc_app(data: Path) -> Iterator[tuple[TestClient, LlamaCppEngine]]:
     key = bootstrap_admin(db)
     engine_settings = settings.engine.model_copy(update={"slots": 2})
     engine = LlamaCppEngine(resolve_model(settings.model), engine_settings)
-    with TestClient(create_app(settings, engine, db, open_audit(settings, db))) as client:
+    pool = in_process(engine, settings)
+    with TestClient(create_app(settings, pool, db, open_audit(settings, db))) as client:
         client.headers["Authorization"] = f"Bearer {key}"
         yield client, engine
 

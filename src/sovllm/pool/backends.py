@@ -66,6 +66,10 @@ class Backend(Protocol):
         """Running and waiting counts now, where they are at hand (else the last probe's)."""
         ...
 
+    def alive(self) -> bool | None:
+        """Whether it serves, where that is known without a probe (in this process)."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -90,6 +94,9 @@ class LocalBackend:
 
     def live_stats(self) -> EngineStats | None:
         return self.engine.stats()
+
+    def alive(self) -> bool | None:
+        return self.engine.healthy
 
     async def open(self, request: GenerationRequest, prompt_tokens: int) -> RequestStream:
         return self.engine.submit(request)
@@ -231,6 +238,9 @@ class WorkerBackend:
     def live_stats(self) -> EngineStats | None:
         return None
 
+    def alive(self) -> bool | None:
+        return None
+
     async def open(self, request: GenerationRequest, prompt_tokens: int) -> RequestStream:
         arrival = time.perf_counter()
         req = self._client.build_request(
@@ -317,6 +327,9 @@ class OpenAIBackend:
         return None
 
     def live_stats(self) -> EngineStats | None:
+        return None
+
+    def alive(self) -> bool | None:
         return None
 
     async def open(self, request: GenerationRequest, prompt_tokens: int) -> RequestStream:

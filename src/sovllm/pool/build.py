@@ -329,6 +329,13 @@ def _pool(settings: Settings, plans: list[ReplicaPlan], token: str, children: li
     return Pool(replicas, settings.routing, lambda: stop_all(children, grace))
 
 
+def in_process(engine: LlamaCppEngine, settings: Settings) -> Pool:
+    """A pool of one: the given engine, in this process (what `serve` runs without replicas)."""
+    replica = Replica("local", "local", "in-process", engine.served_name, LocalBackend(engine),
+                      engine.count_tokens, settings.routing)  # fmt: skip
+    return Pool([replica], settings.routing)
+
+
 def _backend(
     settings: Settings, p: ReplicaPlan, token: str, client: httpx.AsyncClient
 ) -> tuple[Backend, Callable[[GenerationRequest], int]]:

@@ -68,7 +68,7 @@ class Replica:
 
     @property
     def healthy(self) -> bool:
-        return self.state == "healthy"
+        return self.state == "healthy" and self.backend.alive() is not False
 
     def succeeded(self) -> None:
         self.failures = 0

@@ -155,6 +155,11 @@ class LlamaCppEngine:
             self._llm = None
 
     @property
+    def served_name(self) -> str:
+        """The id clients use for this engine's model (known before the model loads)."""
+        return self._served_name
+
+    @property
     def model(self) -> ModelInfo:
         if self._info is None:
             raise EngineUnavailableError("the model is not loaded")
