@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -11,7 +12,7 @@ from sovllm import __version__
 from sovllm.admin_cli import db_app, keys_app, tenants_app, usage
 from sovllm.audit_cli import audit_app
 from sovllm.bench.cli import bench
-from sovllm.config import ConfigError, load_settings
+from sovllm.config import ConfigError, Settings, load_settings
 from sovllm.oversight_cli import resume, stop, stops
 from sovllm.planner.cli import plan_app
 from sovllm.privacy_cli import privacy_app
@@ -78,16 +79,20 @@ def main(
     """sovllm: plan, serve, govern and benchmark a private LLM service."""
 
 
+HostOpt = Annotated[str | None, typer.Option(help="Address to bind [127.0.0.1].")]
+PortOpt = Annotated[int | None, typer.Option(help="Port to bind [8000].")]
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", help="YAML settings file (or SOVLLM_CONFIG).")
+]
+ModelOpt = Annotated[str | None, typer.Option(help="Catalog model name or path of a GGUF file.")]
+
+
 @app.command()
 def serve(
-    host: Annotated[str | None, typer.Option(help="Address to bind [127.0.0.1].")] = None,
-    port: Annotated[int | None, typer.Option(help="Port to bind [8000].")] = None,
-    config: Annotated[
-        Path | None, typer.Option("--config", help="YAML settings file (or SOVLLM_CONFIG).")
-    ] = None,
-    model: Annotated[
-        str | None, typer.Option(help="Catalog model name or path of a GGUF file.")
-    ] = None,
+    host: HostOpt = None,
+    port: PortOpt = None,
+    config: ConfigOpt = None,
+    model: ModelOpt = None,
     replicas: Annotated[
         int | None,
         typer.Option(
@@ -106,38 +111,36 @@ def serve(
     ] = False,
 ) -> None:
     """Serve the OpenAI-compatible API from the embedded model or a pool of replicas."""
-    from sovllm.server import ServeError, run_server
+    from sovllm.server import run_server
 
-    try:
-        settings = load_settings(config, host=host, port=port, model=model)
-    except ConfigError as exc:
-        raise _fail(str(exc)) from None
-    try:
-        run_server(settings, replicas=replicas, dry_run=dry_run, config_file=config)
-    except ServeError as exc:
-        raise _fail(str(exc), code=1) from None
+    settings = _settings(config, host, port, model)
+    _run(lambda: run_server(settings, replicas=replicas, dry_run=dry_run, config_file=config))
 
 
 @app.command()
 def worker(
-    host: Annotated[str | None, typer.Option(help="Address to bind [127.0.0.1].")] = None,
-    port: Annotated[int | None, typer.Option(help="Port to bind [8000].")] = None,
-    config: Annotated[
-        Path | None, typer.Option("--config", help="YAML settings file (or SOVLLM_CONFIG).")
-    ] = None,
-    model: Annotated[
-        str | None, typer.Option(help="Catalog model name or path of a GGUF file.")
-    ] = None,
+    host: HostOpt = None, port: PortOpt = None, config: ConfigOpt = None, model: ModelOpt = None
 ) -> None:
     """Run one embedded engine as a replica for a gateway (no keys or audit of its own)."""
-    from sovllm.server import ServeError
     from sovllm.worker import run_worker
 
+    settings = _settings(config, host, port, model)
+    _run(lambda: run_worker(settings))
+
+
+def _settings(
+    config: Path | None, host: str | None, port: int | None, model: str | None
+) -> Settings:
     try:
-        settings = load_settings(config, host=host, port=port, model=model)
+        return load_settings(config, host=host, port=port, model=model)
     except ConfigError as exc:
         raise _fail(str(exc)) from None
+
+
+def _run(start: Callable[[], None]) -> None:
+    from sovllm.server import ServeError
+
     try:
-        run_worker(settings)
+        start()
     except ServeError as exc:
         raise _fail(str(exc), code=1) from None

@@ -224,8 +224,8 @@ def _refusal(status: int, body: bytes, retry_after: str | None = None) -> Except
     return ReplicaFailure(f"HTTP {status}: {message}", hard=False)
 
 
-class WorkerBackend:
-    """A `sovllm worker` process: the embedded engine behind the worker protocol."""
+class _Remote:
+    """What HTTP backends share: nothing runs in this process; what they know comes by probe."""
 
     def __init__(self, url: str, token: str | None, client: httpx.AsyncClient) -> None:
         self.url = url.rstrip("/")
@@ -241,6 +241,13 @@ class WorkerBackend:
     def alive(self) -> bool | None:
         return None
 
+    async def close(self) -> None:
+        return None
+
+
+class WorkerBackend(_Remote):
+    """A `sovllm worker` process: the embedded engine behind the worker protocol."""
+
     async def open(self, request: GenerationRequest, prompt_tokens: int) -> RequestStream:
         arrival = time.perf_counter()
         req = self._client.build_request(
@@ -254,9 +261,6 @@ class WorkerBackend:
         body = await _get_json(self._client, self.url + wire.INFO_PATH, self._headers)
         model, stats = wire.info_from_json(body)
         return Probe(model, stats)
-
-    async def close(self) -> None:
-        return None
 
 
 async def _worker_lines(
@@ -297,7 +301,7 @@ async def _get_json(client: httpx.AsyncClient, url: str, headers: dict[str, str]
         raise ReplicaFailure(f"{url} answered with something other than JSON", hard=False) from None
 
 
-class OpenAIBackend:
+class OpenAIBackend(_Remote):
     """Any OpenAI-compatible server. Chat goes to /chat/completions, prompts to /completions.
 
     Token counts come from the upstream's `usage`; while streaming, each content chunk counts
@@ -314,23 +318,12 @@ class OpenAIBackend:
         health_url: str | None = None,
         vllm: bool = False,
     ) -> None:
-        self.url = url.rstrip("/")
+        super().__init__(url, api_key, client)
         self._upstream_model = upstream_model
         self._served = served
-        self._client = client
-        self._headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
         self._health_url = health_url
         self._vllm = vllm
         """A vLLM server: per-tenant cache salts, and its /metrics for running and waiting."""
-
-    async def start(self) -> None:
-        return None
-
-    def live_stats(self) -> EngineStats | None:
-        return None
-
-    def alive(self) -> bool | None:
-        return None
 
     async def open(self, request: GenerationRequest, prompt_tokens: int) -> RequestStream:
         arrival = time.perf_counter()
@@ -397,9 +390,6 @@ class OpenAIBackend:
         if response.status_code != 200:
             return None
         return vllm_stats(response.text)
-
-    async def close(self) -> None:
-        return None
 
 
 async def _get_json_or_empty(client: httpx.AsyncClient, url: str, headers: dict[str, str]) -> None:
