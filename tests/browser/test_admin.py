@@ -111,6 +111,10 @@ def test_an_auditor_verifies_the_log_and_downloads_a_checkpoint(page: Page, web:
     expect(result).to_contain_text("entries")
     page.reload()
     expect(page.locator("#verify-last")).to_contain_text("last verified")
+    # The server keeps the result, in the audit log: any console, any browser, shows it.
+    last = web.admin("GET", "/audit/verify/last").json()
+    assert last["ok"] is True and last["actor"]["tenant"] == "web-audit"
+    expect(page.locator("#verify-last")).to_contain_text("web-audit (auditor)")
 
     with page.expect_download() as download:
         page.get_by_role("button", name="Download latest signed checkpoint").click()

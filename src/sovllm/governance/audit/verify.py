@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from sovllm.governance.audit import merkle
 from sovllm.governance.audit.checkpoint import CheckpointError, Verifier, verify
@@ -260,3 +261,14 @@ def search(
         if len(out) >= limit:
             break
     return out
+
+
+def latest_of_kind(db: Database, kind: str) -> dict[str, Any] | None:
+    """The newest entry of one kind (e.g. the last `audit.verify`), or None."""
+    sql = SQL("SELECT body FROM audit_entries WHERE kind = :kind ORDER BY seq DESC LIMIT 1")
+    with raw_transaction(db) as tx:
+        row = tx.one(sql, {"kind": kind})
+    if row is None:
+        return None
+    entry: dict[str, Any] = json.loads(row[0])
+    return entry

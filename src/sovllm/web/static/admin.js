@@ -10,7 +10,6 @@ const keys = keyStore("sovllm.admin.key");
 const $ = (id) => document.getElementById(id);
 const POLL_MS = 5000;
 const WINDOW_MS = 5 * 60 * 1000;
-const LAST_VERIFY_SLOT = "sovllm.admin.lastVerification";
 const PANELS = {
   admin: ["tenants", "keys", "usage", "latency", "verify", "audit", "privacy"],
   auditor: ["usage", "latency", "verify", "audit", "privacy"],
@@ -442,15 +441,20 @@ function showVerification(record) {
   box.replaceChildren(...parts);
 }
 
+// The server records every verification in the audit log itself: the last one shown here is
+// the service's, whoever ran it, not this browser's.
+function verificationRecord(result) {
+  const actor = result.actor ?? {};
+  return { at: result.verified_at, by: `${actor.tenant ?? "?"} (${actor.role ?? "?"})`, result };
+}
+
 async function verifyNow() {
   const control = $("verify-now");
   control.disabled = true;
   $("verify-last").textContent = "Verifying the whole log…";
   try {
     const result = await api("/admin/v1/audit/verify", { method: "POST" });
-    const record = { at: Date.now(), by: `${state.me.tenant} (${state.me.role})`, result };
-    localStorage.setItem(LAST_VERIFY_SLOT, JSON.stringify(record));
-    showVerification(record);
+    showVerification(verificationRecord(result));
   } catch (err) {
     $("verify-last").textContent = plain(err);
   } finally {
@@ -458,11 +462,11 @@ async function verifyNow() {
   }
 }
 
-function loadVerify() {
+async function loadVerify() {
   try {
-    showVerification(JSON.parse(localStorage.getItem(LAST_VERIFY_SLOT) || "null"));
-  } catch {
-    // nothing remembered
+    showVerification(verificationRecord(await api("/admin/v1/audit/verify/last")));
+  } catch (err) {
+    if (!(err instanceof ApiError && err.status === 404)) $("verify-last").textContent = plain(err);
   }
 }
 
