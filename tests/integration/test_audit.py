@@ -200,6 +200,12 @@ def test_auditors_search_verify_and_fetch_the_checkpoint_over_http(server: Serve
     )
     verdict = httpx.post(f"{base}/verify", headers=auditor, timeout=60).json()
     assert verdict["ok"] is True and verdict["size"] >= 2
+    # The verification itself is recorded, with its actor, and is what "last" reads.
+    last = httpx.get(f"{base}/verify/last", headers=auditor).json()
+    assert (last["ok"], last["size"], last["actor"]["tenant"]) == (True, verdict["size"],
+                                                                  "audit-office")  # fmt: skip
+    recorded = httpx.get(f"{base}/entries", params={"limit": 3}, headers=auditor).json()["data"]
+    assert "audit.verify" in [e["entry"]["kind"] for e in recorded]
     cp = httpx.get(f"{base}/checkpoint", headers=auditor).json()
     assert cp["note"].split("\n")[0] == "sovllm" and cp["verifier_key"].startswith("sovllm+")
     user = {"Authorization": f"Bearer {server.create_key('not-an-auditor')}"}
