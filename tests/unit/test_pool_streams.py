@@ -80,7 +80,8 @@ def make_pool(*scripts: Script | list[bytes] | int, **routing: object) -> tuple[
     for i, script in enumerate(scripts):
         client = httpx.AsyncClient(transport=upstream(script, seen, f"r{i}"))
         info = ModelInfo(MODEL, "", "", 0, 0)
-        backend = OpenAIBackend("http://10.0.0.1/v1", MODEL, info, None, client)
+        backend = OpenAIBackend("http://10.0.0.1/v1", MODEL, info, None, client,
+                                stall_timeout_s=settings.stall_timeout_s)  # fmt: skip
         replicas.append(Replica(f"r{i}", "openai", "", MODEL, backend, lambda r: 3, settings))
     return Pool(replicas, settings), seen
 
@@ -202,3 +203,18 @@ vllm:num_requests_running_other 99
     s = vllm_stats(text)
     assert (s.running, s.waiting, s.prefix_cache_queries, s.prefix_cache_hits) == (7, 3, 1200, 900)
     assert vllm_stats("garbage\nvllm:num_requests_waiting{} x\n").waiting == 0
+
+
+async def test_a_replica_that_stalls_mid_stream_ends_the_request_with_an_error() -> None:
+    never = asyncio.Event()
+
+    async def stalls() -> AsyncIterator[bytes]:
+        yield chunk("Hel")
+        await never.wait()  # a frozen replica: the connection stays open, nothing comes
+        yield b""
+
+    pool, seen = make_pool(stalls, GOOD, stall_timeout_s=0.05)
+    outs = await collect(pool)
+    assert outs[0].text == "Hel"
+    assert outs[-1].finish_reason == "error" and "stalled" in (outs[-1].error or "")
+    assert seen == ["r0"] and pool.replicas[0].state == "unhealthy"

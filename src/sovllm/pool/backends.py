@@ -128,8 +128,10 @@ class _HttpStream:
         response: httpx.Response,
         parse: Callable[[httpx.Response, float], AsyncIterator[GenerationOutput]],
         arrival: float,
+        stall_timeout_s: float | None = None,
     ) -> None:
         self.request_id = request_id
+        self._stall = stall_timeout_s
         self.prompt_tokens = prompt_tokens
         self._arrival = arrival
         self._completion = 0
@@ -147,8 +149,21 @@ class _HttpStream:
         response: httpx.Response,
         parse: Callable[[httpx.Response, float], AsyncIterator[GenerationOutput]],
     ) -> None:
+        outputs = aiter(parse(response, self._arrival))
+        started = False
         try:
-            async for out in parse(response, self._arrival):
+            while True:
+                # Before its first output a request may wait in the replica's queue for long;
+                # after it, silence longer than the stall timeout means a replica that hangs.
+                limit = self._stall if started else None
+                try:
+                    out = await asyncio.wait_for(anext(outputs), limit)
+                except StopAsyncIteration:
+                    break
+                except TimeoutError:
+                    self._end(ReplicaFailure(f"no output for {limit:g} s: the replica stalled"))
+                    return
+                started = True
                 self._completion = out.completion_tokens
                 if out.finished:
                     self._end(out)
@@ -227,10 +242,14 @@ def _refusal(status: int, body: bytes, retry_after: str | None = None) -> Except
 class _Remote:
     """What HTTP backends share: nothing runs in this process; what they know comes by probe."""
 
-    def __init__(self, url: str, token: str | None, client: httpx.AsyncClient) -> None:
+    def __init__(
+        self, url: str, token: str | None, client: httpx.AsyncClient,
+        stall_timeout_s: float | None = None,
+    ) -> None:  # fmt: skip
         self.url = url.rstrip("/")
         self._client = client
         self._headers = {"authorization": f"Bearer {token}"} if token else {}
+        self._stall = stall_timeout_s
 
     async def start(self) -> None:
         return None
@@ -255,7 +274,8 @@ class WorkerBackend(_Remote):
             json=wire.request_to_json(request), headers=self._headers,
         )  # fmt: skip
         response = await _send(self._client, req)
-        return _HttpStream(request.request_id, prompt_tokens, response, _worker_lines, arrival)
+        return _HttpStream(request.request_id, prompt_tokens, response, _worker_lines, arrival,
+                           self._stall)  # fmt: skip
 
     async def probe(self) -> Probe:
         body = await _get_json(self._client, self.url + wire.INFO_PATH, self._headers)
@@ -317,8 +337,9 @@ class OpenAIBackend(_Remote):
         client: httpx.AsyncClient,
         health_url: str | None = None,
         vllm: bool = False,
+        stall_timeout_s: float | None = None,
     ) -> None:
-        super().__init__(url, api_key, client)
+        super().__init__(url, api_key, client, stall_timeout_s)
         self._upstream_model = upstream_model
         self._served = served
         self._health_url = health_url
@@ -367,7 +388,7 @@ class OpenAIBackend(_Remote):
         def parse(response: httpx.Response, arrival: float) -> AsyncIterator[GenerationOutput]:
             return _sse_outputs(response, arrival, prompt_tokens, chat)
 
-        return _HttpStream(request.request_id, prompt_tokens, response, parse, arrival)
+        return _HttpStream(request.request_id, prompt_tokens, response, parse, arrival, self._stall)
 
     async def probe(self) -> Probe:
         if self._health_url is not None:

@@ -346,12 +346,13 @@ def _backend(
     count = Tokenizer(p.tokenizer).count if p.tokenizer is not None else estimate_tokens
     # A started child holds the gateway's token; an attached server, the one its setting names.
     key = token if p.argv is not None else os.environ.get(p.api_key_env or "") or None
+    stall = settings.routing.stall_timeout_s
     if p.kind == "embedded":
-        return WorkerBackend(p.url, key, client), count
+        return WorkerBackend(p.url, key, client, stall), count
     info = ModelInfo(id=p.model_id, path=p.url, sha256="", context_length=p.context_length,
                      created=int(time.time()), owned_by=p.kind)  # fmt: skip
     vllm = p.kind == "vllm"
-    return OpenAIBackend(p.url, p.model, info, key, client, p.health_url, vllm), count
+    return OpenAIBackend(p.url, p.model, info, key, client, p.health_url, vllm, stall), count
 
 
 def estimate_tokens(request: GenerationRequest) -> int:

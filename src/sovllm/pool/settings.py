@@ -108,6 +108,12 @@ class RoutingSettings(BaseModel):
         description="A request with no first token after this long is dropped (a queued one "
         "before it costs compute); a request may ask for less with x-sovllm-queue-timeout.",
     )
+    stall_timeout_s: float = Field(
+        120.0,
+        gt=0,
+        description="A streaming request whose replica sends nothing for this long after its "
+        "first output ends as a replica failure (a replica that hangs without closing).",
+    )
     start_timeout_s: float = Field(
         300.0, gt=0, description="How long a started replica may take to become healthy."
     )
