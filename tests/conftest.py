@@ -88,6 +88,22 @@ def _bootstrap_key(log: Path) -> str:
     return keys[0] if keys else ""
 
 
+def wait_until_up(proc: subprocess.Popen[bytes], url: str, log: Path, timeout: float = 120) -> None:
+    """Poll `url` until it answers 200; fail with the process's log if it exits or never does."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args!r} exited with {proc.returncode}:\n{log.read_text()}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{url} did not answer within {timeout:g} s:\n{log.read_text()}")
+        time.sleep(0.1)  # a child process has no readiness signal to wait on
+
+
 @contextmanager
 def run_server(
     tmp: Path, env: dict[str, str] | None = None, args: tuple[str, ...] = ()
@@ -105,18 +121,7 @@ def run_server(
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"server exited with {proc.returncode}:\n{log.read_text()}")
-            try:
-                if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"server did not become ready:\n{log.read_text()}")
-            time.sleep(0.1)
+        wait_until_up(proc, f"{url}/ready", log)
         cli_env = {"SOVLLM_DATA_DIR": str(tmp / "data"), **(env or {})}
         yield Server(url, proc, log, _bootstrap_key(log), tmp / "data", cli_env)
     finally:

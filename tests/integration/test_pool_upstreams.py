@@ -7,7 +7,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import pytest
 from openai import OpenAI
 
 from sovllm.engines.catalog import resolve_model
-from tests.conftest import MODEL_ID, free_port, run_server
+from tests.conftest import MODEL_ID, free_port, run_server, wait_until_up
 
 PEER_ID = "peer-smol"
 
@@ -37,16 +36,7 @@ def peer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/v1"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert proc.poll() is None, log.read_text()
-            try:
-                if httpx.get(f"{url}/models", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.1)
+        wait_until_up(proc, f"{url}/models", log)
         yield url
     finally:
         proc.terminate()
@@ -180,16 +170,7 @@ def test_a_gateway_joins_a_worker_started_elsewhere(tmp_path: Path) -> None:
             stdout=out, stderr=subprocess.STDOUT,
         )  # fmt: skip
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert worker.poll() is None, log.read_text()
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.1)
+        wait_until_up(worker, f"http://127.0.0.1:{port}/health", log)
         # Its engine routes need the token.
         assert httpx.get(f"http://127.0.0.1:{port}/v1/engine/info").status_code == 401
         config = tmp_path / "sovllm.yaml"
@@ -203,6 +184,15 @@ def test_a_gateway_joins_a_worker_started_elsewhere(tmp_path: Path) -> None:
             )
             assert raw.headers["x-sovllm-replica"] == "ward-b"
             assert raw.parse().usage is not None
+            # The worker's prefix cache shows through the pool: the same prompt again is cached
+            # (one long enough for the engine to reuse: 32 tokens at least).
+            long = [{"role": "user", "content": "Please summarise the ward's week. " * 6}]
+            for _ in range(2):
+                again = client.chat.completions.create(model=MODEL_ID, messages=long,  # type: ignore[arg-type]
+                                                       max_tokens=4)  # fmt: skip
+            assert again.usage is not None and again.usage.prompt_tokens_details is not None
+            cached = again.usage.prompt_tokens_details.cached_tokens
+            assert cached == again.usage.prompt_tokens - 1
     finally:
         worker.terminate()
         worker.wait(timeout=30)

@@ -9,6 +9,7 @@ no token has reached the client yet; a request the replica refused raises an Eng
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
 import time
@@ -157,7 +158,8 @@ class _HttpStream:
                 # after it, silence longer than the stall timeout means a replica that hangs.
                 limit = self._stall if started else None
                 try:
-                    out = await asyncio.wait_for(anext(outputs), limit)
+                    async with asyncio.timeout(limit):  # no task per output, unlike wait_for
+                        out = await anext(outputs)
                 except StopAsyncIteration:
                     break
                 except TimeoutError:
@@ -302,19 +304,22 @@ async def _worker_lines(
 
 def _with_first_token(out: GenerationOutput, first: float) -> GenerationOutput:
     assert out.timings is not None
-    t = out.timings
-    timings = Timings(t.arrival, t.scheduled, first, t.finished)
-    return GenerationOutput(out.text, out.token_ids, out.prompt_tokens, out.completion_tokens,
-                            out.finish_reason, timings, out.error, out.time)  # fmt: skip
+    return dataclasses.replace(out, timings=dataclasses.replace(out.timings, first_token=first))
 
 
-async def _get_json(client: httpx.AsyncClient, url: str, headers: dict[str, str]) -> Any:
+async def _get(client: httpx.AsyncClient, url: str, headers: dict[str, str]) -> httpx.Response:
+    """A probe's GET: a lost connection is a hard failure, any answer but 200 a soft one."""
     try:
         response = await client.get(url, headers=headers)
     except httpx.HTTPError as exc:
         raise ReplicaFailure(f"{exc.__class__.__name__}: {exc}") from None
     if response.status_code != 200:
         raise ReplicaFailure(f"{url} answered HTTP {response.status_code}", hard=False)
+    return response
+
+
+async def _get_json(client: httpx.AsyncClient, url: str, headers: dict[str, str]) -> Any:
+    response = await _get(client, url, headers)
     try:
         return response.json()
     except ValueError:
@@ -392,7 +397,7 @@ class OpenAIBackend(_Remote):
 
     async def probe(self) -> Probe:
         if self._health_url is not None:
-            await _get_json_or_empty(self._client, self._health_url, self._headers)
+            await _get(self._client, self._health_url, self._headers)
         body = await _get_json(self._client, self.url + "/models", self._headers)
         ids = [str(m.get("id")) for m in body.get("data", [])]
         if self._upstream_model not in ids:
@@ -411,15 +416,6 @@ class OpenAIBackend(_Remote):
         if response.status_code != 200:
             return None
         return vllm_stats(response.text)
-
-
-async def _get_json_or_empty(client: httpx.AsyncClient, url: str, headers: dict[str, str]) -> None:
-    try:
-        response = await client.get(url, headers=headers)
-    except httpx.HTTPError as exc:
-        raise ReplicaFailure(f"{exc.__class__.__name__}: {exc}") from None
-    if response.status_code != 200:
-        raise ReplicaFailure(f"{url} answered HTTP {response.status_code}", hard=False)
 
 
 async def _sse_outputs(
