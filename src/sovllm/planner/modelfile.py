@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import struct
 from pathlib import Path
 from typing import IO, Any
@@ -24,6 +25,8 @@ def looks_like_path(name: str) -> bool:
 def read_model_file(name: str) -> Model:
     path = Path(name).expanduser()
     if path.is_dir():
+        if not (path / "config.json").exists():
+            raise PlannerError(f"model folder '{name}' has no config.json")
         path = path / "config.json"
     if not path.exists():
         raise PlannerError(f"model file '{name}' does not exist")
@@ -32,42 +35,81 @@ def read_model_file(name: str) -> Model:
     return read_hf_config(path)
 
 
-def _estimate_params(cfg: dict[str, Any], experts: int) -> float:
-    h = int(cfg["hidden_size"])
-    layers = int(cfg["num_hidden_layers"])
-    heads = int(cfg["num_attention_heads"])
-    kv = int(cfg.get("num_key_value_heads", heads))
-    hd = int(cfg.get("head_dim") or h // heads)
-    ffn = int(cfg["intermediate_size"])
-    vocab = int(cfg["vocab_size"])
-    attn = h * heads * hd * 2 + h * kv * hd * 2
-    mlp = 3 * h * ffn * experts
-    embed = vocab * h * (1 if cfg.get("tie_word_embeddings") else 2)
-    return float(layers * (attn + mlp) + embed)
+def _positive(what: str, value: Any) -> int:
+    if value is None:
+        raise ValueError(f"it lacks '{what}'")
+    n = int(value)
+    if n < 1:
+        raise ValueError(f"{what} must be at least 1, got {value}")
+    return n
+
+
+def _field(cfg: dict[str, Any], key: str) -> int:
+    return _positive(key, cfg.get(key))
+
+
+def _optional(cfg: dict[str, Any], key: str, default: int) -> int:
+    """An optional field; absent or null (as some configs write it) means the default."""
+    value = cfg.get(key)
+    return default if value is None else _positive(key, value)
+
+
+def _text_config(cfg: Any) -> dict[str, Any]:
+    """The language model's part of a config: multimodal models (Llava, Gemma 3, Mistral 3,
+    ...) nest it under `text_config`."""
+    if not isinstance(cfg, dict):
+        raise ValueError("it is not a JSON object")
+    text = cfg.get("text_config")
+    if "num_hidden_layers" not in cfg and isinstance(text, dict):
+        return {**text, "_name_or_path": cfg.get("_name_or_path")}
+    return cfg
 
 
 def read_hf_config(path: Path) -> Model:
     try:
-        cfg = json.loads(path.read_text(encoding="utf-8"))
-        heads = int(cfg["num_attention_heads"])
-        hidden = int(cfg["hidden_size"])
-        experts = int(cfg.get("num_local_experts") or cfg.get("num_experts") or 1)
+        cfg = _text_config(json.loads(path.read_text(encoding="utf-8")))
+        if cfg.get("kv_lora_rank"):
+            raise ValueError(
+                "multi-head latent attention (kv_lora_rank, DeepSeek-V2/V3) is not modelled: "
+                "its KV cache is not 2 x kv_heads x head_dim per layer"
+            )
+        hidden = _field(cfg, "hidden_size")
+        layers = _field(cfg, "num_hidden_layers")
+        heads = _field(cfg, "num_attention_heads")
+        kv = _optional(cfg, "num_key_value_heads", heads)
+        if hidden < heads:
+            raise ValueError(f"hidden_size {hidden} is below num_attention_heads {heads}")
+        head_dim = _optional(cfg, "head_dim", hidden // heads)
+        vocab = _field(cfg, "vocab_size")
+        experts = _optional(cfg, "num_local_experts", _optional(cfg, "num_experts", 1))
+        # MoE configs that give the routed experts their own size (Qwen-MoE, Qwen3-MoE) keep
+        # `intermediate_size` for a dense or shared MLP.
+        ffn = _field(cfg, "intermediate_size")
+        if experts > 1 and cfg.get("moe_intermediate_size") is not None:
+            ffn = _field(cfg, "moe_intermediate_size")
+        shared = 0
+        if experts > 1 and cfg.get("shared_expert_intermediate_size"):
+            shared = _field(cfg, "shared_expert_intermediate_size")
+        tied = bool(cfg.get("tie_word_embeddings", False))
+        attn = hidden * heads * head_dim * 2 + hidden * kv * head_dim * 2
+        mlp = 3 * hidden * (ffn * experts + shared)
+        params = float(layers * (attn + mlp) + vocab * hidden * (1 if tied else 2))
         return Model(
             name=str(cfg.get("_name_or_path") or path.parent.name or path.stem),
-            params=_estimate_params(cfg, experts),
-            layers=int(cfg["num_hidden_layers"]),
+            params=params,
+            layers=layers,
             hidden=hidden,
             heads=heads,
-            kv_heads=int(cfg.get("num_key_value_heads", heads)),
-            head_dim=int(cfg.get("head_dim") or hidden // heads),
-            ffn=int(cfg["intermediate_size"]),
-            vocab=int(cfg["vocab_size"]),
-            tied=bool(cfg.get("tie_word_embeddings", False)),
+            kv_heads=kv,
+            head_dim=head_dim,
+            ffn=ffn,
+            vocab=vocab,
+            tied=tied,
             experts=experts,
-            active_experts=int(cfg.get("num_experts_per_tok") or 1),
+            active_experts=_optional(cfg, "num_experts_per_tok", 1),
             source=str(path),
         )
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, ValueError, TypeError) as exc:
         raise PlannerError(f"cannot read model config {path}: {exc}") from None
 
 
@@ -81,6 +123,9 @@ def _read(fh: IO[bytes], fmt: str) -> Any:
 
 def _read_str(fh: IO[bytes]) -> str:
     n = _read(fh, "<Q")
+    # A corrupt length must not make us allocate it: no string is longer than what is left.
+    if n > os.fstat(fh.fileno()).st_size - fh.tell():
+        raise PlannerError("GGUF file is truncated")
     return fh.read(n).decode("utf-8", errors="replace")
 
 
@@ -134,19 +179,20 @@ def read_gguf(path: Path) -> Model:
         return meta.get(f"{arch}.{key}", default)
 
     try:
-        hidden = int(get("embedding_length"))
-        heads = int(get("attention.head_count"))
-        kv = int(get("attention.head_count_kv", heads))
-        vocab = int(get("vocab_size") or meta.get("tokenizer.ggml.tokens") or 0)
+        hidden = _positive("embedding_length", get("embedding_length"))
+        heads = _positive("attention.head_count", get("attention.head_count"))
+        kv = _positive("attention.head_count_kv", get("attention.head_count_kv", heads))
+        vocab = _positive("vocab_size", get("vocab_size") or meta.get("tokenizer.ggml.tokens"))
+        key_length = get("attention.key_length") or hidden // heads
         return Model(
             name=str(meta.get("general.name") or path.stem),
             params=float(params),
-            layers=int(get("block_count")),
+            layers=_positive("block_count", get("block_count")),
             hidden=hidden,
             heads=heads,
             kv_heads=kv,
-            head_dim=int(get("attention.key_length") or hidden // heads),
-            ffn=int(get("feed_forward_length")),
+            head_dim=_positive("attention.key_length", key_length),
+            ffn=_positive("feed_forward_length", get("feed_forward_length")),
             vocab=vocab,
             # A GGUF without a separate output.weight tensor ties it to the embedding.
             tied="output.weight" not in names,
@@ -156,4 +202,6 @@ def read_gguf(path: Path) -> Model:
             file_bytes=float(path.stat().st_size),
         )
     except (TypeError, ValueError) as exc:
-        raise PlannerError(f"{path}: GGUF metadata lacks an architecture field ({exc})") from None
+        raise PlannerError(
+            f"{path}: GGUF metadata lacks a usable architecture field ({exc})"
+        ) from None

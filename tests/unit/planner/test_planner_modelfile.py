@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import struct
 from pathlib import Path
 
 import pytest
@@ -68,3 +69,91 @@ def test_bad_model_files_are_clear_errors(tmp_path: Path) -> None:
         get_model(str(broken))
     with pytest.raises(PlannerError, match="does not exist"):
         get_model(str(tmp_path / "missing.json"))
+
+
+def _config(tmp_path: Path, cfg: dict[str, object]) -> str:
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(cfg))
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"num_attention_heads": 0},
+        {"hidden_size": -576},
+        {"num_hidden_layers": 0},
+        {"num_key_value_heads": 0},
+        {"vocab_size": 0},
+    ],
+)
+def test_impossible_config_sizes_are_clear_errors(tmp_path: Path, change: dict[str, int]) -> None:
+    with pytest.raises(PlannerError, match="cannot read model config"):
+        get_model(_config(tmp_path, SMOL_CONFIG | change))
+
+
+def test_config_nulls_fall_back_to_the_defaults(tmp_path: Path) -> None:
+    m = get_model(_config(tmp_path, SMOL_CONFIG | {"num_key_value_heads": None, "head_dim": None}))
+    assert (m.kv_heads, m.head_dim) == (9, 64)
+
+
+def test_multimodal_config_reads_its_text_config(tmp_path: Path) -> None:
+    cfg = {"architectures": ["LlavaForConditionalGeneration"], "text_config": SMOL_CONFIG}
+    m = get_model(_config(tmp_path, cfg))
+    assert (m.layers, m.hidden, m.kv_heads) == (30, 576, 3)
+
+
+def test_missing_config_field_is_named(tmp_path: Path) -> None:
+    cfg = {k: v for k, v in SMOL_CONFIG.items() if k != "num_attention_heads"}
+    with pytest.raises(PlannerError, match="lacks 'num_attention_heads'"):
+        get_model(_config(tmp_path, cfg))
+
+
+def test_folder_without_config_json_says_so(tmp_path: Path) -> None:
+    with pytest.raises(PlannerError, match=r"no config\.json"):
+        get_model(str(tmp_path))
+
+
+def test_moe_config_counts_the_expert_intermediate_size(tmp_path: Path) -> None:
+    # Qwen1.5-MoE-A2.7B: 60 experts of 1408 plus a 5632 shared expert; 14.3B parameters.
+    cfg = {
+        "hidden_size": 2048,
+        "num_hidden_layers": 24,
+        "num_attention_heads": 16,
+        "num_key_value_heads": 16,
+        "intermediate_size": 5632,
+        "moe_intermediate_size": 1408,
+        "shared_expert_intermediate_size": 5632,
+        "num_experts": 60,
+        "num_experts_per_tok": 4,
+        "vocab_size": 151936,
+    }
+    m = get_model(_config(tmp_path, cfg))
+    assert m.params == pytest.approx(14.3e9, rel=0.03)
+    assert m.ffn == 1408 and m.experts == 60
+
+
+def test_latent_attention_config_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(PlannerError, match="latent attention"):
+        get_model(_config(tmp_path, SMOL_CONFIG | {"kv_lora_rank": 512}))
+
+
+def test_gguf_with_zero_heads_is_a_clear_error(tmp_path: Path) -> None:
+    meta: dict[str, int | str] = {
+        "general.architecture": "llama",
+        "llama.block_count": 2,
+        "llama.embedding_length": 64,
+        "llama.attention.head_count": 0,
+        "llama.feed_forward_length": 128,
+        "llama.vocab_size": 100,
+    }
+    path = write_gguf(tmp_path / "zero.gguf", meta, {"token_embd.weight": [64, 100]})
+    with pytest.raises(PlannerError, match="head"):
+        get_model(str(path))
+
+
+def test_gguf_with_a_corrupt_string_length_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "huge.gguf"
+    path.write_bytes(b"GGUF" + struct.pack("<IQQ", 3, 1, 1) + struct.pack("<Q", 2**62) + b"abc")
+    with pytest.raises(PlannerError, match="truncated"):
+        get_model(str(path))
