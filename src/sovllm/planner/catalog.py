@@ -153,7 +153,7 @@ def hardware_catalog() -> dict[str, Hardware]:
     out: dict[str, Hardware] = {}
     for row in _load("hardware.yaml"):
         row = dict(row)
-        row["aliases"] = tuple(row.get("aliases") or ())
+        row["aliases"] = tuple(_norm(str(a)) for a in row.get("aliases") or ())
         hw = Hardware(**row)
         out[hw.name] = hw
     return out
@@ -164,7 +164,7 @@ def model_catalog() -> dict[str, Model]:
     out: dict[str, Model] = {}
     for row in _load("models.yaml"):
         row = dict(row)
-        row["aliases"] = tuple(row.get("aliases") or ())
+        row["aliases"] = tuple(_norm(str(a)) for a in row.get("aliases") or ())
         row["params"] = float(row["params"])
         model = Model(**row)
         out[model.name] = model

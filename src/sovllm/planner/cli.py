@@ -79,6 +79,34 @@ def _finite(flag: str, value: float | None) -> None:
         _bad(flag, f"must be a finite number, got {value}")
 
 
+def _split(text: str) -> list[str]:
+    """Comma-separated names, each once, in the order given."""
+    return list(dict.fromkeys(x.strip() for x in text.split(",") if x.strip()))
+
+
+def _profile_model(m: Model, hw: Hardware) -> None:
+    """The cpu-local profile holds the rates of the model it was measured with; they say
+    nothing about another model."""
+    from sovllm.planner.profile import profile_path
+
+    try:
+        doc = json.loads(profile_path().read_text(encoding="utf-8"))
+        measured = get_model(str(doc["model"]))
+    except (OSError, ValueError, KeyError, TypeError, PlannerError):
+        return  # unknown or moved model: nothing to compare with
+    shape = ("layers", "hidden", "heads", "kv_heads", "head_dim", "ffn", "vocab")
+    if any(getattr(m, k) != getattr(measured, k) for k in shape):
+        _bad(
+            "--model",
+            f"the {hw.name} profile was measured with {doc['model']}; its rates do not apply to "
+            f"{m.name} (run `sovllm plan calibrate --model ...` for that model)",
+        )
+
+
+def _simulation_failed(flag: str, exc: Exception, hint: str) -> NoReturn:
+    _bad(flag, f"{exc}; {hint}")
+
+
 def _emit_json(doc: dict[str, Any]) -> None:
     typer.echo(json.dumps(doc, indent=2, sort_keys=False))
 
@@ -145,6 +173,8 @@ def predict(
         _bad("--rate", f"must be above 0, got {rate}")
     if think_time < 0:
         _bad("--think-time", f"must be 0 or more, got {think_time}")
+    if think_time and users is None:
+        _bad("--think-time", "applies only to closed-loop --users")
     if requests is not None and requests < 1:
         _bad("--requests", f"must be at least 1, got {requests}")
     if max_num_seqs is not None and max_num_seqs < 1:
@@ -173,6 +203,12 @@ def predict(
     if pp > m.layers:
         _bad("--pp", f"PP={pp} exceeds the {m.layers} layers")
     hw = _hardware(gpu, "--gpu")
+    if hw.kind == "cpu":
+        if tp > 1:
+            _bad("--tp", f"{hw.name} is one measured machine: TP must be 1, got {tp}")
+        if pp > 1:
+            _bad("--pp", f"{hw.name} is one measured machine: PP must be 1, got {pp}")
+        _profile_model(m, hw)
     eng = _engine(engine)
     if concurrency is not None:
         load = Load("concurrency", concurrency)
@@ -198,7 +234,12 @@ def predict(
         seed=seed,
         max_num_seqs=max_num_seqs,
     )
-    result = run_predict(scenario)
+    from sovllm.planner.simulator import SimulationError
+
+    try:
+        result = run_predict(scenario)
+    except SimulationError as exc:
+        _simulation_failed("--requests", exc, "simulate fewer requests")
     if as_json:
         _emit_json(predict_json(result))
     else:
@@ -226,7 +267,10 @@ def size_cmd(
         "onprem"
     ),
     currency: Annotated[str, typer.Option(help="Currency label of all costs.")] = "EUR",
-    usd_rate: Annotated[float, typer.Option(help="Currency units per USD.")] = 0.92,
+    usd_rate: Annotated[
+        float | None,
+        typer.Option(help="Currency units per USD for catalog prices [0.92 for EUR, 1 for USD]."),
+    ] = None,
     gpu_price: Annotated[
         float | None, typer.Option(help="Purchase price per GPU [catalog].")
     ] = None,
@@ -273,9 +317,26 @@ def size_cmd(
         _bad("--max-tp", f"must be at least 1, got {max_tp}")
     if rank_by not in ("onprem", "cloud"):
         _bad("--rank-by", f"choose onprem or cloud, got '{rank_by}'")
-    for flag, value in (("--years", years), ("--pue", pue), ("--usd-rate", usd_rate)):
+    for flag, value in (("--years", years), ("--usd-rate", usd_rate or 1.0)):
         if not value > 0:
             _bad(flag, f"must be above 0, got {value}")
+    if pue < 1:
+        _bad("--pue", f"must be at least 1 (facility power / IT power), got {pue}")
+    currency = currency.strip()
+    if not currency:
+        _bad("--currency", "give a currency label, e.g. EUR")
+    if usd_rate is None:
+        rates = {"EUR": 0.92, "USD": 1.0}
+        if currency.upper() in rates:
+            usd_rate = rates[currency.upper()]
+        elif gpu_price is None or cloud_price is None:
+            _bad(
+                "--usd-rate",
+                f"catalog prices are in USD: give --usd-rate ({currency} per USD), or both "
+                "--gpu-price and --cloud-price",
+            )
+        else:
+            usd_rate = 1.0  # unused: both prices are given
     for flag, v in (
         ("--electricity-price", electricity_price),
         ("--hosting-per-year", hosting_per_year),
@@ -288,15 +349,20 @@ def size_cmd(
             _bad(flag, f"must be 0 or more, got {v}")
     prompt = _lengths("--prompt-tokens", prompt_tokens)
     out = _lengths("--output-tokens", output_tokens)
-    precs = [_precision("--precisions", p) for p in precisions.split(",") if p.strip()]
+    precs = list(dict.fromkeys(_precision("--precisions", p) for p in _split(precisions)))
     if not precs:
         _bad("--precisions", "give at least one precision")
     m = _model(model)
     eng = _engine(engine)
-    if gpus:
-        hws = [_hardware(g, "--gpus") for g in gpus.split(",") if g.strip()]
+    if gpus is not None:
+        hws = list({hw.name: hw for hw in (_hardware(g, "--gpus") for g in _split(gpus))}.values())
+        if not hws:
+            _bad("--gpus", "give at least one GPU type")
     else:
         hws = list(hardware_catalog().values())
+    for hw in hws:
+        if hw.kind == "cpu":
+            _profile_model(m, hw)
     params = CostParams(
         currency=currency,
         usd_rate=usd_rate,
@@ -310,7 +376,14 @@ def size_cmd(
         grid_kg_per_kwh=grid_intensity,
     )
     slo = Slo(ttft_p95, tpot_p95)
-    result = size(m, eng, hws, precs, users, prompt, out, think_time, slo, params, max_tp, rank_by)
+    from sovllm.planner.simulator import SimulationError
+
+    try:
+        result = size(
+            m, eng, hws, precs, users, prompt, out, think_time, slo, params, max_tp, rank_by
+        )
+    except SimulationError as exc:
+        _simulation_failed("--users", exc, "size for fewer users")
     if as_json:
         _emit_json(size_json(result, precs))
     else:

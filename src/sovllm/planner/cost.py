@@ -50,9 +50,15 @@ class CostReport:
 def cost_report(hw: Hardware, gpus: int, tokens_per_s: float, p: CostParams) -> CostReport:
     gpu_price = p.gpu_price if p.gpu_price is not None else hw.price_usd * p.usd_rate
     cloud_hour = p.cloud_price if p.cloud_price is not None else hw.cloud_usd_per_hour * p.usd_rate
-    servers = max(1, math.ceil(gpus / 8))
-    purchase = gpus * gpu_price * (1 + p.server_overhead)
-    power_kw = gpus * (hw.tdp_w * p.load_power_fraction + p.host_power_w_per_gpu) / 1000 * p.pue
+    if hw.kind == "cpu":
+        # A measured machine (cpu-local): each box is a whole server, and its power figure is
+        # the whole box's, so no server share and no host power are added.
+        servers, server_overhead, host_w = gpus, 0.0, 0.0
+    else:
+        servers = max(1, math.ceil(gpus / 8))
+        server_overhead, host_w = p.server_overhead, p.host_power_w_per_gpu
+    purchase = gpus * gpu_price * (1 + server_overhead)
+    power_kw = gpus * (hw.tdp_w * p.load_power_fraction + host_w) / 1000 * p.pue
     kwh = power_kw * HOURS_PER_MONTH
     breakdown = {
         "amortisation": purchase / (p.years * 12),

@@ -150,6 +150,8 @@ def size(
             for tp in TP_CHOICES:
                 if tp > max_tp or tp_problem(model, tp):
                     continue
+                if tp > 1 and hw.kind == "cpu":
+                    continue  # a measured machine: one box serves one replica
                 base = _scenario(
                     model, hw, engine, precision, tp, users, prompt, output, think_time_s, None
                 )

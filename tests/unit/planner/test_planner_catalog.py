@@ -87,3 +87,14 @@ def test_gpus_without_fp8_fall_back_to_bf16_rate() -> None:
     h100 = get_hardware("h100-sxm")
     assert a100.tflops("fp8") == a100.bf16_tflops
     assert h100.tflops("fp8") == pytest.approx(2 * h100.bf16_tflops, rel=0.01)
+
+
+def test_every_alias_resolves_even_a_number() -> None:
+    # YAML reads the `4090` alias as an integer.
+    assert get_hardware("4090").name == "rtx-4090"
+    for hw in hardware_catalog().values():
+        for alias in hw.aliases:
+            assert get_hardware(alias).name == hw.name
+    for m in model_catalog().values():
+        for alias in m.aliases:
+            assert get_model(alias).name == m.name
