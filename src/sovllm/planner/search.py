@@ -118,7 +118,7 @@ def max_users(make: Scenario, slo: Slo, upper: int, requests: int | None = None)
     if first:
         return 0, f"even 1 user misses the SLO: {first}"
     if not ok(upper):
-        return upper, ""
+        return upper, f"meets the SLO at all {upper} users (not searched beyond {upper} users)"
     lo, hi, why = 1, upper, ""
     while hi - lo > 1:
         mid = (lo + hi) // 2

@@ -139,3 +139,9 @@ def test_a_cpu_box_is_its_own_server_and_its_measured_power_is_all_it_draws(
     c = cost_report(box, 10, 100.0, p)
     assert c.servers == 10
     assert c.power_kw == pytest.approx(10 * box.tdp_w * p.load_power_fraction / 1000)
+
+
+def test_limit_says_why_when_the_search_stopped_at_the_users_asked_for() -> None:
+    best = _json(*SIZE_ONE)["recommendation"]
+    assert best["users_per_replica"] == 5
+    assert "not searched beyond 5 users" in best["limit"]
