@@ -78,6 +78,9 @@ class Model:
     aliases: tuple[str, ...] = ()
     # Weights of a file-backed model (GGUF) are known exactly; None means params x precision.
     file_bytes: float | None = None
+    max_context: int | None = None  # tokens a sequence may hold (None: not stated)
+    # The precision a file's weights are stored in (GGUF), which no flag can change.
+    file_precision: str | None = None
 
     @property
     def embedding_params(self) -> float:

@@ -53,6 +53,25 @@ def _model(name: str) -> Model:
         _bad("--model", str(exc))
 
 
+def _file_precision(m: Model, flag: str, chosen: list[str], given: str | None) -> list[str]:
+    """A GGUF's weights have one precision: it replaces the default, and contradicts a flag."""
+    if m.file_precision is None:
+        return [_precision(flag, p) for p in chosen]
+    if given is not None and any(_precision(flag, p) != m.file_precision for p in chosen):
+        _bad(flag, f"{m.name} is stored in {m.file_precision}; its precision cannot be changed")
+    return [m.file_precision]
+
+
+def _check_context(m: Model, prompt: Lengths, out: Lengths, prompt_flag: str) -> None:
+    need = prompt.hi + out.hi
+    if m.max_context is not None and need > m.max_context:
+        _bad(
+            prompt_flag,
+            f"{prompt_flag} + --output-tokens reach {need} tokens, beyond {m.name}'s context of "
+            f"{m.max_context} tokens",
+        )
+
+
 def _hardware(name: str, flag: str) -> Hardware:
     try:
         return get_hardware(name)
@@ -122,7 +141,10 @@ def predict(
     ] = None,
     tp: Annotated[int, typer.Option(help="Tensor-parallel degree.")] = 1,
     pp: Annotated[int, typer.Option(help="Pipeline-parallel degree.")] = 1,
-    precision: Annotated[str, typer.Option(help="bf16, fp16, fp8, int8 or int4.")] = "bf16",
+    precision: Annotated[
+        str | None,
+        typer.Option(help="bf16, fp16, fp8, int8 or int4 [bf16; a GGUF file's own]."),
+    ] = None,
     kv_precision: Annotated[
         str, typer.Option(help="KV cache dtype: auto, bf16, fp16 or fp8.")
     ] = "auto",
@@ -190,13 +212,14 @@ def predict(
         _bad("--tp", f"TP x PP = {tp * pp} does not divide --num-gpus {n}")
     prompt = _lengths("--input-tokens", input_tokens)
     out = _lengths("--output-tokens", output_tokens)
-    prec = _precision("--precision", precision)
     kvp = kv_precision.strip().lower()
     if kvp not in ("auto", "bf16", "fp16", "fp8"):
         _bad(
             "--kv-precision", f"unknown KV precision '{kv_precision}'; choose auto, bf16, fp16, fp8"
         )
     m = _model(model)
+    _check_context(m, prompt, out, "--input-tokens")
+    prec = _file_precision(m, "--precision", [precision] if precision else ["bf16"], precision)[0]
     why = tp_problem(m, tp)
     if why:
         _bad("--tp", why)
@@ -258,9 +281,10 @@ def size_cmd(
     gpus: Annotated[
         str | None, typer.Option(help="Comma-separated GPU types allowed [all in the catalog].")
     ] = None,
-    precisions: Annotated[str, typer.Option(help="Comma-separated precisions to try.")] = (
-        "bf16,fp8"
-    ),
+    precisions: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated precisions to try [bf16,fp8; a GGUF file's own]."),
+    ] = None,
     engine: Annotated[str, typer.Option(help="Serving engine.")] = "vllm",
     max_tp: Annotated[int, typer.Option(help="Largest TP degree (GPUs in one node).")] = 8,
     rank_by: Annotated[str, typer.Option(help="Rank by 'onprem' or 'cloud' monthly cost.")] = (
@@ -349,10 +373,14 @@ def size_cmd(
             _bad(flag, f"must be 0 or more, got {v}")
     prompt = _lengths("--prompt-tokens", prompt_tokens)
     out = _lengths("--output-tokens", output_tokens)
-    precs = list(dict.fromkeys(_precision("--precisions", p) for p in _split(precisions)))
+    precs = list(
+        dict.fromkeys(_precision("--precisions", p) for p in _split(precisions or "bf16,fp8"))
+    )
     if not precs:
         _bad("--precisions", "give at least one precision")
     m = _model(model)
+    _check_context(m, prompt, out, "--prompt-tokens")
+    precs = _file_precision(m, "--precisions", precs, precisions)
     eng = _engine(engine)
     if gpus is not None:
         hws = list({hw.name: hw for hw in (_hardware(g, "--gpus") for g in _split(gpus))}.values())

@@ -108,6 +108,7 @@ def read_hf_config(path: Path) -> Model:
             experts=experts,
             active_experts=_optional(cfg, "num_experts_per_tok", 1),
             source=str(path),
+            max_context=_optional(cfg, "max_position_embeddings", 0) or None,
         )
     except (OSError, ValueError, TypeError) as exc:
         raise PlannerError(f"cannot read model config {path}: {exc}") from None
@@ -146,6 +147,20 @@ def _read_value(fh: IO[bytes], vtype: int) -> Any:
             _read_value(fh, itype)
         return n
     raise PlannerError(f"GGUF value type {vtype} is unknown")
+
+
+# llama.cpp's general.file_type -> the planner's precision: 16-bit stays 16-bit, Q8_0 is int8,
+# every smaller quantisation (Q2..Q6, IQ*, MXFP4) is dequantised into 16-bit GEMMs like int4.
+_GGUF_16BIT = {1: "fp16", 32: "bf16"}
+_GGUF_INT8 = 7
+
+
+def _gguf_precision(file_type: Any) -> str | None:
+    if not isinstance(file_type, int) or file_type == 0:
+        return None  # unknown or F32: leave the flag's precision
+    if file_type in _GGUF_16BIT:
+        return _GGUF_16BIT[file_type]
+    return "int8" if file_type == _GGUF_INT8 else "int4"
 
 
 def read_gguf(path: Path) -> Model:
@@ -200,6 +215,8 @@ def read_gguf(path: Path) -> Model:
             active_experts=int(get("expert_used_count") or 1),
             source=str(path),
             file_bytes=float(path.stat().st_size),
+            max_context=int(get("context_length") or 0) or None,
+            file_precision=_gguf_precision(meta.get("general.file_type")),
         )
     except (TypeError, ValueError) as exc:
         raise PlannerError(

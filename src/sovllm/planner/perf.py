@@ -1,8 +1,9 @@
 """Time of one engine step (one forward pass over a continuous batch).
 
 GPU: a roofline per step with derating factors. Compute (linear layers + attention) runs at
-MFU x peak, weight and KV traffic at MBU x bandwidth; the two are added rather than overlapped
-(`max` under-predicts the transition region, see docs/planner.md). TP adds two ring
+MFU x peak, weight and KV traffic at MBU x bandwidth; the two combine as sqrt(c^2 + m^2), between
+adding them and the roofline's max (`max` under-predicts the transition region, see
+docs/planner.md, "Performance"). TP adds two ring
 all-reduces per layer; the engine adds a fixed cost per step and a CPU cost per sequence.
 CPU profile (cpu-local): measured aggregate token rates, interpolated by batch size.
 """

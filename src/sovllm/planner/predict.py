@@ -37,14 +37,25 @@ class Scenario:
     def context_tokens(self) -> int:
         return self.prompt.hi + self.output.hi
 
-    def per_replica_load(self) -> Load:
+    def replica_loads(self) -> list[tuple[Load, int]]:
+        """(load, replicas carrying it), busiest first. Clients and users are dealt round-robin,
+        so U over n replicas gives U mod n replicas one client more than the rest."""
         n = self.replicas
         if self.load.kind == "offline" or n == 1:
-            return self.load
+            return [(self.load, n)]
         if self.load.kind == "rate":
-            return Load("rate", self.load.value / n)
-        # Round-robin over replicas: the busiest one sets the latency.
-        return Load(self.load.kind, math.ceil(self.load.value / n), self.load.think_time_s)
+            return [(Load("rate", self.load.value / n), n)]
+        base, extra = divmod(math.ceil(self.load.value), n)
+        counts = [(base + 1, extra), (base, n - extra)]
+        return [
+            (Load(self.load.kind, clients, self.load.think_time_s), replicas)
+            for clients, replicas in counts
+            if clients > 0 and replicas > 0
+        ]
+
+    def per_replica_load(self) -> Load:
+        """The busiest replica's load: it sets the latency and the memory needed."""
+        return self.replica_loads()[0][0]
 
     def resident_sequences(self) -> int:
         load = self.per_replica_load()
@@ -97,14 +108,12 @@ def predict(s: Scenario) -> Prediction:
     mem = memory_for(s)
     if not mem.fits:
         return Prediction(s, mem, None, 0.0, 0.0)
-    sim = simulate(
-        step_model_for(s),
-        scheduler_for(s, mem),
-        s.per_replica_load(),
-        s.prompt,
-        s.output,
-        requests=s.requests,
-        seed=s.seed,
-    )
-    n = s.replicas
-    return Prediction(s, mem, sim, sim.output_tokens_per_s * n, sim.requests_per_s * n)
+    step, sched = step_model_for(s), scheduler_for(s, mem)
+    sims = [
+        (simulate(step, sched, load, s.prompt, s.output, requests=s.requests, seed=s.seed), count)
+        for load, count in s.replica_loads()
+    ]
+    tokens = sum(sim.output_tokens_per_s * count for sim, count in sims)
+    requests = sum(sim.requests_per_s * count for sim, count in sims)
+    # Latency percentiles are the busiest replica's: the ones a user can be unlucky enough to see.
+    return Prediction(s, mem, sims[0][0], tokens, requests)

@@ -231,8 +231,6 @@ def simulate(
             running += 1
         if load.kind == "offline" and window_end is None and not waiting and not arrivals:
             window_end = (t, cum_tokens)
-        peak_running = max(peak_running, running)
-        peak_waiting = max(peak_waiting, len(waiting))
         if running == 0:
             if arrivals:
                 t = max(t, arrivals[0][0])
@@ -248,6 +246,13 @@ def simulate(
             c = min(r.prompt - r.prefilled, budget)
             chunks.append((r, c))
             budget -= c
+        # As vLLM counts them: an admitted prompt that gets no chunk this step and has had none
+        # is still waiting. Chunks go to prompts in order, so only the head can be partly done.
+        idle = len(prefilling) - len(chunks)
+        if not chunks and prefilling and prefilling[0].prefilled > 0:
+            idle -= 1
+        peak_running = max(peak_running, running - idle)
+        peak_waiting = max(peak_waiting, len(waiting) + idle)
 
         if not chunks:
             # Decode-only: fast-forward to the next completion or admissible arrival.

@@ -74,6 +74,24 @@ def test_predict_replicas_serve_in_data_parallel() -> None:
     assert four["ttft_s"]["p95"] <= one["ttft_s"]["p95"]
 
 
+def test_replicas_serve_no_more_than_their_users_send() -> None:
+    # 5 users over 8 replicas: 5 replicas with one user each, 3 idle. Nobody thinking 10 s
+    # between requests sends more than one request per 10 s.
+    base = ["predict", "--model", "llama-3.1-8b", "--gpu", "h100-sxm", "--input-tokens", "500"]
+    base += ["--output-tokens", "200", "--think-time", "10"]
+    spread = _json(*base, "--num-gpus", "8", "--users", "5")
+    alone = _json(*base, "--num-gpus", "1", "--users", "1")
+    assert spread["requests_per_s"] < 5 / 10
+    assert spread["requests_per_s"] == pytest.approx(5 * alone["requests_per_s"], rel=0.02)
+    # 10 users over 4 replicas: two carry 3, two carry 2; the latency is the busiest one's.
+    uneven = _json(*base, "--num-gpus", "4", "--users", "10")
+    busiest = _json(*base, "--num-gpus", "1", "--users", "3")
+    light = _json(*base, "--num-gpus", "1", "--users", "2")
+    expected = 2 * busiest["requests_per_s"] + 2 * light["requests_per_s"]
+    assert uneven["requests_per_s"] == pytest.approx(expected, rel=0.02)
+    assert uneven["ttft_s"] == busiest["ttft_s"]
+
+
 @pytest.mark.parametrize("load", [["--offline"], ["--concurrency", "8"], ["--rate", "2"]])
 def test_predict_accepts_every_load(load: list[str]) -> None:
     doc = _json(

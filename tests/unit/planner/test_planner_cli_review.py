@@ -10,6 +10,7 @@ import pytest
 from sovllm.planner.catalog import get_hardware
 from sovllm.planner.cost import CostParams, cost_report
 
+from .gguf_files import write_gguf
 from .test_planner_cli import _fake_engine, _json, _run
 
 SMALL = ["--model", "llama-3.1-8b", "--input-tokens", "300", "--output-tokens", "50"]
@@ -145,3 +146,52 @@ def test_limit_says_why_when_the_search_stopped_at_the_users_asked_for() -> None
     best = _json(*SIZE_ONE)["recommendation"]
     assert best["users_per_replica"] == 5
     assert "not searched beyond 5 users" in best["limit"]
+
+
+def test_prompt_and_output_beyond_the_context_are_a_usage_error() -> None:
+    res = _run(
+        "predict",
+        "--model",
+        "llama-2-70b",
+        "--gpu",
+        "h100-sxm",
+        "--num-gpus",
+        "4",
+        "--tp",
+        "4",
+        "--input-tokens",
+        "4000",
+        "--output-tokens",
+        "200",
+        "--offline",
+    )
+    assert res.exit_code == 2
+    assert "--input-tokens" in res.output and "4096" in res.output
+    res = _run("size", "--model", "llama-2-70b", "--users", "10", "--prompt-tokens", "100-5000")
+    assert res.exit_code == 2
+    assert "--prompt-tokens" in res.output and "4096" in res.output
+
+
+def test_a_gguf_file_keeps_its_own_precision(tmp_path: Path) -> None:
+    path = write_gguf(
+        tmp_path / "q8.gguf",
+        {
+            "general.architecture": "llama",
+            "general.name": "tiny-q8",
+            "general.file_type": 7,
+            "llama.block_count": 2,
+            "llama.embedding_length": 64,
+            "llama.attention.head_count": 4,
+            "llama.feed_forward_length": 128,
+            "llama.vocab_size": 100,
+        },
+        {"token_embd.weight": [64, 100]},
+    )
+    base = ["predict", "--model", str(path), "--gpu", "h100-sxm", "--input-tokens", "100"]
+    base += ["--output-tokens", "10", "--concurrency", "1"]
+    doc = _json(*base)
+    assert doc["inputs"]["precision"] == "int8"
+    res = _run(*base, "--precision", "fp8")
+    assert res.exit_code == 2
+    assert "--precision" in res.output and "int8" in res.output
+    assert _json(*base, "--precision", "int8")["inputs"]["precision"] == "int8"

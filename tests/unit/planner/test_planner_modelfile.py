@@ -157,3 +157,35 @@ def test_gguf_with_a_corrupt_string_length_is_a_clear_error(tmp_path: Path) -> N
     path.write_bytes(b"GGUF" + struct.pack("<IQQ", 3, 1, 1) + struct.pack("<Q", 2**62) + b"abc")
     with pytest.raises(PlannerError, match="truncated"):
         get_model(str(path))
+
+
+def _tiny_gguf(path: Path, **extra: int) -> Path:
+    meta: dict[str, int | str] = {
+        "general.architecture": "llama",
+        "general.name": "tiny",
+        "llama.block_count": 2,
+        "llama.embedding_length": 64,
+        "llama.attention.head_count": 4,
+        "llama.feed_forward_length": 128,
+        "llama.vocab_size": 100,
+    }
+    meta.update(extra)
+    return write_gguf(path, meta, {"token_embd.weight": [64, 100]})
+
+
+@pytest.mark.parametrize(
+    ("file_type", "precision"), [(1, "fp16"), (32, "bf16"), (7, "int8"), (3, "int4"), (15, "int4")]
+)
+def test_gguf_file_type_gives_its_precision(tmp_path: Path, file_type: int, precision: str) -> None:
+    path = _tiny_gguf(tmp_path / "t.gguf", **{"general.file_type": file_type})
+    assert get_model(str(path)).file_precision == precision
+
+
+def test_context_length_is_read_from_config_and_gguf(tmp_path: Path) -> None:
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({**SMOL_CONFIG, "max_position_embeddings": 8192}))
+    assert get_model(str(path)).max_context == 8192
+    gguf = _tiny_gguf(tmp_path / "t.gguf", **{"llama.context_length": 4096})
+    assert get_model(str(gguf)).max_context == 4096
+    assert get_model(str(_tiny_gguf(tmp_path / "u.gguf"))).max_context is None
+    assert get_model("llama-2-70b").max_context == 4096

@@ -122,3 +122,14 @@ def test_a_thousand_requests_simulate_quickly() -> None:
         requests=1000,
     )
     assert time.perf_counter() - start < 2.0
+
+
+def test_prompts_admitted_but_not_yet_prefilled_count_as_waiting() -> None:
+    # vLLM's meaning: a request is running once it has been given tokens. 50 prompts of 1,000
+    # tokens arrive at once; the 2,048-token budget prefills two per step, the rest wait.
+    res = simulate(
+        FixedStep(0.01), BIG, Load("offline"), Lengths(1000, 1000), Lengths(10, 10), requests=50
+    )
+    assert res.peak_waiting >= 47
+    assert res.peak_running <= BIG.max_num_seqs
+    assert res.peak_running >= 3
