@@ -141,6 +141,7 @@ def corrections_for(row_id: str) -> list[Correction]:
 
 
 def parse_load(text: str) -> Load:
+    """`offline`, `offline:N` (a batch of N requests), `concurrency:C`, `rate:R`, `users:U/S`."""
     kind, _, value = text.partition(":")
     if kind == "offline":
         return Load("offline")
@@ -167,6 +168,8 @@ def scenario_for(row: Row, seed: int = 0, corrected: bool = True) -> Scenario:
     requests = None
     if load.kind == "concurrency" and load.value <= 1:
         requests = 8  # one sequence at a time: a few requests give the steady value
+    if load.kind == "offline" and row.load != "offline":
+        requests = int(row.load.partition(":")[2])  # one batch, as llama-batched-bench runs it
     scenario = Scenario(
         model=get_model(row.model),
         hw=get_hardware(row.gpu),

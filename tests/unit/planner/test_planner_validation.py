@@ -3,6 +3,7 @@ with the issue's targets on the rows no factor was fitted to."""
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 from functools import cache
 
@@ -128,3 +129,17 @@ def test_read_as_labelled_the_oracle_rows_miss_by_more_than_2x() -> None:
     assert all(labelled[i].ratio > 1.4 for i in ORACLE_405B)
     assert max(_worst(labelled[i]) for i in ORACLE_405B) > 2
     assert _median_abs(_held_out("output_tokens_per_s", _errors_as_labelled())) > 15
+
+
+def test_an_offline_row_with_a_count_simulates_one_batch_of_that_many_requests() -> None:
+    # llama-batched-bench's rows (benchmarks/llamacpp_gpu): B requests queued at once, no more.
+    row = load_rows()[0]
+    batch = dataclasses.replace(row, load="offline:8")
+    assert scenario_for(batch).load.kind == "offline"
+    assert scenario_for(batch).requests == 8
+    assert scenario_for(dataclasses.replace(row, load="offline")).requests is None
+    pred = {
+        e.row.load: e.predicted
+        for e in evaluate([batch, dataclasses.replace(row, load="offline:1")])
+    }
+    assert pred["offline:8"] > pred["offline:1"]

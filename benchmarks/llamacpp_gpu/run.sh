@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Measure llama.cpp (CUDA) on one NVIDIA GPU with a random-weight Llama-3.1-8B, for the planner's
+# `llamacpp` engine rows (src/sovllm/planner/data/calibration/llamacpp-gpu.csv).
+#
+#   SRC=.devwork/llama.cpp OUT=/some/dir bash benchmarks/llamacpp_gpu/run.sh
+#
+# SRC is a llama.cpp source tree (benchmarks/llamacpp_gpu/prepare_source.sh cuts one from the
+# llama-cpp-python sdist the project pins). Needs nvcc, cmake, ninja, python3 with numpy.
+# Writes bench-*.jsonl (llama-bench), batched-*.jsonl (llama-batched-bench), gpu.csv and
+# files.txt under $OUT. Each phase prints its wall time, so a run cut short still says where.
+set -euo pipefail
+SRC=${SRC:-.devwork/llama.cpp}
+OUT=${OUT:?set OUT}
+BUILD=${BUILD:-.devwork/build-cuda}
+here=$(cd "$(dirname "$0")" && pwd)
+models=/dev/shm/sovllm-llamacpp
+if [ "$(df --output=avail -k /dev/shm | tail -1)" -lt 40000000 ]; then models=/tmp/sovllm-llamacpp; fi
+mkdir -p "$OUT" "$models"
+phase() { echo "== $(date +%T) $*"; }
+
+nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,clocks.max.mem,power.limit,driver_version \
+  --format=csv | tee "$OUT/gpu.csv"
+
+phase build
+if [ ! -x "$BUILD/bin/llama-batched-bench" ]; then
+  cmake -S "$SRC" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DGGML_CUDA=ON \
+    -DCMAKE_CUDA_ARCHITECTURES="${CUDA_ARCH:-90}" -DGGML_NATIVE=ON -DLLAMA_OPENSSL=OFF \
+    -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF \
+    -DLLAMA_BUILD_APP=OFF >"$OUT/cmake.log" 2>&1 || { tail -30 "$OUT/cmake.log"; exit 1; }
+  cmake --build "$BUILD" -j"$(nproc)" --target llama-bench llama-batched-bench llama-quantize \
+    >"$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; exit 1; }
+fi
+bin=$BUILD/bin
+
+phase model
+[ -s "$models/f16.gguf" ] || python3 "$here/make_gguf.py" --gguf-py "$SRC/gguf-py" --out "$models/f16.gguf"
+for q in Q8_0 Q4_0; do
+  [ -s "$models/$q.gguf" ] || "$bin/llama-quantize" "$models/f16.gguf" "$models/$q.gguf" "$q" "$(nproc)" >/dev/null 2>&1
+done
+ls -l "$models" | tee "$OUT/files.txt"
+
+# Batch 1: prefill of 512 and 2048 tokens from an empty cache (TTFT); 128 tokens decoded after a
+# 512-token prompt (TPOT). Flash attention on, every layer on the GPU, llama.cpp's default
+# batch (2048) and micro-batch (512).
+for m in f16 Q8_0 Q4_0; do
+  phase "llama-bench $m"
+  "$bin/llama-bench" -m "$models/$m.gguf" -ngl 99 -fa 1 -p 512,2048 -n 0 -r 5 -o jsonl >"$OUT/bench-$m.jsonl"
+  "$bin/llama-bench" -m "$models/$m.gguf" -ngl 99 -fa 1 -p 0 -n 128 -d 512 -r 5 -o jsonl >>"$OUT/bench-$m.jsonl"
+done
+
+# Offline batches: B sequences of 512 prompt tokens each, prefilled together, then 128 tokens
+# decoded together.
+for m in f16 Q4_0; do
+  phase "llama-batched-bench $m"
+  "$bin/llama-batched-bench" -m "$models/$m.gguf" -ngl 99 -fa on -c 32768 -b 2048 -ub 512 \
+    -npp 512 -ntg 128 -npl 1,8,32 --output-format jsonl 2>&1 | grep '^{' >"$OUT/batched-$m.jsonl"
+done
+phase done
