@@ -341,8 +341,8 @@ def size_cmd(
         _bad("--max-tp", f"must be at least 1, got {max_tp}")
     if rank_by not in ("onprem", "cloud"):
         _bad("--rank-by", f"choose onprem or cloud, got '{rank_by}'")
-    for flag, value in (("--years", years), ("--usd-rate", usd_rate or 1.0)):
-        if not value > 0:
+    for flag, value in (("--years", years), ("--usd-rate", usd_rate)):
+        if value is not None and not value > 0:
             _bad(flag, f"must be above 0, got {value}")
     if pue < 1:
         _bad("--pue", f"must be at least 1 (facility power / IT power), got {pue}")

@@ -38,6 +38,8 @@ def read_model_file(name: str) -> Model:
 def _positive(what: str, value: Any) -> int:
     if value is None:
         raise ValueError(f"it lacks '{what}'")
+    if isinstance(value, float) and not value.is_integer():
+        raise ValueError(f"{what} must be a whole number, got {value}")
     n = int(value)
     if n < 1:
         raise ValueError(f"{what} must be at least 1, got {value}")
@@ -52,6 +54,12 @@ def _optional(cfg: dict[str, Any], key: str, default: int) -> int:
     """An optional field; absent or null (as some configs write it) means the default."""
     value = cfg.get(key)
     return default if value is None else _positive(key, value)
+
+
+def _count(cfg: dict[str, Any], key: str, default: int) -> int:
+    """A count where 0 means "none stated", as dense configs write expert counts."""
+    value = cfg.get(key)
+    return default if value in (None, 0) else _positive(key, value)
 
 
 def _text_config(cfg: Any) -> dict[str, Any]:
@@ -81,7 +89,7 @@ def read_hf_config(path: Path) -> Model:
             raise ValueError(f"hidden_size {hidden} is below num_attention_heads {heads}")
         head_dim = _optional(cfg, "head_dim", hidden // heads)
         vocab = _field(cfg, "vocab_size")
-        experts = _optional(cfg, "num_local_experts", _optional(cfg, "num_experts", 1))
+        experts = _count(cfg, "num_local_experts", _count(cfg, "num_experts", 1))
         # MoE configs that give the routed experts their own size (Qwen-MoE, Qwen3-MoE) keep
         # `intermediate_size` for a dense or shared MLP.
         ffn = _field(cfg, "intermediate_size")
@@ -106,9 +114,9 @@ def read_hf_config(path: Path) -> Model:
             vocab=vocab,
             tied=tied,
             experts=experts,
-            active_experts=_optional(cfg, "num_experts_per_tok", 1),
+            active_experts=_count(cfg, "num_experts_per_tok", 1),
             source=str(path),
-            max_context=_optional(cfg, "max_position_embeddings", 0) or None,
+            max_context=_count(cfg, "max_position_embeddings", 0) or None,
         )
     except (OSError, ValueError, TypeError) as exc:
         raise PlannerError(f"cannot read model config {path}: {exc}") from None
@@ -140,7 +148,10 @@ def _read_value(fh: IO[bytes], vtype: int) -> Any:
         n = _read(fh, "<Q")
         if itype in _SCALARS:
             size = struct.calcsize(_SCALARS[itype])
-            # Only the length of big arrays (token lists, scores) matters here.
+            # Only the length of big arrays (token lists, scores) matters here; a corrupt length
+            # must not seek past the end.
+            if n * size > os.fstat(fh.fileno()).st_size - fh.tell():
+                raise PlannerError("GGUF file is truncated")
             fh.seek(n * size, 1)
             return n
         for _ in range(n):

@@ -109,11 +109,14 @@ def predict(s: Scenario) -> Prediction:
     if not mem.fits:
         return Prediction(s, mem, None, 0.0, 0.0)
     step, sched = step_model_for(s), scheduler_for(s, mem)
+    requests = s.requests
+    if s.load.kind == "offline" and requests is not None:
+        requests = math.ceil(requests / s.replicas)  # an offline batch is split, not copied
     sims = [
-        (simulate(step, sched, load, s.prompt, s.output, requests=s.requests, seed=s.seed), count)
+        (simulate(step, sched, load, s.prompt, s.output, requests=requests, seed=s.seed), count)
         for load, count in s.replica_loads()
     ]
     tokens = sum(sim.output_tokens_per_s * count for sim, count in sims)
-    requests = sum(sim.requests_per_s * count for sim, count in sims)
+    rate = sum(sim.requests_per_s * count for sim, count in sims)
     # Latency percentiles are the busiest replica's: the ones a user can be unlucky enough to see.
-    return Prediction(s, mem, sims[0][0], tokens, requests)
+    return Prediction(s, mem, sims[0][0], tokens, rate)

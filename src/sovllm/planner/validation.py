@@ -144,7 +144,9 @@ def parse_load(text: str) -> Load:
     """`offline`, `offline:N` (a batch of N requests), `concurrency:C`, `rate:R`, `users:U/S`."""
     kind, _, value = text.partition(":")
     if kind == "offline":
-        return Load("offline")
+        if value and not (value.isdigit() and int(value) >= 1):
+            raise ValueError(f"load '{text}': offline:N needs a whole number of requests >= 1")
+        return Load("offline", float(value or 0))
     if kind == "concurrency":
         return Load("concurrency", float(value))
     if kind == "rate":
@@ -168,8 +170,8 @@ def scenario_for(row: Row, seed: int = 0, corrected: bool = True) -> Scenario:
     requests = None
     if load.kind == "concurrency" and load.value <= 1:
         requests = 8  # one sequence at a time: a few requests give the steady value
-    if load.kind == "offline" and row.load != "offline":
-        requests = int(row.load.partition(":")[2])  # one batch, as llama-batched-bench runs it
+    if load.kind == "offline" and load.value:
+        requests = int(load.value)  # one batch, as llama-batched-bench runs it
     scenario = Scenario(
         model=get_model(row.model),
         hw=get_hardware(row.gpu),

@@ -37,6 +37,7 @@ def _usage_error(res: Any, flag: str) -> None:
         ([*SIZE_ONE, "--pue", "0.5"], "--pue"),
         ([*SIZE_ONE, "--currency", " "], "--currency"),
         ([*SIZE_ONE, "--currency", "GBP"], "--usd-rate"),
+        ([*SIZE_ONE, "--usd-rate", "0"], "--usd-rate"),
     ],
 )
 def test_more_bad_input_is_a_usage_error_naming_the_flag(args: list[str], flag: str) -> None:
@@ -195,3 +196,12 @@ def test_a_gguf_file_keeps_its_own_precision(tmp_path: Path) -> None:
     assert res.exit_code == 2
     assert "--precision" in res.output and "int8" in res.output
     assert _json(*base, "--precision", "int8")["inputs"]["precision"] == "int8"
+
+
+def test_an_offline_batch_is_split_over_the_replicas() -> None:
+    base = ["predict", *SMALL, "--gpu", "h100-sxm", "--offline", "--requests", "64"]
+    one = _json(*base, "--num-gpus", "1")
+    two = _json(*base, "--num-gpus", "2")
+    # Each replica gets 32 of the 64 requests, so it finishes sooner than one with all 64.
+    assert two["e2e_s"]["p95"] < one["e2e_s"]["p95"]
+    assert two["simulation"]["requests_completed"] == 32

@@ -159,6 +159,25 @@ def test_gguf_with_a_corrupt_string_length_is_a_clear_error(tmp_path: Path) -> N
         get_model(str(path))
 
 
+def test_gguf_with_a_corrupt_array_length_is_a_clear_error(tmp_path: Path) -> None:
+    key = b"tokenizer.ggml.scores"
+    head = b"GGUF" + struct.pack("<IQQ", 3, 0, 1) + struct.pack("<Q", len(key)) + key
+    # An array (type 9) of float32 (type 6) claiming 2**62 elements.
+    path = tmp_path / "huge-array.gguf"
+    path.write_bytes(head + struct.pack("<IIQ", 9, 6, 2**62) + b"\0" * 16)
+    with pytest.raises(PlannerError, match="truncated"):
+        get_model(str(path))
+
+
+def test_zero_counts_mean_not_stated(tmp_path: Path) -> None:
+    # Dense configs of MoE-capable architectures write expert counts as 0.
+    cfg = {**SMOL_CONFIG, "num_local_experts": 0, "num_experts_per_tok": 0}
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({**cfg, "max_position_embeddings": 0}))
+    m = get_model(str(path))
+    assert (m.experts, m.active_experts, m.max_context) == (1, 1, None)
+
+
 def _tiny_gguf(path: Path, **extra: int) -> Path:
     meta: dict[str, int | str] = {
         "general.architecture": "llama",

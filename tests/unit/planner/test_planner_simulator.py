@@ -131,5 +131,6 @@ def test_prompts_admitted_but_not_yet_prefilled_count_as_waiting() -> None:
         FixedStep(0.01), BIG, Load("offline"), Lengths(1000, 1000), Lengths(10, 10), requests=50
     )
     assert res.peak_waiting >= 47
-    assert res.peak_running <= BIG.max_num_seqs
-    assert res.peak_running >= 3
+    # Running: the prompts being prefilled (two or three a step) and those decoding their 10
+    # tokens, never the 50 that were admitted at once.
+    assert 3 <= res.peak_running < 30

@@ -7,6 +7,8 @@ import dataclasses
 import statistics
 from functools import cache
 
+import pytest
+
 from sovllm.planner.catalog import hardware_catalog
 from sovllm.planner.validation import (
     RowError,
@@ -15,6 +17,7 @@ from sovllm.planner.validation import (
     fitted_row_ids,
     load_corrections,
     load_rows,
+    parse_load,
     scenario_for,
 )
 
@@ -143,3 +146,9 @@ def test_an_offline_row_with_a_count_simulates_one_batch_of_that_many_requests()
         for e in evaluate([batch, dataclasses.replace(row, load="offline:1")])
     }
     assert pred["offline:8"] > pred["offline:1"]
+
+
+@pytest.mark.parametrize("load", ["offline:0", "offline:abc", "offline:2.5"])
+def test_an_offline_count_must_be_a_whole_number(load: str) -> None:
+    with pytest.raises(ValueError, match="offline:N"):
+        parse_load(load)
