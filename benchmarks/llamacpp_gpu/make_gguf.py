@@ -6,8 +6,8 @@ Values come from one random pool that every tensor views (the file is written fr
 peak memory is the largest tensor, not the model). The vocabulary is a SentencePiece-style list
 of placeholder tokens: llama-bench feeds random token ids and never tokenises text.
 
-Needs numpy and llama.cpp's gguf-py (`--gguf-py`), no sovllm import: the GPU host has neither
-pydantic nor sovllm installed.
+Needs numpy, PyYAML (gguf-py imports it) and llama.cpp's gguf-py (`--gguf-py`), and no sovllm
+import: the GPU host has neither pydantic nor sovllm installed.
 
     python make_gguf.py --gguf-py llama.cpp/gguf-py --out /dev/shm/llama8b-f16.gguf
 """

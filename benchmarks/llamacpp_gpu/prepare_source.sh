@@ -7,6 +7,11 @@
 #   bash benchmarks/llamacpp_gpu/prepare_source.sh [DEST]      # DEST defaults to .devwork/llama.cpp
 set -euo pipefail
 dest=${1:-.devwork/llama.cpp}
+# The folder is replaced: refuse one that holds anything but an earlier cut.
+if [ -n "$(ls -A "$dest" 2>/dev/null)" ] && [ ! -d "$dest/tools/batched-bench" ]; then
+  echo "$dest is not empty and is not an earlier cut of llama.cpp: not replacing it" >&2
+  exit 2
+fi
 mkdir -p "$dest" && dest=$(cd "$dest" && pwd)
 version=$(.venv/bin/python -c "import importlib.metadata as m; print(m.version('llama_cpp_python'))")
 work=$(mktemp -d)

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Measure llama.cpp (CUDA) on one NVIDIA GPU with a random-weight Llama-3.1-8B, for the planner's
-# `llamacpp` engine rows (src/sovllm/planner/data/calibration/llamacpp-gpu.csv).
+# `llamacpp` engine rows (src/sovllm/planner/data/calibration/*.csv, see docs/planner.md).
 #
 #   SRC=.devwork/llama.cpp OUT=/some/dir bash benchmarks/llamacpp_gpu/run.sh
 #
 # SRC is a llama.cpp source tree (benchmarks/llamacpp_gpu/prepare_source.sh cuts one from the
-# llama-cpp-python sdist the project pins). Needs nvcc, cmake, ninja, python3 with numpy.
-# Writes bench-*.jsonl (llama-bench), batched-*.jsonl (llama-batched-bench), gpu.csv and
-# files.txt under $OUT. Each phase prints its wall time, so a run cut short still says where.
+# llama-cpp-python sdist the project pins). Needs nvcc with cuBLAS, cmake, ninja, python3 with
+# numpy and PyYAML. Writes bench-*.jsonl (llama-bench), batched-*.jsonl (llama-batched-bench),
+# gpu.csv, files.txt and the logs under $OUT. Each phase prints its time; a rerun picks up where
+# a cut-short run stopped (files are written under a temporary name and renamed when complete).
 set -euo pipefail
 SRC=${SRC:-.devwork/llama.cpp}
 OUT=${OUT:?set OUT}
@@ -20,22 +21,41 @@ phase() { echo "== $(date +%T) $*"; }
 
 nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,clocks.max.mem,power.limit,driver_version \
   --format=csv | tee "$OUT/gpu.csv"
+arch=${CUDA_ARCH:-$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -1 | tr -d .)}
 
-phase build
-if [ ! -x "$BUILD/bin/llama-batched-bench" ]; then
-  cmake -S "$SRC" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DGGML_CUDA=ON \
-    -DCMAKE_CUDA_ARCHITECTURES="${CUDA_ARCH:-90}" -DGGML_NATIVE=ON -DLLAMA_OPENSSL=OFF \
-    -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF \
-    -DLLAMA_BUILD_APP=OFF >"$OUT/cmake.log" 2>&1 || { tail -30 "$OUT/cmake.log"; exit 1; }
-  cmake --build "$BUILD" -j"$(nproc)" --target llama-bench llama-batched-bench llama-quantize \
-    >"$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; exit 1; }
+phase "build (sm_$arch)"
+extra=()
+cuda_inc="$(dirname "$(command -v nvcc)")/../include"
+if [ ! -e "$cuda_inc/cublas_v2.h" ]; then
+  # Some images ship cuBLAS only as the nvidia-cublas wheel: point the build at it.
+  wheel=$(python3 -c "import nvidia.cublas as c, os; print(os.path.dirname(c.__file__))" 2>/dev/null) ||
+    { echo "no cuBLAS: neither $cuda_inc/cublas_v2.h nor the nvidia-cublas wheel"; exit 1; }
+  echo "cuBLAS from the wheel at $wheel"
+  export CPATH="$wheel/include${CPATH:+:$CPATH}"
+  export LIBRARY_PATH="$wheel/lib${LIBRARY_PATH:+:$LIBRARY_PATH}"
+  export LD_LIBRARY_PATH="$wheel/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  extra=(-DCUDA_cublas_LIBRARY="$(ls "$wheel"/lib/libcublas.so* | head -1)"
+         -DCUDA_cublasLt_LIBRARY="$(ls "$wheel"/lib/libcublasLt.so* | head -1)")
 fi
+cmake -S "$SRC" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DGGML_CUDA=ON \
+  -DCMAKE_CUDA_ARCHITECTURES="$arch" -DGGML_NATIVE=ON -DLLAMA_OPENSSL=OFF \
+  -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF \
+  -DLLAMA_BUILD_APP=OFF "${extra[@]}" >"$OUT/cmake.log" 2>&1 || { tail -30 "$OUT/cmake.log"; exit 1; }
+cmake --build "$BUILD" -j"$(nproc)" --target llama-bench llama-batched-bench llama-quantize \
+  >"$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; exit 1; }
 bin=$BUILD/bin
 
 phase model
-[ -s "$models/f16.gguf" ] || python3 "$here/make_gguf.py" --gguf-py "$SRC/gguf-py" --out "$models/f16.gguf"
+if [ ! -e "$models/f16.gguf" ]; then
+  python3 "$here/make_gguf.py" --gguf-py "$SRC/gguf-py" --out "$models/f16.gguf.tmp"
+  mv "$models/f16.gguf.tmp" "$models/f16.gguf"
+fi
 for q in Q8_0 Q4_0; do
-  [ -s "$models/$q.gguf" ] || "$bin/llama-quantize" "$models/f16.gguf" "$models/$q.gguf" "$q" "$(nproc)" >/dev/null 2>&1
+  if [ ! -e "$models/$q.gguf" ]; then
+    "$bin/llama-quantize" "$models/f16.gguf" "$models/$q.gguf.tmp" "$q" "$(nproc)" \
+      >"$OUT/quantize-$q.log" 2>&1 || { tail -20 "$OUT/quantize-$q.log"; exit 1; }
+    mv "$models/$q.gguf.tmp" "$models/$q.gguf"
+  fi
 done
 ls -l "$models" | tee "$OUT/files.txt"
 
@@ -44,8 +64,11 @@ ls -l "$models" | tee "$OUT/files.txt"
 # batch (2048) and micro-batch (512).
 for m in f16 Q8_0 Q4_0; do
   phase "llama-bench $m"
-  "$bin/llama-bench" -m "$models/$m.gguf" -ngl 99 -fa 1 -p 512,2048 -n 0 -r 5 -o jsonl >"$OUT/bench-$m.jsonl"
-  "$bin/llama-bench" -m "$models/$m.gguf" -ngl 99 -fa 1 -p 0 -n 128 -d 512 -r 5 -o jsonl >>"$OUT/bench-$m.jsonl"
+  "$bin/llama-bench" -m "$models/$m.gguf" -ngl 99 -fa 1 -p 512,2048 -n 0 -r 5 -o jsonl \
+    >"$OUT/bench-$m.jsonl.tmp" 2>"$OUT/bench-$m.log"
+  "$bin/llama-bench" -m "$models/$m.gguf" -ngl 99 -fa 1 -p 0 -n 128 -d 512 -r 5 -o jsonl \
+    >>"$OUT/bench-$m.jsonl.tmp" 2>>"$OUT/bench-$m.log"
+  mv "$OUT/bench-$m.jsonl.tmp" "$OUT/bench-$m.jsonl"
 done
 
 # Offline batches: B sequences of 512 prompt tokens each, prefilled together, then 128 tokens
@@ -53,6 +76,7 @@ done
 for m in f16 Q4_0; do
   phase "llama-batched-bench $m"
   "$bin/llama-batched-bench" -m "$models/$m.gguf" -ngl 99 -fa on -c 32768 -b 2048 -ub 512 \
-    -npp 512 -ntg 128 -npl 1,8,32 --output-format jsonl 2>&1 | grep '^{' >"$OUT/batched-$m.jsonl"
+    -npp 512 -ntg 128 -npl 1,8,32 --output-format jsonl 2>&1 | tee "$OUT/batched-$m.log" |
+    grep '^{' >"$OUT/batched-$m.jsonl"
 done
 phase done

@@ -1,11 +1,14 @@
 """Turn run.sh's output into calibration rows (the columns of data/calibration/published.csv).
 
     python benchmarks/llamacpp_gpu/to_rows.py RESULTS_DIR --gpu h100-sxm --date 2026-11-26 \
-        >> src/sovllm/planner/data/calibration/llamacpp-gpu.csv
+        --llama-cpp "llama.cpp of llama-cpp-python 0.3.36" --header \
+        > src/sovllm/planner/data/calibration/llamacpp-gpu.csv
+
+(`--header` for a new file; without it the rows can be appended to an existing one.)
 
 Rows, all Llama-3.1-8B's shape (random weights), one GPU, engine llamacpp:
-- TTFT at concurrency 1: prompt tokens / llama-bench's prefill rate (512 and 2048 tokens);
-- TPOT at concurrency 1: 1 / llama-bench's decode rate after a 512-token prompt;
+- TTFT at concurrency 1: llama-bench's mean time to prefill 512 and 2048 tokens;
+- TPOT at concurrency 1: llama-bench's mean time for 128 tokens after a 512-token prompt, / 128;
 - output tokens/s of an offline batch of B requests (512 in, 128 out), from llama-batched-bench:
   B x 128 / (prefill time + decode time).
 """
@@ -81,7 +84,8 @@ def main() -> None:
             continue
         for line in path.read_text().splitlines():
             rec = json.loads(line)
-            rate = float(rec["avg_ts"])
+            # Mean time per test (the mean of the times, not the inverse of the mean rate).
+            seconds = float(rec["avg_ns"]) / 1e9
             if rec["n_gen"] == 0:
                 n = int(rec["n_prompt"])
                 row(
@@ -91,7 +95,7 @@ def main() -> None:
                     128,
                     "concurrency:1",
                     "ttft_s_mean",
-                    n / rate,
+                    seconds,
                     "llama-bench",
                 )
             else:
@@ -103,7 +107,7 @@ def main() -> None:
                     int(rec["n_gen"]),
                     "concurrency:1",
                     "tpot_s_mean",
-                    1.0 / rate,
+                    seconds / int(rec["n_gen"]),
                     "llama-bench",
                 )
     for quant in PRECISION:
