@@ -38,17 +38,19 @@ def test_model_folder_is_read_through_its_config(tmp_path: Path) -> None:
     assert get_model(str(tmp_path)).hidden == 576
 
 
+TINY_GGUF: dict[str, int | str] = {
+    "general.architecture": "llama",
+    "general.name": "tiny",
+    "llama.block_count": 2,
+    "llama.embedding_length": 64,
+    "llama.attention.head_count": 4,
+    "llama.feed_forward_length": 128,
+    "llama.vocab_size": 100,
+}
+
+
 def test_gguf_header_is_read_as_a_model(tmp_path: Path) -> None:
-    meta: dict[str, int | str] = {
-        "general.architecture": "llama",
-        "general.name": "tiny",
-        "llama.block_count": 2,
-        "llama.embedding_length": 64,
-        "llama.attention.head_count": 4,
-        "llama.attention.head_count_kv": 2,
-        "llama.feed_forward_length": 128,
-        "llama.vocab_size": 100,
-    }
+    meta = {**TINY_GGUF, "llama.attention.head_count_kv": 2}
     tensors = {"token_embd.weight": [64, 100], "blk.0.attn_q.weight": [64, 64]}
     path = write_gguf(tmp_path / "tiny.gguf", meta, tensors)
     m = get_model(str(path))
@@ -179,17 +181,7 @@ def test_zero_counts_mean_not_stated(tmp_path: Path) -> None:
 
 
 def _tiny_gguf(path: Path, **extra: int) -> Path:
-    meta: dict[str, int | str] = {
-        "general.architecture": "llama",
-        "general.name": "tiny",
-        "llama.block_count": 2,
-        "llama.embedding_length": 64,
-        "llama.attention.head_count": 4,
-        "llama.feed_forward_length": 128,
-        "llama.vocab_size": 100,
-    }
-    meta.update(extra)
-    return write_gguf(path, meta, {"token_embd.weight": [64, 100]})
+    return write_gguf(path, {**TINY_GGUF, **extra}, {"token_embd.weight": [64, 100]})
 
 
 @pytest.mark.parametrize(
