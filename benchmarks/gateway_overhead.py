@@ -109,7 +109,7 @@ def serve(db_url: str, governed: bool, port: int) -> None:
         ) -> tuple[idn.Principal, quotas.Ticket]:
             ticket = quotas.Ticket(
                 request_id, principal.key_id, principal.tenant_id, tokens,
-                quotas.RateLimitHeaders(),
+                quotas.RateLimitHeaders(), 0,
             )  # fmt: skip
             return principal, ticket
 

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from sqlalchemy import text
 
 from sovllm.governance import identity as idn
 from sovllm.governance import quotas
 from sovllm.governance.usage import usage
+from sovllm.store import migrate
 from sovllm.store.db import Database
 
 
@@ -64,9 +67,25 @@ def test_the_window_slides(db: Database) -> None:
     assert try_admit(db, p, 1, now=t0) and try_admit(db, p, 1, now=t0 + 30)
     with pytest.raises(quotas.QuotaExceeded) as err:
         quotas.admit(db, p, "x", 1, now=t0 + 59)
-    assert err.value.retry_after_s == 1
+    # Whole-second buckets: the request of second t0 leaves the window at t0 + 61.
+    assert err.value.retry_after_s == 2
     assert err.value.headers.as_dict()["x-ratelimit-remaining-requests"] == "0"
-    assert try_admit(db, p, 1, now=t0 + 60.5) is not None
+    assert try_admit(db, p, 1, now=t0 + 60.5) is None
+    assert try_admit(db, p, 1, now=t0 + 61) is not None
+
+
+def test_no_sixty_second_span_admits_more_than_the_limit(db: Database) -> None:
+    # Attempts every 0.25 s for 150 s against 5 requests per minute: wherever the buckets'
+    # second boundaries fall, no 60-second span holds more than 5 admissions, and the window
+    # frees a slot within a second of an exact one.
+    p = principal(db, key=idn.Limits(rpm=5))
+    t0 = 3_000_000.6
+    admitted = [t0 + i / 4 for i in range(600) if try_admit(db, p, 1, now=t0 + i / 4) is not None]
+    for a in admitted:
+        assert sum(1 for b in admitted if a - 60 < b <= a) <= 5
+    assert len(admitted) >= 10  # three windows' worth, less the rounding
+    gaps = [b - a for a, b in zip(admitted, admitted[5:], strict=False)]
+    assert all(60 <= g <= 61.25 for g in gaps)
 
 
 def test_settlement_replaces_the_reservation(db: Database) -> None:
@@ -118,3 +137,74 @@ def test_headers_follow_openai_names(db: Database) -> None:
     assert h["x-ratelimit-limit-tokens"] == "1000"
     assert h["x-ratelimit-remaining-tokens"] == "900"
     assert h["x-ratelimit-reset-requests"].endswith("s")
+
+
+def test_upgrading_carries_the_open_windows_into_buckets(database_url_any: str) -> None:
+    # A database of the one-row-per-request schema (0004), with requests in an open window.
+    old = Database(database_url_any)
+    try:
+        migrate.upgrade(old, "0004")
+        name = f"t{uuid.uuid4().hex[:8]}"
+        idn.create_tenant(old, name, idn.Limits(rpm=3))
+        raw, _ = idn.create_key(old, name, idn.Role.USER, idn.Limits(tpm=1000))
+        p = idn.authenticate(old, raw)
+        now = float(int(time.time()))
+        with old.engine.begin() as conn:
+            for i, (at, tokens) in enumerate(
+                [(now - 10.25, 300), (now - 10.75, 200), (now - 5, 100)]
+            ):
+                conn.execute(
+                    text(
+                        "INSERT INTO rate_events (request_id, key_id, tenant_id, at, tokens) "
+                        "VALUES (:rid, :key, :tenant, :at, :tokens)"
+                    ),
+                    {
+                        "rid": f"r{i}",
+                        "key": p.key_id,
+                        "tenant": p.tenant_id,
+                        "at": at,
+                        "tokens": tokens,
+                    },
+                )
+        migrate.upgrade(old)
+        with old.engine.connect() as conn:
+            rows = conn.execute(
+                text(
+                    "SELECT scope, second, requests, tokens FROM rate_buckets ORDER BY scope, second"
+                )
+            ).all()
+        key, tenant = f"k:{p.key_id}", f"t:{p.tenant_id}"
+        s = int(now)
+        assert [tuple(r) for r in rows if r[0] == key] == [
+            (key, s - 11, 2, 500),
+            (key, s - 5, 1, 100),
+        ]
+        assert [tuple(r) for r in rows if r[0] == tenant] == [
+            (tenant, s - 11, 2, 500),
+            (tenant, s - 5, 1, 100),
+        ]
+        # The three carried-over requests still count: the tenant's RPM of 3 is reached.
+        with pytest.raises(quotas.QuotaExceeded) as err:
+            quotas.admit(old, p, "after-upgrade", 1, now=now)
+        assert err.value.code == "rate_limit_exceeded"
+        assert err.value.retry_after_s == 50  # the second now - 11 leaves at now + 50
+    finally:
+        old.dispose()
+
+
+def test_a_busy_key_window_reads_one_row_per_second(db: Database) -> None:
+    # 300 requests inside one second are one bucket per scope, and the window still counts them.
+    p = principal(db, key=idn.Limits(rpm=1000, tpm=10**6))
+    t0 = 2_000_000.0
+    for i in range(300):
+        quotas.settle(db, quotas.admit(db, p, f"b{i}", 50, now=t0 + i / 1000), 10, 5, now=t0)
+    ticket = quotas.admit(db, p, "next", 50, now=t0 + 0.5)
+    assert ticket.headers.remaining_requests == 1000 - 300 - 1
+    assert ticket.headers.remaining_tokens == 10**6 - 300 * 15 - 50
+    quotas.release(db, ticket)
+    with db.engine.connect() as conn:
+        scope = f"k:{p.key_id}"
+        rows = conn.execute(
+            text("SELECT requests, tokens FROM rate_buckets WHERE scope = :s"), {"s": scope}
+        ).all()
+    assert [tuple(r) for r in rows] == [(300, 300 * 15)]

@@ -21,8 +21,8 @@ def _config(db: Database) -> Config:
     return cfg
 
 
-def upgrade(db: Database) -> None:
-    command.upgrade(_config(db), "head")
+def upgrade(db: Database, revision: str = "head") -> None:
+    command.upgrade(_config(db), revision)
 
 
 def current_revision(db: Database) -> str | None:

@@ -45,19 +45,15 @@ class ApiKey(Base):
     monthly_tokens: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 
-class RateEvent(Base):
-    """One admitted request, kept for a minute: the sliding windows of RPM and TPM count these."""
+class RateBucket(Base):
+    """Requests admitted and tokens used in one second by one key ("k:<id>") or tenant
+    ("t:<id>"): the sliding RPM and TPM windows sum the last 61 of these (see quotas.WINDOW_S)."""
 
-    __tablename__ = "rate_events"
-    __table_args__ = (
-        Index("ix_rate_events_key_at", "key_id", "at", "tokens"),
-        Index("ix_rate_events_tenant_at", "tenant_id", "at", "tokens"),
-    )
+    __tablename__ = "rate_buckets"
 
-    request_id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    key_id: Mapped[str] = mapped_column(String(32))
-    tenant_id: Mapped[int] = mapped_column(Integer)
-    at: Mapped[float] = mapped_column(Float)
+    scope: Mapped[str] = mapped_column(String(48), primary_key=True)
+    second: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    requests: Mapped[int] = mapped_column(BigInteger)
     tokens: Mapped[int] = mapped_column(BigInteger)
 
 
