@@ -6,10 +6,10 @@ The same app serves the same requests twice over HTTP (uvicorn on loopback):
 The difference of the latency percentiles is the gateway's overhead. It runs on SQLite and on a
 private PostgreSQL server, with a key that has every limit set (the most work per request).
 
-The governed run's own requests fill the 60-second windows (one rate_events row each, about
-2,000 by the end), and every admission reads its key's and its tenant's window, so the overhead
-grows with --requests (a key with 0 to that many requests in its last minute). Baseline and
-governed run one after the other: on a shared machine, run it two or three times.
+The governed run's own requests fill the 60-second windows (about 2,000 by the end), and every
+admission reads its key's and its tenant's window. Up to session 2 a window was one row per
+request, so the overhead grew with --requests; it is now per-second buckets (at most 61 rows).
+Baseline and governed run one after the other: on a shared machine, run it two or three times.
 
     .venv/bin/python benchmarks/gateway_overhead.py [--requests 2000]
 """
