@@ -88,6 +88,15 @@ def _bootstrap_key(log: Path) -> str:
     return keys[0] if keys else ""
 
 
+def wait_until(predicate: Any, what: str, timeout: float = 60) -> None:
+    """Poll a condition with a deadline (never a fixed sleep standing in for one)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
 def wait_until_up(proc: subprocess.Popen[bytes], url: str, log: Path, timeout: float = 120) -> None:
     """Poll `url` until it answers 200; fail with the process's log if it exits or never does."""
     deadline = time.monotonic() + timeout

@@ -6,7 +6,6 @@ import asyncio
 import json
 import os
 import signal
-import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import MODEL_ID, Server, run_server
+from tests.conftest import MODEL_ID, Server, run_server, wait_until
 
 pytestmark = pytest.mark.slow
 ONE_THREAD = {"SOVLLM_ENGINE__THREADS": "1"}
@@ -88,14 +87,6 @@ def replica(server: Server, name: str) -> dict[str, Any]:
 async def until(predicate: Any, what: str, timeout: float = 60) -> None:
     """Poll the server's state off the event loop, with a deadline (never a fixed sleep)."""
     await asyncio.to_thread(wait_until, predicate, what, timeout)
-
-
-def wait_until(predicate: Any, what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 @pytest.fixture(scope="module")

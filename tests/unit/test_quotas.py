@@ -6,6 +6,7 @@ import datetime as dt
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 from sqlalchemy import text
@@ -15,6 +16,7 @@ from sovllm.governance import quotas
 from sovllm.governance.usage import usage
 from sovllm.store import migrate
 from sovllm.store.db import Database
+from tests.conftest import fresh_database_url, wait_until
 
 
 def principal(
@@ -208,3 +210,94 @@ def test_a_busy_key_window_reads_one_row_per_second(db: Database) -> None:
             text("SELECT requests, tokens FROM rate_buckets WHERE scope = :s"), {"s": scope}
         ).all()
     assert [tuple(r) for r in rows] == [(300, 300 * 15)]
+
+
+def _buckets(db: Database, scope: str) -> list[tuple[int, int]]:
+    with db.engine.connect() as conn:
+        rows = conn.execute(
+            text("SELECT requests, tokens FROM rate_buckets WHERE scope = :s ORDER BY second"),
+            {"s": scope},
+        ).all()
+    return [(int(r[0]), int(r[1])) for r in rows]
+
+
+def test_settlement_and_release_correct_the_tenant_window_too(db: Database) -> None:
+    # Two keys of one tenant share its window: what one key settles or releases frees the other.
+    p1 = principal(db, tenant=idn.Limits(rpm=2, tpm=1000))
+    raw, _ = idn.create_key(db, p1.tenant, idn.Role.USER)
+    p2 = idn.authenticate(db, raw)
+    t0 = 4_000_000.0
+    first = quotas.admit(db, p1, "first", 900, now=t0)
+    assert try_admit(db, p2, 200, now=t0 + 1) is None  # 900 of 1,000 reserved
+    quotas.settle(db, first, 60, 40, now=t0 + 1)  # 100 used
+    second = quotas.admit(db, p2, "second", 800, now=t0 + 2)
+    assert try_admit(db, p2, 1, now=t0 + 3) is None  # two requests: the tenant's RPM
+    quotas.release(db, second)
+    assert try_admit(db, p2, 1, now=t0 + 3) is not None
+    assert _buckets(db, f"t:{p1.tenant_id}") == [(1, 100), (0, 0), (1, 1)]
+
+
+def test_settling_or_releasing_twice_counts_once(db: Database) -> None:
+    p = principal(db, key=idn.Limits(rpm=2, tpm=1000))
+    t0 = 5_000_000.0
+    ticket = quotas.admit(db, p, "once", 400, now=t0)
+    quotas.settle(db, ticket, 100, 100, now=t0)
+    quotas.settle(db, ticket, 100, 100, now=t0)
+    quotas.release(db, ticket)
+    assert _buckets(db, f"k:{p.key_id}") == [(1, 200)]
+    held = quotas.admit(db, p, "held", 400, now=t0 + 1)
+    quotas.release(db, held)
+    quotas.release(db, held)
+    assert _buckets(db, f"k:{p.key_id}") == [(1, 200), (0, 0)]
+    assert usage(db, tenant=p.tenant)[0].requests == 2  # usage records each settlement call
+
+
+def test_settlement_locks_buckets_in_the_order_admission_does(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    # PostgreSQL locks an UPDATE's rows in the order its plan reads them. With the tenant's
+    # bucket stored before the key's and a sequential scan forced, an unordered settlement
+    # would lock the tenant's row and then wait for the key's, which a concurrent admission
+    # holds while it waits for the tenant's: a deadlock. Settlement must wait for the key's
+    # row first, holding nothing.
+    db = Database(fresh_database_url("postgresql", tmp_path, postgres_url))
+    try:
+        migrate.upgrade(db)
+        p = principal(db)
+        t0 = 6_000_000.0
+        ticket = quotas.admit(db, p, "r", 100, now=t0)
+        kscope, tscope = ticket.scopes
+        with db.engine.begin() as conn:
+            # A new row version goes to the end of the table: the key's now comes after.
+            conn.execute(
+                text("UPDATE rate_buckets SET tokens = tokens WHERE scope = :k"), {"k": kscope}
+            )
+            name = conn.execute(text("SELECT current_database()")).scalar_one()
+            for knob in ("enable_indexscan", "enable_bitmapscan", "enable_indexonlyscan"):
+                conn.execute(text(f'ALTER DATABASE "{name}" SET {knob} = off'))
+        db.engine.dispose()  # new connections take the settings
+        hold = db.engine.raw_connection()  # an admission in progress: holds the key's row
+        cur = hold.cursor()
+        cur.execute("SET lock_timeout = '20s'")
+        cur.execute(
+            "UPDATE rate_buckets SET requests = requests WHERE scope = %s AND second = %s",
+            (kscope, int(t0)),
+        )
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            settling = pool.submit(quotas.settle, db, ticket, 30, 20, t0)
+            with db.engine.connect() as watch:
+                waiting = text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                )
+                wait_until(lambda: watch.execute(waiting).scalar_one() == 1, "settlement to wait")
+            # The admission goes on to the tenant's row: free, unless settlement took it.
+            cur.execute(
+                "UPDATE rate_buckets SET requests = requests WHERE scope = %s AND second = %s",
+                (tscope, int(t0)),
+            )
+            hold.commit()
+            settling.result(timeout=30)
+        hold.close()
+        assert _buckets(db, kscope) == [(1, 50)] and _buckets(db, tscope) == [(1, 50)]
+    finally:
+        db.dispose()

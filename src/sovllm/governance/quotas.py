@@ -62,29 +62,39 @@ _COUNT_REQUEST = SQL(
     "ON CONFLICT (scope, second) DO UPDATE SET "
     "requests = rate_buckets.requests + 1, tokens = rate_buckets.tokens + excluded.tokens"
 )
-# Settlement and release correct the buckets of the admission's second. Rows are locked in
-# scope order, "k:" before "t:", as admission locks them: no deadlock between the two.
+# Settlement and release correct the buckets of the admission's second. On PostgreSQL they must
+# lock the two rows in the order admission's upsert does, "k:" before "t:", or the two can
+# deadlock: a plain UPDATE locks rows in whatever order its plan reads them (a sequential or
+# bitmap scan: their order on disk), so the rows are locked in a sorted SELECT first. SQLite
+# runs one writer at a time.
 _ADJUST_BUCKETS = SQL(
     "UPDATE rate_buckets SET requests = requests + :requests, tokens = tokens + :tokens "
-    "WHERE scope IN (:kscope, :tscope) AND second = :second"
+    "WHERE scope IN (:kscope, :tscope) AND second = :second",
+    postgresql="WITH locked AS (SELECT scope FROM rate_buckets WHERE scope IN (:kscope, :tscope) "
+    "AND second = :second ORDER BY scope FOR UPDATE) UPDATE rate_buckets b SET "
+    "requests = b.requests + :requests, tokens = b.tokens + :tokens FROM locked "
+    "WHERE b.scope = locked.scope AND b.second = :second",
 )
 _INSERT_INFLIGHT = SQL(
     "INSERT INTO inflight (request_id, key_id, tenant_id, started_at, lease_until, "
     "reserved_tokens) VALUES (:rid, :key, :tenant, :now, :lease, :tokens)"
 )
 _FORGET = (
-    SQL("DELETE FROM rate_buckets WHERE scope IN (:kscope, :tscope) AND second <= :since"),
+    # One scope at a time, key first, for the same lock order as settlement.
+    SQL("DELETE FROM rate_buckets WHERE scope = :kscope AND second <= :since"),
+    SQL("DELETE FROM rate_buckets WHERE scope = :tscope AND second <= :since"),
     SQL("DELETE FROM inflight WHERE key_id = :key AND lease_until <= :now"),
 )
-_SETTLE = (
-    SQL("DELETE FROM inflight WHERE request_id = :rid"),
-    SQL(
-        "INSERT INTO usage_daily (day, key_id, tenant_id, requests, prompt_tokens, "
-        "completion_tokens) VALUES (:day, :key, :tenant, 1, :prompt, :completion) "
-        "ON CONFLICT (day, key_id) DO UPDATE SET requests = usage_daily.requests + 1, "
-        "prompt_tokens = usage_daily.prompt_tokens + excluded.prompt_tokens, "
-        "completion_tokens = usage_daily.completion_tokens + excluded.completion_tokens"
-    ),
+# Ending the in-flight row first makes settlement and release count once: a second call finds no
+# row and leaves the buckets alone (as does a call after the lease expired and the row was
+# forgotten, when the buckets are long out of the window).
+_END_INFLIGHT = SQL("DELETE FROM inflight WHERE request_id = :rid")
+_COUNT_USAGE = SQL(
+    "INSERT INTO usage_daily (day, key_id, tenant_id, requests, prompt_tokens, "
+    "completion_tokens) VALUES (:day, :key, :tenant, 1, :prompt, :completion) "
+    "ON CONFLICT (day, key_id) DO UPDATE SET requests = usage_daily.requests + 1, "
+    "prompt_tokens = usage_daily.prompt_tokens + excluded.prompt_tokens, "
+    "completion_tokens = usage_daily.completion_tokens + excluded.completion_tokens"
 )
 _PRINCIPAL = SQL(PRINCIPAL_SQL)
 _PRINCIPAL_LOCKED = SQL(PRINCIPAL_SQL + " FOR UPDATE")
@@ -92,8 +102,6 @@ _LOCK_KEY_AND_TENANT = SQL(
     "SELECT k.id, t.id FROM api_keys k JOIN tenants t ON t.id = k.tenant_id "
     "WHERE k.id = :key FOR UPDATE"
 )
-_RELEASE = SQL("DELETE FROM inflight WHERE request_id = :rid")
-
 WINDOW_S = 60
 """The RPM/TPM window. Counted in whole-second buckets, it is the current second and the 60
 before it: a request counts for between 60 and 61 s, so no 60-second span ever admits more than
@@ -348,13 +356,14 @@ def settle(
         "prompt": prompt_tokens, "completion": completion_tokens,
     }  # fmt: skip
     with raw_transaction(db) as s:
-        _adjust_buckets(s, ticket, 0, prompt_tokens + completion_tokens - ticket.reserved_tokens)
-        for stmt in _SETTLE:
-            s.run(stmt, row)
+        if s.changed(_END_INFLIGHT, row):
+            used = prompt_tokens + completion_tokens
+            _adjust_buckets(s, ticket, 0, used - ticket.reserved_tokens)
+        s.run(_COUNT_USAGE, row)
 
 
 def release(db: Database, ticket: Ticket) -> None:
     """Undo an admission whose request never reached the engine (it is not counted)."""
     with raw_transaction(db) as s:
-        _adjust_buckets(s, ticket, -1, -ticket.reserved_tokens)
-        s.run(_RELEASE, {"rid": ticket.request_id})
+        if s.changed(_END_INFLIGHT, {"rid": ticket.request_id}):
+            _adjust_buckets(s, ticket, -1, -ticket.reserved_tokens)

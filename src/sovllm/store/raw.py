@@ -17,11 +17,11 @@ from sovllm.store.db import Database
 
 
 class SQL:
-    """One statement in both drivers' parameter styles."""
+    """One statement in both drivers' parameter styles (`postgresql`: where its text differs)."""
 
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, postgresql: str | None = None) -> None:
         self.sqlite = text  # sqlite3 takes :name as it is
-        self.postgresql = re.sub(r"(?<!:):(\w+)", r"%(\1)s", text)
+        self.postgresql = re.sub(r"(?<!:):(\w+)", r"%(\1)s", postgresql or text)
 
 
 class RawTransaction:
@@ -35,6 +35,10 @@ class RawTransaction:
 
     def run(self, sql: SQL, params: Mapping[str, object]) -> None:
         self._run(sql, params)
+
+    def changed(self, sql: SQL, params: Mapping[str, object]) -> int:
+        """Run a writing statement; the number of rows it changed."""
+        return int(self._run(sql, params).rowcount)
 
     def all(self, sql: SQL, params: Mapping[str, object]) -> list[tuple[Any, ...]]:
         return [tuple(r) for r in self._run(sql, params).fetchall()]

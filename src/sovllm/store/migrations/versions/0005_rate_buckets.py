@@ -1,7 +1,9 @@
 """Per-second rate buckets replace one row per request in the RPM/TPM windows.
 
 A window then reads at most 61 rows per scope whatever the request rate (a key at 100 requests/s
-had 6,000 rows in its window). Events in the window are carried over into their buckets.
+had 6,000 rows in its window). Events in the window are carried over into their buckets. Upgrade
+every gateway together: one still running the old code fails its requests once the old table is
+gone. A downgrade starts with empty windows (per-request rows cannot be rebuilt from buckets).
 
 Revision ID: 0005
 Revises: 0004
@@ -34,6 +36,9 @@ def upgrade() -> None:
         if op.get_context().dialect.name == "postgresql"
         else ("CAST(at AS INTEGER)")
     )
+    if op.get_context().dialect.name == "postgresql":
+        # No admission by a gateway still on the old code may slip in between copy and drop.
+        op.execute("LOCK TABLE rate_events IN SHARE MODE")
     for prefix, column in (("k:", "key_id"), ("t:", "tenant_id")):
         op.execute(
             f"INSERT INTO rate_buckets (scope, second, requests, tokens) "
