@@ -75,6 +75,10 @@ def test_a_20_second_bench(server: Server, tmp_path: Path, monkeypatch: pytest.M
     pairs = [c for c in by_conv.values() if 1 in c and 2 in c and c[2]["status"] == "ok"]
     assert pairs
     assert all(c[2]["prompt_tokens"] > c[1]["prompt_tokens"] + c[1]["output_tokens"] for c in pairs)
+    # Second turns find their history in the server's prefix cache, and the bench says how much.
+    assert any(c[2]["cached_tokens"] > 0 for c in pairs)
+    assert all(c[1]["cached_tokens"] is not None for c in pairs)
+    assert 0 < tokens["cached_prompt_fraction"] < 1
 
     html = out.with_suffix(".html").read_text()
     assert "TTFT CDF" in html and "Output throughput" in html and html.count("<svg") >= 6

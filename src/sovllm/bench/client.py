@@ -50,6 +50,8 @@ class RequestRecord:
     end: float | None = None
     chunk_times: list[float] = field(default_factory=list)
     prompt_tokens: int | None = None
+    cached_tokens: int | None = None
+    """Prompt tokens the server took from its prefix cache (usage.prompt_tokens_details)."""
     output_tokens: int | None = None
     token_source: Literal["usage", "chunks"] | None = None
     finish_reason: str | None = None
@@ -402,4 +404,7 @@ class BenchClient:
             record.prompt_tokens = usage.get("prompt_tokens")
             record.output_tokens = usage.get("completion_tokens")
             record.token_source = "usage"
+            details = usage.get("prompt_tokens_details")
+            if isinstance(details, dict) and isinstance(details.get("cached_tokens"), int):
+                record.cached_tokens = details["cached_tokens"]
         return True

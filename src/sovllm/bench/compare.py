@@ -86,6 +86,10 @@ def predict_args(session: Session, hardware: str, plan_model: str | None) -> lis
         "--output-tokens",
         f"{o.workload.output.lo}-{o.workload.output.hi}",
     ]
+    cached = main.summary["tokens"].get("cached_prompt_fraction")
+    if cached:
+        # What the server's prefix cache saved: the planner prefills only the rest.
+        args += ["--cached-prompt-fraction", f"{min(cached, 0.99):.3f}"]
     if load.mode == "users":
         args += ["--users", str(int(load.value)), "--think-time", f"{load.think.mean:g}"]
     elif load.mode == "rate":
@@ -122,17 +126,19 @@ def predict_in_process(args: list[str]) -> dict[str, Any]:
     else:
         load = Load("concurrency", float(flags["--concurrency"]))
     try:
+        model = get_model(flags["--model"])
         scenario = Scenario(
-            model=get_model(flags["--model"]),
+            model=model,
             hw=get_hardware(flags["--gpu"]),
             engine=get_engine(flags["--engine"]),
-            precision="bf16",  # `plan predict`'s default
+            precision=model.file_precision or "bf16",  # `plan predict`'s default
             tp=1,
             pp=1,
             num_gpus=1,
             prompt=Lengths.parse(flags["--input-tokens"]),
             output=Lengths.parse(flags["--output-tokens"]),
             load=load,
+            cached_fraction=float(flags.get("--cached-prompt-fraction", 0.0)),
         )
         doc: dict[str, Any] = predict_json(predict(scenario))
     except (PlannerError, ValueError) as exc:

@@ -232,8 +232,13 @@ def tokens_summary(ok: Sequence[RequestRecord]) -> dict[str, Any]:
         if r.prompt_tokens is not None and r.prompt_tokens_target is not None
     ]
     output_checked = [(r.output_tokens, r.output_tokens_target) for r in ok if r.output_tokens]
+    # The prefix cache's share of the prompts, where the server reports it (vLLM, sovllm).
+    reported = [r for r in ok if r.cached_tokens is not None and r.prompt_tokens]
+    prompt_total = sum(r.prompt_tokens or 0 for r in reported)
+    cached = sum(r.cached_tokens or 0 for r in reported) / prompt_total if prompt_total else None
     return {
         "prompt": stats(float(r.prompt_tokens) for r in ok if r.prompt_tokens is not None),
+        "cached_prompt_fraction": cached,
         "output": stats(float(r.output_tokens) for r in ok if r.output_tokens is not None),
         "count_source": dict(Counter(r.token_source or "none" for r in ok)),
         "prompt_target_check": _check(prompt_checked),

@@ -125,6 +125,7 @@ def request_row(run: int, r: RequestRecord, t0: float) -> dict[str, Any]:
         "itl_s": [round(x, 6) for x in metrics.itls(r)],
         "prompt_tokens": r.prompt_tokens,
         "prompt_tokens_target": r.prompt_tokens_target,
+        "cached_tokens": r.cached_tokens,
         "output_tokens": r.output_tokens,
         "output_tokens_target": r.output_tokens_target,
         "token_source": r.token_source,

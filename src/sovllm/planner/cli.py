@@ -62,6 +62,12 @@ def _file_precision(m: Model, flag: str, chosen: list[str], given: str | None) -
     return [m.file_precision]
 
 
+def _cached_fraction(value: float) -> float:
+    if not 0 <= value < 1:
+        _bad("--cached-prompt-fraction", f"must be at least 0 and below 1, got {value}")
+    return value
+
+
 def _check_context(m: Model, prompt: Lengths, out: Lengths, prompt_flag: str) -> None:
     need = prompt.hi + out.hi
     if m.max_context is not None and need > m.max_context:
@@ -164,6 +170,10 @@ def predict(
     max_num_seqs: Annotated[
         int | None, typer.Option(help="Override the engine's max running sequences.")
     ] = None,
+    cached_prompt_fraction: Annotated[
+        float,
+        typer.Option(help="Share of each prompt found in the prefix cache (chat history), 0-1."),
+    ] = 0.0,
     seed: Annotated[int, typer.Option(help="Random seed of the simulated workload.")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON document.")] = False,
 ) -> None:
@@ -256,6 +266,7 @@ def predict(
         requests=requests,
         seed=seed,
         max_num_seqs=max_num_seqs,
+        cached_fraction=_cached_fraction(cached_prompt_fraction),
     )
     from sovllm.planner.simulator import SimulationError
 
@@ -287,6 +298,10 @@ def size_cmd(
     ] = None,
     engine: Annotated[str, typer.Option(help="Serving engine.")] = "vllm",
     max_tp: Annotated[int, typer.Option(help="Largest TP degree (GPUs in one node).")] = 8,
+    cached_prompt_fraction: Annotated[
+        float,
+        typer.Option(help="Share of each prompt found in the prefix cache (chat history), 0-1."),
+    ] = 0.0,
     rank_by: Annotated[str, typer.Option(help="Rank by 'onprem' or 'cloud' monthly cost.")] = (
         "onprem"
     ),
@@ -404,12 +419,14 @@ def size_cmd(
         grid_kg_per_kwh=grid_intensity,
     )
     slo = Slo(ttft_p95, tpot_p95)
+    cached = _cached_fraction(cached_prompt_fraction)
     from sovllm.planner.simulator import SimulationError
 
     try:
         result = size(
-            m, eng, hws, precs, users, prompt, out, think_time, slo, params, max_tp, rank_by
-        )
+            m, eng, hws, precs, users, prompt, out, think_time, slo, params, max_tp, rank_by,
+            cached_fraction=cached,
+        )  # fmt: skip
     except SimulationError as exc:
         _simulation_failed("--users", exc, "size for fewer users")
     if as_json:

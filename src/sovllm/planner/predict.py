@@ -28,6 +28,7 @@ class Scenario:
     requests: int | None = None
     seed: int = 0
     max_num_seqs: int | None = None
+    cached_fraction: float = 0.0  # share of each prompt served from the prefix cache
 
     @property
     def replicas(self) -> int:
@@ -113,7 +114,19 @@ def predict(s: Scenario) -> Prediction:
     if s.load.kind == "offline" and requests is not None:
         requests = math.ceil(requests / s.replicas)  # an offline batch is split, not copied
     sims = [
-        (simulate(step, sched, load, s.prompt, s.output, requests=requests, seed=s.seed), count)
+        (
+            simulate(
+                step,
+                sched,
+                load,
+                s.prompt,
+                s.output,
+                requests=requests,
+                seed=s.seed,
+                cached_fraction=s.cached_fraction,
+            ),
+            count,
+        )
         for load, count in s.replica_loads()
     ]
     tokens = sum(sim.output_tokens_per_s * count for sim, count in sims)

@@ -64,6 +64,7 @@ def predict_json(p: Prediction) -> dict[str, Any]:
             "engine": s.engine.name,
             "input_tokens": str(s.prompt),
             "output_tokens": str(s.output),
+            "cached_prompt_fraction": s.cached_fraction,
             "load": {
                 "kind": s.load.kind,
                 "value": s.load.value,
@@ -177,6 +178,7 @@ def size_json(r: SizingResult, precisions: list[str]) -> dict[str, Any]:
             "users": r.users,
             "prompt_tokens": str(r.prompt),
             "output_tokens": str(r.output),
+            "cached_prompt_fraction": r.cached_fraction,
             "think_time_s": r.think_time_s,
             "ttft_p95_s": r.slo.ttft_p95_s,
             "tpot_p95_s": r.slo.tpot_p95_s,

@@ -63,6 +63,7 @@ class SizingResult:
     engine: Engine
     feasible: list[Candidate] = field(default_factory=list)
     rejected: list[Candidate] = field(default_factory=list)
+    cached_fraction: float = 0.0
 
     @property
     def best(self) -> Candidate | None:
@@ -89,6 +90,7 @@ def _scenario(
     output: Lengths,
     think: float,
     requests: int | None,
+    cached_fraction: float = 0.0,
 ) -> Scenario:
     return Scenario(
         model=model,
@@ -102,6 +104,7 @@ def _scenario(
         output=output,
         load=Load("users", users, think),
         requests=requests,
+        cached_fraction=cached_fraction,
     )
 
 
@@ -143,8 +146,10 @@ def size(
     cost: CostParams,
     max_tp: int = 8,
     rank_by: str = "onprem",
+    cached_fraction: float = 0.0,
 ) -> SizingResult:
     result = SizingResult(model, users, prompt, output, think_time_s, slo, engine)
+    result.cached_fraction = cached_fraction
     for hw in gpus:
         for precision in precisions:
             for tp in TP_CHOICES:
@@ -153,8 +158,9 @@ def size(
                 if tp > 1 and hw.kind == "cpu":
                     continue  # a measured machine: one box serves one replica
                 base = _scenario(
-                    model, hw, engine, precision, tp, users, prompt, output, think_time_s, None
-                )
+                    model, hw, engine, precision, tp, users, prompt, output, think_time_s, None,
+                    cached_fraction,
+                )  # fmt: skip
                 mem = memory_for(base)
                 if not mem.fits:
                     result.rejected.append(
@@ -177,6 +183,7 @@ def size(
                     output,
                     think_time_s,
                     None,
+                    cached_fraction,
                 )
                 deployed = replace(deployed, num_gpus=replicas * tp)
                 pred = predict(deployed)

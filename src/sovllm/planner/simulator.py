@@ -39,6 +39,7 @@ class _Req:
     __slots__ = (
         "arrival",
         "blocks",
+        "cached",
         "client",
         "finish",
         "first",
@@ -49,13 +50,17 @@ class _Req:
         "prompt",
     )
 
-    def __init__(self, index: int, client: int, arrival: float, prompt: int, output: int) -> None:
+    def __init__(
+        self, index: int, client: int, arrival: float, prompt: int, output: int, cached: int = 0
+    ) -> None:
         self.index = index
         self.client = client
         self.arrival = arrival
         self.prompt = prompt
         self.output = output
-        self.prefilled = 0
+        # Prompt tokens found in the prefix cache: already "prefilled", but held in KV blocks.
+        self.cached = cached
+        self.prefilled = cached
         self.generated = 0
         self.first = -1.0
         self.finish = -1.0
@@ -121,7 +126,11 @@ def simulate(
     output: Lengths,
     requests: int | None = None,
     seed: int = 0,
+    cached_fraction: float = 0.0,
 ) -> SimResult:
+    """`cached_fraction`: the share of each prompt already in the prefix cache (a chat's
+    earlier turns). Those tokens cost no prefill, but still attend and hold KV blocks; the last
+    prompt token is always computed, as vLLM does."""
     rng = random.Random(seed)
     cap_seqs = max(1, min(cfg.max_num_seqs, cfg.kv_token_capacity // max(1, int(prompt.mean))))
     total = requests if requests is not None else default_requests(load, cap_seqs)
@@ -140,7 +149,9 @@ def simulate(
     reqs: list[_Req] = []
 
     def new_request(client: int, at: float) -> None:
-        r = _Req(len(reqs), client, at, prompt.sample(rng), output.sample(rng))
+        n = prompt.sample(rng)
+        cached = min(int(n * cached_fraction), n - 1)
+        r = _Req(len(reqs), client, at, n, output.sample(rng), cached)
         reqs.append(r)
         heapq.heappush(arrivals, (at + cfg.request_overhead_s, r.index, r))
 
@@ -249,7 +260,7 @@ def simulate(
         # As vLLM counts them: an admitted prompt that gets no chunk this step and has had none
         # is still waiting. Chunks go to prompts in order, so only the head can be partly done.
         idle = len(prefilling) - len(chunks)
-        if not chunks and prefilling and prefilling[0].prefilled > 0:
+        if not chunks and prefilling and prefilling[0].prefilled > prefilling[0].cached:
             idle -= 1
         peak_running = max(peak_running, running - idle)
         peak_waiting = max(peak_waiting, len(waiting) + idle)

@@ -53,6 +53,12 @@ def test_in_process_prediction_is_what_the_command_prints() -> None:
     inside = compare.predict_in_process(args)
     assert inside == compare.predict_subprocess(args)
     assert inside["ttft_s"]["p95"] > 0 and inside["output_tokens_per_s"] > 0
+    # A measured prefix-cache share travels too, and shortens the prefill the planner charges.
+    cached_args = [*args, "--cached-prompt-fraction", "0.600"]
+    cached = compare.predict_in_process(cached_args)
+    assert cached == compare.predict_subprocess(cached_args)
+    assert cached["inputs"]["cached_prompt_fraction"] == 0.6
+    assert cached["ttft_s"]["mean"] < inside["ttft_s"]["mean"]
 
 
 def test_a_planner_that_cannot_answer_is_a_message(

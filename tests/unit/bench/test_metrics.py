@@ -209,3 +209,10 @@ def test_timeline_spreads_tokens_over_chunks() -> None:
     rows = metrics.timeline([r], 0.0, 2.0, 1.0)
     assert [row["output_tokens"] for row in rows] == [5.0, 5.0]
     assert [row["requests"] for row in rows] == [0.0, 1.0]
+
+
+def test_the_prefix_cache_share_counts_only_requests_that_report_it() -> None:
+    hit, miss, silent = done(1, 0.0, [0.1, 0.2]), done(2, 0.0, [0.1, 0.2]), done(3, 0.0, [0.1])
+    hit.cached_tokens, miss.cached_tokens = 75, 0  # of 100 prompt tokens each
+    assert metrics.tokens_summary([hit, miss, silent])["cached_prompt_fraction"] == 0.375
+    assert metrics.tokens_summary([silent])["cached_prompt_fraction"] is None

@@ -38,6 +38,11 @@ def _usage_error(res: Any, flag: str) -> None:
         ([*SIZE_ONE, "--currency", " "], "--currency"),
         ([*SIZE_ONE, "--currency", "GBP"], "--usd-rate"),
         ([*SIZE_ONE, "--usd-rate", "0"], "--usd-rate"),
+        ([*SIZE_ONE, "--cached-prompt-fraction", "1"], "--cached-prompt-fraction"),
+        (
+            ["predict", *SMALL, "--gpu", "h100", "--offline", "--cached-prompt-fraction", "-0.1"],
+            "--cached-prompt-fraction",
+        ),
     ],
 )
 def test_more_bad_input_is_a_usage_error_naming_the_flag(args: list[str], flag: str) -> None:

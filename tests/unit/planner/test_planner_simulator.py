@@ -134,3 +134,16 @@ def test_prompts_admitted_but_not_yet_prefilled_count_as_waiting() -> None:
     # Running: the prompts being prefilled (two or three a step) and those decoding their 10
     # tokens, never the 50 that were admitted at once.
     assert 3 <= res.peak_running < 30
+
+
+def test_a_cached_prefix_is_not_prefilled_but_holds_its_blocks() -> None:
+    # 1,000-token prompts, 80% in the prefix cache: 200 tokens of prefill each, one step's
+    # worth at a 256-token budget, where a cold prompt needs four.
+    cfg = SchedulerConfig(max_num_seqs=8, max_num_batched_tokens=256, kv_token_capacity=10**6)
+    args = (FixedStep(0.01), cfg, Load("concurrency", 1), Lengths(1000, 1000), Lengths(10, 10))
+    cold = simulate(*args, requests=5)
+    warm = simulate(*args, requests=5, cached_fraction=0.8)
+    assert cold.ttft.mean == pytest.approx(0.04)
+    assert warm.ttft.mean == pytest.approx(0.01)
+    # Nothing is cached beyond the prompt's last token, which is always computed.
+    assert simulate(*args, requests=5, cached_fraction=0.9999).ttft.mean == pytest.approx(0.01)
