@@ -405,6 +405,7 @@ class BenchClient:
             record.output_tokens = usage.get("completion_tokens")
             record.token_source = "usage"
             details = usage.get("prompt_tokens_details")
-            if isinstance(details, dict) and isinstance(details.get("cached_tokens"), int):
-                record.cached_tokens = details["cached_tokens"]
+            cached = details.get("cached_tokens") if isinstance(details, dict) else None
+            if type(cached) is int and cached >= 0:
+                record.cached_tokens = cached
         return True

@@ -191,12 +191,20 @@ def compare(session: Session, hardware: str, plan_model: str | None) -> dict[str
     if prediction.get("fits") is False:
         why = prediction.get("reason") or "the model does not fit"
         return {"hardware": hardware, "command": args, "error": f"the planner says: {why}"}
-    return {
+    out: dict[str, Any] = {
         "hardware": hardware,
         "command": ["sovllm", "plan", "predict", *args, "--json"],
         "rows": rows(prediction, main.summary),
         "error_formula": "(predicted - measured) / measured x 100",
     }
+    load = main.result.load
+    if load.mode == "users" and load.turns > 1 and "--cached-prompt-fraction" not in args:
+        out["note"] = (
+            "the server reported no prefix-cache hits (usage.prompt_tokens_details.cached_tokens; "
+            "vLLM sends it only with --enable-prompt-tokens-details): the planner prefilled every "
+            "resent history, so its TTFT is pessimistic if the server caches prefixes"
+        )
+    return out
 
 
 def print_compare(console: Console, cmp: dict[str, Any]) -> None:
@@ -216,3 +224,5 @@ def print_compare(console: Console, cmp: dict[str, Any]) -> None:
         )
     console.print(t)
     console.print(f"error = {cmp['error_formula']}", style="dim")
+    if cmp.get("note"):
+        console.print(f"[yellow]note: {cmp['note']}[/]", highlight=False)

@@ -232,10 +232,12 @@ def tokens_summary(ok: Sequence[RequestRecord]) -> dict[str, Any]:
         if r.prompt_tokens is not None and r.prompt_tokens_target is not None
     ]
     output_checked = [(r.output_tokens, r.output_tokens_target) for r in ok if r.output_tokens]
-    # The prefix cache's share of the prompts, where the server reports it (vLLM, sovllm).
+    # The prefix cache's share of the prompts, where the server reports it (sovllm; vLLM only
+    # with --enable-prompt-tokens-details, which sovllm's vLLM replicas are started with).
     reported = [r for r in ok if r.cached_tokens is not None and r.prompt_tokens]
     prompt_total = sum(r.prompt_tokens or 0 for r in reported)
-    cached = sum(r.cached_tokens or 0 for r in reported) / prompt_total if prompt_total else None
+    cached_total = sum(min(r.cached_tokens or 0, r.prompt_tokens or 0) for r in reported)
+    cached = cached_total / prompt_total if prompt_total else None
     return {
         "prompt": stats(float(r.prompt_tokens) for r in ok if r.prompt_tokens is not None),
         "cached_prompt_fraction": cached,

@@ -28,6 +28,7 @@ class StepWork:
     prefill_tokens: int = 0
     prefill_seqs: int = 0
     prefill_attn: float = 0.0  # sum over chunks of chunk x (context before + chunk / 2)
+    prefill_ctx: float = 0.0  # sum over chunks of the context before them (its KV is read)
 
 
 class StepModel(Protocol):
@@ -95,7 +96,8 @@ class RooflineStepModel:
         compute = flops / self._flops_rate
         weights = self._dense_bytes + self._expert_bytes * self._expert_fraction(tokens)
         # Per GPU: a 1/(tp*pp) slice of the weights; pp stages run one after another.
-        per_gpu = weights / self.tp + (w.decode_ctx + w.prefill_tokens) * self._kv_tok_gpu * self.pp
+        kv_tokens = w.decode_ctx + w.prefill_ctx + w.prefill_tokens
+        per_gpu = weights / self.tp + kv_tokens * self._kv_tok_gpu * self.pp
         memory = per_gpu / self._bw
         comm = 0.0
         size = tokens * m.hidden * ACT_BYTES

@@ -206,6 +206,11 @@ def print_predict(p: Prediction, console: Console) -> None:
         f"[bold]{escape(s.model.name)}[/] on {s.num_gpus} x {s.hw.name}, TP={s.tp}, PP={s.pp}, "
         f"{s.precision}, {s.engine.name}; {s.replicas} replica(s); load: {s.load.describe()}; "
         f"input {s.prompt} / output {s.output} tokens"
+        + (
+            f", {s.cached_fraction:.0%} of each prompt in the prefix cache"
+            if s.cached_fraction
+            else ""
+        )
     )
     t = Table(title="Memory per GPU (GB)")
     for col in ("weights", "KV needed", "activations", "overhead", "usable", "KV free"):
@@ -276,6 +281,7 @@ def print_size(r: SizingResult, precisions: list[str], console: Console) -> None
         f"[bold]{escape(r.model.name)}[/] for {r.users} users, prompts {r.prompt} tokens, "
         f"outputs {r.output} tokens, think {r.think_time_s:g} s; SLO TTFT p95 <= "
         f"{r.slo.ttft_p95_s:g} s, TPOT p95 <= {r.slo.tpot_p95_s * 1000:g} ms; engine {r.engine.name}"
+        + (f"; {r.cached_fraction:.0%} of each prompt cached" if r.cached_fraction else "")
     )
     t = Table(title=f"Memory of one model copy with all {r.users} users resident (GB)")
     for col in ("precision", "weights", "KV cache", "activations", "overhead", "total"):

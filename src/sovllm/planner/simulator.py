@@ -150,7 +150,7 @@ def simulate(
 
     def new_request(client: int, at: float) -> None:
         n = prompt.sample(rng)
-        cached = min(int(n * cached_fraction), n - 1)
+        cached = max(0, min(int(n * cached_fraction), n - 1))
         r = _Req(len(reqs), client, at, n, output.sample(rng), cached)
         reqs.append(r)
         heapq.heappush(arrivals, (at + cfg.request_overhead_s, r.index, r))
@@ -286,7 +286,8 @@ def simulate(
             continue
 
         attn = sum(c * (r.prefilled + c / 2) for r, c in chunks)
-        work = StepWork(d, decode_ctx, sum(c for _, c in chunks), len(chunks), attn)
+        ctx = sum(r.prefilled for r, _ in chunks)  # earlier chunks and cached prefixes
+        work = StepWork(d, decode_ctx, sum(c for _, c in chunks), len(chunks), attn, ctx)
         dt = step.step_time(work)
         t += dt
         steps += 1

@@ -73,3 +73,29 @@ def test_a_planner_that_cannot_answer_is_a_message(
         compare.run_predict(args)
     with pytest.raises(compare.PlanUnavailable, match="calibrate"):
         compare.predict_subprocess(args)
+
+
+def _session(turns: int, cached: float | None) -> Any:
+    # The parts of a finished bench session that predict_args reads.
+    from types import SimpleNamespace as NS
+
+    lengths = NS(lo=100, hi=200)
+    load = NS(mode="users", turns=turns, value=4, think=NS(mean=5.0))
+    tokens = {"prompt": {"count": 10, "min": 100, "max": 600}, "cached_prompt_fraction": cached}
+    return NS(
+        options=NS(model="m", workload=NS(prompt=lengths, output=NS(lo=64, hi=64))),
+        target=NS(model="smollm2-135m-instruct"),
+        main=NS(result=NS(load=load), summary={"tokens": tokens}),
+    )
+
+
+@pytest.mark.parametrize(
+    ("cached", "flag"), [(0.5625, "0.562"), (1.0, "0.990"), (0.0, None), (None, None)]
+)
+def test_the_measured_cache_share_goes_to_the_planner(
+    cached: float | None, flag: str | None
+) -> None:
+    args = compare.predict_args(_session(3, cached), "cpu-local", None)
+    flags = dict(zip(args[::2], args[1::2], strict=True))
+    assert flags.get("--cached-prompt-fraction") == flag
+    assert flags["--input-tokens"] == "100-600"  # the prompts the server saw

@@ -210,3 +210,14 @@ def test_an_offline_batch_is_split_over_the_replicas() -> None:
     # Each replica gets 32 of the 64 requests, so it finishes sooner than one with all 64.
     assert two["e2e_s"]["p95"] < one["e2e_s"]["p95"]
     assert two["simulation"]["requests_completed"] == 32
+
+
+def test_size_takes_the_prefix_cache_share_into_account() -> None:
+    base = ["size", "--model", "llama-3.1-8b", "--users", "400", "--prompt-tokens", "4000"]
+    base += ["--output-tokens", "100", "--think-time", "5", "--gpus", "l40s"]
+    base += ["--precisions", "bf16", "--max-tp", "1", "--ttft-p95", "0.5"]
+    cold = _json(*base)
+    warm = _json(*base, "--cached-prompt-fraction", "0.9")
+    assert warm["inputs"]["cached_prompt_fraction"] == 0.9
+    per_cold = cold["recommendation"]["users_per_replica"] if cold["recommendation"] else 0
+    assert warm["recommendation"]["users_per_replica"] > per_cold

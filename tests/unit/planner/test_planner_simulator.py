@@ -145,5 +145,42 @@ def test_a_cached_prefix_is_not_prefilled_but_holds_its_blocks() -> None:
     warm = simulate(*args, requests=5, cached_fraction=0.8)
     assert cold.ttft.mean == pytest.approx(0.04)
     assert warm.ttft.mean == pytest.approx(0.01)
-    # Nothing is cached beyond the prompt's last token, which is always computed.
-    assert simulate(*args, requests=5, cached_fraction=0.9999).ttft.mean == pytest.approx(0.01)
+    # The last prompt token is always computed, even if a caller claims the whole prompt.
+    assert simulate(*args, requests=5, cached_fraction=1.0).ttft.mean == pytest.approx(0.01)
+    # KV for two sequences of 1,010 tokens: cached or not, only two run at once.
+    tight = SchedulerConfig(max_num_seqs=8, max_num_batched_tokens=256, kv_token_capacity=2048)
+    shape = (FixedStep(0.01), tight, Load("offline"), Lengths(1000, 1000), Lengths(10, 10))
+    assert simulate(*shape, requests=6).peak_running == 2
+    assert simulate(*shape, requests=6, cached_fraction=0.8).peak_running == 2
+
+
+class RecordingStep(FixedStep):
+    def __init__(self) -> None:
+        super().__init__(0.01)
+        self.work: list[StepWork] = []
+
+    def step_time(self, work: StepWork) -> float:
+        self.work.append(StepWork(**vars(work)))
+        return self.dt
+
+
+def test_a_cached_prefix_is_attended_and_read() -> None:
+    step = RecordingStep()
+    cfg = SchedulerConfig(max_num_seqs=8, max_num_batched_tokens=256, kv_token_capacity=10**6)
+    simulate(step, cfg, Load("concurrency", 1), Lengths(1000, 1000), Lengths(2, 2), requests=1,
+             cached_fraction=0.8)  # fmt: skip
+    prefill = next(w for w in step.work if w.prefill_tokens)
+    assert prefill.prefill_tokens == 200
+    assert prefill.prefill_attn == pytest.approx(200 * (800 + 100))
+    assert prefill.prefill_ctx == 800
+
+
+def test_a_cached_prompt_without_a_chunk_is_still_waiting() -> None:
+    # A 4-token budget: four decoding sequences use it all, and the fifth prompt, half of it
+    # cached, gets no chunk; as vLLM counts, it waits, so at most four run at once.
+    cfg = SchedulerConfig(max_num_seqs=8, max_num_batched_tokens=4, kv_token_capacity=10**6)
+    res = simulate(
+        FixedStep(0.01), cfg, Load("offline"), Lengths(8, 8), Lengths(100, 100), requests=8,
+        cached_fraction=0.5,
+    )  # fmt: skip
+    assert res.peak_running == 4
