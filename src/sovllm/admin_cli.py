@@ -49,14 +49,21 @@ def _open(config: Path | None) -> Database:
     return db
 
 
-def _record(config: Path | None, db: Database, action: str, target: dict[str, object]) -> None:
-    """An admin action from the command line, in the audit log with the local user as actor."""
+def cli_actor() -> dict[str, str]:
+    """Who acted, for the audit log, when it is someone at the command line."""
+    return {"cli": getpass.getuser(), "host": socket.gethostname()}
+
+
+def append_audit(config: Path | None, db: Database, kind: str, fields: dict[str, object]) -> None:
+    """One audit entry from the command line, durable when this returns."""
     from sovllm.governance.audit import open_audit
 
-    actor = {"cli": getpass.getuser(), "host": socket.gethostname()}
-    open_audit(load_settings(config), db).append(
-        "admin", {"actor": actor, "action": action, "target": target}
-    ).result()
+    open_audit(load_settings(config), db).append(kind, fields).result()
+
+
+def _record(config: Path | None, db: Database, action: str, target: dict[str, object]) -> None:
+    """An admin action from the command line, in the audit log with the local user as actor."""
+    append_audit(config, db, "admin", {"actor": cli_actor(), "action": action, "target": target})
 
 
 def _limits(

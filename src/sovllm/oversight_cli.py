@@ -6,17 +6,13 @@ a fraction of a second.
 
 from __future__ import annotations
 
-import getpass
-import socket
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from sovllm.admin_cli import ConfigOpt, _fail, _open
+from sovllm.admin_cli import ConfigOpt, _fail, _open, append_audit, cli_actor
 from sovllm.config import load_settings
 from sovllm.governance import oversight
-from sovllm.store.db import Database
 
 ModelOpt = Annotated[str | None, typer.Option("--model", help="Only this model.")]
 TenantOpt = Annotated[str | None, typer.Option("--tenant", help="Only this tenant.")]
@@ -34,16 +30,6 @@ def _scope(everything: bool, model: str | None, tenant: str | None) -> tuple[ove
     if scope != "all" and not target.strip():
         raise typer.BadParameter("must not be empty", param_hint=f"--{scope}")
     return scope, target  # type: ignore[return-value]
-
-
-def _audit(config: Path | None, db: Database, kind: str, fields: dict[str, object]) -> None:
-    from sovllm.governance.audit import open_audit
-
-    open_audit(load_settings(config), db).append(kind, fields).result()
-
-
-def _actor() -> dict[str, object]:
-    return {"cli": getpass.getuser(), "host": socket.gethostname()}
 
 
 def stop(
@@ -66,8 +52,8 @@ def stop(
         raise typer.BadParameter("must be drain or cut", param_hint="--mode")
     db = _open(config)
     chosen = mode or load_settings(config).stop_mode
-    made = oversight.new_stop(scope, target, chosen, reason, _actor())  # type: ignore[arg-type]
-    _audit(config, db, "oversight.stop", made.as_dict())  # recorded first, then in force
+    made = oversight.new_stop(scope, target, chosen, reason, cli_actor())  # type: ignore[arg-type]
+    append_audit(config, db, "oversight.stop", made.as_dict())  # recorded first, then in force
     oversight.save_stop(db, made)
     typer.echo(f"stopped {made.what} ({made.mode}); `sovllm resume` lifts it")
 
@@ -83,8 +69,8 @@ def resume(
     db = _open(config)
     if not oversight.is_stopped(db, scope, target):
         raise _fail(f"{'the service' if scope == 'all' else f'{scope} {target!r}'} is not stopped")
-    fields: dict[str, object] = {"scope": scope, "target": target or None, "actor": _actor()}
-    _audit(config, db, "oversight.resume", fields)
+    fields: dict[str, object] = {"scope": scope, "target": target or None, "actor": cli_actor()}
+    append_audit(config, db, "oversight.resume", fields)
     oversight.remove_stop(db, scope, target)
     typer.echo(f"resumed {'the whole service' if scope == 'all' else f'{scope} {target!r}'}")
 

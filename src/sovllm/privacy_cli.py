@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import getpass
 import json
-import socket
 from typing import Annotated
 
 import typer
 
-from sovllm.admin_cli import ConfigOpt, _fail, _open
+from sovllm.admin_cli import ConfigOpt, _fail, _open, cli_actor
 from sovllm.config import load_settings
 from sovllm.governance.audit import open_audit
 from sovllm.governance.privacy import erasure
@@ -30,8 +29,7 @@ def erase(
     settings = load_settings(config)
     db = _open(config)
     audit = open_audit(settings, db)
-    actor = {"cli": getpass.getuser(), "host": socket.gethostname()}
-    receipt = erasure.erase(open_vault(settings.data_dir, db), audit, subject, actor)
+    receipt = erasure.erase(open_vault(settings.data_dir, db), audit, subject, cli_actor())
     typer.echo(json.dumps(receipt, indent=2))
 
 

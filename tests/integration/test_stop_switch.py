@@ -11,8 +11,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.conftest import MODEL_ID, Server, run_server
-from tests.integration.test_pool import Outcome, chat_stream, until, wait_until
+from tests.conftest import MODEL_ID, Server, run_server, wait_until
+from tests.integration.test_pool import Outcome, chat_stream, until
 
 
 @pytest.fixture(scope="module")

@@ -148,8 +148,9 @@ def size(
     rank_by: str = "onprem",
     cached_fraction: float = 0.0,
 ) -> SizingResult:
-    result = SizingResult(model, users, prompt, output, think_time_s, slo, engine)
-    result.cached_fraction = cached_fraction
+    result = SizingResult(
+        model, users, prompt, output, think_time_s, slo, engine, cached_fraction=cached_fraction
+    )
     for hw in gpus:
         for precision in precisions:
             for tp in TP_CHOICES:
