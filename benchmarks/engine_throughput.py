@@ -4,17 +4,24 @@ Three systems on the same model (SmolLM2-135M-Instruct, Q4_1) and the same CPU t
 
 - sovllm: `python -m sovllm serve`, continuous batching over per-sequence KV caches;
 - peer: `python -m llama_cpp.server`, llama-cpp-python's own OpenAI server (one sequence
-  at a time): what a user would run instead;
+  at a time), with its prompt cache on (`--cache True`): what a user would run instead;
 - limit: the same library's low-level API with no server: prefill every prompt, then one
-  `llama_decode` of N tokens per step with greedy sampling. Nothing serving can beat it.
+  `llama_decode` of N tokens per step with greedy sampling. It measures what batched decode
+  alone delivers on these threads, without HTTP, scheduling or streaming: the reference for a
+  server's overhead. It is not an upper bound: it prefills every prompt before decoding any,
+  so a server that overlaps prefill chunks with decode steps (sovllm) can beat it on
+  prefill-heavy loads (docs/performance.md).
 
 Two workloads (decode-heavy: 64-token prompts, 256 output tokens; prefill-heavy: 400-token
 prompts, 128 output tokens), each at 1, 8 and 32 concurrent streams. Every stream sends one
 request, all started together; output length is forced (sovllm: `ignore_eos`; the peer:
-`logit_bias` -100 on the end tokens) and checked. Prints aggregate output tok/s, TTFT and
-ITL percentiles, then the ratios against the targets of issue 2.
+`logit_bias` -100 on the end tokens) and checked. Each system runs each cell `--repeat` times
+(at least 3), interleaved (sovllm, peer, limit, sovllm, peer, limit, ...), with fresh prompts
+each repetition so no cache carries over. Prints every run, then per cell the median and the
+spread (min-max) of aggregate output tok/s and the medians of TTFT and ITL percentiles, then
+the ratios of the medians against the targets of issue 2.
 
-    .venv/bin/python benchmarks/engine_throughput.py [--quick] [--json OUT]
+    .venv/bin/python benchmarks/engine_throughput.py [--quick] [--repeat 3] [--json OUT]
 """
 
 from __future__ import annotations
@@ -99,6 +106,67 @@ class RunResult:
     problems: list[str] = field(default_factory=list)
     load: tuple[float, float] | None = None
     """The machine's 1-minute load average before and after the run (others share it)."""
+    run: int = 1
+    """Which repetition of its cell this is (1-based)."""
+
+
+@dataclass
+class CellSummary:
+    """One system on one workload and concurrency, over its repetitions."""
+
+    system: str
+    workload: str
+    streams: int
+    runs: int
+    tok_s: float
+    """Median of the runs' aggregate output tok/s."""
+    tok_s_min: float
+    tok_s_max: float
+    wall_s: float
+    ttft_p50: float | None
+    ttft_p95: float | None
+    itl_p50: float | None
+    itl_p95: float | None
+    """Medians of the runs' percentiles."""
+    prefill_s: float | None
+    decode_tok_s: float | None
+    all_forced: bool
+    problems: list[str]
+
+
+def _median(values: list[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return statistics.median(present) if present else None
+
+
+def summarize_cells(results: list[RunResult]) -> list[CellSummary]:
+    cells: dict[tuple[str, str, int], list[RunResult]] = {}
+    for r in results:
+        cells.setdefault((r.system, r.workload, r.streams), []).append(r)
+    out = []
+    for (system, workload, streams), runs in cells.items():
+        rates = [r.tok_s for r in runs]
+        out.append(
+            CellSummary(
+                system=system,
+                workload=workload,
+                streams=streams,
+                runs=len(runs),
+                tok_s=statistics.median(rates),
+                tok_s_min=min(rates),
+                tok_s_max=max(rates),
+                wall_s=statistics.median(r.wall_s for r in runs),
+                ttft_p50=_median([r.ttft_p50 for r in runs]),
+                ttft_p95=_median([r.ttft_p95 for r in runs]),
+                itl_p50=_median([r.itl_p50 for r in runs]),
+                itl_p95=_median([r.itl_p95 for r in runs]),
+                prefill_s=_median([r.prefill_s for r in runs]),
+                decode_tok_s=_median([r.decode_tok_s for r in runs]),
+                all_forced=all(r.all_forced for r in runs),
+                problems=[f"run {r.run}: {p}" for r in runs for p in r.problems],
+            )
+        )
+    return out
 
 
 # -- model, tokens, prompts ----------------------------------------------------------------
@@ -310,31 +378,30 @@ def summarize(
     )
 
 
-def run_server_system(
-    system: str,
-    base: str,
-    make_body: Any,
-    count_chunks: bool,
-    workloads: list[Workload],
-    concurrencies: list[int],
-    prompts: dict[str, list[str]],
-    cap_s: float,
-    headers: dict[str, str] | None = None,
-) -> list[RunResult]:
-    url = base + "/v1/completions"
-    # Warm-up: page in the weights and the code paths.
-    asyncio.run(drive(url, [make_body("Hello there, warm up.", 8)], count_chunks, 120.0, headers))
-    results = []
-    for wl in workloads:
-        for n in concurrencies:
-            bodies = [make_body(p, wl.output_tokens) for p in prompts[wl.name][:n]]
-            load0 = os.getloadavg()[0]
-            wall, timings, capped = asyncio.run(drive(url, bodies, count_chunks, cap_s, headers))
-            res = summarize(system, wl, n, wall, timings, capped)
-            res.load = (load0, os.getloadavg()[0])
-            print_row(res)
-            results.append(res)
-    return results
+@dataclass
+class HttpSystem:
+    """A started server and how to talk to it."""
+
+    name: str
+    url: str
+    make_body: Any
+    count_chunks: bool
+    headers: dict[str, str] | None = None
+
+    def warm_up(self) -> None:
+        """Page in the weights and the code paths."""
+        body = self.make_body("Hello there, warm up.", 8)
+        asyncio.run(drive(self.url, [body], self.count_chunks, 120.0, self.headers))
+
+    def run(self, wl: Workload, prompts: list[str], cap_s: float) -> RunResult:
+        bodies = [self.make_body(p, wl.output_tokens) for p in prompts]
+        load0 = os.getloadavg()[0]
+        wall, timings, capped = asyncio.run(
+            drive(self.url, bodies, self.count_chunks, cap_s, self.headers)
+        )
+        res = summarize(self.name, wl, len(prompts), wall, timings, capped)
+        res.load = (load0, os.getloadavg()[0])
+        return res
 
 
 def sovllm_api_key(py: str, env: dict[str, str]) -> dict[str, str] | None:
@@ -471,7 +538,7 @@ def _ms(x: float | None) -> str:
 
 def print_header() -> None:
     print(
-        f"{'system':<7} {'workload':<14} {'streams':>7} {'tok/s':>8} {'wall s':>7} "
+        f"{'system':<7} {'workload':<14} {'streams':>7} {'run':>3} {'tok/s':>8} {'wall s':>7} "
         f"{'TTFT p50':>9} {'TTFT p95':>9} {'ITL p50':>8} {'ITL p95':>8}  notes",
         flush=True,
     )
@@ -484,19 +551,49 @@ def print_row(r: RunResult) -> None:
     if not r.all_forced:
         notes += f" NOT FORCED: {len(r.problems)} bad ({r.problems[0]})"
     print(
-        f"{r.system:<7} {r.workload:<14} {r.streams:>7} {r.tok_s:>8.1f} {r.wall_s:>7.1f} "
-        f"{_ms(r.ttft_p50):>9} {_ms(r.ttft_p95):>9} {_ms(r.itl_p50):>8} {_ms(r.itl_p95):>8}  {notes}",
+        f"{r.system:<7} {r.workload:<14} {r.streams:>7} {r.run:>3} {r.tok_s:>8.1f} "
+        f"{r.wall_s:>7.1f} {_ms(r.ttft_p50):>9} {_ms(r.ttft_p95):>9} {_ms(r.itl_p50):>8} "
+        f"{_ms(r.itl_p95):>8}  {notes}",
         flush=True,
     )
 
 
+def print_summary_header() -> None:
+    print(
+        f"{'system':<7} {'workload':<14} {'streams':>7} {'runs':>4} {'tok/s med':>9} "
+        f"{'(min-max)':>15} {'TTFT p50':>9} {'TTFT p95':>9} {'ITL p50':>8} {'ITL p95':>8}  notes",
+        flush=True,
+    )
+
+
+def print_summary(c: CellSummary) -> None:
+    notes = ""
+    if c.prefill_s is not None:
+        notes += f"prefill {c.prefill_s:.2f} s, decode {c.decode_tok_s or 0:.0f} tok/s"
+    if not c.all_forced:
+        notes += f" NOT FORCED: {len(c.problems)} bad ({c.problems[0]})"
+    spread = f"({c.tok_s_min:.1f}-{c.tok_s_max:.1f})"
+    print(
+        f"{c.system:<7} {c.workload:<14} {c.streams:>7} {c.runs:>4} {c.tok_s:>9.1f} "
+        f"{spread:>15} {_ms(c.ttft_p50):>9} {_ms(c.ttft_p95):>9} {_ms(c.itl_p50):>8} "
+        f"{_ms(c.itl_p95):>8}  {notes}",
+        flush=True,
+    )
+
+
+def _spread(c: CellSummary) -> str:
+    return f"{c.tok_s_min:.1f}-{c.tok_s_max:.1f}"
+
+
 def ratios(
-    results: list[RunResult], workloads: list[Workload], concurrencies: list[int]
+    results: list[CellSummary], workloads: list[Workload], concurrencies: list[int]
 ) -> list[dict[str, Any]]:
     by = {(r.system, r.workload, r.streams): r for r in results}
     top = max(concurrencies)
     checks: list[dict[str, Any]] = []
-    print("\nratios (sovllm / peer tok/s, sovllm / limit tok/s, TTFT p95 sovllm vs peer)")
+    print(
+        "\nratios of medians (sovllm / peer tok/s, sovllm / limit tok/s, TTFT p95 sovllm vs peer)"
+    )
     for wl in workloads:
         for n in concurrencies:
             s, p, lim = (by.get((sys_, wl.name, n)) for sys_ in ("sovllm", "peer", "limit"))
@@ -525,7 +622,8 @@ def ratios(
         check(
             f"{dh} @{top}: sovllm >= 1.5x peer tok/s",
             s.tok_s >= 1.5 * p.tok_s,
-            f"{s.tok_s:.1f} vs {p.tok_s:.1f} tok/s = x{s.tok_s / p.tok_s:.2f}",
+            f"{s.tok_s:.1f} vs {p.tok_s:.1f} tok/s = x{s.tok_s / p.tok_s:.2f} "
+            f"(runs {_spread(s)} vs {_spread(p)})",
         )
     for wl in workloads:
         s, lim = by.get(("sovllm", wl.name, top)), by.get(("limit", wl.name, top))
@@ -533,7 +631,8 @@ def ratios(
             check(
                 f"{wl.name} @{top}: sovllm >= 85% of limit",
                 s.tok_s >= 0.85 * lim.tok_s,
-                f"{s.tok_s:.1f} vs {lim.tok_s:.1f} tok/s = {s.tok_s / lim.tok_s * 100:.0f}%",
+                f"{s.tok_s:.1f} vs {lim.tok_s:.1f} tok/s = {s.tok_s / lim.tok_s * 100:.0f}% "
+                f"(runs {_spread(s)} vs {_spread(lim)})",
             )
     for wl in workloads:
         s, p = by.get(("sovllm", wl.name, 8)), by.get(("peer", wl.name, 8))
@@ -564,6 +663,11 @@ def main() -> None:
         "--systems", default="sovllm,peer,limit", help="comma-separated subset of sovllm,peer,limit"
     )
     ap.add_argument(
+        "--workloads",
+        default="decode-heavy,prefill-heavy",
+        help="comma-separated subset of decode-heavy,prefill-heavy",
+    )
+    ap.add_argument(
         "--threads",
         type=int,
         default=os.cpu_count() or 1,
@@ -571,18 +675,28 @@ def main() -> None:
     )
     ap.add_argument("--streams", help="comma-separated concurrencies (default: 1,8,32)")
     ap.add_argument(
+        "--repeat", type=int, default=3, help="runs of each system in each cell, interleaved (>= 3)"
+    )
+    ap.add_argument(
         "--cap", type=float, default=300.0, help="seconds after which one run is stopped"
     )
     args = ap.parse_args()
+    if args.repeat < 3:
+        ap.error("--repeat must be at least 3: a median and a spread need three runs")
     # A plain `kill` should still stop the servers this script started.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     if args.quick:
-        workloads = [Workload("decode-heavy", 64, 32), Workload("prefill-heavy", 400, 16)]
+        every = [Workload("decode-heavy", 64, 32), Workload("prefill-heavy", 400, 16)]
         concurrencies = [1, 8]
     else:
-        workloads = [Workload("decode-heavy", 64, 256), Workload("prefill-heavy", 400, 128)]
+        every = [Workload("decode-heavy", 64, 256), Workload("prefill-heavy", 400, 128)]
         concurrencies = [1, 8, 32]
+    chosen = [w.strip() for w in args.workloads.split(",") if w.strip()]
+    unknown = set(chosen) - {w.name for w in every}
+    if unknown or not chosen:
+        ap.error(f"--workloads: unknown {sorted(unknown)}; choose from decode-heavy,prefill-heavy")
+    workloads = [w for w in every if w.name in chosen]
     if args.streams:
         concurrencies = [int(x) for x in args.streams.split(",")]
     systems = [s.strip() for s in args.systems.split(",") if s.strip()]
@@ -593,105 +707,68 @@ def main() -> None:
     vocab = C.Llama(str(path), vocab_only=True, verbose=False)
     eog = end_tokens(vocab)
     top = max(concurrencies)
-    prompts = {
-        wl.name: build_prompts(vocab, top, wl.prompt_tokens, i) for i, wl in enumerate(workloads)
-    }
-    prompt_ids = {
-        name: [vocab.tokenize(p.encode(), add_bos=False, special=False) for p in ps]
-        for name, ps in prompts.items()
-    }
+    # Fresh prompts for each repetition (a distinct opening each): no server's cache can carry
+    # one run's prompts into the next. Within a repetition every system gets the same ones.
+    prompts = [
+        {
+            wl.name: build_prompts(vocab, top, wl.prompt_tokens, rep * len(every) + i)
+            for i, wl in enumerate(workloads)
+        }
+        for rep in range(args.repeat)
+    ]
     add_bos = bool(C.llama_vocab_get_add_bos(C.llama_model_get_vocab(vocab.model)))
-    if add_bos:  # the servers prepend BOS to a text prompt; so does the limit
-        bos = int(vocab.token_bos())
-        prompt_ids = {k: [[bos, *p] for p in v] for k, v in prompt_ids.items()}
+    bos = [int(vocab.token_bos())] if add_bos else []  # the servers prepend BOS; so does the limit
+    prompt_ids = [
+        {
+            name: [[*bos, *vocab.tokenize(p.encode(), add_bos=False, special=False)] for p in ps]
+            for name, ps in by_name.items()
+        }
+        for by_name in prompts
+    ]
 
     print(
-        f"model {path.name}, {threads} threads, {os.cpu_count()} CPUs, {platform.processor() or platform.machine()}; "
+        f"model {path.name}, {threads} threads, {os.cpu_count()} CPUs, "
+        f"{platform.processor() or platform.machine()}; {args.repeat} runs a cell, interleaved; "
         f"end tokens suppressed for the peer: {eog}; prompts start with BOS: {add_bos}",
         flush=True,
     )
-    print_header()
     results: list[RunResult] = []
     py = sys.executable
     tmp = Path(tempfile.mkdtemp(prefix="sovllm-bench-"))
 
-    if "limit" in systems:
+    with contextlib.ExitStack() as stack:
+        # Both servers run for the whole benchmark, so that runs can alternate between them.
+        servers: dict[str, HttpSystem] = {}
+        if "sovllm" in systems:
+            servers["sovllm"] = start_sovllm(stack, py, tmp, threads)
+        if "peer" in systems:
+            servers["peer"] = start_peer(stack, py, tmp, path, threads, eog)
+        for http in servers.values():
+            http.warm_up()
+        print_header()
         for wl in workloads:
             for n in concurrencies:
-                res = run_limit(path, threads, wl, n, prompt_ids[wl.name][:n], eog, args.cap)
-                print_row(res)
-                results.append(res)
-
-    if "sovllm" in systems:
-        port = free_port()
-        env = dict(os.environ)
-        env.update(
-            SOVLLM_DATA_DIR=str(tmp / "data"),
-            SOVLLM_ENGINE__SLOTS=str(SOVLLM_SLOTS),
-            SOVLLM_ENGINE__CONTEXT_PER_SLOT=str(CONTEXT_PER_SLOT),
-            SOVLLM_ENGINE__THREADS=str(threads),
-            SOVLLM_LOG_LEVEL="warning",
-        )
-        cmd = [py, "-m", "sovllm", "serve", "--port", str(port)]
-        headers = sovllm_api_key(py, env)
-
-        def sov_body(prompt: str, n: int) -> dict[str, Any]:
-            return {
-                "model": MODEL_NAME,
-                "prompt": prompt,
-                "max_tokens": n,
-                "temperature": 0,
-                "ignore_eos": True,
-                "stream": True,
-                "stream_options": {"include_usage": True},
-            }
-
-        with server(cmd, env, port, "/ready", tmp / "sovllm.log") as base:
-            results += run_server_system(
-                "sovllm",
-                base,
-                sov_body,
-                False,
-                workloads,
-                concurrencies,
-                prompts,
-                args.cap,
-                headers,
-            )
-
-    if "peer" in systems:
-        port = free_port()
-        cmd = [
-            py, "-m", "llama_cpp.server", "--model", str(path), "--port", str(port),
-            "--n_ctx", str(PEER_CTX), "--n_threads", str(threads),
-            "--n_threads_batch", str(threads), "--verbose", "False",
-            # By default each new request aborts the one streaming: queue them instead.
-            "--interrupt_requests", "False",
-        ]  # fmt: skip
-        bias = {str(t): -100 for t in eog}
-
-        def peer_body(prompt: str, n: int) -> dict[str, Any]:
-            return {
-                "model": MODEL_NAME,
-                "prompt": prompt,
-                "max_tokens": n,
-                "temperature": 0,
-                "logit_bias": bias,
-                "stream": True,
-            }
-
-        with server(cmd, dict(os.environ), port, "/v1/models", tmp / "peer.log") as base:
-            results += run_server_system(
-                "peer", base, peer_body, True, workloads, concurrencies, prompts, args.cap
-            )
+                for rep in range(args.repeat):
+                    for name in systems:
+                        if name == "limit":
+                            ids = prompt_ids[rep][wl.name][:n]
+                            res = run_limit(path, threads, wl, n, ids, eog, args.cap)
+                        elif name in servers:
+                            res = servers[name].run(wl, prompts[rep][wl.name][:n], args.cap)
+                        else:
+                            continue
+                        res.run = rep + 1
+                        print_row(res)
+                        results.append(res)
 
     order = {"sovllm": 0, "peer": 1, "limit": 2}
-    results.sort(key=lambda r: (r.workload != workloads[0].name, r.streams, order.get(r.system, 3)))
-    print("\nall results")
-    print_header()
-    for r in results:
-        print_row(r)
-    checks = ratios(results, workloads, concurrencies)
+    cells = summarize_cells(results)
+    cells.sort(key=lambda c: (c.workload != workloads[0].name, c.streams, order.get(c.system, 3)))
+    print(f"\nmedians over {args.repeat} runs a cell (tok/s: median and the runs' min-max)")
+    print_summary_header()
+    for c in cells:
+        print_summary(c)
+    checks = ratios(cells, workloads, concurrencies)
     if args.json:
         args.json.write_text(
             json.dumps(
@@ -700,13 +777,72 @@ def main() -> None:
                     "threads": threads,
                     "cpus": os.cpu_count(),
                     "quick": args.quick,
-                    "results": [asdict(r) for r in results],
+                    "repeat": args.repeat,
+                    "cells": [asdict(c) for c in cells],
+                    "runs": [asdict(r) for r in results],
                     "targets": checks,
                 },
                 indent=2,
             )
         )
         print(f"\nwrote {args.json}")
+
+
+def start_sovllm(stack: contextlib.ExitStack, py: str, tmp: Path, threads: int) -> HttpSystem:
+    port = free_port()
+    env = dict(os.environ)
+    env.update(
+        SOVLLM_DATA_DIR=str(tmp / "data"),
+        SOVLLM_ENGINE__SLOTS=str(SOVLLM_SLOTS),
+        SOVLLM_ENGINE__CONTEXT_PER_SLOT=str(CONTEXT_PER_SLOT),
+        SOVLLM_ENGINE__THREADS=str(threads),
+        SOVLLM_LOG_LEVEL="warning",
+    )
+    cmd = [py, "-m", "sovllm", "serve", "--port", str(port)]
+    headers = sovllm_api_key(py, env)
+
+    def body(prompt: str, n: int) -> dict[str, Any]:
+        return {
+            "model": MODEL_NAME,
+            "prompt": prompt,
+            "max_tokens": n,
+            "temperature": 0,
+            "ignore_eos": True,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+
+    base = stack.enter_context(server(cmd, env, port, "/ready", tmp / "sovllm.log"))
+    return HttpSystem("sovllm", base + "/v1/completions", body, False, headers)
+
+
+def start_peer(
+    stack: contextlib.ExitStack, py: str, tmp: Path, path: Path, threads: int, eog: list[int]
+) -> HttpSystem:
+    port = free_port()
+    cmd = [
+        py, "-m", "llama_cpp.server", "--model", str(path), "--port", str(port),
+        "--n_ctx", str(PEER_CTX), "--n_threads", str(threads),
+        "--n_threads_batch", str(threads), "--verbose", "False",
+        # By default each new request aborts the one streaming: queue them instead.
+        "--interrupt_requests", "False",
+        # Its prompt cache, as sovllm has its prefix cache (no prompt here shares a prefix).
+        "--cache", "True",
+    ]  # fmt: skip
+    bias = {str(t): -100 for t in eog}
+
+    def body(prompt: str, n: int) -> dict[str, Any]:
+        return {
+            "model": MODEL_NAME,
+            "prompt": prompt,
+            "max_tokens": n,
+            "temperature": 0,
+            "logit_bias": bias,
+            "stream": True,
+        }
+
+    base = stack.enter_context(server(cmd, dict(os.environ), port, "/v1/models", tmp / "peer.log"))
+    return HttpSystem("peer", base + "/v1/completions", body, True)
 
 
 @C.llama_log_callback  # type: ignore[untyped-decorator]

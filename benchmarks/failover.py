@@ -27,11 +27,15 @@ from typing import Any
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.conftest import MODEL_ID, Server, run_server
+from tests.conftest import MODEL_ID, Server, run_server, wait_until_async
 
 
 def replicas(srv: Server) -> list[dict[str, Any]]:
     return list(srv.admin("GET", "/pool").json()["replicas"])
+
+
+def state(srv: Server, name: str) -> str:
+    return str(next(r["state"] for r in replicas(srv) if r["name"] == name))
 
 
 async def stream(client: httpx.AsyncClient, srv: Server, started: asyncio.Event) -> float:
@@ -45,12 +49,19 @@ async def stream(client: httpx.AsyncClient, srv: Server, started: asyncio.Event)
     return time.perf_counter()
 
 
+async def streaming(events: list[asyncio.Event]) -> None:
+    """Every stream has sent text, within a deadline (a failed stream never would)."""
+    try:
+        await asyncio.wait_for(asyncio.gather(*(e.wait() for e in events)), 120)
+    except TimeoutError:
+        sys.exit("not every stream sent text within 120 s")
+
+
 async def measure_cut(srv: Server, n: int) -> float:
     async with httpx.AsyncClient(timeout=120) as client:
         events = [asyncio.Event() for _ in range(n)]
         tasks = [asyncio.create_task(stream(client, srv, e)) for e in events]
-        for e in events:
-            await e.wait()
+        await streaming(events)
         t0 = time.perf_counter()
         await client.post(f"{srv.url}/admin/v1/stop", headers=srv.auth,
                           json={"scope": "all", "mode": "cut"})  # fmt: skip
@@ -63,16 +74,16 @@ async def measure_kill(srv: Server, name: str) -> tuple[float, float]:
     async with httpx.AsyncClient(timeout=120) as client:
         events = [asyncio.Event() for _ in range(6)]
         tasks = [asyncio.create_task(stream(client, srv, e)) for e in events]
-        for e in events:
-            await e.wait()
+        await streaming(events)
         pid = next(r["pid"] for r in replicas(srv) if r["name"] == name)
         t0 = time.perf_counter()
         os.kill(pid, signal.SIGKILL)
-        while next(r["state"] for r in replicas(srv) if r["name"] == name) == "healthy":
-            await asyncio.sleep(0.01)
+        # Deadlines far above the targets (2 s to leave; restart + model load to come back).
+        await wait_until_async(lambda: state(srv, name) != "healthy", f"{name} to leave", 30)
         left = time.perf_counter() - t0
-        while next(r["state"] for r in replicas(srv) if r["name"] == name) != "healthy":
-            await asyncio.sleep(0.05)
+        await wait_until_async(
+            lambda: state(srv, name) == "healthy", f"{name} to be healthy again", 180, 0.05
+        )
         back = time.perf_counter() - t0
         for t in tasks:
             t.cancel()

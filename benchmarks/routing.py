@@ -15,6 +15,12 @@ each sovllm run's prefix cache hit rate (tokens reused / prompt tokens looked up
 gateway's /metrics), and the ratios against the targets: affinity TTFT p50 <= 0.5x least's,
 affinity throughput >= 2x the peer's.
 
+Output tokens are the ones that came back: the answer's `usage.completion_tokens` where the
+server sends one (sovllm, asked with `stream_options.include_usage`), else the streamed content
+chunks (llama_cpp.server sends no usage when streaming; one chunk a token, none for a token that
+ends inside a UTF-8 character, so a slight undercount). The table says which. The peer runs
+with its prompt cache on (`--cache True`): the workload is built around prefix reuse.
+
     .venv/bin/python benchmarks/routing.py [--users 8] [--turns 8] [--json OUT]
 """
 
@@ -53,6 +59,9 @@ class Result:
     ttft_later: list[float] = field(default_factory=list)
     """Turns 2 and later: those a KV cache can help."""
     output_tokens: int = 0
+    """Counted from what came back, never assumed (see count_sources)."""
+    count_sources: dict[str, int] = field(default_factory=dict)
+    """How many answers' tokens came from `usage`, how many from counting `chunks`."""
     wall_s: float = 0.0
     hit_rate: float | None = None
     errors: int = 0
@@ -67,6 +76,8 @@ class Result:
             "hit_rate": self.hit_rate,
             "errors": self.errors,
             "requests": len(self.ttft),
+            "output_tokens": self.output_tokens,
+            "output_tokens_from": dict(self.count_sources),
         }
 
 
@@ -75,12 +86,23 @@ def user_message(rng: random.Random, user: int, turn: int) -> str:
     return f"User {user}, question {turn}: " + " ".join(rng.choice(WORDS) for _ in range(45)) + "?"
 
 
+@dataclass
+class Turn:
+    ttft: float
+    text: str
+    tokens: int
+    """Output tokens received: usage.completion_tokens, else the content chunks."""
+    source: str
+    """"usage" or "chunks"."""
+
+
 async def one_turn(
     client: httpx.AsyncClient, url: str, body: dict[str, Any], headers: dict[str, str]
-) -> tuple[float, str, int]:
+) -> Turn:
     start = time.perf_counter()
     first: float | None = None
     parts: list[str] = []
+    usage: int | None = None
     async with client.stream("POST", url, json=body, headers=headers) as r:
         if r.status_code != 200:
             await r.aread()
@@ -89,6 +111,8 @@ async def one_turn(
             if not line.startswith("data: {"):
                 continue
             chunk = json.loads(line[6:])
+            if chunk.get("usage"):
+                usage = int(chunk["usage"]["completion_tokens"])
             for choice in chunk.get("choices") or ():
                 text = (choice.get("delta") or {}).get("content")
                 if text:
@@ -96,7 +120,9 @@ async def one_turn(
                     parts.append(text)
     if first is None:
         raise RuntimeError("no content came back")
-    return first - start, "".join(parts), len(parts)
+    if usage is not None:
+        return Turn(first - start, "".join(parts), usage, "usage")
+    return Turn(first - start, "".join(parts), len(parts), "chunks")
 
 
 async def run_users(
@@ -113,16 +139,17 @@ async def run_users(
             body = {"model": MODEL_ID, **extra, "messages": history,
                     "max_tokens": args.answer_tokens, "temperature": 0, "stream": True}  # fmt: skip
             try:
-                ttft, text, chunks = await one_turn(client, url, body, headers)
+                got = await one_turn(client, url, body, headers)
             except (RuntimeError, httpx.HTTPError) as exc:
                 result.errors += 1
                 print(f"  {system}: user {u} turn {turn}: {exc}", file=sys.stderr)
                 return
-            result.ttft.append(ttft)
+            result.ttft.append(got.ttft)
             if turn:
-                result.ttft_later.append(ttft)
-            result.output_tokens += args.answer_tokens if chunks else 0
-            history.append({"role": "assistant", "content": text})
+                result.ttft_later.append(got.ttft)
+            result.output_tokens += got.tokens
+            result.count_sources[got.source] = result.count_sources.get(got.source, 0) + 1
+            history.append({"role": "assistant", "content": got.text})
             if args.think_time and turn + 1 < args.turns:
                 # A person reads the answer and types the next question (the workload, not a wait
                 # for the server): exponential, as a closed-loop user model in `sovllm bench`.
@@ -170,7 +197,7 @@ def run_sovllm(policy: str, args: Any) -> Result:
         with run_server(
             Path(tmp), env=env, args=("--replicas", "2", "--config", str(config))
         ) as srv:
-            extra = {"ignore_eos": True}
+            extra = {"ignore_eos": True, "stream_options": {"include_usage": True}}
             result = asyncio.run(run_users(policy, srv.url, srv.auth, extra, args))
             result.hit_rate = hit_rate(srv.url, srv.auth)
     return result
@@ -187,13 +214,19 @@ def run_peer(args: Any) -> Result:
     cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(path), "--port", str(port),
            "--model_alias", "peer", "--n_ctx", "8192", "--n_threads", str(args.threads),
            "--n_threads_batch", str(args.threads), "--verbose", "False",
-           "--interrupt_requests", "False"]  # fmt: skip
+           "--interrupt_requests", "False",
+           # Its prompt cache: each turn resends the conversation, as for sovllm's prefix cache.
+           "--cache", "True"]  # fmt: skip
     extra = {"model": "peer", "logit_bias": {str(t): -100 for t in eog}}
     with (
         tempfile.TemporaryDirectory() as tmp,
         server(cmd, dict(os.environ), port, "/v1/models", Path(tmp) / "peer.log") as base,
     ):
         return asyncio.run(run_users("peer", base, {}, extra, args))
+
+
+def _s(x: float | None) -> str:
+    return "-" if x is None else f"{x:.3f}s"
 
 
 def main() -> None:
@@ -223,12 +256,14 @@ def main() -> None:
           f"{args.threads} threads in total, "
           f"load {os.getloadavg()[0]:.1f}")  # fmt: skip
     print(f"{'system':10} {'TTFT p50':>9} {'p95':>8} {'turns 2+ p50':>13} {'out tok/s':>10} "
-          f"{'cache hits':>10} {'errors':>6}")  # fmt: skip
+          f"{'out tokens':>10} {'cache hits':>10} {'errors':>6}  tokens counted from")  # fmt: skip
     rows = {name: r.summary() for name, r in results.items()}
     for name, s in rows.items():
         hits = f"{s['hit_rate']:.0%}" if s["hit_rate"] is not None else "-"
-        print(f"{name:10} {s['ttft_p50']:8.3f}s {s['ttft_p95']:7.3f}s {s['ttft_later_p50']:12.3f}s "
-              f"{s['output_tok_s']:10.1f} {hits:>10} {s['errors']:>6}")  # fmt: skip
+        sources = ", ".join(f"{k}: {v} answers" for k, v in sorted(s["output_tokens_from"].items()))
+        print(f"{name:10} {_s(s['ttft_p50']):>9} {_s(s['ttft_p95']):>8} "
+              f"{_s(s['ttft_later_p50']):>13} {s['output_tok_s']:10.1f} {s['output_tokens']:>10} "
+              f"{hits:>10} {s['errors']:>6}  {sources or '-'}")  # fmt: skip
     targets = {}
     if "affinity" in rows and "least" in rows:
         ratio = rows["affinity"]["ttft_p50"] / rows["least"]["ttft_p50"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import subprocess
@@ -95,6 +96,18 @@ def wait_until(predicate: Any, what: str, timeout: float = 60) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.05)
+
+
+async def wait_until_async(
+    predicate: Any, what: str, timeout: float = 60, interval: float = 0.01
+) -> None:
+    """wait_until on the event loop, for state the loop itself owns (an in-process engine, a
+    stub server): the predicate runs between the loop's other work, never in a thread."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(interval)
 
 
 def wait_until_up(proc: subprocess.Popen[bytes], url: str, log: Path, timeout: float = 120) -> None:

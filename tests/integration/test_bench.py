@@ -11,12 +11,18 @@ import pytest
 from typer.testing import CliRunner
 
 from sovllm.cli import app
+from sovllm.engines.llamacpp.calibrate import RateSample
+from sovllm.planner.profile import build_profile, profile_path, save_profile
 from tests.conftest import MODEL_ID, Server
 
 
 def test_a_20_second_bench(server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # No cpu-local profile in this data folder: --compare-plan must say so, not crash.
-    monkeypatch.setenv("SOVLLM_DATA_DIR", str(tmp_path / "data"))
+    # A cpu-local profile in this data folder (rates of the order `plan calibrate` measures
+    # here), so --compare-plan must answer with numbers; without one it says why (unit tests).
+    data = tmp_path / "data"
+    monkeypatch.setenv("SOVLLM_DATA_DIR", str(data))
+    rates = [RateSample(b, 300.0, 80.0 + 10 * b) for b in (1, 2, 4, 8)]
+    save_profile(build_profile(rates, MODEL_ID, threads=1), profile_path(data))
     out = tmp_path / "results" / "run1"
     args = [
         "bench",
@@ -85,5 +91,19 @@ def test_a_20_second_bench(server: Server, tmp_path: Path, monkeypatch: pytest.M
     assert "<script" not in html and not re.search(r"\b(src|href)=", html)
 
     cmp = doc["compare_plan"]
-    assert cmp["hardware"] == "cpu-local"
-    assert "rows" in cmp or "calibrate" in cmp["error"]
+    assert cmp["hardware"] == "cpu-local" and "error" not in cmp, cmp
+    assert cmp["command"][:3] == ["sovllm", "plan", "predict"]
+    # The measured prefix-cache share went to the planner.
+    share = cmp["command"][cmp["command"].index("--cached-prompt-fraction") + 1]
+    assert float(share) == pytest.approx(tokens["cached_prompt_fraction"], abs=1e-3)
+    by_metric = {row["metric"]: row for row in cmp["rows"]}
+    assert list(by_metric) == [
+        "TTFT p50 (s)", "TTFT p95 (s)", "TPOT p50 (s)", "output tokens/s", "requests/s",
+    ]  # fmt: skip
+    assert by_metric["TTFT p50 (s)"]["measured"] == lat["ttft"]["p50"]
+    out_tps = by_metric["output tokens/s"]
+    assert out_tps["measured"] == s["throughput"]["output_tokens_per_s"]
+    for row in cmp["rows"]:
+        assert row["predicted"] > 0 and row["measured"] > 0, row
+        want = (row["predicted"] - row["measured"]) / row["measured"] * 100
+        assert row["error_pct"] == pytest.approx(want)

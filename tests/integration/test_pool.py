@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import signal
+import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,10 @@ class Outcome:
     error: str | None
     text: str
     status: int
+    ended: float = 0.0
+    """time.monotonic() when the stream's end ([DONE]) arrived."""
+    completion_tokens: int | None = None
+    """From the usage chunk, when the request asked for one (stream_options.include_usage)."""
 
 
 async def chat_stream(
@@ -55,6 +60,7 @@ async def chat_stream(
         finish = error = None
         text = []
         done = False
+        completion_tokens = None
         async for line in r.aiter_lines():
             if not line.startswith("data: "):
                 continue
@@ -65,13 +71,16 @@ async def chat_stream(
             if "error" in chunk:
                 error = chunk["error"]["message"]
                 continue
+            if chunk.get("usage"):
+                completion_tokens = chunk["usage"]["completion_tokens"]
             for choice in chunk["choices"]:
                 text.append(choice["delta"].get("content") or "")
                 if first is not None and text[-1]:
                     first.set()
                 finish = choice["finish_reason"] or finish
         assert done, "the stream ended without [DONE]"
-        return Outcome(replica, finish, error, "".join(text), 200)
+        ended = time.monotonic()
+        return Outcome(replica, finish, error, "".join(text), 200, ended, completion_tokens)
 
 
 def pool(server: Server) -> dict[str, Any]:
@@ -305,27 +314,33 @@ def test_a_queued_request_fails_over_without_the_client_noticing(tmp_path: Path)
 
 
 def test_a_cut_ends_streams_on_worker_replicas_and_frees_their_slots(three: Server) -> None:
-    async def run() -> list[Outcome]:
+    # ignore_eos and 1500 tokens: only the cut can end these streams within the test's time.
+    forced = {"ignore_eos": True, "stream_options": {"include_usage": True}}
+
+    async def run() -> tuple[list[Outcome], float]:
         async with httpx.AsyncClient(timeout=120) as client:
             started = [asyncio.Event() for _ in range(6)]
             tasks = [
                 asyncio.create_task(
-                    chat_stream(client, three, f"Count {i}", 1500, first=started[i])
+                    chat_stream(client, three, f"Count {i}", 1500, first=started[i], extra=forced)
                 )
                 for i in range(6)
             ]
-            for event in started:
-                await event.wait()
+            await asyncio.wait_for(asyncio.gather(*(e.wait() for e in started)), 120)
             r = await client.post(f"{three.url}/admin/v1/stop", headers=three.auth,
                                   json={"scope": "all", "mode": "cut", "reason": "test"})  # fmt: skip
+            stopped = time.monotonic()
             assert r.status_code == 200, r.text
-            return list(await asyncio.gather(*tasks))
+            return list(await asyncio.gather(*tasks)), stopped
 
     try:
-        outcomes = asyncio.run(run())
+        outcomes, stopped = asyncio.run(run())
     finally:
         three.admin("POST", "/resume", json={"scope": "all"})
     assert all(o.error is None and o.finish == "stop" for o in outcomes), outcomes
+    # Every stream ended within a second of the stop, far short of its 1500 tokens.
+    assert max(o.ended for o in outcomes) - stopped < 1.0, outcomes
+    assert all(o.completion_tokens is not None and o.completion_tokens < 750 for o in outcomes)
     # The workers cancelled the sequences: nothing is left running anywhere.
     wait_until(lambda: all(r["running"] == 0 for r in pool(three)["replicas"]), "idle workers")
 

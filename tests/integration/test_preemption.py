@@ -8,6 +8,7 @@ from sovllm.config import EngineSettings
 from sovllm.engines.base import ChatMessage, GenerationRequest, SamplingParams
 from sovllm.engines.catalog import resolve_model
 from sovllm.engines.llamacpp.engine import LlamaCppEngine
+from tests.conftest import wait_until_async
 
 
 def request(rid: str, flow: str, prompt: str, tokens: int) -> GenerationRequest:
@@ -36,8 +37,7 @@ async def test_swapped_out_sequences_continue_exactly() -> None:
         before = engine._scheduler.preemptions
         a = [asyncio.create_task(run(engine, request(f"a{i}", "A", p, 120)))
              for i, p in enumerate(prompts)]  # fmt: skip
-        while engine.stats().running < 2:
-            await asyncio.sleep(0.01)
+        await wait_until_async(lambda: engine.stats().running >= 2, "both A requests running")
         b = await run(engine, request("b", "B", "Say hi.", 8))
         texts = await asyncio.gather(*a)
         assert engine._scheduler.preemptions > before  # B took a slot from A

@@ -6,6 +6,7 @@ import asyncio
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -40,22 +41,32 @@ def audit_kinds(server: Server) -> list[dict[str, object]]:
 
 
 def test_cut_ends_streams_with_stop_and_refuses_new_requests(srv: Server) -> None:
-    async def run() -> tuple[Outcome, httpx.Response]:
+    # ignore_eos and 1500 tokens: only the cut can end this stream within the test's time.
+    forced = {"ignore_eos": True, "stream_options": {"include_usage": True}}
+
+    async def run() -> tuple[Outcome, httpx.Response, float]:
         async with httpx.AsyncClient(timeout=120) as client:
             body = {"role": "user", "content": "Count to a thousand"}
-            task = asyncio.create_task(chat_stream(client, srv, "", 1500, messages=[body]))
-            await until(lambda: srv.metric("num_requests_running") >= 1, "a running request")
+            started = asyncio.Event()
+            task = asyncio.create_task(
+                chat_stream(client, srv, "", 1500, messages=[body], first=started, extra=forced)
+            )
+            await asyncio.wait_for(started.wait(), 120)
             r = await client.post(
                 f"{srv.url}/admin/v1/stop", headers=srv.auth,
                 json={"scope": "model", "target": MODEL_ID, "mode": "cut", "reason": "drill"},
             )  # fmt: skip
-            return await task, r
+            stopped = time.monotonic()  # the moment the stop call returned
+            return await task, r, stopped
 
-    outcome, made = asyncio.run(run())
+    outcome, made, stopped = asyncio.run(run())
     assert made.status_code == 200, made.text
     assert made.json()["mode"] == "cut" and made.json()["actor"]["role"] == "admin"
-    # Cut: the stream ends cleanly, well before its 1500 tokens, with finish_reason "stop".
+    # Cut: the stream ends cleanly within a second of the stop, far short of its 1500 tokens,
+    # with finish_reason "stop".
     assert outcome.error is None and outcome.finish == "stop"
+    assert outcome.ended - stopped < 1.0
+    assert outcome.completion_tokens is not None and outcome.completion_tokens < 750
     refused = status(srv)
     assert refused.status_code == 503
     error = refused.json()["error"]
@@ -72,7 +83,7 @@ def test_cut_ends_streams_with_stop_and_refuses_new_requests(srv: Server) -> Non
 def test_cut_note_reaches_a_non_streamed_answer(srv: Server) -> None:
     async def run() -> httpx.Response:
         async with httpx.AsyncClient(timeout=120) as client:
-            body = {"model": MODEL_ID, "max_tokens": 1500, "messages": [
+            body = {"model": MODEL_ID, "max_tokens": 1500, "ignore_eos": True, "messages": [
                 {"role": "user", "content": "Count to a thousand"}]}  # fmt: skip
             task = asyncio.create_task(
                 client.post(f"{srv.base_url}/chat/completions", json=body, headers=srv.auth)
@@ -86,6 +97,7 @@ def test_cut_note_reaches_a_non_streamed_answer(srv: Server) -> None:
     try:
         assert r.status_code == 200, r.text
         assert r.json()["choices"][0]["finish_reason"] == "stop"
+        assert r.json()["usage"]["completion_tokens"] < 750  # cut, not run to its end
         assert r.json()["sovllm_stop"]["scope"] == "all"
         assert "the whole service" in status(srv).json()["error"]["message"]
     finally:

@@ -15,6 +15,7 @@ from sovllm.bench.metrics import summarise
 from sovllm.bench.prompts import fit
 from sovllm.bench.runner import Run, RunResult
 from sovllm.bench.workload import driver_for
+from tests.conftest import wait_until_async
 from tests.unit.bench.stub import TEMPLATE_OVERHEAD, Stub
 
 CAL = fit([(8, 8 + TEMPLATE_OVERHEAD), (32, 32 + TEMPLATE_OVERHEAD)], "tokenize")
@@ -158,8 +159,7 @@ async def test_interrupt_stops_at_once(stub: Stub) -> None:
 
     async def press_ctrl_c() -> None:
         # Polls the server's own count: Ctrl-C lands once both requests are streaming.
-        while stub.state.requests < before + 2:
-            await asyncio.sleep(0.01)
+        await wait_until_async(lambda: stub.state.requests >= before + 2, "both requests", 30)
         interrupt.set()
 
     presser = asyncio.create_task(press_ctrl_c())
