@@ -17,6 +17,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from sovllm.config import ConfigError, load_settings
 from sovllm.governance import identity as idn
+from sovllm.governance.access import READ, read_entry
 from sovllm.governance.usage import usage as usage_rows
 from sovllm.store.db import Database, DatabaseConfigError, database_url
 from sovllm.store.migrate import upgrade
@@ -59,6 +60,13 @@ def append_audit(config: Path | None, db: Database, kind: str, fields: dict[str,
     from sovllm.governance.audit import open_audit
 
     open_audit(load_settings(config), db).append(kind, fields).result()
+
+
+def record_read(
+    config: Path | None, db: Database, resource: str, query: dict[str, object], count: int
+) -> None:
+    """A read from the command line (`access.read`), durable before anything is shown."""
+    append_audit(config, db, READ, read_entry(cli_actor(), resource, query, count))
 
 
 def _record(config: Path | None, db: Database, action: str, target: dict[str, object]) -> None:
@@ -194,10 +202,12 @@ def keys_list(
     config: ConfigOpt = None,
 ) -> None:
     """List keys (never the keys themselves: only their visible prefix)."""
+    db = _open(config)
     try:
-        rows = idn.list_keys(_open(config), tenant)
+        rows = idn.list_keys(db, tenant)
     except idn.IdentityError as exc:
         raise _fail(str(exc)) from None
+    record_read(config, db, "keys", {"tenant": tenant}, len(rows))
     if as_json:
         out = [dataclasses.asdict(k) | {"active": k.active} for k in rows]
         typer.echo(json.dumps(out, indent=2))
@@ -234,7 +244,9 @@ def usage(
 ) -> None:
     """Requests and tokens per key, tenant and day."""
     first = _parse_date(since, "--since").date() if since else None
-    rows = usage_rows(_open(config), tenant, first)
+    db = _open(config)
+    rows = usage_rows(db, tenant, first)
+    record_read(config, db, "usage", {"tenant": tenant, "since": since}, len(rows))
     if as_json:
         typer.echo(json.dumps([dataclasses.asdict(r) for r in rows], indent=2))
         return

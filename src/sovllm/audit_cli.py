@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from sovllm.admin_cli import ConfigOpt, _fail, _open, _parse_date
+from sovllm.admin_cli import ConfigOpt, _fail, _open, _parse_date, record_read
 from sovllm.config import ConfigError, load_settings
 from sovllm.governance.audit import key_path, open_audit
 from sovllm.governance.audit.checkpoint import CheckpointError, Signer, Verifier
@@ -98,9 +98,13 @@ def prove(request_id: str, config: ConfigOpt = None) -> None:
     """Print the inclusion proof of a request's entries (JSON)."""
     log = _log(config)
     try:
-        typer.echo(json.dumps(inclusion(log.db, request_id), indent=2))
+        proof = inclusion(log.db, request_id)
     except LookupError as exc:
         raise _fail(str(exc)) from None
+    entries = proof["entries"]
+    count = len(entries) if isinstance(entries, list) else 0
+    record_read(config, log.db, "audit.prove", {"request_id": request_id}, count)
+    typer.echo(json.dumps(proof, indent=2))
 
 
 @audit_app.command("export")
@@ -111,7 +115,10 @@ def export(
     """Write the log as JSONL on stdout, verifiable with `verify --offline`. No keys or secrets."""
     start = _parse_date(since, "--since").timestamp() if since else None
     log = _log(config)
-    for line in export_lines(log.db, start, log.signer.verifier):
+    lines = list(export_lines(log.db, start, log.signer.verifier))
+    count = sum(1 for line in lines[1:] if "seq" in json.loads(line))
+    record_read(config, log.db, "audit.export", {"since": since}, count)
+    for line in lines:
         sys.stdout.write(line + "\n")
 
 

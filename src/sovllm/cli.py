@@ -44,17 +44,23 @@ def compliance_records(
     output: Annotated[str, typer.Option("--format", help="md or json.")] = "md",
     config: Annotated[Path | None, typer.Option("--config")] = None,
 ) -> None:
-    """Print the GDPR Art. 30 record of processing built from the configuration."""
+    """Print the GDPR Art. 30 record of processing built from the configuration and the
+    tenants' content policies in the database."""
     import json
 
+    from sovllm.admin_cli import _open, record_read
     from sovllm.governance.records import record_of_processing, to_markdown
 
     if output not in {"md", "json"}:
         raise typer.BadParameter("must be md or json", param_hint="--format")
     try:
-        record = record_of_processing(load_settings(config))
+        settings = load_settings(config)
     except ConfigError as exc:
         raise _fail(str(exc)) from None
+    db = _open(config)
+    record = record_of_processing(settings, db)
+    # Reading the record is an audited access (`access.read`).
+    record_read(config, db, "records.art30", {"format": output}, 1)
     typer.echo(json.dumps(record, indent=2) if output == "json" else to_markdown(record))
 
 

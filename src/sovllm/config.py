@@ -6,6 +6,7 @@ Nested fields use a double underscore in the environment: SOVLLM_ENGINE__SLOTS=1
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from contextvars import ContextVar
 from pathlib import Path
@@ -68,7 +69,7 @@ class EngineSettings(BaseModel):
 
 
 class AuditSettings(BaseModel):
-    """The tamper-evident audit log (issue #5)."""
+    """The tamper-evident audit log: its name, signing key and checkpoint cadence."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -103,7 +104,7 @@ class RetentionSettings(BaseModel):
     )
     usage_days: int = Field(400, ge=31, description="Usage counters per key, tenant and day.")
     purge_every_s: float = Field(
-        3600.0, gt=0, description="How often the server deletes content past content_days."
+        3600.0, gt=0, description="How often the server applies retention.* (all of it)."
     )
 
     @field_validator("audit_days")
@@ -123,6 +124,53 @@ class PrivacySettings(BaseModel):
     presidio: bool = Field(
         False, description="Add Microsoft Presidio's recognizers (needs sovllm[presidio])."
     )
+    detectors: list[str] = Field(
+        default_factory=list,
+        description="More personal-data detectors, as module:function (a function of the text "
+        "returning sovllm.governance.privacy.pii.Finding objects). If one raises, the check "
+        "fails closed: a tenant's masked prompt is refused, redacted content is not kept.",
+    )
+
+
+class SecuritySettings(BaseModel):
+    """Refused sign-ins (ISO/IEC 27001 A.8.15; docs/audit.md, access logging)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    auth_failures_per_minute: int = Field(
+        30, ge=1, description="401/403 answers one source address may get in 60 s; past "
+        "this, its requests are refused with 429 before their key is checked.",
+    )  # fmt: skip
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="Addresses (or CIDR networks) of reverse proxies whose X-Forwarded-For "
+        "names the client; none by default: the source is the connection's peer.",
+    )
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for item in value:
+            try:
+                ipaddress.ip_network(item)
+            except ValueError:
+                raise ValueError(f"{item!r} is not an IP address or CIDR network") from None
+        return value
+
+
+class ComplianceSettings(BaseModel):
+    """Who answers for the processing, for the GDPR Art. 30 record (`sovllm compliance records`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    controller: str | None = Field(
+        None, min_length=1, description="The controller's name and contact details "
+        "(GDPR Art. 30(1)(a)), e.g. 'Ospedale San Carlo, via Roma 1, Milano, privacy@osc.it'.",
+    )  # fmt: skip
+    dpo_contact: str | None = Field(
+        None, min_length=1, description="The data protection officer's contact details "
+        "(GDPR Art. 30(1)(a), 37(7)).",
+    )  # fmt: skip
 
 
 class Settings(BaseSettings):
@@ -165,6 +213,8 @@ class Settings(BaseSettings):
     audit: AuditSettings = Field(default_factory=AuditSettings)
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
     privacy: PrivacySettings = Field(default_factory=PrivacySettings)
+    compliance: ComplianceSettings = Field(default_factory=ComplianceSettings)
+    security: SecuritySettings = Field(default_factory=SecuritySettings)
     replicas: list[ReplicaSettings] = Field(
         default_factory=list,
         description="The replica pool; empty: one embedded engine inside the gateway process.",

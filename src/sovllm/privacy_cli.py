@@ -1,8 +1,7 @@
-"""`sovllm privacy erase|purge|policy`."""
+"""`sovllm privacy erase|purge|policy|mask`."""
 
 from __future__ import annotations
 
-import getpass
 import json
 from typing import Annotated
 
@@ -10,6 +9,7 @@ import typer
 
 from sovllm.admin_cli import ConfigOpt, _fail, _open, cli_actor
 from sovllm.config import load_settings
+from sovllm.governance import retention
 from sovllm.governance.audit import open_audit
 from sovllm.governance.privacy import erasure
 from sovllm.governance.privacy.content import POLICIES, open_vault, set_masking, set_policy
@@ -26,8 +26,8 @@ def erase(
     config: ConfigOpt = None,
 ) -> None:
     """Crypto-shred a data subject's stored content; print the signed receipt (JSON)."""
+    db = _open(config)  # first: it names a bad setting (exit 2) instead of a traceback
     settings = load_settings(config)
-    db = _open(config)
     audit = open_audit(settings, db)
     receipt = erasure.erase(open_vault(settings.data_dir, db), audit, subject, cli_actor())
     typer.echo(json.dumps(receipt, indent=2))
@@ -35,16 +35,19 @@ def erase(
 
 @privacy_app.command("purge")
 def purge(config: ConfigOpt = None) -> None:
-    """Delete stored content older than retention.content_days (audit hashes stay)."""
+    """Apply retention now, as the server's job does: delete stored content past content_days,
+    prune audit entries past audit_days (their hashes stay), roll usage past usage_days up per
+    tenant and month."""
+    db = _open(config)  # first: it names a bad setting (exit 2) instead of a traceback
     settings = load_settings(config)
-    db = _open(config)
-    removed = open_vault(settings.data_dir, db).purge(settings.retention.content_days)
-    open_audit(settings, db).append(
-        "privacy.purge",
-        {"actor": {"cli": getpass.getuser()}, "content_records": removed,
-         "older_than_days": settings.retention.content_days},
-    ).result()  # fmt: skip
-    typer.echo(f"purged {removed} stored content record(s)")
+    r = settings.retention
+    done = retention.run(r, open_vault(settings.data_dir, db), open_audit(settings, db),
+                         cli_actor())  # fmt: skip
+    typer.echo(f"purged {done.content_records} stored content record(s)")
+    typer.echo(f"pruned {done.audit_entries} audit entries older than {r.audit_days} days "
+               "(their hashes stay)")  # fmt: skip
+    typer.echo(f"rolled up {done.usage_rows} usage day row(s) older than {r.usage_days} days "
+               "into months")  # fmt: skip
 
 
 @privacy_app.command("policy")

@@ -80,6 +80,11 @@ def run_server(
         raise ServeError(f"cannot create data_dir {settings.data_dir}: {exc.strerror}") from None
     if not os.access(settings.data_dir, os.W_OK):
         raise ServeError(f"data_dir {settings.data_dir} is not writable")
+    for spec in settings.privacy.detectors:
+        try:
+            pii.load_detector(spec)
+        except pii.DetectorSpecError as exc:
+            raise ServeError(f"invalid setting 'privacy.detectors': {exc}") from None
     if settings.privacy.presidio:
         try:
             pii.use_presidio()
@@ -109,6 +114,10 @@ def run_server(
         log_level=settings.log_level,
         # SIGTERM: stop accepting, let requests in flight finish, then stop the replicas.
         timeout_graceful_shutdown=math.ceil(settings.shutdown_grace_s),
+        # X-Forwarded-For only from the configured proxies (uvicorn's default trusts
+        # 127.0.0.1): the source address is what failed sign-ins are counted by.
+        proxy_headers=bool(settings.security.trusted_proxies),
+        forwarded_allow_ips=settings.security.trusted_proxies or None,
     )
     try:
         uvicorn.Server(config).run()

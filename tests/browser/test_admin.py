@@ -6,7 +6,6 @@ import re
 from pathlib import Path
 
 import httpx
-import pytest
 from playwright.sync_api import BrowserContext, Page, expect
 
 from tests.browser.pages import (
@@ -186,15 +185,16 @@ def test_a_user_key_is_turned_away_from_the_console(page: Page, web: Server) -> 
     expect(page.locator("#console")).to_be_hidden()
 
 
-def has_pool(web: Server) -> bool:
-    return web.admin("GET", "/pool").status_code == 200
+def assert_pool(web: Server) -> None:
+    # Every server has the replica pool's routes: their absence is a failure, never a skip.
+    r = web.admin("GET", "/pool")
+    assert r.status_code == 200, f"GET /admin/v1/pool answered {r.status_code}: {r.text}"
 
 
 def test_the_pool_panel_and_the_stop_switch(
     context: BrowserContext, page: Page, web: Server
 ) -> None:
-    if not has_pool(web):
-        pytest.skip("this server has no replica pool routes")
+    assert_pool(web)
     key = web.create_key("web-stopped")
     sign_in_console(page, web.url, web.api_key)
     panel = page.locator("#panel-pool")
@@ -227,8 +227,7 @@ def test_the_pool_panel_and_the_stop_switch(
 
 
 def test_an_auditor_sees_the_pool_but_no_stop_control(page: Page, web: Server) -> None:
-    if not has_pool(web):
-        pytest.skip("this server has no replica pool routes")
+    assert_pool(web)
     auditor = web.create_key("web-audit-pool", role="auditor")
     sign_in_console(page, web.url, auditor)
     expect(page.locator("#panel-pool")).to_be_visible()
@@ -251,8 +250,7 @@ def test_a_panel_without_its_feature_is_absent(page: Page, web: Server) -> None:
 
 
 def test_an_answer_cut_by_an_administrator_says_so(page: Page, web: Server) -> None:
-    if not has_pool(web):
-        pytest.skip("this server has no replica pool routes")
+    assert_pool(web)
     key = web.create_key("web-cut")
     sign_in_chat(page, web.url, key)
     page.route("**/v1/chat/completions", long_answer)
@@ -273,3 +271,33 @@ def test_an_answer_cut_by_an_administrator_says_so(page: Page, web: Server) -> N
         expect(answer.locator(".answer-status")).to_contain_text("wrong ward")
     finally:
         web.admin("POST", "/resume", json={"scope": "tenant", "target": "web-cut"})
+
+
+def test_the_console_shows_failed_sign_ins(page: Page, web: Server) -> None:
+    csp: list[str] = []
+    page.on(
+        "console", lambda m: csp.append(m.text) if "Content Security Policy" in m.text else None
+    )
+    page.goto(f"{web.url}/admin")
+    page.fill("#api-key", "sk-sovllm-Fail" + "x" * 36)
+    page.click("#signin-form button[type=submit]")
+    expect(page.locator("#signin-error")).to_be_visible()
+    expect(page.locator("#console")).to_be_hidden()
+
+    sign_in_console(page, web.url, web.api_key)
+    expect(page.locator("#nav-panels")).to_contain_text("Sign-ins")
+    row = page.locator('#denied-table tr[data-prefix="sk-sovllm-Fail"]')
+    expect(row).to_have_count(1)
+    for text in ("sk-sovllm-Fail…", "127.0.0.1", "401", "unknown: 1", "/v1/me"):
+        expect(row).to_contain_text(text)
+    # Not polled (each read of the list is an audit entry): a new failure shows on Refresh.
+    gone = {"Authorization": "Bearer sk-sovllm-Gone" + "y" * 36}
+    assert httpx.get(f"{web.base_url}/models", headers=gone).status_code == 401
+    expect(page.locator('#denied-table tr[data-prefix="sk-sovllm-Gone"]')).to_have_count(0)
+    page.click("#denied-refresh")
+    expect(page.locator('#denied-table tr[data-prefix="sk-sovllm-Gone"]')).to_have_count(1)
+    assert "sk-sovllm-Fail" + "x" * 36 not in page.content()
+    reads = web.admin("GET", "/audit/entries", params={"tenant": "admin", "limit": 50}).json()
+    mine = [e["entry"] for e in reads["data"] if e["entry"]["kind"] == "access.read"]
+    assert sum(e["resource"] == "access.denied" for e in mine) >= 2  # sign-in and Refresh
+    assert not csp, csp

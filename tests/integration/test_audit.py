@@ -80,9 +80,15 @@ def test_admin_actions_are_recorded_with_their_actor(server: Server) -> None:
     with sqlite3.connect(server.data_dir / "sovllm.db") as conn:
         bodies = [json.loads(b) for (b,) in conn.execute(
             "SELECT body FROM audit_entries WHERE kind = 'admin' ORDER BY seq")]  # fmt: skip
-    actions = {(b["action"], json.dumps(b["target"], sort_keys=True)) for b in bodies}
-    assert any(a == "key.create" and "audited-tenant" in t for a, t in actions)
-    assert all(b["actor"]["role"] == "admin" for b in bodies if "role" in b["actor"])
+    mine = [b for b in bodies
+            if b["action"] == "key.create" and b["target"].get("tenant") == "audited-tenant"]  # fmt: skip
+    assert len(mine) == 1, bodies
+    assert set(mine[0]["actor"]) == {"tenant", "key_id", "role"}
+    assert mine[0]["actor"]["role"] == "admin" and mine[0]["actor"]["tenant"] == "admin"
+    # Every admin entry names its actor: an admin key over the API, or a user at the CLI.
+    for b in bodies:
+        actor = b["actor"]
+        assert actor.get("role") == "admin" or set(actor) == {"cli", "host"}, b
     assert server.api_key not in json.dumps(bodies)
 
 
@@ -119,6 +125,22 @@ def test_verify_export_and_tamper_detection(server: Server, tmp_path: Path) -> N
     finally:  # the server is shared with other tests: put the entry back
         with sqlite3.connect(db) as conn:
             conn.execute("UPDATE audit_entries SET body = ? WHERE seq = 1", (original,))
+    assert sovllm(server, "audit", "verify").returncode == 0
+    # The columns beside the body, which prove and search read, are checked against it too.
+    with sqlite3.connect(db) as conn:
+        (rid,) = conn.execute("SELECT request_id FROM audit_entries WHERE seq = 1").fetchone()
+        conn.execute("UPDATE audit_entries SET request_id = 'someone-else' WHERE seq = 1")
+    try:
+        moved = sovllm(server, "audit", "verify")
+        assert moved.returncode == 1
+        assert "first bad entry: 1" in moved.stdout and "request_id" in moved.stdout
+        export = sovllm(server, "audit", "export")
+        log.write_text(export.stdout)
+        offline = sovllm(server, "audit", "verify", "--offline", str(log))
+        assert offline.returncode == 1 and "first bad entry: 1" in offline.stdout
+    finally:
+        with sqlite3.connect(db) as conn:
+            conn.execute("UPDATE audit_entries SET request_id = ? WHERE seq = 1", (rid,))
     assert sovllm(server, "audit", "verify").returncode == 0
 
 

@@ -23,10 +23,11 @@ from sovllm.engines.base import (
     QueueFullError,
     SamplingParams,
 )
-from sovllm.pool.backends import OpenAIBackend
+from sovllm.pool.backends import LocalBackend, OpenAIBackend, ReplicaFailure
 from sovllm.pool.replica import Replica
 from sovllm.pool.router import Pool
 from sovllm.pool.settings import RoutingSettings
+from tests.scripted_engine import ScriptedEngine
 
 MODEL = "m"
 
@@ -78,12 +79,16 @@ def make_pool(*scripts: Script | list[bytes] | int, **routing: object) -> tuple[
     seen: list[str] = []
     replicas = []
     for i, script in enumerate(scripts):
-        client = httpx.AsyncClient(transport=upstream(script, seen, f"r{i}"))
-        info = ModelInfo(MODEL, "", "", 0, 0)
-        backend = OpenAIBackend("http://10.0.0.1/v1", MODEL, info, None, client,
-                                stall_timeout_s=settings.stall_timeout_s)  # fmt: skip
+        backend = http_backend(upstream(script, seen, f"r{i}"), settings)
         replicas.append(Replica(f"r{i}", "openai", "", MODEL, backend, lambda r: 3, settings))
     return Pool(replicas, settings), seen
+
+
+def http_backend(transport: httpx.AsyncBaseTransport, settings: RoutingSettings) -> OpenAIBackend:
+    client = httpx.AsyncClient(transport=transport)
+    info = ModelInfo(MODEL, "", "", 0, 0)
+    return OpenAIBackend("http://10.0.0.1/v1", MODEL, info, None, client,
+                         stall_timeout_s=settings.stall_timeout_s)  # fmt: skip
 
 
 def request() -> GenerationRequest:
@@ -218,3 +223,125 @@ async def test_a_replica_that_stalls_mid_stream_ends_the_request_with_an_error()
     assert outs[0].text == "Hel"
     assert outs[-1].finish_reason == "error" and "stalled" in (outs[-1].error or "")
     assert seen == ["r0"] and pool.replicas[0].state == "unhealthy"
+
+
+# -- faults that are not httpx's own types (issue #13: a killed replica made httpcore/anyio raise
+# AttributeError while connecting, which escaped as a 500) ----------------------------------
+
+GETPEERNAME = AttributeError("'NoneType' object has no attribute 'getpeername'")
+
+
+class Unnamed(httpx.AsyncBaseTransport):
+    """A transport that raises, for requests to `paths`, an exception httpx does not name, as
+    httpcore/anyio did on a replica killed mid-connect; other requests pass to `inner`."""
+
+    def __init__(self, fault: BaseException, inner: httpx.AsyncBaseTransport, *paths: str) -> None:
+        self.fault, self.inner, self.paths = fault, inner, paths
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith(self.paths):
+            raise self.fault
+        return await self.inner.handle_async_request(request)
+
+
+async def test_a_fault_below_httpx_while_connecting_fails_over() -> None:
+    pool, seen = make_pool(GOOD, GOOD)
+    faulty = http_backend(
+        Unnamed(GETPEERNAME, upstream(GOOD, seen, "r0"), "/chat/completions"), pool.settings
+    )
+    pool.replicas[0].backend = faulty
+    with pytest.raises(ReplicaFailure, match="raised AttributeError"):
+        await faulty.open(request(), 3)  # the backend names it a replica failure itself
+    outs = await collect(pool)  # round robin: r0 first
+    assert "".join(o.text for o in outs) == "Hello there"
+    assert outs[-1].finish_reason == "stop" and outs[-1].error is None
+    assert seen == ["r1"]
+    r0 = pool.replicas[0]
+    assert "AttributeError" in r0.last_error and r0.failures == 1 and r0.outstanding == 0
+
+
+async def test_a_fault_below_httpx_after_the_first_token_ends_with_an_error() -> None:
+    async def reset() -> AsyncIterator[bytes]:
+        yield chunk("Hel")
+        raise OSError(104, "Connection reset by peer")  # what a socket raises, unwrapped
+
+    pool, seen = make_pool(reset, GOOD)
+    outs = await collect(pool)
+    assert outs[0].text == "Hel"
+    assert outs[-1].finish_reason == "error"
+    assert "replica serving this request failed" in (outs[-1].error or "")
+    assert "Connection reset" in (outs[-1].error or "")
+    assert seen == ["r0"]  # a token had left: no retry
+    assert pool.replicas[0].outstanding == 0
+
+
+async def test_a_probe_that_raises_below_httpx_is_a_failed_probe() -> None:
+    pool, seen = make_pool(GOOD)
+    backend = http_backend(Unnamed(OSError("no route"), upstream(GOOD, seen, "r0"), "/models"),
+                           pool.settings)  # fmt: skip
+    with pytest.raises(ReplicaFailure, match=r"/v1/models raised OSError"):
+        await backend.probe()
+
+
+def local_pool(*engines: ScriptedEngine) -> Pool:
+    settings = RoutingSettings(policy="round_robin")
+    replicas = [
+        Replica(f"r{i}", "local", "", MODEL, LocalBackend(e), e.count_tokens, settings)  # type: ignore[arg-type]
+        for i, e in enumerate(engines)
+    ]
+    return Pool(replicas, settings)
+
+
+async def test_a_backend_that_raises_anything_opening_a_request_fails_over() -> None:
+    broken, good = ScriptedEngine(fault=RuntimeError("engine bug")), ScriptedEngine()
+    pool = local_pool(broken, good)
+    outs = await collect(pool)
+    assert "".join(o.text for o in outs) == "Hello there" and outs[-1].error is None
+    assert (broken.submitted, good.submitted) == (1, 1)
+    assert "raised RuntimeError" in pool.replicas[0].last_error
+    assert pool.replicas[0].outstanding == 0
+
+
+async def test_a_stream_that_raises_anything_before_its_first_token_fails_over() -> None:
+    broken = ScriptedEngine(fault=RuntimeError("lost"), fault_at=0)
+    good = ScriptedEngine()
+    pool = local_pool(broken, good)
+    outs = await collect(pool)
+    assert "".join(o.text for o in outs) == "Hello there" and outs[-1].error is None
+    assert (broken.submitted, good.submitted) == (1, 1)
+    assert pool.replicas[0].outstanding == 0 and not pool.replicas[0].streams
+
+
+async def test_a_stream_that_raises_anything_after_its_first_token_ends_with_an_error() -> None:
+    broken = ScriptedEngine(fault=ValueError("bad step"), fault_at=1)
+    good = ScriptedEngine()
+    pool = local_pool(broken, good)
+    outs = await collect(pool)
+    assert outs[0].text == "Hello"
+    assert outs[-1].finish_reason == "error" and "raised ValueError" in (outs[-1].error or "")
+    assert "bad step" not in (outs[-1].error or "")  # the message may quote a request: log only
+    assert good.submitted == 0 and pool.replicas[0].outstanding == 0
+
+
+async def test_cancellation_while_connecting_still_propagates() -> None:
+    entered = asyncio.Event()
+    never = asyncio.Event()
+
+    class Hangs(httpx.AsyncBaseTransport):
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            if request.url.path.endswith("/models"):
+                return httpx.Response(200, json={"data": [{"id": MODEL}]})
+            entered.set()
+            await never.wait()  # a connect that never completes
+            raise AssertionError("unreachable")
+
+    pool, _ = make_pool(GOOD)
+    pool.replicas[0].backend = http_backend(Hangs(), pool.settings)
+    await pool.replicas[0].probe()
+    opening = asyncio.create_task(pool.open(MODEL, request(), None, 3))
+    await entered.wait()
+    opening.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await opening
+    r0 = pool.replicas[0]
+    assert r0.outstanding == 0 and r0.failures == 0 and r0.state == "healthy"

@@ -1,12 +1,16 @@
 """Admin API under /admin/v1: tenants, keys, usage, audit, privacy, the pool and the stop switch.
 
 Changes need the admin role; reading usage, the audit log and the pool also the auditor role.
+Changes are `admin` entries in the audit log; reads of keys, usage, the log, stored content and
+refused sign-ins are `access.read` entries (`_read`), durable before the data goes out. The
+polled status routes (pool, stops, the last verification) are not: they hold no personal data.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+from collections.abc import Mapping
 from typing import Annotated, Generic, Literal, TypeVar
 
 from anyio import to_thread
@@ -18,6 +22,7 @@ from sovllm.api.errors import APIError
 from sovllm.api.state import app_state
 from sovllm.governance import identity as idn
 from sovllm.governance import oversight
+from sovllm.governance.access import READ, actor_of, logged_denials, read_entry
 from sovllm.governance.audit import verify as audit_verify
 from sovllm.governance.privacy import erasure
 from sovllm.governance.privacy.content import set_masking, set_policy
@@ -164,13 +169,15 @@ def _key(k: idn.KeyInfo) -> KeyOut:
 
 async def _record(request: Request, action: str, target: dict[str, object]) -> None:
     """An admin action's audit entry, durable before the answer goes out."""
-    actor: idn.Principal = request.state.principal
-    fields = {
-        "actor": {"tenant": actor.tenant, "key_id": actor.key_id, "role": actor.role.value},
-        "action": action,
-        "target": target,
-    }
+    fields = {"actor": actor_of(request.state.principal), "action": action, "target": target}
     await asyncio.wrap_future(app_state(request).audit.append("admin", fields))
+
+
+async def _read(request: Request, resource: str, query: Mapping[str, object], count: int) -> None:
+    """An audited read (`access.read`), durable before the data goes out: if the log cannot
+    record who read it, nobody reads it."""
+    fields = read_entry(actor_of(request.state.principal), resource, query, count)
+    await asyncio.wrap_future(app_state(request).audit.append(READ, fields))
 
 
 def _bad(exc: idn.IdentityError) -> APIError:
@@ -232,6 +239,7 @@ async def list_keys(request: Request, tenant: str | None = None) -> ListOf[KeyOu
         rows = await to_thread.run_sync(idn.list_keys, app_state(request).db, tenant)
     except idn.IdentityError as exc:
         raise _bad(exc) from None
+    await _read(request, "keys", {"tenant": tenant}, len(rows))
     return ListOf[KeyOut](data=[_key(k) for k in rows])
 
 
@@ -279,6 +287,8 @@ async def get_usage(
     since: Annotated[dt.date | None, Query(description="First day, YYYY-MM-DD.")] = None,
 ) -> ListOf[UsageOut]:
     rows = await to_thread.run_sync(usage_rows, app_state(request).db, tenant, since)
+    day = since.isoformat() if since else None
+    await _read(request, "usage", {"tenant": tenant, "since": day}, len(rows))
     return ListOf[UsageOut](
         data=[
             UsageOut(
@@ -309,6 +319,8 @@ async def erase_subject(body: EraseRequest, request: Request) -> dict[str, objec
 async def read_content(request_id: str, request: Request) -> dict[str, object]:
     """What the tenant's content policy kept of a request; null where the subject was erased."""
     rows = await to_thread.run_sync(app_state(request).vault.read, request_id)
+    # Decrypted content: the attempt is recorded even when nothing was kept.
+    await _read(request, "content", {"request_id": request_id}, len(rows))
     if not rows:
         raise APIError(404, f"no stored content for request {request_id!r} (policy none?)")
     return {"request_id": request_id,
@@ -336,6 +348,10 @@ async def audit_entries(
             app_state(request).db, request_id, tenant, ts(since), ts(until), limit
         )
     )
+    query = {"request_id": request_id, "tenant": tenant, "limit": limit,
+             "since": since.isoformat() if since else None,
+             "until": until.isoformat() if until else None}  # fmt: skip
+    await _read(request, "audit.entries", query, len(rows))
     return ListOf[dict[str, object]](data=rows)
 
 
@@ -348,7 +364,9 @@ async def audit_verify_now(request: Request) -> dict[str, object]:
     )
     actor: idn.Principal = request.state.principal
     result = {"ok": report.ok, "size": report.size, "checkpoints": report.checkpoints,
-              "first_bad_entry": report.first_bad, "problems": report.problems[:20],
+              "first_bad_entry": report.first_bad,
+              "first_bad_checkpoint": report.first_bad_checkpoint, "pruned": report.pruned,
+              "problems": report.problems[:20],
               "summary": report.summary()}  # fmt: skip
     fields = {"actor": {"tenant": actor.tenant, "key_id": actor.key_id,
                         "role": actor.role.value}, "result": result}  # fmt: skip
@@ -380,7 +398,22 @@ async def latest_checkpoint(request: Request) -> dict[str, object]:
     note = await to_thread.run_sync(audit.latest_note)
     if note is None:
         note = await to_thread.run_sync(audit.checkpoint)
+    await _read(request, "audit.checkpoint", {}, 1)
     return {"note": note, "verifier_key": audit.signer.verifier.encode()}
+
+
+@router.get("/access/denied", dependencies=[Auditor])
+async def access_denied(
+    request: Request, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+) -> ListOf[dict[str, object]]:
+    """Refused sign-ins (401, 403, and 429 for a source past its limit), newest first: the
+    minute still open on this gateway (`pending`), then the `access.denied` entries."""
+    state = app_state(request)
+    pending = state.access.pending()[:limit]
+    logged = await to_thread.run_sync(logged_denials, state.db, limit - len(pending))
+    rows = [*pending, *logged]
+    await _read(request, "access.denied", {"limit": limit}, len(rows))
+    return ListOf[dict[str, object]](data=rows)
 
 
 # -- the replica pool and the stop switch (issue #6) -------------------------------------

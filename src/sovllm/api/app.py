@@ -16,9 +16,12 @@ from sovllm import __version__
 from sovllm.api import errors
 from sovllm.api.admin_routes import router as admin_router
 from sovllm.api.auth import identify
+from sovllm.api.failsafe import RequestGuard
 from sovllm.api.openai_routes import router as openai_router
 from sovllm.api.state import AppState, app_state
 from sovllm.config import Settings
+from sovllm.governance import retention
+from sovllm.governance.access import AccessGuard
 from sovllm.governance.audit.log import AuditLog
 from sovllm.governance.oversight import Oversight
 from sovllm.governance.privacy.content import open_vault
@@ -32,19 +35,18 @@ from sovllm.web.security import EXPOSED_HEADERS, SecurityHeaders
 log = logging.getLogger("sovllm.retention")
 
 
-async def _purge_content(state: AppState) -> None:
-    """The retention job: stored content past `retention.content_days` is deleted."""
-    retention = state.settings.retention
+async def _retention(state: AppState) -> None:
+    """The retention job (governance/retention.py): content, audit bodies and usage days past
+    their `retention.*` settings, every `retention.purge_every_s`."""
+    settings = state.settings.retention
     while True:
         try:
-            removed = await to_thread.run_sync(state.vault.purge, retention.content_days)
-            if removed:
-                fields = {"actor": {"job": "retention"}, "content_records": removed,
-                          "older_than_days": retention.content_days}  # fmt: skip
-                state.audit.append("privacy.purge", fields)
+            await to_thread.run_sync(
+                retention.run, settings, state.vault, state.audit, {"job": "retention"}
+            )
         except Exception:
-            log.exception("content purge failed")
-        await asyncio.sleep(retention.purge_every_s)
+            log.exception("retention job failed")
+        await asyncio.sleep(settings.purge_every_s)
 
 
 def create_app(settings: Settings, pool: Pool, db: Database, audit: AuditLog) -> FastAPI:
@@ -59,15 +61,20 @@ def create_app(settings: Settings, pool: Pool, db: Database, audit: AuditLog) ->
         vault = open_vault(settings.data_dir, db)
         oversight = Oversight(db)
         oversight.apply(await to_thread.run_sync(oversight.refresh))
-        app.state.sovllm = AppState(settings, pool, metrics, db, audit, vault, oversight)
-        tasks = [asyncio.create_task(_purge_content(app.state.sovllm)),
-                 asyncio.create_task(oversight.run())]  # fmt: skip
+        access = AccessGuard(settings.security.auth_failures_per_minute)
+        app.state.sovllm = AppState(settings, pool, metrics, db, audit, vault, oversight,
+                                    access=access)  # fmt: skip
+        tasks = [asyncio.create_task(_retention(app.state.sovllm)),
+                 asyncio.create_task(oversight.run()),
+                 asyncio.create_task(access.run(audit))]  # fmt: skip
         try:
             yield
         finally:
             for task in tasks:
                 task.cancel()
             await pool.shutdown()
+            # The open minute's refusals go in before the log writes its last checkpoint.
+            access.flush(audit, everything=True)
             audit.close()
 
     app = FastAPI(
@@ -80,6 +87,9 @@ def create_app(settings: Settings, pool: Pool, db: Database, audit: AuditLog) ->
     app.include_router(openai_router)
     app.include_router(admin_router)
     app.include_router(web_router)
+    # Request ids, and an OpenAI-shaped answer to any unexpected exception (innermost, so its
+    # answers pass CORS and the security headers).
+    app.add_middleware(RequestGuard)
     # CORS stays closed (no cross-origin reads) unless the operator lists origins; CSP and
     # nosniff on every response (the outermost middleware).
     origins = settings.cors_allow_origins

@@ -1,6 +1,8 @@
 """Identity and admission for the routes: who calls, may they, and is there quota left.
 
-Database work runs in worker threads so the event loop keeps streaming tokens meanwhile.
+Database work runs in worker threads so the event loop keeps streaming tokens meanwhile. Every
+401 and 403 is counted for the access log (governance/access.py), and a source address with
+too many of them is refused with 429 before its key is looked at.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from fastapi import Request
 from sovllm.api.errors import APIError
 from sovllm.api.state import app_state
 from sovllm.governance import quotas
+from sovllm.governance.access import presented_prefix
 from sovllm.governance.identity import AuthError, Principal, Role, authenticate, principal_shape
 
 INFERENCE_ROLES = frozenset({Role.USER, Role.ADMIN})
@@ -30,12 +33,46 @@ def bearer(request: Request) -> str | None:
     return request.headers.get("x-api-key")
 
 
+def source_of(request: Request) -> str:
+    """The client's address: the connection's peer, or what a trusted proxy says it is
+    (`security.trusted_proxies`; uvicorn rewrites the peer only for those)."""
+    return request.client.host if request.client is not None else "unknown"
+
+
+def _count(request: Request, status: int, reason: str) -> None:
+    guard = app_state(request).access
+    guard.denied(source_of(request), presented_prefix(bearer(request)), status, reason,
+                 request.url.path)  # fmt: skip
+
+
+def _throttle(request: Request) -> None:
+    """429 for a source past `security.auth_failures_per_minute`, whatever key it sends."""
+    source = source_of(request)
+    wait = app_state(request).access.retry_after(source)
+    if wait is None:
+        return
+    _count(request, 429, "throttled")
+    raise APIError(
+        429,
+        f"Too many failed authentications from {source} in the last minute; try again in {wait} s.",
+        "rate_limit_error",
+        code="too_many_authentication_failures",
+        headers={"Retry-After": str(wait)},
+    )
+
+
+def _unauthorized(request: Request, exc: AuthError) -> APIError:
+    _count(request, 401, exc.reason)
+    return APIError(401, str(exc), code="invalid_api_key")
+
+
 async def identify(request: Request) -> Principal:
+    _throttle(request)
     db = app_state(request).db
     try:
         return await to_thread.run_sync(authenticate, db, bearer(request))
     except AuthError as exc:
-        raise APIError(401, str(exc), code="invalid_api_key") from None
+        raise _unauthorized(request, exc) from None
 
 
 def require(roles: frozenset[Role]) -> Callable[[Request], Awaitable[Principal]]:
@@ -44,18 +81,19 @@ def require(roles: frozenset[Role]) -> Callable[[Request], Awaitable[Principal]]
     async def dependency(request: Request) -> Principal:
         principal = await identify(request)
         if principal.role not in roles:
-            raise _forbidden(principal.role, request.url.path, roles)
+            raise _forbidden(request, principal.role, roles)
         request.state.principal = principal
         return principal
 
     return dependency
 
 
-def _forbidden(role: Role, path: str, roles: frozenset[Role]) -> APIError:
+def _forbidden(request: Request, role: Role, roles: frozenset[Role]) -> APIError:
+    _count(request, 403, "role")
     allowed = ", ".join(sorted(r.value for r in roles))
     return APIError(
         403,
-        f"The role '{role.value}' may not use {path} (allowed: {allowed}).",
+        f"The role '{role.value}' may not use {request.url.path} (allowed: {allowed}).",
         "permission_error",
         code="forbidden",
     )
@@ -68,16 +106,18 @@ def _quota_error(exc: quotas.QuotaExceeded) -> APIError:
 
 def check_key_present(request: Request) -> None:
     """Refuse a request with no usable key before any other work is done for it."""
+    _throttle(request)
     try:
         principal_shape(bearer(request))
     except AuthError as exc:
-        raise APIError(401, str(exc), code="invalid_api_key") from None
+        raise _unauthorized(request, exc) from None
 
 
 async def authorize_and_admit(
     request: Request, roles: frozenset[Role], request_id: str, tokens: int
 ) -> tuple[Principal, quotas.Ticket]:
     """Key, role and quotas in one database transaction, in a worker thread."""
+    _throttle(request)
     try:
         return await to_thread.run_sync(
             quotas.authorize_and_admit,
@@ -88,9 +128,9 @@ async def authorize_and_admit(
             tokens,
         )
     except AuthError as exc:
-        raise APIError(401, str(exc), code="invalid_api_key") from None
+        raise _unauthorized(request, exc) from None
     except quotas.Forbidden as exc:
-        raise _forbidden(exc.role, request.url.path, roles) from None
+        raise _forbidden(request, exc.role, roles) from None
     except quotas.QuotaExceeded as exc:
         if exc.principal is not None:
             # Durable before the refusal goes out, like every decision the log records.

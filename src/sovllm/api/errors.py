@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -11,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from sovllm.api import failsafe
 from sovllm.api.schemas import ErrorBody, ErrorResponse
 from sovllm.engines.base import (
     EngineError,
@@ -18,8 +18,6 @@ from sovllm.engines.base import (
     InvalidRequestError,
     QueueFullError,
 )
-
-log = logging.getLogger("sovllm.api")
 
 
 class APIError(Exception):
@@ -100,5 +98,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error on %s", request.url.path)
-        return APIError(500, "Internal server error.", "server_error").response()
+        # failsafe.RequestGuard answers what the routes raise; only a fault in a middleware
+        # outside it comes here (Starlette's ServerErrorMiddleware, which sends this answer
+        # if no response has started, then re-raises for the server's log).
+        return failsafe.error_response(failsafe.report(request.scope, exc, "http_500"))

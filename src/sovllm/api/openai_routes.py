@@ -55,6 +55,7 @@ from sovllm.governance.audit import keyed_hash, records
 from sovllm.governance.identity import Principal
 from sovllm.governance.oversight import Flight, Stop
 from sovllm.governance.privacy import pii
+from sovllm.governance.privacy.content import NotKept
 from sovllm.governance.privacy.erasure import subject_for
 from sovllm.pool.router import ModelNotServedError, Pool, PoolStream
 from sovllm.pool.routing import affinity_key
@@ -133,6 +134,7 @@ async def _start(
     request: Request, body: _SamplingFields, gen: GenerationRequest
 ) -> tuple[_Call, _Run]:
     """The request path after parsing: identity, policy and admission, then the engine."""
+    request.state.request_id = gen.request_id  # what any error answer and its audit entry name
     check_key_present(request)
     state = app_state(request)
     info = _model(state.pool, body.model)
@@ -147,7 +149,7 @@ async def _start(
         # After authentication, so an unauthenticated caller learns nothing of a stop.
         _check_stop(state.oversight.blocking(info.id, principal.tenant))
         if principal.mask_prompts:
-            gen = _masked(gen, principal.tenant)
+            gen = await _masked(request, state, principal, gen)
         key = affinity_key(gen, body.user, request.headers.get("x-session-id"),
                            state.settings.routing.affinity_key)  # fmt: skip
         key = None if key is None else f"{principal.tenant}/{key}"  # caches are per tenant
@@ -189,7 +191,7 @@ async def _begin(
     )  # fmt: skip
     if policy != "none":
         _background(to_thread.run_sync(
-            vault.store, gen.request_id, keep.subject, policy, "prompt", _prompt_text(gen)
+            _store, state, gen.request_id, keep, "prompt", _prompt_text(gen)
         ))  # fmt: skip
     flight = Flight(info.id, principal.tenant, stream.cancel)
     state.oversight.track(gen.request_id, flight)
@@ -212,14 +214,19 @@ def _prompt_text(gen: GenerationRequest) -> str:
     return gen.prompt if isinstance(gen.prompt, str) else json.dumps(list(gen.prompt or []))
 
 
-def _masked(gen: GenerationRequest, tenant: str) -> GenerationRequest:
+async def _masked(
+    request: Request, state: AppState, principal: Principal, gen: GenerationRequest
+) -> GenerationRequest:
     """The request with personal data masked, for a tenant whose prompts must not carry any.
 
-    Fails closed: a prompt that cannot be checked never reaches the model.
+    Fails closed: a prompt that cannot be checked never reaches the model. Token ids cannot be
+    checked (the client's fault: 400); a detector that fails is the server's (503). Either way
+    the refusal is an audit entry, durable before the answer leaves, and nothing of the prompt
+    is logged: a detector's own error message may quote it.
     """
     refusal = (
-        f"Tenant {tenant} requires personal data to be masked before prompts reach the model, "
-        "and this prompt could not be checked"
+        f"Tenant {principal.tenant} requires personal data to be masked before prompts reach "
+        "the model"
     )
     try:
         if gen.messages is not None:
@@ -227,20 +234,63 @@ def _masked(gen: GenerationRequest, tenant: str) -> GenerationRequest:
             return dataclasses.replace(gen, messages=masked)
         if isinstance(gen.prompt, str):
             return dataclasses.replace(gen, prompt=pii.mask(gen.prompt)[0])
-    except Exception:
-        log.exception("personal-data masking failed")
-        raise APIError(400, refusal + ".", param="messages", code="masking_failed") from None
-    raise APIError(400, refusal + ": send text, not token ids.", param="prompt",
-                   code="masking_failed")  # fmt: skip
+    except Exception as exc:
+        why = pii.describe_failure(exc)
+        log.error("request %s refused: masking failed for tenant %s: %s",
+                  gen.request_id, principal.tenant, why)  # fmt: skip
+        await _rejected(request, state, principal, gen.request_id, "masking_failed")
+        raise APIError(
+            503, f"{refusal}, and the personal-data check failed on the server, so the prompt "
+            f"was not sent to the model. The administrator can find request {gen.request_id} "
+            "in the server log and the audit log.", "server_error", code="masking_failed",
+        ) from None  # fmt: skip
+    await _rejected(request, state, principal, gen.request_id, "token_ids_not_checkable")
+    raise APIError(400, f"{refusal}, and this prompt could not be checked: send text, not "
+                   "token ids.", param="prompt", code="masking_failed")  # fmt: skip
+
+
+async def _rejected(
+    request: Request, state: AppState, principal: Principal, request_id: str, pii_outcome: str
+) -> None:
+    """A refusal by the personal-data rule, recorded like a quota's (api/auth.py)."""
+    written = state.audit.append(
+        "request.rejected",
+        {
+            "principal": {"tenant": principal.tenant, "key_id": principal.key_id,
+                          "role": principal.role.value},
+            "route": request.url.path,
+            "policy": {"quota": "admitted", "pii": pii_outcome, "masked_before_model": False},
+        },
+        request_id,
+    )  # fmt: skip
+    await asyncio.wrap_future(written)
 
 
 def _pii_counts(gen: GenerationRequest) -> dict[str, int] | str:
     """Personal data in the prompt, by kind, for the audit record (never the values)."""
     try:
         return dict(Counter(f.kind for f in pii.detect(_prompt_text(gen))))
-    except Exception:  # fail closed: say so, store nothing of the content
-        log.exception("personal-data detection failed")
+    except Exception as exc:  # fail closed: say so, log nothing a detector's message quoted
+        why = pii.describe_failure(exc)
+        log.error("request %s: personal-data detection failed: %s", gen.request_id, why)
         return "detection_failed"
+
+
+def _store(state: AppState, request_id: str, keep: _Keep, part: str, text: str) -> None:
+    """Keep one part under the tenant's policy (in a worker thread).
+
+    Fails closed: a part that cannot be masked under `redacted` is not kept, and the request's
+    audit trail says so (`request.content_not_kept`).
+    """
+    try:
+        state.vault.store(request_id, keep.subject, keep.policy, part, text)
+    except NotKept as exc:
+        log.error("request %s: %s", request_id, exc)
+        state.audit.append(
+            "request.content_not_kept",
+            {"part": part, "policy": keep.policy, "reason": "masking_failed", "detail": str(exc)},
+            request_id,
+        ).result(timeout=30)
 
 
 # -- helpers -----------------------------------------------------------------------------
@@ -327,6 +377,7 @@ class _Run:
         self._last: GenerationOutput | None = None
         self._text: list[str] = []
         self._ended = False
+        self._failed = False
 
     async def outputs(self) -> AsyncGenerator[GenerationOutput, None]:
         state, flight, stream = self._state, self._flight, self.stream
@@ -352,6 +403,9 @@ class _Run:
                     )  # fmt: skip
                     self._finish(out, "stopped" if flight.stopped_by is not None else None)
                 yield out
+        except Exception:
+            self._failed = True  # failsafe.RequestGuard answers it; request.end says "error"
+            raise
         finally:
             watcher.cancel()
             self.end()
@@ -367,7 +421,7 @@ class _Run:
         _background(to_thread.run_sync(
             quotas.settle, self._state.db, self._ticket, self.stream.prompt_tokens, used
         ))  # fmt: skip
-        self._finish(self._last, "client_disconnected")
+        self._finish(self._last, "error" if self._failed else "client_disconnected")
 
     def _finish(self, out: GenerationOutput | None, outcome: str | None) -> None:
         self._state.oversight.untrack(self.stream.request_id)
@@ -400,9 +454,7 @@ def _audit_end(
     fields = records.request_end(out, outcome, digest, keep.policy)
     state.audit.append("request.end", fields, request_id)
     if keep.policy != "none":
-        _background(to_thread.run_sync(
-            state.vault.store, request_id, keep.subject, keep.policy, "response", text
-        ))  # fmt: skip
+        _background(to_thread.run_sync(_store, state, request_id, keep, "response", text))
 
 
 async def _cancel_on_disconnect(request: Request, stream: RequestStream) -> None:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from fastapi import Request
 
 from sovllm.config import Settings
+from sovllm.governance.access import AccessGuard
 from sovllm.governance.audit.log import AuditLog
 from sovllm.governance.oversight import Oversight
 from sovllm.governance.privacy.content import ContentVault
@@ -24,6 +25,7 @@ class AppState:
     audit: AuditLog
     vault: ContentVault
     oversight: Oversight
+    access: AccessGuard
 
 
 def app_state(request: Request) -> AppState:

@@ -1,1 +1,2 @@
-"""Governance: identity, quotas and usage (audit, privacy and oversight follow in #5 and #6)."""
+"""Governance: keys and roles, quotas and usage, the audit log, personal data, the stop switch
+and the Art. 30 record."""

@@ -42,7 +42,14 @@ class IdentityError(Exception):
 
 
 class AuthError(Exception):
-    """The caller is not who they claim: 401. The message never contains the key."""
+    """The caller is not who they claim: 401. The message never contains the key.
+
+    `reason` (missing, malformed, unknown, revoked, expired) is what the access log counts.
+    """
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -384,9 +391,11 @@ _PRINCIPAL = text(PRINCIPAL_SQL)
 def principal_shape(raw: str | None) -> str:
     """The key if it looks like one of ours; AuthError if it is missing or malformed."""
     if not raw:
-        raise AuthError("Missing API key. Send it as 'Authorization: Bearer sk-sovllm-...'.")
+        raise AuthError(
+            "Missing API key. Send it as 'Authorization: Bearer sk-sovllm-...'.", "missing"
+        )
     if not raw.startswith(KEY_PREFIX):
-        raise AuthError("Incorrect API key provided.")
+        raise AuthError("Incorrect API key provided.", "malformed")
     return raw
 
 
@@ -400,13 +409,13 @@ def principal_in(s: Session, raw: str | None) -> Principal:
 def principal_from_row(row: tuple[Any, ...] | None, digest: str) -> Principal:
     """A PRINCIPAL_SQL row as a principal, or AuthError for a missing or unusable key."""
     if row is None or not hmac.compare_digest(row[1], digest):
-        raise AuthError("Incorrect API key provided.")
+        raise AuthError("Incorrect API key provided.", "unknown")
     (key_id, _, role, revoked, expires, k_rpm, k_tpm, k_conc, k_month,
      tenant_id, tenant, weight, t_rpm, t_tpm, t_conc, t_month, mask) = row  # fmt: skip
     if revoked is not None:
-        raise AuthError("This API key has been revoked.")
+        raise AuthError("This API key has been revoked.", "revoked")
     if expires is not None and expires <= time.time():
-        raise AuthError("This API key has expired.")
+        raise AuthError("This API key has expired.", "expired")
     return Principal(
         key_id=key_id,
         tenant_id=tenant_id,

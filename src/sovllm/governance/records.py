@@ -1,24 +1,47 @@
-"""The GDPR Art. 30 record of processing activities, built from the live configuration."""
+"""The GDPR Art. 30 record of processing activities, from the live configuration and database.
+
+Everything in it is read from what the service actually does: the settings, the tenants'
+content policies in the database, the key files' paths. What is not configured is said to be
+missing, loudly, never filled in with a plausible default.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from sovllm.config import Settings
-from sovllm.store.db import database_url
+from sqlalchemy import select
+
+from sovllm.config import AUDIT_MINIMUM_DAYS, Settings
+from sovllm.governance.audit import key_path
+from sovllm.governance.privacy.content import master_key_path
+from sovllm.store.db import Database
+from sovllm.store.schema import Tenant
 
 
-def record_of_processing(settings: Settings) -> dict[str, Any]:
-    db = database_url(settings.database_url, settings.data_dir)
-    backend = db.split(":", 1)[0].split("+", 1)[0]
+def not_set(setting: str) -> str:
+    return f"NOT SET: configure `{setting}` (GDPR Art. 30(1)(a) requires it)"
+
+
+def record_of_processing(settings: Settings, db: Database) -> dict[str, Any]:
     r = settings.retention
+    with db.read() as s:
+        tenants = s.execute(
+            select(Tenant.name, Tenant.content_policy, Tenant.mask_prompts).order_by(Tenant.name)
+        ).all()
+    keeping = [
+        {"tenant": name, "policy": policy} for name, policy, _ in tenants
+        if policy in ("redacted", "full")
+    ]  # fmt: skip
+    masking = [name for name, _, mask in tenants if mask]
+    c = settings.compliance
     return {
-        "controller": "the organisation operating this sovllm deployment",
+        "controller": c.controller or not_set("compliance.controller"),
+        "data_protection_officer": c.dpo_contact or not_set("compliance.dpo_contact"),
         "system": {
             "name": "sovllm",
             "model": settings.model,
             "bind": settings.host,
-            "storage": backend,
+            "storage": db.backend,
             "data_dir": str(settings.data_dir),
         },
         "purposes": [
@@ -36,18 +59,27 @@ def record_of_processing(settings: Settings) -> dict[str, Any]:
                 "user id (HMAC), route, model and weights hash, sampling parameters, token "
                 "counts, timings, outcome, personal-data findings per type (counts only)",
                 "retention_days": r.audit_days,
-                "minimum_days": 183,
+                "retention": f"bodies pruned after {r.audit_days} days, hashes kept (the "
+                "Merkle tree, its checkpoints and every proof still verify)",
+                "minimum_days": AUDIT_MINIMUM_DAYS,
                 "legal_basis": "AI Act Art. 19(1), 26(6)",
             },
             {
                 "category": "prompt and answer content",
-                "content": "not stored: keyed hashes (HMAC-SHA256) only",
+                "content": _content(keeping),
+                "tenants_keeping_content": keeping,
                 "retention_days": r.content_days,
+                "retention": f"deleted after {r.content_days} days (checked every "
+                f"{r.purge_every_s:g} s by the server)"
+                if keeping
+                else "not stored",
             },
             {
                 "category": "usage counters",
                 "content": "requests and tokens per key, tenant and day",
                 "retention_days": r.usage_days,
+                "retention": f"rolled up per tenant and month after {r.usage_days} days, "
+                "then deleted",
             },
             {
                 "category": "API keys",
@@ -56,6 +88,13 @@ def record_of_processing(settings: Settings) -> dict[str, Any]:
                 "retention": "until deleted",
             },
         ],
+        "keys": {
+            "content_master_key": f"file {master_key_path(settings.data_dir)} (AES-256, "
+            "wraps each data subject's content key; whoever holds it and the database can "
+            "read kept content)",
+            "audit_signing_key": f"file {key_path(settings)} (Ed25519, signs checkpoints "
+            "and erasure receipts; the audit pseudonyms' HMAC key is derived from it)",
+        },
         "recipients": _recipients(settings),
         "transfers_to_third_countries": "none: inference runs on the organisation's hardware "
         "and nothing leaves the machine"
@@ -71,15 +110,40 @@ def record_of_processing(settings: Settings) -> dict[str, Any]:
             "binds to 127.0.0.1 unless configured otherwise",
             "tamper-evident audit log: RFC 6962 Merkle tree with Ed25519-signed checkpoints "
             "(C2SP), verifiable offline",
-            "data minimisation by default: no prompt or answer content is stored",
+            _minimisation(keeping),
+            "personal data masked before prompts reach the model for tenants: "
+            + (", ".join(masking) if masking else "none"),
             "per-key and per-tenant quotas enforced in the database across gateways",
         ],
     }
 
 
+def _content(keeping: list[dict[str, str]]) -> str:
+    if not keeping:
+        return "not stored (every tenant's content policy is none): keyed hashes (HMAC-SHA256) only"
+    kept = ", ".join(
+        f"{k['tenant']} ({'personal data masked' if k['policy'] == 'redacted' else 'as sent'})"
+        for k in keeping
+    )
+    return (
+        f"stored, sealed with AES-256-GCM under a key per data subject, for tenants: {kept}; "
+        "other tenants: keyed hashes (HMAC-SHA256) only"
+    )
+
+
+def _minimisation(keeping: list[dict[str, str]]) -> str:
+    if not keeping:
+        return "data minimisation: no tenant keeps prompt or answer content"
+    return (
+        "data minimisation by default (content policy none); tenants keeping content: "
+        + ", ".join(f"{k['tenant']} ({k['policy']})" for k in keeping)
+    )
+
+
 def to_markdown(record: dict[str, Any]) -> str:
     lines = ["# Record of processing activities (GDPR Art. 30)", ""]
     lines += [f"**Controller:** {record['controller']}", ""]
+    lines += [f"**Data protection officer:** {record['data_protection_officer']}", ""]
     system = record["system"]
     lines += ["**System:** " + ", ".join(f"{k} `{v}`" for k, v in system.items()), ""]
     lines += ["## Purposes", *[f"- {p}" for p in record["purposes"]], ""]
@@ -87,12 +151,13 @@ def to_markdown(record: dict[str, Any]) -> str:
     lines += ["## Data categories and retention", "",
               "| category | what | retention |", "|---|---|---|"]  # fmt: skip
     for c in record["data_categories"]:
-        keep = f"{c['retention_days']} days" if "retention_days" in c else c["retention"]
+        keep = c["retention"]
         if "minimum_days" in c:
-            keep += f" (at least {c['minimum_days']}: {c['legal_basis']})"
+            keep += f" (at least {c['minimum_days']} days: {c['legal_basis']})"
         lines.append(f"| {c['category']} | {c['content']} | {keep} |")
+    lines += ["", "## Keys", *[f"- {k}: {v}" for k, v in record["keys"].items()], ""]
     recipients = record["recipients"] or ["none"]
-    lines += ["", "## Recipients", *[f"- {r}" for r in recipients], ""]
+    lines += ["## Recipients", *[f"- {r}" for r in recipients], ""]
     lines += ["## Transfers to third countries", record["transfers_to_third_countries"], ""]
     lines += ["## Security measures", *[f"- {m}" for m in record["security_measures"]], ""]
     return "\n".join(lines)

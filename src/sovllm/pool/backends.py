@@ -4,6 +4,8 @@ OpenAI-compatible server (vLLM, llama.cpp's server, SGLang, another sovllm).
 Each backend opens request streams and answers health probes. A stream that breaks because
 its replica failed raises ReplicaFailure, so the router can retry the request elsewhere when
 no token has reached the client yet; a request the replica refused raises an EngineError.
+Whatever the HTTP stack raises while talking to a replica is a ReplicaFailure, its own types or
+not: on a peer that dies mid-connect, httpcore and anyio have raised AttributeError.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import asyncio
 import dataclasses
 import hashlib
 import json
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -32,6 +35,8 @@ from sovllm.engines.base import (
 from sovllm.engines.llamacpp.engine import LlamaCppEngine
 from sovllm.pool import wire
 
+log = logging.getLogger("sovllm.pool")
+
 
 class ReplicaFailure(Exception):
     """The replica, not the request, failed: refused connection, reset, 5xx, cut stream.
@@ -43,6 +48,24 @@ class ReplicaFailure(Exception):
     def __init__(self, message: str, hard: bool = True) -> None:
         super().__init__(message)
         self.hard = hard
+
+
+def replica_failure(exc: Exception, where: str) -> ReplicaFailure:
+    """What an exception raised while talking to a replica (at `where`) means: its failure.
+
+    httpx's own errors (refused, reset, timed out) say the replica is gone: hard. Anything else
+    comes from below httpx (httpcore, anyio, the socket) or from a backend's bug, and proves
+    nothing about the replica's health: soft, and logged with its traceback, since it is a bug
+    somewhere. Its message stays in that log: it could quote a request, and the failure's text
+    reaches the client and the audit log. Only `Exception`s: cancellation (a BaseException)
+    always propagates.
+    """
+    if isinstance(exc, ReplicaFailure):
+        return exc
+    if isinstance(exc, httpx.HTTPError):
+        return ReplicaFailure(f"{exc.__class__.__name__}: {exc}")
+    log.warning("%s raised %r", where, exc, exc_info=exc)
+    return ReplicaFailure(f"{where} raised {exc.__class__.__name__}", hard=False)
 
 
 @dataclass(frozen=True)
@@ -177,7 +200,7 @@ class _HttpStream:
         except Exception as exc:  # any malformed answer: the replica's fault, never a hang
             self._end(ReplicaFailure(f"the stream broke: {exc!r}"))
         finally:
-            await response.aclose()
+            await _close(response)
 
     async def __aiter__(self) -> AsyncIterator[GenerationOutput]:
         try:
@@ -201,18 +224,26 @@ class _HttpStream:
         self._end(ReplicaFailure(reason))
 
 
+async def _close(response: httpx.Response) -> None:
+    """Close a response whose connection may already be broken: nothing is left to report."""
+    try:
+        await response.aclose()
+    except Exception as exc:
+        log.debug("closing a response to %s failed: %r", response.url, exc)
+
+
 async def _send(client: httpx.AsyncClient, req: httpx.Request) -> httpx.Response:
     try:
         response = await client.send(req, stream=True)
-    except httpx.HTTPError as exc:
-        raise ReplicaFailure(f"{exc.__class__.__name__}: {exc}") from None
+    except Exception as exc:
+        raise replica_failure(exc, f"{req.method} {req.url}") from None
     if response.status_code >= 400:
         try:
             body = await response.aread()
-        except httpx.HTTPError:
+        except Exception:  # the error answer's body is a courtesy; its status says enough
             body = b""
         finally:
-            await response.aclose()
+            await _close(response)
         raise _refusal(response.status_code, body, response.headers.get("retry-after"))
     return response
 
@@ -311,8 +342,8 @@ async def _get(client: httpx.AsyncClient, url: str, headers: dict[str, str]) -> 
     """A probe's GET: a lost connection is a hard failure, any answer but 200 a soft one."""
     try:
         response = await client.get(url, headers=headers)
-    except httpx.HTTPError as exc:
-        raise ReplicaFailure(f"{exc.__class__.__name__}: {exc}") from None
+    except Exception as exc:
+        raise replica_failure(exc, f"GET {url}") from None
     if response.status_code != 200:
         raise ReplicaFailure(f"{url} answered HTTP {response.status_code}", hard=False)
     return response
@@ -411,7 +442,7 @@ class OpenAIBackend(_Remote):
         base = self.url.removesuffix("/v1")
         try:
             response = await self._client.get(base + "/metrics", headers=self._headers)
-        except httpx.HTTPError:
+        except Exception:  # the gauges are optional: without them the probe still stands
             return None
         if response.status_code != 200:
             return None

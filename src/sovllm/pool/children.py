@@ -78,7 +78,7 @@ class Child:
             try:
                 if httpx.get(self.health_url, timeout=2, trust_env=False).status_code == 200:
                     return
-            except httpx.HTTPError:
+            except Exception:  # not up yet; below httpx, a dying peer can raise other types
                 pass
             if time.monotonic() > deadline:
                 self.stop(5)

@@ -28,7 +28,7 @@ from sovllm.engines.base import (
     RequestStream,
     Timings,
 )
-from sovllm.pool.backends import ReplicaFailure
+from sovllm.pool.backends import replica_failure
 from sovllm.pool.replica import Replica
 from sovllm.pool.routing import Policy
 from sovllm.pool.settings import RoutingSettings
@@ -150,17 +150,21 @@ class Pool:
                 replica.outstanding -= 1
                 full.append(exc)
                 continue
-            except ReplicaFailure as exc:
-                replica.outstanding -= 1
-                replica.failed(str(exc), hard=exc.hard)
-                errors.append(f"{replica.name}: {exc}")
-                continue
             except EngineUnavailableError as exc:
                 replica.outstanding -= 1
                 replica.failed(str(exc), hard=True)
                 errors.append(f"{replica.name}: {exc}")
                 continue
-            except BaseException:
+            except EngineError:  # the request's fault (400, context length): no replica takes it
+                replica.outstanding -= 1
+                raise
+            except Exception as exc:  # anything else opening it is the replica's: try the next
+                replica.outstanding -= 1
+                failure = replica_failure(exc, f"opening a request on {replica.name}")
+                replica.failed(str(failure), hard=failure.hard)
+                errors.append(f"{replica.name}: {failure}")
+                continue
+            except BaseException:  # cancelled: propagate
                 replica.outstanding -= 1
                 raise
             return replica, stream
@@ -269,7 +273,8 @@ class PoolStream:
                         if out.finished:
                             return
                     return
-                except ReplicaFailure as exc:
+                except Exception as raised:  # whatever the stream raised: the replica failed
+                    exc = replica_failure(raised, f"the stream on {self.replica.name}")
                     self._release()
                     self.replica.failed(str(exc), hard=exc.hard)
                     if self._sent or self._cancelled:

@@ -45,6 +45,9 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA busy_timeout=30000")
     cur.execute("PRAGMA foreign_keys=ON")
+    # Deleted and overwritten content is zeroed, in its page and on the freelist, so an erased
+    # key's bytes do not linger in free space (GDPR Art. 17; see checkpoint_wal for the WAL).
+    cur.execute("PRAGMA secure_delete=ON")
     cur.close()
 
 
@@ -91,6 +94,26 @@ class Database:
         """A session for reads only: on SQLite it does not take the write lock."""
         with self._reads() as session, session.begin():
             yield session
+
+    def checkpoint_wal(self) -> bool:
+        """SQLite: copy the WAL into the database file and truncate it to zero bytes.
+
+        The WAL keeps old images of every page written since the last checkpoint, so bytes a
+        transaction overwrote are still in it; after this they are nowhere in the files. Waits
+        for readers up to the busy timeout. True when complete (always on PostgreSQL, which has
+        no such file here: see docs/audit.md for what it needs).
+        """
+        if self.backend != "sqlite":
+            return True
+        conn = self.engine.raw_connection()
+        try:
+            cur = conn.cursor()
+            cur.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            row = cur.fetchone()  # (busy, WAL frames, frames copied)
+            cur.close()
+        finally:
+            conn.close()
+        return row is not None and int(row[0]) == 0
 
     def dispose(self) -> None:
         self.engine.dispose()

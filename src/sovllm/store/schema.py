@@ -85,17 +85,37 @@ class UsageDaily(Base):
     completion_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
+class UsageMonthly(Base):
+    """Usage past `retention.usage_days`, rolled up per tenant and month (the days are deleted)."""
+
+    __tablename__ = "usage_monthly"
+
+    month: Mapped[str] = mapped_column(String(7), primary_key=True)
+    """YYYY-MM."""
+    tenant_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    requests: Mapped[int] = mapped_column(BigInteger, default=0)
+    prompt_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    completion_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
 class AuditEntry(Base):
-    """One leaf of the audit log's Merkle tree; `body` is the canonical JSON that is hashed."""
+    """One leaf of the audit log's Merkle tree; `body` is the canonical JSON that is hashed.
+
+    `at`, `kind` and `request_id` repeat body fields for lookup; verify checks them against it.
+    """
 
     __tablename__ = "audit_entries"
 
     seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     at: Mapped[float] = mapped_column(Float, index=True)
+    """Exactly the body's `time` as a POSIX timestamp (log.instant)."""
     kind: Mapped[str] = mapped_column(String(32))
     request_id: Mapped[str | None] = mapped_column(String(64), index=True, nullable=True)
-    body: Mapped[str] = mapped_column(Text)
+    body: Mapped[str | None] = mapped_column(Text, nullable=True)
+    """NULL once pruned past `retention.audit_days`; `leaf_hash` stays, so proofs still hold."""
     leaf_hash: Mapped[str] = mapped_column(String(64))
+    pruned_by: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    """The seq of the `retention.prune` entry that removed the body (when, which setting)."""
 
 
 class AuditCheckpoint(Base):
@@ -106,7 +126,7 @@ class AuditCheckpoint(Base):
     note: Mapped[str] = mapped_column(Text)
     compact: Mapped[str] = mapped_column(Text)
     """The tree's complete subtrees at this size (JSON): the next checkpoint starts from it."""
-    at: Mapped[float] = mapped_column(Float)
+    # No signing time: the note does not carry one, so it could not be checked (dropped in 0006).
 
 
 class SubjectKey(Base):

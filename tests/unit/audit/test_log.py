@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -14,6 +16,7 @@ from sqlalchemy import text
 from sovllm.governance.audit.checkpoint import Checkpoint, CheckpointError, Signer, verify
 from sovllm.governance.audit.log import AuditLog
 from sovllm.governance.audit.verify import (
+    Columns,
     ExportError,
     Report,
     Row,
@@ -49,21 +52,20 @@ def test_key_file_is_private_and_reused(tmp_path: Path) -> None:
     assert Signer.load_or_create(path, "x").verifier == a.verifier
 
 
-def test_signed_note_format_and_verification(signer: Signer) -> None:
+def test_signed_note_format_and_verification(signer: Signer, tmp_path: Path) -> None:
     note = signer.sign(Checkpoint("test-log", 3, b"\x01" * 32))
     body, _, sig = note.partition("\n\n")
     assert body.split("\n") == ["test-log", "3", "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE="]
     assert sig.startswith("\u2014 test-log ")
     assert verify(note, signer.verifier).size == 3
     forged = note.replace("\n3\n", "\n4\n")
-    with pytest.raises(CheckpointError):
+    with pytest.raises(CheckpointError, match="does not verify"):
         verify(forged, signer.verifier)
-    other = (
-        Signer.load_or_create(Path(os.devnull).parent / "nonexistent" / "k", "other")
-        if False
-        else None
-    )
-    assert other is None
+    # Another key under the same name: its key hash differs, so the note is not ours.
+    impostor = Signer.load_or_create(tmp_path / "impostor.key", "test-log")
+    assert impostor.verifier.public != signer.verifier.public
+    with pytest.raises(CheckpointError, match="no signature of test-log"):
+        verify(impostor.sign(Checkpoint("test-log", 3, b"\x01" * 32)), signer.verifier)
 
 
 def test_appends_verify_and_checkpoints_are_signed(db: Database, signer: Signer) -> None:
@@ -104,7 +106,10 @@ def test_a_checkpoint_from_another_log_is_a_clear_mismatch(
     assert not report.ok and "signature of test-log" in report.problems[0]
 
 
-def test_export_verifies_offline_and_a_bad_line_is_named(db: Database, signer: Signer) -> None:
+def test_export_verifies_offline_and_a_bad_line_is_named(
+    db: Database, signer: Signer, tmp_path: Path
+) -> None:
+    key_file = tmp_path / "audit" / "signing.key"
     fill(db, signer, 8)
     lines = list(export_lines(db, None, signer.verifier))
     assert verify_export(lines, signer.verifier).ok
@@ -117,7 +122,31 @@ def test_export_verifies_offline_and_a_bad_line_is_named(db: Database, signer: S
     broken = [*lines[:3], "{not json", *lines[4:]]
     with pytest.raises(ExportError, match="line 4"):
         verify_export(broken, signer.verifier)
-    assert json.dumps(lines).find(str(signer.secret)) == -1
+    # No secret in any encoding it could take: the keyed-hash secret and the signing seed.
+    seed = base64.b64decode(key_file.read_text())
+    assert len(seed) == 32
+    assert leaked_secrets("\n".join(lines), signer.secret, seed) == []
+    # The check itself finds a secret where there is one.
+    planted = "\n".join([*lines, json.dumps({"note": base64.b64encode(seed).decode()})])
+    assert "base64" in leaked_secrets(planted, signer.secret, seed)
+
+
+def leaked_secrets(text: str, *secrets: bytes) -> list[str]:
+    """The encodings in which any of `secrets` appears in `text`."""
+    data = text.encode()
+    found = []
+    for secret in secrets:
+        for name, enc in (
+            ("raw", secret),
+            ("hex", secret.hex().encode()),
+            ("HEX", secret.hex().upper().encode()),
+            ("base64", base64.b64encode(secret).rstrip(b"=")),
+            ("base64url", base64.urlsafe_b64encode(secret).rstrip(b"=")),
+            ("latin-1", secret.decode("latin-1").encode()),
+        ):
+            if enc in data:
+                found.append(name)
+    return found
 
 
 # -- property: any tampering after a checkpoint is detected -----------------------------------
@@ -125,12 +154,15 @@ def test_export_verifies_offline_and_a_bad_line_is_named(db: Database, signer: S
 
 def _signed_log(signer: Signer, n: int) -> tuple[list[Row], list[str]]:
     from sovllm.governance.audit import merkle
-    from sovllm.governance.audit.log import canonical
+    from sovllm.governance.audit.log import canonical, stamp
 
     rows = []
     for i in range(n):
-        data = canonical({"v": 1, "seq": i, "kind": "k", "i": i})
-        rows.append(Row(i, data.decode(), merkle.leaf_hash(data).hex()))
+        at, time_text = stamp(1_700_000_000.123456 + i)
+        rid = f"req-{i}"
+        data = canonical({"v": 1, "seq": i, "kind": "k", "i": i, "time": time_text,
+                          "request_id": rid})  # fmt: skip
+        rows.append(Row(i, data.decode(), merkle.leaf_hash(data).hex(), Columns(at, "k", rid)))
     leaves = [bytes.fromhex(r.leaf_hash) for r in rows]
     notes = [
         signer.sign(Checkpoint("test-log", size, merkle.root(leaves[:size])))
@@ -146,7 +178,9 @@ def _verify(rows: list[Row], notes: list[str], signer: Signer) -> Report:
     return report
 
 
-tamper = st.sampled_from(["edit", "edit-and-rehash", "delete", "swap", "insert", "truncate"])
+tamper = st.sampled_from(
+    ["edit", "edit-and-rehash", "delete", "swap", "insert", "truncate", "at", "kind", "request_id"]
+)
 
 
 @settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -157,28 +191,38 @@ def test_any_tampering_is_detected(signer: Signer, n: int, how: str, data: st.Da
     rows, notes = _signed_log(signer, n)
     assert _verify(rows, notes, signer).ok
     i = data.draw(st.integers(0, n - 1))
+    row = rows[i]
+    assert row.body is not None and row.columns is not None
     if how == "edit":
-        rows[i] = Row(i, rows[i].body.replace('"k"', '"K"'), rows[i].leaf_hash)
+        rows[i] = dataclasses.replace(row, body=row.body.replace('"k"', '"K"'))
     elif how == "edit-and-rehash":  # an attacker who recomputes the stored hash too
-        body = rows[i].body.replace('"k"', '"K"')
-        rows[i] = Row(i, body, merkle.leaf_hash(body.encode()).hex())
+        body = row.body.replace('"k"', '"K"')
+        rows[i] = dataclasses.replace(
+            row, body=body, leaf_hash=merkle.leaf_hash(body.encode()).hex()
+        )
+    elif how in {"at", "kind", "request_id"}:  # a column repeated from the body, for lookup
+        c = row.columns
+        columns = {
+            "at": Columns(c.at + 1e-6, c.kind, c.request_id),
+            "kind": Columns(c.at, "K", c.request_id),
+            "request_id": Columns(c.at, c.kind, "someone-else"),
+        }[how]
+        rows[i] = dataclasses.replace(row, columns=columns)
     elif how == "delete":
         del rows[i]
     elif how == "swap":
         j = (i + 1) % n
         if i == j:
             return
-        rows[i], rows[j] = (
-            Row(i, rows[j].body, rows[j].leaf_hash),
-            Row(j, rows[i].body, rows[i].leaf_hash),
-        )
+        rows[i], rows[j] = dataclasses.replace(rows[j], seq=i), dataclasses.replace(row, seq=j)
     elif how == "insert":
-        fake = f'{{"i":-1,"kind":"k","seq":{i},"v":1}}'
-        rows = [*rows[:i], Row(i, fake, merkle.leaf_hash(fake.encode()).hex()),
-                *[Row(r.seq + 1, r.body, r.leaf_hash) for r in rows[i:]]]  # fmt: skip
+        fake = row.body.replace('"i":', '"i":-1000')
+        rows = [*rows[:i], dataclasses.replace(row, body=fake,
+                                               leaf_hash=merkle.leaf_hash(fake.encode()).hex()),
+                *[dataclasses.replace(r, seq=r.seq + 1) for r in rows[i:]]]  # fmt: skip
     elif how == "truncate":
         rows = rows[:i]
     report = _verify(rows, notes, signer)
     assert not report.ok, (how, i)
-    if how in {"edit", "delete", "swap"}:
+    if how in {"edit", "delete", "swap", "at", "kind", "request_id"}:
         assert report.first_bad == min(i, (i + 1) % n) if how == "swap" else report.first_bad == i

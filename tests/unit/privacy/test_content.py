@@ -7,14 +7,15 @@ import json
 import time
 from pathlib import Path
 
+import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import text
 
 from sovllm.governance.audit.checkpoint import Signer
 from sovllm.governance.audit.log import AuditLog, canonical
 from sovllm.governance.audit.verify import verify_database
-from sovllm.governance.privacy import erasure
-from sovllm.governance.privacy.content import ContentVault, load_or_create_master
+from sovllm.governance.privacy import erasure, pii
+from sovllm.governance.privacy.content import ContentVault, NotKept, load_or_create_master
 from sovllm.store.db import Database
 
 PII = "Mario Rossi, RSSMRA85T10A562S, IBAN DE89 3704 0044 0532 0130 00"
@@ -53,6 +54,10 @@ def test_erasure_shreds_one_subject_and_the_log_still_verifies(
     log.checkpoint()
     receipt = erasure.erase(v, log, "alice", {"cli": "dpo"})
     assert receipt["content_records_made_unreadable"] == 2
+    if db.backend == "sqlite":  # the bytes themselves: tests/unit/privacy/test_erase_bytes.py
+        assert receipt["old_key_bytes"].startswith("nowhere")
+    else:
+        assert "VACUUM" in receipt["old_key_bytes"]
     assert [c.text for c in v.read("a1")] == [None]
     assert [c.text for c in v.read("b1")] == ["secret of bob"]
     report = verify_database(db, signer.verifier)
@@ -94,3 +99,21 @@ def test_master_key_file_is_private(tmp_path: Path) -> None:
     key = load_or_create_master(path)
     assert os.stat(path).st_mode & 0o777 == 0o600
     assert load_or_create_master(path) == key
+
+
+def test_redacted_content_whose_masking_fails_is_not_kept(
+    db: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(text: str) -> list[pii.Finding]:
+        raise RuntimeError(f"cannot parse {text}")
+
+    monkeypatch.setattr(pii, "_extra", {})
+    pii.register("broken", broken)
+    v = vault(db, tmp_path)
+    with pytest.raises(NotKept) as err:
+        v.store("r1", "user:a", "redacted", "prompt", PII)
+    assert "Mario" not in str(err.value) and "'broken' raised RuntimeError" in str(err.value)
+    assert v.read("r1") == []  # fail closed: nothing of it stored
+    assert v.store("r2", "user:a", "full", "prompt", PII)  # `full` does not mask: kept
+    with db.transaction() as s:
+        assert s.scalar(text("SELECT count(*) FROM stored_content")) == 1

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sovllm.governance.privacy.pii import detect, mask
+from sovllm.governance.privacy.pii import Finding, detect, mask
 
 VALID = {
     "email": "mario.rossi@example.com",
@@ -83,9 +89,62 @@ def test_presidio_adds_its_recognizers_without_touching_the_network(
     wallet = "1BvBMSEYstWetqTFn5Au4m4GFg7xJaNVN2"  # a valid Bitcoin address (checksummed)
     text = f"Pay to {wallet}, see https://example.org/x, or mail a.b@example.com"
     assert "presidio_crypto" not in mask(text)[1]
-    monkeypatch.setattr(pii, "_extra", [])
+    monkeypatch.setattr(pii, "_extra", {})
     pii.use_presidio()
     masked, counts = mask(text)
     assert counts["presidio_crypto"] == 1 and wallet not in masked
     assert counts["email"] == 1  # the built-in detector keeps its span
     assert attempts == []
+
+
+def _raises_quoting(text: str) -> list[Finding]:
+    raise ValueError(f"cannot parse {text}")
+
+
+def test_a_failing_detector_fails_detection_and_its_message_keeps_the_text_out(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from sovllm.governance.privacy import pii
+
+    monkeypatch.setattr(pii, "_extra", {})
+    pii.register("quoting", _raises_quoting)
+    with pytest.raises(pii.DetectionError) as err:
+        mask("Mario Rossi lives here")
+    assert str(err.value) == "personal-data detector 'quoting' raised ValueError"
+    assert err.value.__suppress_context__  # a logged traceback does not show the original
+
+
+def test_detectors_load_from_module_function_specs_or_say_why_not(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from sovllm.governance.privacy import pii
+
+    monkeypatch.setattr(pii, "_extra", {})
+    (tmp_path / "staff_ids.py").write_text(
+        "import re\nfrom sovllm.governance.privacy.pii import Finding\n"
+        "def detect(text):\n"
+        "    return [Finding('staff_id', m.start(), m.end())"
+        " for m in re.finditer(r'EMP-\\d{6}', text)]\n"
+        "value = 3\n"
+    )  # fmt: skip
+    monkeypatch.syspath_prepend(str(tmp_path))
+    pii.load_detector("staff_ids:detect")
+    assert mask("ask EMP-123456 about it") == ("ask [STAFF_ID] about it", Counter(staff_id=1))
+    for spec, why in (
+        ("staff_ids", "not of the form module:function"),
+        ("no_such_module_here:detect", "cannot import 'no_such_module_here'"),
+        ("staff_ids:missing", "has no function 'missing'"),
+        ("staff_ids:value", "has no function 'value'"),
+    ):
+        with pytest.raises(pii.DetectorSpecError, match=why):
+            pii.load_detector(spec)
+
+
+def test_serve_names_a_detector_it_cannot_load(tmp_path: Path) -> None:
+    env = {**os.environ, "SOVLLM_DATA_DIR": str(tmp_path),
+           "SOVLLM_PRIVACY__DETECTORS": '["no_such_module_here:detect"]'}  # fmt: skip
+    out = subprocess.run([sys.executable, "-m", "sovllm", "serve", "--port", "0"],
+                         capture_output=True, text=True, env=env, timeout=120)  # fmt: skip
+    assert out.returncode != 0
+    assert "privacy.detectors" in out.stderr and "no_such_module_here" in out.stderr
+    assert "Traceback" not in out.stderr

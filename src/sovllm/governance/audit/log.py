@@ -11,19 +11,20 @@ from __future__ import annotations
 
 import concurrent.futures
 import datetime as dt
+import hashlib
 import json
 import logging
 import queue
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from sovllm.governance.audit import merkle
 from sovllm.governance.audit.checkpoint import Checkpoint, Signer
 from sovllm.store.db import Database
-from sovllm.store.raw import SQL, raw_transaction
+from sovllm.store.raw import SQL, RawTransaction, raw_transaction
 
 SCHEMA_VERSION = 1
 log = logging.getLogger("sovllm.audit")
@@ -37,9 +38,11 @@ _INSERT = SQL(
 _LEAVES_FROM = SQL("SELECT leaf_hash FROM audit_entries WHERE seq >= :start ORDER BY seq")
 _LATEST = SQL("SELECT size, note, compact FROM audit_checkpoints ORDER BY size DESC LIMIT 1")
 _INSERT_CHECKPOINT = SQL(
-    "INSERT INTO audit_checkpoints (size, root, note, compact, at) "
-    "VALUES (:size, :root, :note, :compact, :at)"
+    "INSERT INTO audit_checkpoints (size, root, note, compact) "
+    "VALUES (:size, :root, :note, :compact)"
 )
+PRUNE_KIND = "retention.prune"
+"""The entry that records a prune; never pruned itself, so every pruned entry keeps its record."""
 
 
 def canonical(obj: Mapping[str, Any]) -> bytes:
@@ -49,6 +52,28 @@ def canonical(obj: Mapping[str, Any]) -> bytes:
 
 def utc(ts: float) -> str:
     return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="microseconds")
+
+
+def instant(time_text: str) -> float:
+    """The `at` column's value for a body's `time`: exact, so verify can compare with ==."""
+    return dt.datetime.fromisoformat(time_text).timestamp()
+
+
+def stamp(ts: float) -> tuple[float, str]:
+    """A clock reading as the entry stores it: (`at` column, body `time`), equal to the µs."""
+    text = utc(ts)
+    return instant(text), text
+
+
+def kept_columns_digest(rows: Iterable[tuple[int, float, str, str | None]]) -> str:
+    """SHA-256 over the columns a pruned entry keeps (seq, at, kind, request_id), by seq.
+
+    The prune entry carries it in its hashed body, so an edit to those columns after the body is
+    gone is still detected.
+    """
+    items = sorted([int(seq), float(at), str(kind), rid] for seq, at, kind, rid in rows)
+    data = json.dumps(items, separators=(",", ":"), ensure_ascii=False).encode()
+    return hashlib.sha256(data).hexdigest()
 
 
 @dataclass
@@ -68,8 +93,11 @@ class AuditLog:
         origin: str,
         checkpoint_every: int = 1000,
         checkpoint_seconds: float = 60.0,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.db = db
+        self.clock = clock
+        """Wall clock of entries; tests pass a simulated one (e.g. to age entries past retention)."""
         self.signer = signer
         self.origin = origin
         self.checkpoint_every = checkpoint_every
@@ -99,7 +127,7 @@ class AuditLog:
     ) -> concurrent.futures.Future[int]:
         """Queue an entry; the future gives its sequence number once it is committed."""
         done: concurrent.futures.Future[int] = concurrent.futures.Future()
-        pending = _Pending(kind, request_id, dict(fields), time.time(), done)
+        pending = _Pending(kind, request_id, dict(fields), self.clock(), done)
         if self._thread is None:  # no writer (CLI use): write it now
             self._write([pending])
         else:
@@ -127,29 +155,16 @@ class AuditLog:
     def _write(self, batch: list[_Pending]) -> None:
         try:
             with raw_transaction(self.db) as tx:
-                if self.db.backend == "postgresql":
-                    tx.run(_LOCK, {})
-                row = tx.one(_NEXT, {})
-                seq = int(row[0]) if row else 0
-                for item in batch:
-                    body = {
-                        "v": SCHEMA_VERSION, "seq": seq, "time": utc(item.at),
-                        "kind": item.kind, "request_id": item.request_id, **item.fields,
-                    }  # fmt: skip
-                    data = canonical(body)
-                    tx.run(_INSERT, {
-                        "seq": seq, "at": item.at, "kind": item.kind, "rid": item.request_id,
-                        "body": data.decode(), "leaf": merkle.leaf_hash(data).hex(),
-                    })  # fmt: skip
-                    item.fields["_seq"] = seq
-                    seq += 1
+                first = self._next_seq(tx)
+                for seq, item in enumerate(batch, start=first):
+                    self._insert(tx, seq, item.kind, item.fields, item.request_id, item.at)
         except Exception as exc:
             log.exception("audit append failed")
             for item in batch:
                 item.done.set_exception(exc)
             return
-        for item in batch:
-            item.done.set_result(item.fields.pop("_seq"))
+        for seq, item in enumerate(batch, start=first):
+            item.done.set_result(seq)
         self._since_checkpoint += len(batch)
         due = time.monotonic() - self._last_checkpoint_at >= self.checkpoint_seconds
         if self._since_checkpoint >= self.checkpoint_every or due:
@@ -157,6 +172,51 @@ class AuditLog:
                 self.checkpoint()
             except Exception:
                 log.exception("audit checkpoint failed")
+
+    def append_in(
+        self,
+        tx: RawTransaction,
+        kind: str,
+        fields: Mapping[str, Any],
+        request_id: str | None = None,
+    ) -> int:
+        """Write an entry inside the caller's transaction, atomic with its other statements
+        (a prune and the entry that records it); returns its sequence number."""
+        seq = self._next_seq(tx)
+        self._insert(tx, seq, kind, fields, request_id, self.clock())
+        return seq
+
+    def lock(self, tx: RawTransaction) -> None:
+        """Take the log's write lock for the transaction: SQLite's BEGIN IMMEDIATE already holds
+        the file's; on PostgreSQL an advisory lock (re-entrant) that every appender takes."""
+        if self.db.backend == "postgresql":
+            tx.run(_LOCK, {})
+
+    def _next_seq(self, tx: RawTransaction) -> int:
+        """Under the log's lock, so entries from every gateway form one gap-free sequence."""
+        self.lock(tx)
+        row = tx.one(_NEXT, {})
+        return int(row[0]) if row else 0
+
+    def _insert(
+        self,
+        tx: RawTransaction,
+        seq: int,
+        kind: str,
+        fields: Mapping[str, Any],
+        request_id: str | None,
+        at: float,
+    ) -> None:
+        at_column, time_text = stamp(at)
+        body = {
+            "v": SCHEMA_VERSION, "seq": seq, "time": time_text,
+            "kind": kind, "request_id": request_id, **fields,
+        }  # fmt: skip
+        data = canonical(body)
+        tx.run(_INSERT, {
+            "seq": seq, "at": at_column, "kind": kind, "rid": request_id,
+            "body": data.decode(), "leaf": merkle.leaf_hash(data).hex(),
+        })  # fmt: skip
 
     # -- checkpoints ---------------------------------------------------------------------
 
@@ -166,8 +226,7 @@ class AuditLog:
         Starts from the last checkpoint's compact range, so it reads only the new leaves.
         """
         with raw_transaction(self.db) as tx:
-            if self.db.backend == "postgresql":
-                tx.run(_LOCK, {})
+            self.lock(tx)
             latest = tx.one(_LATEST, {})
             start = int(latest[0]) if latest else 0
             compact: merkle.Compact = (
@@ -181,7 +240,7 @@ class AuditLog:
                 size, root = start + len(new), merkle.compact_root(compact)
                 note = self.signer.sign(Checkpoint(self.origin, size, root))
                 tx.run(_INSERT_CHECKPOINT, {
-                    "size": size, "root": root.hex(), "note": note, "at": time.time(),
+                    "size": size, "root": root.hex(), "note": note,
                     "compact": json.dumps([[n, h.hex()] for n, h in compact]),
                 })  # fmt: skip
         self._since_checkpoint = 0

@@ -55,16 +55,21 @@ def root(leaves: Sequence[bytes]) -> bytes:
     return compact_root(extend([], leaves))
 
 
-def roots_at(leaves: Sequence[bytes], sizes: Sequence[int]) -> dict[int, bytes]:
-    """Tree heads at several sizes in one pass over the leaves."""
+def compacts_at(leaves: Sequence[bytes], sizes: Sequence[int]) -> dict[int, Compact]:
+    """The compact ranges at several sizes in one pass over the leaves."""
     wanted = set(sizes)
-    out: dict[int, bytes] = {0: EMPTY_ROOT} if 0 in wanted else {}
+    out: dict[int, Compact] = {0: []} if 0 in wanted else {}
     compact: Compact = []
     for i, h in enumerate(leaves, start=1):
         extend(compact, [h])
         if i in wanted:
-            out[i] = compact_root(compact)
+            out[i] = list(compact)
     return out
+
+
+def roots_at(leaves: Sequence[bytes], sizes: Sequence[int]) -> dict[int, bytes]:
+    """Tree heads at several sizes in one pass over the leaves."""
+    return {n: compact_root(c) for n, c in compacts_at(leaves, sizes).items()}
 
 
 def inclusion_proof(index: int, leaves: Sequence[bytes]) -> list[bytes]:

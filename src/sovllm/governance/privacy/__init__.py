@@ -1,1 +1,2 @@
-"""Personal-data protection: detection and masking (issue #5; erasure and retention to come)."""
+"""Personal data: detection and masking (pii), content kept sealed per data subject (content),
+erasure by crypto-shredding with a signed receipt (erasure)."""

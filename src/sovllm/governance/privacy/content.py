@@ -49,6 +49,18 @@ class Content:
     """None once the subject was erased."""
 
 
+class NotKept(Exception):
+    """Content a policy would keep, not kept because it could not be masked."""
+
+
+@dataclass(frozen=True)
+class Erased:
+    content_records: int
+    """Stored parts made unreadable."""
+    old_key_bytes: str
+    """Where the destroyed key's bytes may still be found, if anywhere."""
+
+
 class ContentVault:
     def __init__(self, db: Database, master_key: bytes) -> None:
         self.db = db
@@ -103,17 +115,19 @@ class ContentVault:
     # -- content -----------------------------------------------------------------------
 
     def store(self, request_id: str, subject: str, policy: str, part: str, text: str) -> bool:
-        """Seal and keep one part (prompt or response) under `policy`; False if nothing kept.
+        """Seal and keep one part (prompt or response) under `policy`; False under `none`.
 
-        Fails closed: if masking raises, nothing of this content is stored.
+        Fails closed: under `redacted`, if masking fails nothing of this part is stored and
+        NotKept says why (without the text).
         """
         if policy == "none":
             return False
         if policy == "redacted":
             try:
                 text = pii.mask(text)[0]
-            except Exception:
-                return False
+            except Exception as exc:
+                why = pii.describe_failure(exc)
+                raise NotKept(f"the {part} was not kept: masking it failed ({why})") from None
         key = self._subject_key(subject, create=True)
         assert key is not None
         nonce = secrets.token_bytes(12)
@@ -147,8 +161,13 @@ class ContentVault:
             out.append(Content(row.request_id, row.part, row.policy, text))
         return out
 
-    def erase(self, subject: str) -> int:
-        """Destroy the subject's key; return how many stored parts became unreadable."""
+    def erase(self, subject: str) -> Erased:
+        """Destroy the subject's key: its stored parts become unreadable.
+
+        Setting the column to NULL is not enough on its own: SQLite zeroes the old cell only
+        with secure_delete (set on every connection, store/db.py), and the WAL keeps the page
+        as it was until a checkpoint, so erasure ends with one.
+        """
         now = time.time()
         with self.db.transaction() as s:
             count = s.scalar(
@@ -159,7 +178,16 @@ class ContentVault:
                 update(SubjectKey).where(SubjectKey.subject == subject)
                 .values(wrapped_key=None, erased_at=now)
             )  # fmt: skip
-        return int(count or 0)
+        if self.db.backend != "sqlite":
+            where = (
+                "PostgreSQL keeps the old row version until VACUUM, and its WAL and backups "
+                "until they are recycled (docs/audit.md)"
+            )
+        elif self.db.checkpoint_wal():
+            where = "nowhere: zeroed in the SQLite file (secure_delete), WAL checkpointed"
+        else:
+            where = "in the SQLite WAL until its next checkpoint: a reader held it"
+        return Erased(int(count or 0), where)
 
     def purge(self, older_than_days: int, now: float | None = None) -> int:
         """Delete content past its retention (the audit log keeps only its hash)."""
@@ -185,5 +213,10 @@ def set_masking(db: Database, tenant: str, on: bool) -> None:
             raise LookupError(f"tenant {tenant!r} does not exist")
 
 
+def master_key_path(data_dir: Path) -> Path:
+    """Where the key that wraps every subject key lives (made at first start)."""
+    return data_dir / "audit" / "master.key"
+
+
 def open_vault(data_dir: Path, db: Database) -> ContentVault:
-    return ContentVault(db, load_or_create_master(data_dir / "audit" / "master.key"))
+    return ContentVault(db, load_or_create_master(master_key_path(data_dir)))

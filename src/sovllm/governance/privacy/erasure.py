@@ -29,16 +29,20 @@ def erase(
     `key:<key id>`.
     """
     sid = subject if subject.startswith("key:") else subject_for(audit, subject, "")
-    records = vault.erase(sid)
+    erased = vault.erase(sid)
+    records = erased.content_records
     seq = audit.append(
-        "privacy.erase", {"actor": actor, "subject": sid, "content_records": records}
-    ).result(timeout=30)
+        "privacy.erase",
+        {"actor": actor, "subject": sid, "content_records": records,
+         "old_key_bytes": erased.old_key_bytes},
+    ).result(timeout=30)  # fmt: skip
     receipt = {
         "schema": RECEIPT_SCHEMA,
         "log": audit.origin,
         "subject": sid,
         "erased_at": utc(time.time()),
         "content_records_made_unreadable": records,
+        "old_key_bytes": erased.old_key_bytes,
         "audit_entry": seq,
         "note": "the subject's content key was destroyed; the audit log keeps only keyed "
         "hashes and still verifies",

@@ -7,6 +7,7 @@ does not shred ordinary numbers and the counts in the audit log mean something.
 
 from __future__ import annotations
 
+import importlib
 import ipaddress
 import re
 from collections import Counter
@@ -155,7 +156,48 @@ DETECTORS: dict[str, tuple[re.Pattern[str], Validator]] = {
 
 
 ExtraDetector = Callable[[str], list[Finding]]
-_extra: list[ExtraDetector] = []
+_extra: dict[str, ExtraDetector] = {}
+"""Detectors added at start-up (privacy.detectors, privacy.presidio), by name."""
+
+
+class DetectionError(Exception):
+    """A detector raised. The message names the detector and the exception's type, never the
+    exception's own message: it may quote the text being checked."""
+
+    def __init__(self, detector: str, exc: BaseException) -> None:
+        super().__init__(f"personal-data detector {detector!r} raised {type(exc).__name__}")
+        self.detector = detector
+
+
+def describe_failure(exc: BaseException) -> str:
+    """What may be logged of a failed detection: never an exception's own message."""
+    return str(exc) if isinstance(exc, DetectionError) else type(exc).__name__
+
+
+class DetectorSpecError(Exception):
+    pass
+
+
+def register(name: str, detector: ExtraDetector) -> None:
+    """Add a detector run after the built-in ones (a second one of the same name replaces it)."""
+    _extra[name] = detector
+
+
+def load_detector(spec: str) -> None:
+    """Register `module:function`, a callable that takes the text and returns `Finding`s."""
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise DetectorSpecError(f"{spec!r} is not of the form module:function")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # any failure of the module's own code at import
+        raise DetectorSpecError(
+            f"cannot import {module_name!r} for {spec!r}: {type(exc).__name__}: {exc}"
+        ) from None
+    detector = getattr(module, attr, None)
+    if not callable(detector):
+        raise DetectorSpecError(f"{spec!r}: module {module_name!r} has no function {attr!r}")
+    register(spec, detector)
 
 
 def use_presidio() -> None:
@@ -183,24 +225,33 @@ def use_presidio() -> None:
         results = analyzer.analyze(text=text, language="en", score_threshold=0.5)
         return [Finding(f"presidio_{r.entity_type.lower()}", r.start, r.end) for r in results]
 
-    if not any(getattr(d, "__name__", "") == "presidio" for d in _extra):
-        _extra.append(presidio)
+    register("presidio", presidio)
 
 
 def detect(text: str) -> list[Finding]:
-    """Validated findings, without overlaps, in text order."""
+    """Validated findings, without overlaps, in text order.
+
+    Raises DetectionError if any detector fails: callers fail closed (refuse, or keep nothing).
+    """
     taken: list[tuple[int, int]] = []
     found: list[Finding] = []
     for kind, (pattern, valid) in DETECTORS.items():
-        for m in pattern.finditer(text):
-            start, end = m.span()
-            if any(s < end and start < e for s, e in taken):
-                continue
-            if valid(m.group()):
-                taken.append((start, end))
-                found.append(Finding(kind, start, end))
-    for extra in _extra:  # the built-in detectors keep the spans they claimed
-        for f in extra(text):
+        try:
+            for m in pattern.finditer(text):
+                start, end = m.span()
+                if any(s < end and start < e for s, e in taken):
+                    continue
+                if valid(m.group()):
+                    taken.append((start, end))
+                    found.append(Finding(kind, start, end))
+        except Exception as exc:
+            raise DetectionError(kind, exc) from None
+    for name, extra in list(_extra.items()):  # the built-in detectors keep the spans they claimed
+        try:
+            findings = extra(text)
+        except Exception as exc:
+            raise DetectionError(name, exc) from None
+        for f in findings:
             if not any(s < f.end and f.start < e for s, e in taken):
                 taken.append((f.start, f.end))
                 found.append(f)

@@ -1,5 +1,5 @@
-// The admin console: tenants and keys, usage, latency, the audit log, erasure, and the replica
-// pool where the server has one. Everything goes through the /admin/v1 API with the key in a
+// The admin console: tenants and keys, usage, latency, the audit log, failed sign-ins, erasure,
+// and the replica pool where the server has one. Everything goes through the /admin/v1 API with the key in a
 // header. All text from the server is set with textContent.
 
 import { ApiError, downloadText, getJSON, keyStore, request } from "./api.js";
@@ -11,12 +11,12 @@ const $ = (id) => document.getElementById(id);
 const POLL_MS = 5000;
 const WINDOW_MS = 5 * 60 * 1000;
 const PANELS = {
-  admin: ["tenants", "keys", "usage", "latency", "verify", "audit", "privacy"],
-  auditor: ["usage", "latency", "verify", "audit", "privacy"],
+  admin: ["tenants", "keys", "usage", "latency", "verify", "audit", "denied", "privacy"],
+  auditor: ["usage", "latency", "verify", "audit", "denied", "privacy"],
 };
 const TITLES = {
   tenants: "Tenants", keys: "Keys", usage: "Usage", pool: "Pool", latency: "Latency",
-  verify: "Integrity", audit: "Audit log", privacy: "Erasure",
+  verify: "Integrity", audit: "Audit log", denied: "Sign-ins", privacy: "Erasure",
 };
 
 const state = { key: null, me: null, tenants: [], timers: [], snapshots: [], models: new Set() };
@@ -514,6 +514,34 @@ async function searchAudit(event) {
   }
 }
 
+// -- failed sign-ins -------------------------------------------------------------------------
+
+// Loaded at sign-in and on "Refresh", never polled: each read is an entry in the audit log.
+async function loadDenied() {
+  try {
+    const { data } = await api("/admin/v1/access/denied?limit=200");
+    $("denied-table").tBodies[0].replaceChildren(...data.map((group) => {
+      const tr = document.createElement("tr");
+      tr.dataset.source = group.source;
+      tr.dataset.prefix = group.key_prefix;
+      tr.dataset.status = String(group.status);
+      const prefix = group.key_prefix === "none" ? "no key"
+        : group.key_prefix === "*" ? "any (not checked)" : `${group.key_prefix}…`;
+      const minute = `${String(group.minute).replace("T", " ").slice(0, 16)}`
+        + (group.pending ? " (this minute)" : "");
+      const why = Object.entries(group.reasons ?? {}).map(([r, n]) => `${r}: ${n}`).join(", ");
+      tr.append(td(minute), td(prefix), td(group.source), td(String(group.status), "num"),
+        td(Number(group.count).toLocaleString(), "num"), td(why), td((group.paths ?? []).join(" ")));
+      return tr;
+    }));
+    say("denied-count", data.length
+      ? `${data.length} group${data.length === 1 ? "" : "s"}, newest first.`
+      : "No failed sign-ins recorded.");
+  } catch (err) {
+    say("denied-count", plain(err), true);
+  }
+}
+
 // -- privacy ---------------------------------------------------------------------------------
 
 function askErase(event) {
@@ -641,6 +669,7 @@ const LOADERS = {
   latency: startLatency,
   verify: loadVerify,
   audit: searchAudit,
+  denied: loadDenied,
 };
 
 function wire() {
@@ -677,6 +706,7 @@ function wire() {
   $("verify-now").addEventListener("click", verifyNow);
   $("download-checkpoint").addEventListener("click", downloadCheckpoint);
   $("audit-form").addEventListener("submit", searchAudit);
+  $("denied-refresh").addEventListener("click", loadDenied);
   $("erase-form").addEventListener("submit", askErase);
   $("erase-yes").addEventListener("click", erase);
   $("erase-no").addEventListener("click", () => {
