@@ -6,6 +6,7 @@ import json
 import math
 import sys
 from dataclasses import asdict
+from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
@@ -22,7 +23,7 @@ from sovllm.planner.catalog import (
     hardware_catalog,
 )
 from sovllm.planner.errors import PlannerError
-from sovllm.planner.workload import Lengths, Load
+from sovllm.planner.workload import Lengths, Load, read_lengths_file
 
 plan_app = typer.Typer(
     help="Size hardware, parallelism, replicas, cost and energy for N users.",
@@ -44,6 +45,36 @@ def _lengths(flag: str, text: str) -> Lengths:
         return Lengths.parse(text)
     except ValueError as exc:
         _bad(flag, str(exc))
+
+
+LENGTHS_HELP = "N, MIN-MAX (uniform) or lognormal:MEDIAN,P95."
+LENGTHS_FROM_HELP = (
+    'JSONL file, one {"input_tokens": N, "output_tokens": M} a line, taken in file order '
+    "(replaces the token flags)."
+)
+
+
+def _workload_lengths(
+    prompt_flag: str, prompt_text: str | None, output_text: str | None, lengths_from: str | None
+) -> tuple[Lengths, Lengths, str]:
+    """Prompt and output lengths from the token flags or a lengths file, and the flag that
+    set the prompt lengths (for errors about them)."""
+    if lengths_from is not None:
+        if prompt_text is not None or output_text is not None:
+            _bad(
+                "--lengths-from",
+                f"give either --lengths-from or {prompt_flag} and --output-tokens, not both",
+            )
+        try:
+            prompt, out = read_lengths_file(Path(lengths_from))
+        except ValueError as exc:
+            _bad("--lengths-from", str(exc))
+        return prompt, out, "--lengths-from"
+    if prompt_text is None:
+        _bad(prompt_flag, f"give {prompt_flag} (or --lengths-from FILE.jsonl)")
+    if output_text is None:
+        _bad("--output-tokens", "give --output-tokens (or --lengths-from FILE.jsonl)")
+    return _lengths(prompt_flag, prompt_text), _lengths("--output-tokens", output_text), prompt_flag
 
 
 def _model(name: str) -> Model:
@@ -71,10 +102,17 @@ def _cached_fraction(value: float) -> float:
 def _check_context(m: Model, prompt: Lengths, out: Lengths, prompt_flag: str) -> None:
     need = prompt.hi + out.hi
     if m.max_context is not None and need > m.max_context:
+        what = (
+            "its lengths" if prompt_flag == "--lengths-from" else f"{prompt_flag} + --output-tokens"
+        )
+        # A lognormal is planned up to its 99.9th percentile: say so, or the number surprises.
+        tail = (
+            " (a lognormal's 99.9th percentile)" if "lognormal" in (prompt.kind, out.kind) else ""
+        )
         _bad(
             prompt_flag,
-            f"{prompt_flag} + --output-tokens reach {need} tokens, beyond {m.name}'s context of "
-            f"{m.max_context} tokens",
+            f"{what} reach {need} tokens{tail}, beyond {m.name}'s context of {m.max_context} "
+            "tokens",
         )
 
 
@@ -140,8 +178,11 @@ def _emit_json(doc: dict[str, Any]) -> None:
 def predict(
     model: Annotated[str, typer.Option(help="Catalog model, HF config.json or GGUF file.")],
     gpu: Annotated[str, typer.Option(help="Catalog GPU, or cpu-local (see `plan calibrate`).")],
-    input_tokens: Annotated[str, typer.Option(help="Prompt tokens: N or MIN-MAX.")],
-    output_tokens: Annotated[str, typer.Option(help="Output tokens: N or MIN-MAX.")],
+    input_tokens: Annotated[str | None, typer.Option(help="Prompt tokens: " + LENGTHS_HELP)] = None,
+    output_tokens: Annotated[
+        str | None, typer.Option(help="Output tokens: " + LENGTHS_HELP)
+    ] = None,
+    lengths_from: Annotated[str | None, typer.Option(help=LENGTHS_FROM_HELP)] = None,
     num_gpus: Annotated[
         int | None, typer.Option(help="GPUs in all; N/(TP*PP) replicas serve in data parallel.")
     ] = None,
@@ -220,15 +261,16 @@ def predict(
         _bad("--num-gpus", f"must be at least 1, got {n}")
     if n % (tp * pp):
         _bad("--tp", f"TP x PP = {tp * pp} does not divide --num-gpus {n}")
-    prompt = _lengths("--input-tokens", input_tokens)
-    out = _lengths("--output-tokens", output_tokens)
+    prompt, out, prompt_flag = _workload_lengths(
+        "--input-tokens", input_tokens, output_tokens, lengths_from
+    )
     kvp = kv_precision.strip().lower()
     if kvp not in ("auto", "bf16", "fp16", "fp8"):
         _bad(
             "--kv-precision", f"unknown KV precision '{kv_precision}'; choose auto, bf16, fp16, fp8"
         )
     m = _model(model)
-    _check_context(m, prompt, out, "--input-tokens")
+    _check_context(m, prompt, out, prompt_flag)
     prec = _file_precision(m, "--precision", [precision] if precision else ["bf16"], precision)[0]
     why = tp_problem(m, tp)
     if why:
@@ -284,8 +326,13 @@ def predict(
 def size_cmd(
     model: Annotated[str, typer.Option(help="Catalog model, HF config.json or GGUF file.")],
     users: Annotated[int, typer.Option(help="Concurrent users (closed loop).")],
-    prompt_tokens: Annotated[str, typer.Option(help="Prompt tokens: N or MIN-MAX.")],
-    output_tokens: Annotated[str, typer.Option(help="Output tokens: N or MIN-MAX.")] = "200",
+    prompt_tokens: Annotated[
+        str | None, typer.Option(help="Prompt tokens: " + LENGTHS_HELP)
+    ] = None,
+    output_tokens: Annotated[
+        str | None, typer.Option(help="Output tokens [200]: " + LENGTHS_HELP)
+    ] = None,
+    lengths_from: Annotated[str | None, typer.Option(help=LENGTHS_FROM_HELP)] = None,
     think_time: Annotated[float, typer.Option(help="Mean think time between requests, s.")] = 30.0,
     ttft_p95: Annotated[float, typer.Option(help="SLO: TTFT p95, s.")] = 1.0,
     tpot_p95: Annotated[float, typer.Option(help="SLO: TPOT p95, s.")] = 0.1,
@@ -386,15 +433,18 @@ def size_cmd(
     ):
         if v < 0:
             _bad(flag, f"must be 0 or more, got {v}")
-    prompt = _lengths("--prompt-tokens", prompt_tokens)
-    out = _lengths("--output-tokens", output_tokens)
+    if lengths_from is None and output_tokens is None:
+        output_tokens = "200"
+    prompt, out, prompt_flag = _workload_lengths(
+        "--prompt-tokens", prompt_tokens, output_tokens, lengths_from
+    )
     precs = list(
         dict.fromkeys(_precision("--precisions", p) for p in _split(precisions or "bf16,fp8"))
     )
     if not precs:
         _bad("--precisions", "give at least one precision")
     m = _model(model)
-    _check_context(m, prompt, out, "--prompt-tokens")
+    _check_context(m, prompt, out, prompt_flag)
     precs = _file_precision(m, "--precisions", precs, precisions)
     eng = _engine(engine)
     if gpus is not None:

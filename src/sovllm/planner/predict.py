@@ -105,14 +105,70 @@ def scheduler_for(s: Scenario, mem: MemoryPlan) -> SchedulerConfig:
     )
 
 
+def _offline_batch(s: Scenario) -> int | None:
+    """Requests in the whole offline batch: as given, else a lengths file's lines, else None
+    (the simulator's default per replica)."""
+    if s.requests is not None:
+        return s.requests
+    if s.prompt.kind == "file":
+        return len(s.prompt.values)
+    return None
+
+
+def _predict_offline(
+    s: Scenario, mem: MemoryPlan, step: StepModel, sched: SchedulerConfig
+) -> Prediction:
+    """An offline batch is split over the replicas, not copied: replica r takes requests r,
+    r + n, r + 2n, ... (with random lengths, each with its own seed). Throughput is all output
+    tokens over the makespan of the slowest replica. Replicas with the same share of a batch of
+    fixed lengths, or with no batch size given, are simulated once."""
+    n = s.replicas
+    batch = _offline_batch(s)
+    varied = s.prompt.varies or s.output.varies or s.prompt.kind == "file"
+    shares: list[tuple[int | None, int, int]] = []  # (requests, first index, replicas alike)
+    if batch is None:
+        # The simulator's default batch per replica stands for a long run: one draw serves all.
+        shares = [(None, 0, n)]
+    elif varied:
+        shares = [(len(range(r, batch, n)), r, 1) for r in range(min(n, batch))]
+    else:
+        base, extra = divmod(batch, n)
+        shares = [(k, 0, c) for k, c in ((base + 1, extra), (base, n - extra)) if k and c]
+    sims = [
+        (
+            simulate(
+                step,
+                sched,
+                s.load,
+                s.prompt,
+                s.output,
+                requests=k,
+                seed=s.seed + first,
+                cached_fraction=s.cached_fraction,
+                first_index=first,
+                index_stride=n,
+            ),
+            count,
+        )
+        for k, first, count in shares
+    ]
+    makespan = max(sim.sim_seconds for sim, _ in sims)
+    tokens = sum(sim.output_tokens * count for sim, count in sims)
+    done = sum(sim.measured * count for sim, count in sims)
+    slowest = max(sims, key=lambda x: x[0].sim_seconds)[0]
+    if makespan <= 0:
+        return Prediction(s, mem, slowest, 0.0, 0.0)
+    return Prediction(s, mem, slowest, tokens / makespan, done / makespan)
+
+
 def predict(s: Scenario) -> Prediction:
     mem = memory_for(s)
     if not mem.fits:
         return Prediction(s, mem, None, 0.0, 0.0)
     step, sched = step_model_for(s), scheduler_for(s, mem)
+    if s.load.kind == "offline":
+        return _predict_offline(s, mem, step, sched)
     requests = s.requests
-    if s.load.kind == "offline" and requests is not None:
-        requests = math.ceil(requests / s.replicas)  # an offline batch is split, not copied
     sims = [
         (
             simulate(

@@ -105,6 +105,7 @@ class SimResult:
     sim_seconds: float
     rejected: int = 0
     notes: list[str] = field(default_factory=list)
+    output_tokens: int = 0  # generated in the whole run, warm-up included
 
 
 def default_requests(load: Load, cap: int) -> int:
@@ -127,10 +128,18 @@ def simulate(
     requests: int | None = None,
     seed: int = 0,
     cached_fraction: float = 0.0,
+    first_index: int = 0,
+    index_stride: int = 1,
 ) -> SimResult:
     """`cached_fraction`: the share of each prompt already in the prefix cache (a chat's
     earlier turns). Those tokens cost no prefill, but still attend and hold KV blocks; the last
-    prompt token is always computed, as vLLM does."""
+    prompt token is always computed, as vLLM does.
+
+    Request k takes the lengths of index `first_index + k * index_stride` of a lengths file,
+    so that replicas sharing one offline batch each take their own lines of it.
+
+    Offline throughput is the batch's output tokens over its makespan (all queued at 0, the last
+    one finished): a finite batch waits for its longest answers."""
     rng = random.Random(seed)
     cap_seqs = max(1, min(cfg.max_num_seqs, cfg.kv_token_capacity // max(1, int(prompt.mean))))
     total = requests if requests is not None else default_requests(load, cap_seqs)
@@ -149,9 +158,10 @@ def simulate(
     reqs: list[_Req] = []
 
     def new_request(client: int, at: float) -> None:
-        n = prompt.sample(rng)
+        k = first_index + len(reqs) * index_stride
+        n = prompt.sample(rng, k)
         cached = max(0, min(int(n * cached_fraction), n - 1))
-        r = _Req(len(reqs), client, at, n, output.sample(rng), cached)
+        r = _Req(len(reqs), client, at, n, output.sample(rng, k), cached)
         reqs.append(r)
         heapq.heappush(arrivals, (at + cfg.request_overhead_s, r.index, r))
 
@@ -240,8 +250,6 @@ def simulate(
             free_blocks -= head.blocks
             prefilling.append(head)
             running += 1
-        if load.kind == "offline" and window_end is None and not waiting and not arrivals:
-            window_end = (t, cum_tokens)
         if running == 0:
             if arrivals:
                 t = max(t, arrivals[0][0])
@@ -301,10 +309,13 @@ def simulate(
             if r.prefilled >= r.prompt:
                 # Chunks are taken from the front in order, so finished prompts are a prefix.
                 prefilling.popleft()
+                if r.output == 0:
+                    on_finish(r)  # a request answered with no token: it has no first token
+                    continue
                 r.first = t
                 r.generated = 1
                 cum_tokens += 1
-                if r.output <= 1:
+                if r.output == 1:
                     on_finish(r)
                 else:
                     heapq.heappush(decoding, (step_no + r.output - 1, r.index, r))
@@ -317,7 +328,7 @@ def simulate(
     measured = [r for r in reqs[warm:] if r.finish >= 0]
     if not measured:
         measured = [r for r in reqs if r.finish >= 0]
-    ttft = [r.first - r.arrival for r in measured]
+    ttft = [r.first - r.arrival for r in measured if r.first >= 0]
     tpot = [(r.finish - r.first) / (r.output - 1) for r in measured if r.output > 1]
     e2e = [r.finish - r.arrival for r in measured]
     mean_out = sum(r.output for r in measured) / len(measured) if measured else 0.0
@@ -326,6 +337,9 @@ def simulate(
         # time. It converges far faster than counting tokens in a window of a short run.
         req_rate = clients / (sum(e2e) / len(e2e) + load.think_time_s)
         tok_rate = req_rate * mean_out
+    elif load.kind == "offline":
+        tok_rate = cum_tokens / t if t > 0 else 0.0
+        req_rate = len(measured) / t if t > 0 else 0.0
     else:
         span = window_end[0] - window_start[0]
         tokens = window_end[1] - window_start[1]
@@ -353,4 +367,5 @@ def simulate(
         sim_seconds=t,
         rejected=rejected,
         notes=notes,
+        output_tokens=cum_tokens,
     )

@@ -27,6 +27,9 @@ ORACLE_405B = {
     "mi300x-405b-8x-bs256-thr",
     "mi300x-405b-8x-offline-thr",
 }
+# The documented misses (docs/planner.md, "Reading the MI300X rows"): read as FP8, as the source
+# says, the 2024 ROCm stack at large batch is over 2x slower than the NVIDIA-fitted roofline.
+BEYOND_2X = {"mi300x-405b-8x-bs256-thr", "mi300x-405b-8x-offline-thr"}
 
 
 @cache
@@ -90,48 +93,63 @@ def test_corrections_change_the_scenario_of_their_rows_only() -> None:
     oracle = rows["mi300x-405b-8x-offline-thr"]
     assert oracle.precision == "fp8"  # as published in the CSV
     s = scenario_for(oracle)
-    assert (s.precision, s.max_num_seqs) == ("bf16", 256)
+    assert (s.precision, s.max_num_seqs) == ("fp8", 256)
     s = scenario_for(oracle, corrected=False)
     assert (s.precision, s.max_num_seqs) == ("fp8", None)
     mlperf = scenario_for(rows["mlperf41-mi300x-1x-offline"])
     assert (mlperf.precision, mlperf.max_num_seqs) == ("fp8", None)
 
 
-def test_tpot_median_error_on_held_out_rows_within_15_percent() -> None:
-    assert _median_abs(_held_out("tpot")) <= 15
+def test_no_correction_relabels_the_precision_of_a_row() -> None:
+    # Oracle's blog says "the Llama 3.1 405B FP8 model": the rows are read as labelled.
+    assert all(c.precision is None for c in load_corrections())
+    for e in _errors():
+        assert scenario_for(e.row).precision == e.row.precision, e.row.id
 
 
-def test_ttft_median_error_on_held_out_rows_within_25_percent() -> None:
-    assert _median_abs(_held_out("ttft")) <= 25
+def test_tpot_median_error_on_held_out_rows_within_10_percent() -> None:
+    assert _median_abs(_held_out("tpot")) <= 10
 
 
-def test_throughput_median_error_on_held_out_rows_within_15_percent() -> None:
+def test_ttft_median_error_on_held_out_rows_within_20_percent() -> None:
+    assert _median_abs(_held_out("ttft")) <= 20
+
+
+def test_throughput_target_is_met_without_the_oracle_rows_and_missed_with_them() -> None:
     rows = _held_out("output_tokens_per_s")
     assert len(rows) >= 8
-    assert _median_abs(rows) <= 15
+    others = [e for e in rows if e.row.id not in ORACLE_405B]
+    assert len(others) >= 4
+    assert _median_abs(others) <= 10
+    assert all(_worst(e) < 1.25 for e in others)
+    # The documented miss: with the four FP8 Oracle rows the held-out median is about 30%.
+    assert 20 < _median_abs(rows) < 40
 
 
-def test_no_row_is_off_by_more_than_2x() -> None:
-    for e in _errors():
-        assert _worst(e) < 2, e.row.id
+def test_only_the_documented_oracle_rows_are_off_by_more_than_2x() -> None:
+    beyond = {e.row.id for e in _errors() if _worst(e) >= 2}
+    assert beyond == BEYOND_2X
 
 
 def test_documented_bounds_of_the_worst_rows() -> None:
-    # docs/planner.md: the Oracle 405B rows at batch 256 and offline are ~+50% (the roofline
-    # over-predicts the 2024 ROCm stack at large batch); everything else is within 25%.
-    by_id = {e.row.id: e for e in _errors()}
-    for e in by_id.values():
-        limit = 1.6 if e.row.id in ORACLE_405B else 1.25
-        assert _worst(e) < limit, e.row.id
+    # docs/planner.md: read as FP8 the Oracle rows are all over-predicted, from +50% at batch 1
+    # to about 2.4x at batch 256 and offline; everything else is within 25%.
+    for e in _errors():
+        if e.row.id in ORACLE_405B:
+            assert 1.4 < e.ratio < 2.5, e.row.id
+        else:
+            assert _worst(e) < 1.25, e.row.id
 
 
-def test_read_as_labelled_the_oracle_rows_miss_by_more_than_2x() -> None:
-    # The sensitivity docs/planner.md reports: reading the Oracle rows as FP8 (the CSV label)
-    # without an MI300X-only factor over-predicts them, worst by about 3x.
+def test_the_2024_sequence_limit_matters_for_the_offline_oracle_row_only() -> None:
+    # The one remaining correction (vLLM's 2024 max_num_seqs of 256): read as labelled, with
+    # today's 1,024, the offline row is predicted higher still; the others do not change.
     labelled = {e.row.id: e for e in _errors_as_labelled()}
-    assert all(labelled[i].ratio > 1.4 for i in ORACLE_405B)
-    assert max(_worst(labelled[i]) for i in ORACLE_405B) > 2
-    assert _median_abs(_held_out("output_tokens_per_s", _errors_as_labelled())) > 15
+    corrected = {e.row.id: e for e in _errors()}
+    offline = "mi300x-405b-8x-offline-thr"
+    assert labelled[offline].ratio > 1.2 * corrected[offline].ratio
+    for i in ORACLE_405B - {offline}:
+        assert labelled[i].predicted == pytest.approx(corrected[i].predicted), i
 
 
 def test_an_offline_row_with_a_count_simulates_one_batch_of_that_many_requests() -> None:
