@@ -270,7 +270,9 @@ async def test_a_fault_below_httpx_after_the_first_token_ends_with_an_error() ->
     assert outs[0].text == "Hel"
     assert outs[-1].finish_reason == "error"
     assert "replica serving this request failed" in (outs[-1].error or "")
-    assert "Connection reset" in (outs[-1].error or "")
+    # Named by its class only: an exception's message may quote what the replica sent.
+    error = outs[-1].error or ""
+    assert error.endswith("ConnectionResetError") and "Connection reset by peer" not in error
     assert seen == ["r0"]  # a token had left: no retry
     assert pool.replicas[0].outstanding == 0
 

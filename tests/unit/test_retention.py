@@ -217,7 +217,9 @@ def test_usage_past_retention_rolls_up_per_tenant_and_month(db: Database, signer
         ("2025-02-10", a.tenant): (1, 7, 7, a.key_id), ("2025-03-01", a.tenant): (1, 1, 1, a.key_id),
     }  # fmt: skip
     assert [r.day for r in usage(db, tenant=b.tenant)] == ["2025-01"]
-    assert [r.day for r in usage(db, since=dt.date(2025, 1, 15))][:2] == ["2025-01", "2025-01"]
+    # A month is reported from its first day on: its days before `since` are no longer apart.
+    assert [r.day for r in usage(db, since=dt.date(2025, 1, 1))][:2] == ["2025-01", "2025-01"]
+    assert [r.day for r in usage(db, since=dt.date(2025, 1, 15))] == ["2025-02-10", "2025-03-01"]
     assert [r.day for r in usage(db, since=dt.date(2025, 2, 1))] == ["2025-02-10", "2025-03-01"]
     # The next run rolls February into its month; a month can be rolled in parts.
     now.now += 20 * DAY
@@ -249,6 +251,9 @@ def test_one_run_applies_every_setting(db: Database, signer: Signer, tmp_path: P
     assert vault.read("r1") == []
     kinds = [json.loads(b)["kind"] for b in bodies(db).values() if b is not None]
     assert kinds[-3:] == ["privacy.purge", "retention.prune", "retention.usage"]
+    # The run signed its records: the newest checkpoint covers them all.
+    note = log.latest_note()
+    assert note is not None and parse(note)[0].size == len(bodies(db))
     assert retention.run(SETTINGS, vault, log, ACTOR, now=now) == retention.Result(0, 0, 0)
     log.checkpoint()
     report = verify_database(db, signer.verifier)

@@ -33,7 +33,8 @@ USAGE_KIND = "retention.usage"
 
 _ELIGIBLE = SQL(
     "SELECT seq, at, kind, request_id FROM audit_entries "
-    "WHERE at < :cutoff AND body IS NOT NULL AND kind <> :keep ORDER BY seq LIMIT :n"
+    "WHERE seq > :after AND at < :cutoff AND body IS NOT NULL AND kind <> :keep "
+    "ORDER BY seq LIMIT :n"
 )
 _PRUNE = SQL(
     "UPDATE audit_entries SET body = NULL, pruned_by = :by "
@@ -78,6 +79,11 @@ def run(
                                        "older_than_days": settings.content_days}).result()  # fmt: skip
     pruned = prune_audit(audit, settings.audit_days, actor, now)
     rolled = roll_up_usage(audit, settings.usage_days, actor, now)
+    if pruned or rolled:
+        # Sign the records now: a `retention.prune` record is what vouches for the columns its
+        # pruned entries keep, so it must not wait outside every checkpoint (the CLI's log has
+        # no writer thread to sign one later).
+        audit.checkpoint()
     return Result(content, pruned, rolled)
 
 
@@ -88,10 +94,11 @@ def prune_audit(
     cutoff, cutoff_text = stamp(now - days * DAY_S)
     keep = {"cutoff": cutoff, "keep": PRUNE_KIND}
     total = 0
+    after = -1  # each batch starts past the last: no batch re-reads the entries it pruned
     while True:
         with raw_transaction(audit.db) as tx:
             audit.lock(tx)  # before reading: a concurrent prune then finds these already done
-            rows = tx.all(_ELIGIBLE, {**keep, "n": batch})
+            rows = tx.all(_ELIGIBLE, {**keep, "after": after, "n": batch})
             if not rows:
                 return total
             lo, hi = int(rows[0][0]), int(rows[-1][0])
@@ -104,6 +111,7 @@ def prune_audit(
             if changed != len(rows):  # cannot happen under the lock; never record a wrong digest
                 raise RuntimeError(f"prune of entries {lo}..{hi}: {changed} rows, not {len(rows)}")
         total += len(rows)
+        after = hi
         if len(rows) < batch:
             return total
 

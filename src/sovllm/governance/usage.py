@@ -31,7 +31,10 @@ class UsageRow:
 def usage(db: Database, tenant: str | None = None, since: dt.date | None = None) -> list[UsageRow]:
     """Days, and the months rolled up past retention (key_id and key_prefix empty), by date.
 
-    `since` keeps a rolled-up month if any of its days is on or after it.
+    `since` keeps a rolled-up month only if the whole month is on or after it: a month's days
+    are no longer told apart, and counting a month that began before `since` would report usage
+    from before it. The rolled-up days are all older than `retention.usage_days` (at least 31),
+    so only a report reaching back past retention can miss part of a month.
     """
     q = (
         select(UsageDaily, Tenant.name, ApiKey.prefix)
@@ -44,7 +47,8 @@ def usage(db: Database, tenant: str | None = None, since: dt.date | None = None)
         months = months.where(Tenant.name == tenant)
     if since is not None:
         q = q.where(UsageDaily.day >= since.isoformat())
-        months = months.where(UsageMonthly.month >= since.isoformat()[:7])
+        first_whole = since if since.day == 1 else (since.replace(day=28) + dt.timedelta(days=4))
+        months = months.where(UsageMonthly.month >= first_whole.isoformat()[:7])
     with db.transaction() as s:
         days = s.execute(q).all()
         rolled = s.execute(months).all()

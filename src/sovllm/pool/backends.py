@@ -198,7 +198,14 @@ class _HttpStream:
         except ReplicaFailure as exc:
             self._end(exc)
         except Exception as exc:  # any malformed answer: the replica's fault, never a hang
-            self._end(ReplicaFailure(f"the stream broke: {exc!r}"))
+            # The text reaches the client and the audit log: httpx's own messages describe the
+            # connection; any other exception's (a bad chunk's JSON error) may quote the answer.
+            if isinstance(exc, httpx.HTTPError):
+                detail = f"{exc.__class__.__name__}: {exc}"
+            else:
+                log.warning("a stream from %s broke", response.url, exc_info=exc)
+                detail = exc.__class__.__name__
+            self._end(ReplicaFailure(f"the stream broke: {detail}"))
         finally:
             await _close(response)
 

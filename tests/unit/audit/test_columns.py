@@ -217,3 +217,20 @@ def test_a_fresh_database_is_at_the_head_revision(tmp_path: Path) -> None:
         assert migrate.current_revision(db) == migrate.head_revision() == "0006"
     finally:
         db.dispose()
+
+
+def test_a_proof_on_a_truncated_log_is_a_clear_error(db: Database, signer: Signer) -> None:
+    """Entries deleted under a signed checkpoint: `audit prove` names it, never an assertion."""
+    fill(db, signer)  # 10 entries, the last checkpoint signed at 10
+
+    def run(sql: str) -> None:
+        with db.transaction() as s:
+            s.execute(text(sql))
+
+    run("DELETE FROM audit_entries WHERE seq >= 8")
+    with pytest.raises(IntegrityError, match="signed at size 10: entries were removed"):
+        inclusion(db, "req-3")
+    run("DELETE FROM audit_entries WHERE seq = 2")
+    run("DELETE FROM audit_checkpoints")  # now 7 leaves, and req-7's row indexes past them
+    with pytest.raises(IntegrityError, match="entry 7 lies beyond the log's 7 entries"):
+        inclusion(db, "req-7")

@@ -468,14 +468,25 @@ def inclusion(db: Database, request_id: str) -> dict[str, object]:
         signed = parse(str(latest[0]))[0].size if latest else None
     except CheckpointError as exc:
         raise IntegrityError(f"the latest checkpoint is unreadable: {exc}") from None
+    if signed is not None and signed > len(leaves):
+        raise IntegrityError(
+            f"the log has {len(leaves)} entries but its latest checkpoint was signed at size "
+            f"{signed}: entries were removed (run `sovllm audit verify`)"
+        )
     size = signed if signed is not None and signed > int(mine[-1][0]) else len(leaves)
     tree = leaves[:size]
     root = merkle.root(tree)
     entries = []
     for seq, body, at, kind, by in mine:
         seq = int(seq)
+        if seq >= size:  # rows missing below it: its sequence number no longer indexes its leaf
+            raise IntegrityError(
+                f"entry {seq} lies beyond the log's {size} entries: entries were removed "
+                "(run `sovllm audit verify`)"
+            )
         proof = merkle.inclusion_proof(seq, tree)
-        assert merkle.verify_inclusion(seq, size, tree[seq], proof, root)
+        if not merkle.verify_inclusion(seq, size, tree[seq], proof, root):
+            raise IntegrityError(f"entry {seq}'s proof does not verify (run `sovllm audit verify`)")
         entry: dict[str, object] = {"seq": seq, "leaf_hash": tree[seq].hex(),
                                     "proof": [p.hex() for p in proof]}  # fmt: skip
         if body is None:
