@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
+from sovllm.governance.bootstrap import BOOTSTRAP_FILE as BOOTSTRAP
 from sovllm.store.db import Database
 from tests.postgres import PostgresMissing, create_database, private_postgres
 
@@ -82,11 +83,19 @@ class Server:
             seen = self.metric(name)
 
 
-def _bootstrap_key(log: Path) -> str:
-    """The admin key the server printed on its empty database ("" if the database had keys)."""
-    keys = [line for line in log.read_text().splitlines() if line.startswith("sk-sovllm-")]
-    assert len(keys) <= 1, log.read_text()
-    return keys[0] if keys else ""
+def _bootstrap_key(log: Path, env: dict[str, str]) -> str:
+    """The admin key the server wrote to its bootstrap file on an empty database, read and
+    deleted as `sovllm keys bootstrap --print` does ("" if the database had keys). The key
+    must be nowhere in the server's output."""
+    path = Path(env.get("SOVLLM_BOOTSTRAP_KEY_FILE") or Path(env["SOVLLM_DATA_DIR"]) / BOOTSTRAP)
+    if not path.exists():
+        return ""
+    assert path.stat().st_mode & 0o777 == 0o600, oct(path.stat().st_mode)
+    key = path.read_text().strip()
+    path.unlink()
+    assert key.startswith("sk-sovllm-"), key[:10]
+    assert key not in log.read_text()
+    return key
 
 
 def wait_until(predicate: Any, what: str, timeout: float = 60) -> None:
@@ -145,7 +154,7 @@ def run_server(
     try:
         wait_until_up(proc, f"{url}/ready", log)
         cli_env = {"SOVLLM_DATA_DIR": str(tmp / "data"), **(env or {})}
-        yield Server(url, proc, log, _bootstrap_key(log), tmp / "data", cli_env)
+        yield Server(url, proc, log, _bootstrap_key(log, full_env), tmp / "data", cli_env)
     finally:
         proc.terminate()
         try:

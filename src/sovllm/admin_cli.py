@@ -16,6 +16,7 @@ from rich.table import Table
 from sqlalchemy.exc import SQLAlchemyError
 
 from sovllm.config import ConfigError, load_settings
+from sovllm.governance import bootstrap
 from sovllm.governance import identity as idn
 from sovllm.governance.access import READ, read_entry
 from sovllm.governance.usage import usage as usage_rows
@@ -231,6 +232,32 @@ def keys_revoke(key_id: str, config: ConfigOpt = None) -> None:
         raise _fail(str(exc)) from None
     _record(config, db, "key.revoke", {"key_id": key_id})
     typer.echo(f"revoked key {info.id} ({info.prefix}…)")
+
+
+@keys_app.command("bootstrap")
+def keys_bootstrap(
+    show: Annotated[
+        bool, typer.Option("--print", help="Print the key once, then delete its file.")
+    ] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """The first admin key, which the server wrote to a file (0600) instead of its log."""
+    try:
+        settings = load_settings(config)
+    except ConfigError as exc:
+        raise _fail(str(exc), 2) from None
+    if not show:
+        path = bootstrap.bootstrap_key_path(settings.data_dir)
+        state = "is waiting to be read" if path.exists() else "is not there"
+        typer.echo(f"the bootstrap admin key file {path} {state}; "
+                   f"`{bootstrap.READ_COMMAND}` prints it once and deletes it")  # fmt: skip
+        return
+    try:
+        key = bootstrap.take_key(settings.data_dir)
+    except bootstrap.BootstrapKeyError as exc:
+        raise _fail(str(exc)) from None
+    typer.echo("the first admin key (tenant 'admin'); its file is deleted, store it now:", err=True)
+    typer.echo(key)
 
 
 # -- usage and db --------------------------------------------------------------------------

@@ -11,8 +11,8 @@ import typer
 
 from sovllm.admin_cli import ConfigOpt, _fail, _open, _parse_date, record_read
 from sovllm.config import ConfigError, load_settings
-from sovllm.governance.audit import key_path, open_audit
-from sovllm.governance.audit.checkpoint import CheckpointError, Signer, Verifier
+from sovllm.governance.audit import open_audit, open_signer
+from sovllm.governance.audit.checkpoint import CheckpointError, Verifier
 from sovllm.governance.audit.log import AuditLog
 from sovllm.governance.audit.verify import (
     ExportError,
@@ -145,5 +145,8 @@ def checkpoint(
 @audit_app.command("key")
 def key(config: ConfigOpt = None) -> None:
     """Print the log's verifier (public) key, for witnesses and offline verification."""
-    settings = load_settings(config)
-    typer.echo(Signer.load_or_create(key_path(settings), settings.audit.origin).verifier.encode())
+    try:
+        settings = load_settings(config)
+    except ConfigError as exc:
+        raise _fail(str(exc), 2) from None
+    typer.echo(open_signer(settings).verifier.encode())

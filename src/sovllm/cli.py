@@ -77,12 +77,20 @@ def _show_version(value: bool) -> None:
 
 @app.callback()
 def main(
+    ctx: typer.Context,
     version: Annotated[
         bool,
         typer.Option("--version", callback=_show_version, is_eager=True, help="Print the version."),
     ] = False,
 ) -> None:
     """sovllm: plan, serve, govern and benchmark a private LLM service."""
+    # Before any command creates a file: the database (and its WAL), keys, logs and profiles
+    # in data_dir are the owner's alone (0600, folders 0700). Not for `bench`, whose reports
+    # are written outside data_dir to be shared.
+    if ctx.invoked_subcommand != "bench":
+        from sovllm.datadir import private_umask
+
+        private_umask()
 
 
 HostOpt = Annotated[str | None, typer.Option(help="Address to bind [127.0.0.1].")]
@@ -144,9 +152,12 @@ def _settings(
 
 
 def _run(start: Callable[[], None]) -> None:
+    from sovllm.datadir import LoosePermissions
     from sovllm.server import ServeError
 
     try:
         start()
+    except LoosePermissions as exc:
+        raise _fail(str(exc), code=2) from None
     except ServeError as exc:
         raise _fail(str(exc), code=1) from None

@@ -6,6 +6,7 @@ Nested fields use a double underscore in the environment: SOVLLM_ENGINE__SLOTS=1
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 import os
 from contextvars import ContextVar
@@ -22,6 +23,7 @@ from pydantic_settings import (
 )
 
 from sovllm.pool.settings import ReplicaSettings, RoutingSettings
+from sovllm.store.db import hide_password
 
 ENV_PREFIX = "SOVLLM_"
 # The YAML file of the load_settings() call in progress; read by Settings' source list.
@@ -79,13 +81,47 @@ class AuditSettings(BaseModel):
     )  # fmt: skip
     key_file: Path | None = Field(
         None,
-        description="Ed25519 signing key (made at first start, mode 0600); default "
-        "data_dir/audit/signing.key. Gateways that share a database must share this file.",
+        description="Ed25519 signing key (32 random bytes, base64), e.g. a mounted secret: "
+        "sovllm reads it and never writes it. Default: data_dir/audit/signing.key, made at "
+        "first start (0600). Gateways that share a database must share this file.",
     )
     checkpoint_every: int = Field(1000, ge=1, description="Sign a checkpoint every N entries.")
     checkpoint_seconds: float = Field(
         60.0, gt=0, description="... or when this many seconds have passed since the last."
     )
+
+    @field_validator("key_file")
+    @classmethod
+    def _given(cls, value: Path | None) -> Path | None:
+        return given_key_file(value)
+
+
+KEY_BYTES = 32
+"""Both keys a deployment may give: an Ed25519 seed and an AES-256 key."""
+
+
+def given_key_file(value: Path | None) -> Path | None:
+    """A key file the operator provides must exist and hold 32 bytes in base64: sovllm never
+    makes a key in a path it was given (a mounted secret is read-only, and a key made there
+    would differ between gateways)."""
+    if value is None:
+        return None
+    path = value.expanduser()
+    make = f"make one with `openssl rand -base64 {KEY_BYTES} > {path}`"
+    try:
+        text = path.read_text(encoding="ascii").strip()
+    except FileNotFoundError:
+        raise ValueError(f"{path} does not exist; sovllm does not create it: {make}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or "not a base64 key"
+        raise ValueError(f"cannot read {path}: {reason}") from None
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except ValueError:
+        raw = b""
+    if len(raw) != KEY_BYTES:
+        raise ValueError(f"{path} does not hold {KEY_BYTES} bytes in base64: {make}")
+    return path
 
 
 AUDIT_MINIMUM_DAYS = 183  # six months
@@ -130,6 +166,17 @@ class PrivacySettings(BaseModel):
         "returning sovllm.governance.privacy.pii.Finding objects). If one raises, the check "
         "fails closed: a tenant's masked prompt is refused, redacted content is not kept.",
     )
+    master_key_file: Path | None = Field(
+        None,
+        description="AES-256 key (32 random bytes, base64) that wraps every data subject's "
+        "key, e.g. a mounted secret: sovllm reads it and never writes it. Default: "
+        "data_dir/audit/master.key, made at first start (0600).",
+    )
+
+    @field_validator("master_key_file")
+    @classmethod
+    def _given(cls, value: Path | None) -> Path | None:
+        return given_key_file(value)
 
 
 class SecuritySettings(BaseModel):
@@ -145,6 +192,11 @@ class SecuritySettings(BaseModel):
         default_factory=list,
         description="Addresses (or CIDR networks) of reverse proxies whose X-Forwarded-For "
         "names the client; none by default: the source is the connection's peer.",
+    )
+    strict_permissions: bool = Field(
+        False,
+        description="Refuse to start (exit 2) when the data folder or a key file is open to "
+        "group or others; off: a warning naming the path and the chmod that fixes it.",
     )
 
     @field_validator("trusted_proxies")
@@ -305,6 +357,7 @@ def _describe(exc: ValidationError) -> str:
         message = "unknown setting"
     value = err.get("input")
     shown = f" (got {value!r})" if err["type"] != "extra_forbidden" and value is not None else ""
+    shown = hide_password(shown)  # a database_url in the message keeps its password to itself
     more = len(exc.errors()) - 1
     tail = f"; and {more} more" if more else ""
     return f"invalid setting '{name}' ({env}): {message}{shown}{tail}"

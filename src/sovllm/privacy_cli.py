@@ -29,7 +29,7 @@ def erase(
     db = _open(config)  # first: it names a bad setting (exit 2) instead of a traceback
     settings = load_settings(config)
     audit = open_audit(settings, db)
-    receipt = erasure.erase(open_vault(settings.data_dir, db), audit, subject, cli_actor())
+    receipt = erasure.erase(open_vault(settings, db), audit, subject, cli_actor())
     typer.echo(json.dumps(receipt, indent=2))
 
 
@@ -41,7 +41,7 @@ def purge(config: ConfigOpt = None) -> None:
     db = _open(config)  # first: it names a bad setting (exit 2) instead of a traceback
     settings = load_settings(config)
     r = settings.retention
-    done = retention.run(r, open_vault(settings.data_dir, db), open_audit(settings, db),
+    done = retention.run(r, open_vault(settings, db), open_audit(settings, db),
                          cli_actor())  # fmt: skip
     typer.echo(f"purged {done.content_records} stored content record(s)")
     typer.echo(f"pruned {done.audit_entries} audit entries older than {r.audit_days} days "

@@ -11,15 +11,16 @@ from pathlib import Path
 import uvicorn
 from sqlalchemy.exc import SQLAlchemyError
 
+from sovllm import datadir
 from sovllm.api.app import create_app
 from sovllm.config import Settings
 from sovllm.engines.llamacpp.model import ModelLoadError
+from sovllm.governance import bootstrap
 from sovllm.governance.audit import open_audit
-from sovllm.governance.identity import bootstrap_admin
 from sovllm.governance.privacy import pii
 from sovllm.pool import build as pool_build
 from sovllm.pool.build import PoolConfigError
-from sovllm.store.db import Database, DatabaseConfigError, database_url
+from sovllm.store.db import Database, DatabaseConfigError, database_url, hide_password
 from sovllm.store.migrate import upgrade
 
 
@@ -45,9 +46,8 @@ def open_database(settings: Settings) -> Database:
     except DatabaseConfigError as exc:
         raise ServeError(f"invalid setting {exc}") from None
     except SQLAlchemyError as exc:
-        raise ServeError(
-            f"cannot open the database: {exc.__class__.__name__}: {_first_line(exc)}"
-        ) from None
+        reason = hide_password(_first_line(exc), settings.database_url)
+        raise ServeError(f"cannot open the database: {exc.__class__.__name__}: {reason}") from None
     return db
 
 
@@ -75,7 +75,7 @@ def run_server(
         print(pool_build.describe(plans), flush=True)
         return
     try:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        datadir.prepare(settings)  # LoosePermissions in strict mode: the CLI exits with 2
     except OSError as exc:
         raise ServeError(f"cannot create data_dir {settings.data_dir}: {exc.strerror}") from None
     if not os.access(settings.data_dir, os.W_OK):
@@ -95,13 +95,12 @@ def run_server(
             ) from None
     check_port(settings.host, settings.port)
     db = open_database(settings)
-    admin_key = bootstrap_admin(db)
-    if admin_key is not None:
-        # Shown once: only its hash is stored. stdout, so it can be captured by a script.
-        print(
-            f"sovllm: created the first admin key (tenant 'admin'); store it now:\n{admin_key}",
-            flush=True,
-        )
+    try:
+        key_file = bootstrap.create_first_key(db, settings.data_dir)
+    except bootstrap.BootstrapKeyError as exc:
+        raise ServeError(str(exc)) from None
+    if key_file is not None:  # where the key is, never the key: this output reaches logs
+        print(bootstrap.announcement(key_file, config_file), flush=True)
     try:
         pool = pool_build.start(settings, plans)
     except PoolConfigError as exc:

@@ -23,7 +23,7 @@ import uvicorn
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from sovllm import __version__
+from sovllm import __version__, datadir
 from sovllm.config import Settings
 from sovllm.engines.base import (
     EngineError,
@@ -131,6 +131,10 @@ def run_worker(settings: Settings) -> None:
             f"a worker listening on {settings.host} must require a token: set {wire.TOKEN_ENV} "
             "(and the gateway's replica `api_key_env`), or listen on 127.0.0.1"
         )
+    try:
+        datadir.prepare(settings)  # the model cache goes under data_dir, private like the rest
+    except OSError as exc:
+        raise ServeError(f"cannot create data_dir {settings.data_dir}: {exc.strerror}") from None
     check_port(settings.host, settings.port)
     _exit_with_parent()
     engine = LlamaCppEngine(

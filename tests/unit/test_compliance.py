@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -35,6 +36,9 @@ def test_the_record_follows_the_configuration_and_the_tenants(
     monkeypatch.setenv("SOVLLM_RETENTION__CONTENT_DAYS", "7")
     monkeypatch.setenv("SOVLLM_RETENTION__AUDIT_DAYS", "400")
     monkeypatch.setenv("SOVLLM_RETENTION__USAGE_DAYS", "90")
+    # A signing key the deployment provides (sovllm never creates one where it is told to read).
+    (tmp_path / "keys").mkdir()
+    (tmp_path / "keys" / "log.key").write_text(base64.b64encode(os.urandom(32)).decode())
     monkeypatch.setenv("SOVLLM_AUDIT__KEY_FILE", str(tmp_path / "keys" / "log.key"))
     settings = load_settings(None, data_dir=tmp_path / "data")
     idn.create_tenant(db, "radiology", content_policy="redacted", mask_prompts=True)
@@ -53,9 +57,11 @@ def test_the_record_follows_the_configuration_and_the_tenants(
     assert "personal data masked before prompts reach the model for tenants: radiology" in measures
     # The retention each setting actually gets.
     assert content["retention"].startswith("deleted after 7 days")
-    assert categories["audit metadata"]["retention"].startswith(
-        "bodies pruned after 400 days, hashes kept"
-    )
+    audit_meta = categories["audit metadata"]
+    assert audit_meta["retention"].startswith("bodies pruned after 400 days;")
+    assert "hash" in audit_meta["retention"] and "never pruned" in audit_meta["retention"]
+    # The personal data that access logging adds is declared.
+    assert "source IP address" in audit_meta["content"] and "access.read" in audit_meta["content"]
     assert categories["usage counters"]["retention"] == (
         "rolled up per tenant and month after 90 days, then deleted"
     )
@@ -67,7 +73,7 @@ def test_the_record_follows_the_configuration_and_the_tenants(
     with pytest.raises(ConfigError):
         load_settings(None, data_dir=tmp_path)
     # The key files named are the ones the service opens.
-    open_vault(settings.data_dir, db)
+    open_vault(settings, db)
     open_audit(settings, db).close()
     master = settings.data_dir / "audit" / "master.key"
     assert master.exists() and record["keys"]["content_master_key"].startswith(f"file {master} ")

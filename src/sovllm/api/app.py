@@ -58,7 +58,7 @@ def create_app(settings: Settings, pool: Pool, db: Database, audit: AuditLog) ->
         audit.start()
         metrics = Metrics(pool.model_ids, pool.stats)
         metrics.registry.register(PoolCollector(pool))
-        vault = open_vault(settings.data_dir, db)
+        vault = open_vault(settings, db)
         oversight = Oversight(db)
         oversight.apply(await to_thread.run_sync(oversight.refresh))
         access = AccessGuard(settings.security.auth_failures_per_minute)

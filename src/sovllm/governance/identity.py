@@ -13,7 +13,7 @@ import hashlib
 import hmac
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -348,11 +348,14 @@ def count_keys(db: Database) -> int:
         return int(s.scalar(select(func.count()).select_from(ApiKey)) or 0)
 
 
-def bootstrap_admin(db: Database, tenant: str = "admin") -> str | None:
+def bootstrap_admin(
+    db: Database, tenant: str = "admin", deliver: Callable[[str], None] | None = None
+) -> str | None:
     """On a database with no keys, create the first admin key and return it; else None.
 
     One transaction (serialised by SQLite's write lock or a PostgreSQL advisory lock), so two
-    gateways starting on an empty database print one key between them.
+    gateways starting on an empty database make one key between them. `deliver` gets the key
+    before the transaction commits: if it raises, no key is created.
     """
     raw = KEY_PREFIX + _new_secret()
     now = time.time()
@@ -373,6 +376,9 @@ def bootstrap_admin(db: Database, tenant: str = "admin") -> str | None:
                 created_at=now,
             )
         )  # fmt: skip
+        s.flush()
+        if deliver is not None:
+            deliver(raw)
     return raw
 
 

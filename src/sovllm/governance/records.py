@@ -57,10 +57,15 @@ def record_of_processing(settings: Settings, db: Database) -> dict[str, Any]:
                 "category": "audit metadata",
                 "content": "tenant, key id, role, pseudonymised "
                 "user id (HMAC), route, model and weights hash, sampling parameters, token "
-                "counts, timings, outcome, personal-data findings per type (counts only)",
+                "counts, timings, outcome, personal-data findings per type (counts only); "
+                "who read what (access.read: the reader's key id and tenant, or the command "
+                "line's user and host); refused sign-ins (access.denied: source IP address and "
+                "the first characters of the key presented, per minute)",
                 "retention_days": r.audit_days,
-                "retention": f"bodies pruned after {r.audit_days} days, hashes kept (the "
-                "Merkle tree, its checkpoints and every proof still verify)",
+                "retention": f"bodies pruned after {r.audit_days} days; each pruned entry "
+                "keeps its sequence number, time, kind, request id and hash (the Merkle tree, "
+                "its checkpoints and every proof still verify), and the retention.prune "
+                "records that vouch for them (with who ran the job) are never pruned",
                 "minimum_days": AUDIT_MINIMUM_DAYS,
                 "legal_basis": "AI Act Art. 19(1), 26(6)",
             },
@@ -89,7 +94,7 @@ def record_of_processing(settings: Settings, db: Database) -> dict[str, Any]:
             },
         ],
         "keys": {
-            "content_master_key": f"file {master_key_path(settings.data_dir)} (AES-256, "
+            "content_master_key": f"file {master_key_path(settings)} (AES-256, "
             "wraps each data subject's content key; whoever holds it and the database can "
             "read kept content)",
             "audit_signing_key": f"file {key_path(settings)} (Ed25519, signs checkpoints "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,6 +14,21 @@ from sqlalchemy.exc import ArgumentError
 from sqlalchemy.orm import Session, sessionmaker
 
 SQLITE_FILE = "sovllm.db"
+# scheme://user:PASSWORD@host: what a URL's password looks like inside any text.
+_URL_PASSWORD = re.compile(r"(://[^/:@\s]*:)[^@\s]*@")
+
+
+def hide_password(text: str, url: str | None = None) -> str:
+    """`text` with every URL's password shown as ***, and `url`'s password wherever it appears
+    (a driver's error may quote it); for messages and logs, which must never hold one."""
+    text = _URL_PASSWORD.sub(r"\1***@", text)
+    try:
+        password = make_url(url).password if url else None
+    except (ArgumentError, ValueError):  # ValueError: a port that is no number
+        password = None
+    if password and len(str(password)) >= 4:  # shorter would mask ordinary words
+        text = text.replace(str(password), "***")
+    return text
 
 
 class DatabaseConfigError(Exception):
@@ -24,8 +40,10 @@ def database_url(explicit: str | None, data_dir: Path) -> str:
     if explicit:
         try:
             url = make_url(explicit)
-        except ArgumentError:
-            raise DatabaseConfigError(f"database_url {explicit!r} is not a database URL") from None
+        except (ArgumentError, ValueError):  # ValueError: a port that is no number
+            raise DatabaseConfigError(
+                f"database_url {hide_password(explicit)!r} is not a database URL"
+            ) from None
         if url.get_backend_name() not in {"sqlite", "postgresql"}:
             raise DatabaseConfigError(
                 f"database_url: backend {url.get_backend_name()!r} is not supported "

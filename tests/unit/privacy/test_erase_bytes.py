@@ -70,7 +70,7 @@ def keep_content(data_dir: Path, on_connect: Callable[[Any, Any], None] | None =
             event.listen(engine, "connect", on_connect, insert=True)
     upgrade(db)
     audit = open_audit(settings, db)
-    vault = open_vault(data_dir, db)
+    vault = open_vault(settings, db)
     for i, person in enumerate(["alice", "bob", *(f"user{i}" for i in range(40))]):
         sid = erasure.subject_for(audit, person, "")
         for part in ("prompt", "response"):

@@ -16,8 +16,16 @@ def key_path(settings: Settings) -> Path:
     return settings.audit.key_file or settings.data_dir / "audit" / "signing.key"
 
 
+def open_signer(settings: Settings) -> Signer:
+    """The configured key file is only read (load_settings checked it is there); the default
+    one is made at first start."""
+    if settings.audit.key_file is not None:
+        return Signer.load(settings.audit.key_file, settings.audit.origin)
+    return Signer.load_or_create(key_path(settings), settings.audit.origin)
+
+
 def open_audit(settings: Settings, db: Database) -> AuditLog:
-    signer = Signer.load_or_create(key_path(settings), settings.audit.origin)
+    signer = open_signer(settings)
     return AuditLog(
         db, signer, settings.audit.origin,
         settings.audit.checkpoint_every, settings.audit.checkpoint_seconds,

@@ -87,11 +87,16 @@ class Signer:
         return f"{body}\n{DASH} {self.name} {line}\n"
 
     @classmethod
+    def load(cls, path: Path, name: str) -> Signer:
+        """The log's key from an existing file (a configured one is never created)."""
+        seed = base64.b64decode(path.read_text().strip())
+        return cls(name, Ed25519PrivateKey.from_private_bytes(seed))
+
+    @classmethod
     def load_or_create(cls, path: Path, name: str) -> Signer:
         """The log's key, made at first start and kept readable by the owner only (0600)."""
         if path.exists():
-            seed = base64.b64decode(path.read_text().strip())
-            return cls(name, Ed25519PrivateKey.from_private_bytes(seed))
+            return cls.load(path, name)
         path.parent.mkdir(parents=True, exist_ok=True)
         private = Ed25519PrivateKey.generate()
         seed = private.private_bytes_raw()

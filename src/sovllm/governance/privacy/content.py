@@ -20,6 +20,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import delete, func, select, update
 
+from sovllm.config import Settings
 from sovllm.governance.privacy import pii
 from sovllm.store.db import Database
 from sovllm.store.schema import StoredContent, SubjectKey, Tenant
@@ -213,10 +214,14 @@ def set_masking(db: Database, tenant: str, on: bool) -> None:
             raise LookupError(f"tenant {tenant!r} does not exist")
 
 
-def master_key_path(data_dir: Path) -> Path:
-    """Where the key that wraps every subject key lives (made at first start)."""
-    return data_dir / "audit" / "master.key"
+def master_key_path(settings: Settings) -> Path:
+    """Where the key that wraps every subject key lives: `privacy.master_key_file`, else
+    data_dir/audit/master.key (made at first start)."""
+    return settings.privacy.master_key_file or settings.data_dir / "audit" / "master.key"
 
 
-def open_vault(data_dir: Path, db: Database) -> ContentVault:
-    return ContentVault(db, load_or_create_master(master_key_path(data_dir)))
+def open_vault(settings: Settings, db: Database) -> ContentVault:
+    if settings.privacy.master_key_file is not None:  # given: only read, never created
+        key = base64.b64decode(settings.privacy.master_key_file.read_text().strip())
+        return ContentVault(db, key)
+    return ContentVault(db, load_or_create_master(master_key_path(settings)))
