@@ -311,7 +311,7 @@ async def erase_subject(body: EraseRequest, request: Request) -> dict[str, objec
     """Crypto-shred a data subject's stored content; returns a signed erasure receipt."""
     state = app_state(request)
     actor: idn.Principal = request.state.principal
-    who = {"tenant": actor.tenant, "key_id": actor.key_id, "role": actor.role.value}
+    who = actor_of(actor)
     return await to_thread.run_sync(erasure.erase, state.vault, state.audit, body.subject, who)
 
 
@@ -368,8 +368,7 @@ async def audit_verify_now(request: Request) -> dict[str, object]:
               "first_bad_checkpoint": report.first_bad_checkpoint, "pruned": report.pruned,
               "problems": report.problems[:20],
               "summary": report.summary()}  # fmt: skip
-    fields = {"actor": {"tenant": actor.tenant, "key_id": actor.key_id,
-                        "role": actor.role.value}, "result": result}  # fmt: skip
+    fields = {"actor": actor_of(actor), "result": result}
     await asyncio.wrap_future(state.audit.append("audit.verify", fields))
     return {**result, "problems": report.problems, "verified_at": _now_iso(),
             "actor": fields["actor"]}  # fmt: skip
@@ -470,8 +469,7 @@ async def stop(body: StopIn, request: Request) -> dict[str, object]:
         raise APIError(404, f"no model '{target}'; served: {', '.join(state.pool.model_ids)}",
                        param="target")  # fmt: skip
     actor: idn.Principal = request.state.principal
-    who: dict[str, object] = {"tenant": actor.tenant, "key_id": actor.key_id,
-                              "role": actor.role.value}  # fmt: skip
+    who: dict[str, object] = {**actor_of(actor)}
     mode = body.mode or state.settings.stop_mode
     made = oversight.new_stop(body.scope, target, mode, body.reason, who)
     # Durable in the audit log before anything is cut or refused on its account.
@@ -488,7 +486,7 @@ async def resume(body: ResumeIn, request: Request) -> dict[str, object]:
     if not await to_thread.run_sync(oversight.is_stopped, state.db, body.scope, target):
         raise APIError(404, f"{body.scope} {target!r} is not stopped".replace(" ''", ""))
     actor: idn.Principal = request.state.principal
-    who = {"tenant": actor.tenant, "key_id": actor.key_id, "role": actor.role.value}
+    who = actor_of(actor)
     fields = {"scope": body.scope, "target": target or None, "actor": who}
     await asyncio.wrap_future(state.audit.append("oversight.resume", fields))
     await to_thread.run_sync(oversight.remove_stop, state.db, body.scope, target)

@@ -16,7 +16,7 @@ from fastapi import Request
 from sovllm.api.errors import APIError
 from sovllm.api.state import app_state
 from sovllm.governance import quotas
-from sovllm.governance.access import presented_prefix
+from sovllm.governance.access import actor_of, presented_prefix
 from sovllm.governance.identity import AuthError, Principal, Role, authenticate, principal_shape
 
 INFERENCE_ROLES = frozenset({Role.USER, Role.ADMIN})
@@ -138,7 +138,7 @@ async def authorize_and_admit(
             written = app_state(request).audit.append(
                 "request.rejected",
                 {
-                    "principal": {"tenant": p.tenant, "key_id": p.key_id, "role": p.role.value},
+                    "principal": actor_of(p),
                     "route": request.url.path,
                     "policy": {"quota": exc.code},
                     "tokens": {"reserved": tokens},

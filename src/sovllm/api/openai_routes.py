@@ -51,6 +51,7 @@ from sovllm.engines.base import (
     SamplingParams,
 )
 from sovllm.governance import quotas
+from sovllm.governance.access import actor_of
 from sovllm.governance.audit import keyed_hash, records
 from sovllm.governance.identity import Principal
 from sovllm.governance.oversight import Flight, Stop
@@ -256,8 +257,7 @@ async def _rejected(
     written = state.audit.append(
         "request.rejected",
         {
-            "principal": {"tenant": principal.tenant, "key_id": principal.key_id,
-                          "role": principal.role.value},
+            "principal": actor_of(principal),
             "route": request.url.path,
             "policy": {"quota": "admitted", "pii": pii_outcome, "masked_before_model": False},
         },

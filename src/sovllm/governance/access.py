@@ -52,7 +52,7 @@ def presented_prefix(raw: str | None) -> str:
     return "".join(c if c.isprintable() and not c.isspace() else "?" for c in shown)
 
 
-def actor_of(principal: Principal) -> dict[str, object]:
+def actor_of(principal: Principal) -> dict[str, str]:
     """Who acted, for an audit entry: the key's id, tenant and role (never the key)."""
     return {"tenant": principal.tenant, "key_id": principal.key_id, "role": principal.role.value}
 
