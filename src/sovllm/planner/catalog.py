@@ -122,6 +122,13 @@ class Engine:
     # vLLM's get_batch_defaults: GPUs with >= 70 GiB that are not A100 get bigger budgets.
     large_gpu_max_num_seqs: int | None = None
     large_gpu_max_num_batched_tokens: int | None = None
+    # Tensor-parallel costs of the engine's own making (perf.py): latency each all-reduce adds per
+    # doubling of TP beyond the interconnect's (a collective library called from Python, without
+    # a custom all-reduce or CUDA graphs), and the launch cost per layer per step.
+    allreduce_latency_s: float = 0.0
+    layer_launch_s: float = 0.0
+    # Where the factors come from: the engine's release and year, shown with every prediction.
+    provenance: str = ""
     fitted_on: dict[str, str] = field(default_factory=dict)
 
 

@@ -7,7 +7,7 @@ import math
 import sys
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -24,6 +24,9 @@ from sovllm.planner.catalog import (
 )
 from sovllm.planner.errors import PlannerError
 from sovllm.planner.workload import Lengths, Load, read_lengths_file
+
+if TYPE_CHECKING:
+    from sovllm.planner.traffic import Traffic
 
 plan_app = typer.Typer(
     help="Size hardware, parallelism, replicas, cost and energy for N users.",
@@ -195,7 +198,13 @@ def predict(
     kv_precision: Annotated[
         str, typer.Option(help="KV cache dtype: auto, bf16, fp16 or fp8.")
     ] = "auto",
-    engine: Annotated[str, typer.Option(help="vllm, sglang, trtllm, nim or llamacpp.")] = "vllm",
+    engine: Annotated[
+        str,
+        typer.Option(
+            help="vllm, sglang, trtllm, nim, llamacpp, or a versioned profile "
+            "(vllm-2023, lmdeploy-0.1)."
+        ),
+    ] = "vllm",
     offline: Annotated[
         bool, typer.Option("--offline", help="All requests queued at once.")
     ] = False,
@@ -322,10 +331,75 @@ def predict(
         print_predict(result, _console())
 
 
+def _recorded_traffic(
+    since: str | None,
+    growth: str,
+    config: Path | None,
+    users: int | None,
+    prompt_tokens: str | None,
+    output_tokens: str | None,
+    lengths_from: str | None,
+    think_time: float | None,
+) -> tuple[Traffic, float]:
+    """The traffic recorded in this service's database, opened as `sovllm usage` opens it."""
+    from sovllm.admin_cli import _open
+    from sovllm.planner.traffic import parse_growth, parse_since, read_traffic
+
+    for flag, given in (
+        ("--users", users),
+        ("--prompt-tokens", prompt_tokens),
+        ("--output-tokens", output_tokens),
+        ("--lengths-from", lengths_from),
+        ("--think-time", think_time),
+    ):
+        if given is not None:
+            _bad(flag, "--from-usage takes it from the recorded traffic; leave it out")
+    try:
+        factor = parse_growth(growth)
+    except ValueError as exc:
+        _bad("--growth", str(exc))
+    day = None
+    if since is not None:
+        try:
+            day = parse_since(since)
+        except ValueError as exc:
+            _bad("--since", str(exc))
+    db = _open(config)
+    try:
+        return read_traffic(db, day), factor
+    except PlannerError as exc:
+        _bad("--from-usage", str(exc))
+    finally:
+        db.dispose()
+
+
+def _print_traffic(t: Traffic, growth: float, users: int, replay: bool, console: Console) -> None:
+    from sovllm.planner.traffic import traffic_json
+
+    doc = traffic_json(t, growth, users, replay)
+    peak = doc["peak"]
+    sized = (
+        f"Replayed: the peak hour's {t.peak_requests} requests as recorded, arriving "
+        f"{growth:g}x as fast ({doc['sized_for_requests_per_hour']:g} requests/hour)."
+        if replay
+        else f"Sized for x{growth:g}: {users} users, "
+        f"{doc['sized_for_requests_per_hour']:g} requests/hour; prompts {doc['prompt_tokens']}, "
+        f"outputs {doc['output_tokens']} tokens."
+    )
+    console.print(
+        f"Recorded traffic {doc['first_arrival']} to {doc['last_arrival']}"
+        + (f" (since {doc['since']})" if doc["since"] else "")
+        + f": {doc['requests']} requests read, {t.pruned} pruned past retention skipped "
+        f"(usage tables: {t.usage_requests} requests). Peak hour from {peak['start']}: "
+        f"{t.peak_requests} requests, {t.peak_users} users, think time "
+        f"{peak['think_time_s']:g} s. {sized}"
+    )
+
+
 @plan_app.command("size")
 def size_cmd(
     model: Annotated[str, typer.Option(help="Catalog model, HF config.json or GGUF file.")],
-    users: Annotated[int, typer.Option(help="Concurrent users (closed loop).")],
+    users: Annotated[int | None, typer.Option(help="Concurrent users (closed loop).")] = None,
     prompt_tokens: Annotated[
         str | None, typer.Option(help="Prompt tokens: " + LENGTHS_HELP)
     ] = None,
@@ -333,7 +407,34 @@ def size_cmd(
         str | None, typer.Option(help="Output tokens [200]: " + LENGTHS_HELP)
     ] = None,
     lengths_from: Annotated[str | None, typer.Option(help=LENGTHS_FROM_HELP)] = None,
-    think_time: Annotated[float, typer.Option(help="Mean think time between requests, s.")] = 30.0,
+    think_time: Annotated[
+        float | None, typer.Option(help="Mean think time between requests, s [30].")
+    ] = None,
+    from_usage: Annotated[
+        bool,
+        typer.Option(
+            "--from-usage",
+            help="Size for this service's recorded traffic (request.end audit entries): "
+            "fitted lengths, the peak hour's users and think time.",
+        ),
+    ] = False,
+    since: Annotated[
+        str | None, typer.Option(help="With --from-usage: read requests from this date on.")
+    ] = None,
+    growth: Annotated[
+        str, typer.Option(help="With --from-usage: size for the peak times this, e.g. 3x.")
+    ] = "1x",
+    replay: Annotated[
+        bool,
+        typer.Option(
+            "--replay",
+            help="With --from-usage: simulate the recorded peak hour's requests exactly.",
+        ),
+    ] = False,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", help="With --from-usage: YAML settings file (or SOVLLM_CONFIG)."),
+    ] = None,
     ttft_p95: Annotated[float, typer.Option(help="SLO: TTFT p95, s.")] = 1.0,
     tpot_p95: Annotated[float, typer.Option(help="SLO: TPOT p95, s.")] = 0.1,
     gpus: Annotated[
@@ -376,8 +477,29 @@ def size_cmd(
     from sovllm.planner.report import print_size, size_json
     from sovllm.planner.search import Slo, size
 
+    traffic = None
+    if from_usage:
+        traffic, growth_factor = _recorded_traffic(
+            since, growth, config, users, prompt_tokens, output_tokens, lengths_from, think_time
+        )
+        users = math.ceil(traffic.peak_users * growth_factor)
+        think_time = traffic.think_time_s
+        lengths = [(r.prompt_tokens, r.output_tokens) for r in traffic.requests]
+    else:
+        for flag, given in (
+            ("--since", since),
+            ("--replay", replay or None),
+            ("--growth", None if growth == "1x" else growth),
+            ("--config", config),
+        ):
+            if given is not None:
+                _bad(flag, "only with --from-usage")
+    if users is None:
+        _bad("--users", "give --users (or --from-usage to size for the recorded traffic)")
     if users < 1:
         _bad("--users", f"must be at least 1, got {users}")
+    if think_time is None:
+        think_time = 30.0
     for flag, val in (
         ("--think-time", think_time),
         ("--ttft-p95", ttft_p95),
@@ -433,11 +555,18 @@ def size_cmd(
     ):
         if v < 0:
             _bad(flag, f"must be 0 or more, got {v}")
-    if lengths_from is None and output_tokens is None:
-        output_tokens = "200"
-    prompt, out, prompt_flag = _workload_lengths(
-        "--prompt-tokens", prompt_tokens, output_tokens, lengths_from
-    )
+    if traffic is not None:
+        from sovllm.planner.traffic import fit_lengths
+
+        prompt = fit_lengths([p for p, _ in lengths])
+        out = fit_lengths([o for _, o in lengths])
+        prompt_flag = "--from-usage"
+    else:
+        if lengths_from is None and output_tokens is None:
+            output_tokens = "200"
+        prompt, out, prompt_flag = _workload_lengths(
+            "--prompt-tokens", prompt_tokens, output_tokens, lengths_from
+        )
     precs = list(
         dict.fromkeys(_precision("--precisions", p) for p in _split(precisions or "bf16,fp8"))
     )
@@ -473,16 +602,33 @@ def size_cmd(
     from sovllm.planner.simulator import SimulationError
 
     try:
-        result = size(
-            m, eng, hws, precs, users, prompt, out, think_time, slo, params, max_tp, rank_by,
-            cached_fraction=cached,
-        )  # fmt: skip
+        if traffic is not None and replay:
+            from sovllm.planner.search import size_replay
+
+            trace, prompt, out = traffic.replay(growth_factor)
+            result = size_replay(
+                m, eng, hws, precs, trace, users, prompt, out, think_time, slo, params, max_tp,
+                rank_by,
+            )  # fmt: skip
+        else:
+            result = size(
+                m, eng, hws, precs, users, prompt, out, think_time, slo, params, max_tp, rank_by,
+                cached_fraction=cached,
+            )  # fmt: skip
     except SimulationError as exc:
         _simulation_failed("--users", exc, "size for fewer users")
     if as_json:
-        _emit_json(size_json(result, precs))
+        doc = size_json(result, precs)
+        if traffic is not None:
+            from sovllm.planner.traffic import traffic_json
+
+            doc["traffic"] = traffic_json(traffic, growth_factor, users, replay)
+        _emit_json(doc)
     else:
-        print_size(result, precs, _console())
+        console = _console()
+        if traffic is not None:
+            _print_traffic(traffic, growth_factor, users, replay, console)
+        print_size(result, precs, console)
 
 
 @plan_app.command()
@@ -574,6 +720,7 @@ def validate(
                 "rows": [
                     {
                         "id": e.row.id,
+                        "dataset": e.row.dataset,
                         "metric": e.row.metric,
                         "measured": e.row.value,
                         "predicted": round(e.predicted, 5),
@@ -604,10 +751,11 @@ def validate(
         )
     console.print(t)
     t = Table(title="Summary (absolute % error)")
-    for col in ("metric", "rows", "subset", "median", "max", "worst ratio"):
+    for col in ("data", "metric", "rows", "subset", "median", "max", "worst ratio"):
         t.add_column(col)
     for s in summary:
         t.add_row(
+            s.dataset,
             s.group,
             str(s.rows),
             s.subset,

@@ -11,6 +11,7 @@ CPU profile (cpu-local): measured aggregate token rates, interpolated by batch s
 from __future__ import annotations
 
 import bisect
+import math
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -102,13 +103,17 @@ class RooflineStepModel:
         comm = 0.0
         size = tokens * m.hidden * ACT_BYTES
         if self.tp > 1:
+            # Two all-reduces per layer: the interconnect's latency and a ring's bandwidth term,
+            # plus the engine's own collective latency, which grows with the tree's depth.
             ring = 2.0 * (self.tp - 1) / self.tp * size / self._link
-            comm += 2 * m.layers * (self._alpha + ring)
+            engine_alpha = self.engine.allreduce_latency_s * math.log2(self.tp)
+            comm += 2 * m.layers * (self._alpha + engine_alpha + ring)
         if self.pp > 1:
             comm += (self.pp - 1) * (self._alpha + size / self._link)
         overhead = self.engine.step_overhead_s + self.engine.seq_overhead_s * (
             w.decode_seqs + w.prefill_seqs
         )
+        overhead += self.engine.layer_launch_s * m.layers  # pp stages run one after another
         return StepBreakdown(compute, memory, comm, overhead)
 
     def step_time(self, work: StepWork) -> float:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sovllm.planner.catalog import Engine, Hardware, Model, scheduler_limits
 from sovllm.planner.memory import MemoryPlan, kv_dtype_bytes, plan_memory
@@ -42,7 +42,7 @@ class Scenario:
         """(load, replicas carrying it), busiest first. Clients and users are dealt round-robin,
         so U over n replicas gives U mod n replicas one client more than the rest."""
         n = self.replicas
-        if self.load.kind == "offline" or n == 1:
+        if self.load.kind in ("offline", "trace") or n == 1:
             return [(self.load, n)]
         if self.load.kind == "rate":
             return [(Load("rate", self.load.value / n), n)]
@@ -161,6 +161,37 @@ def _predict_offline(
     return Prediction(s, mem, slowest, tokens / makespan, done / makespan)
 
 
+def _predict_trace(
+    s: Scenario, mem: MemoryPlan, step: StepModel, sched: SchedulerConfig
+) -> Prediction:
+    """Recorded requests replayed as they arrived, dealt round-robin over the replicas (replica
+    r takes requests r, r + n, ...: their arrival times and their own lengths). Throughput is
+    every output token over the last replica's finish; the latencies are the replica with the
+    worst TTFT p95's."""
+    n = s.replicas
+    arrivals = s.load.arrivals
+    sims = [
+        simulate(
+            step,
+            sched,
+            replace(s.load, arrivals=arrivals[r::n]),
+            s.prompt,
+            s.output,
+            seed=s.seed,
+            cached_fraction=s.cached_fraction,
+            first_index=r,
+            index_stride=n,
+        )
+        for r in range(min(n, len(arrivals)))
+    ]
+    end = max(sim.sim_seconds for sim in sims)
+    worst = max(sims, key=lambda sim: sim.ttft.p95)
+    if end <= 0:
+        return Prediction(s, mem, worst, 0.0, 0.0)
+    tokens = sum(sim.output_tokens for sim in sims)
+    return Prediction(s, mem, worst, tokens / end, sum(sim.completed for sim in sims) / end)
+
+
 def predict(s: Scenario) -> Prediction:
     mem = memory_for(s)
     if not mem.fits:
@@ -168,6 +199,8 @@ def predict(s: Scenario) -> Prediction:
     step, sched = step_model_for(s), scheduler_for(s, mem)
     if s.load.kind == "offline":
         return _predict_offline(s, mem, step, sched)
+    if s.load.kind == "trace":
+        return _predict_trace(s, mem, step, sched)
     requests = s.requests
     sims = [
         (

@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from sovllm.planner.catalog import Engine
 from sovllm.planner.cost import CostReport
 from sovllm.planner.memory import MemoryPlan, plan_memory
 from sovllm.planner.predict import Prediction
@@ -62,6 +63,7 @@ def predict_json(p: Prediction) -> dict[str, Any]:
             "precision": s.precision,
             "kv_precision": s.kv_precision,
             "engine": s.engine.name,
+            "engine_provenance": s.engine.provenance,
             "input_tokens": str(s.prompt),
             "output_tokens": str(s.output),
             "cached_prompt_fraction": s.cached_fraction,
@@ -183,6 +185,7 @@ def size_json(r: SizingResult, precisions: list[str]) -> dict[str, Any]:
             "ttft_p95_s": r.slo.ttft_p95_s,
             "tpot_p95_s": r.slo.tpot_p95_s,
             "engine": r.engine.name,
+            "engine_provenance": r.engine.provenance,
             "precisions": precisions,
         },
         "model_memory": mm,
@@ -199,12 +202,17 @@ def _ms(x: float) -> str:
     return f"{x * 1000:.0f} ms"
 
 
+def _provenance(engine: Engine) -> str:
+    """A versioned engine profile names the release its factors come from."""
+    return f" ({escape(engine.provenance)})" if engine.provenance else ""
+
+
 def print_predict(p: Prediction, console: Console) -> None:
     s = p.scenario
     m = p.memory
     console.print(
         f"[bold]{escape(s.model.name)}[/] on {s.num_gpus} x {s.hw.name}, TP={s.tp}, PP={s.pp}, "
-        f"{s.precision}, {s.engine.name}; {s.replicas} replica(s); load: {s.load.describe()}; "
+        f"{s.precision}, {s.engine.name}{_provenance(s.engine)}; {s.replicas} replica(s); load: {s.load.describe()}; "
         f"input {s.prompt} / output {s.output} tokens"
         + (
             f", {s.cached_fraction:.0%} of each prompt in the prefix cache"
@@ -281,6 +289,7 @@ def print_size(r: SizingResult, precisions: list[str], console: Console) -> None
         f"[bold]{escape(r.model.name)}[/] for {r.users} users, prompts {r.prompt} tokens, "
         f"outputs {r.output} tokens, think {r.think_time_s:g} s; SLO TTFT p95 <= "
         f"{r.slo.ttft_p95_s:g} s, TPOT p95 <= {r.slo.tpot_p95_s * 1000:g} ms; engine {r.engine.name}"
+        + _provenance(r.engine)
         + (f"; {r.cached_fraction:.0%} of each prompt cached" if r.cached_fraction else "")
     )
     t = Table(title=f"Memory of one model copy with all {r.users} users resident (GB)")

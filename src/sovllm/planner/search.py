@@ -193,12 +193,84 @@ def size(
                     Candidate(hw, precision, tp, per, replicas, pred, pred.memory, c, why)
                 )
 
-    # Cheapest first; then fewer GPUs (fewer parts to run); then the more precise weights (same
-    # cost, better quality).
+    _rank(result, rank_by)
+    return result
+
+
+def _rank(result: SizingResult, rank_by: str) -> None:
+    """Cheapest first; then fewer GPUs (fewer parts to run); then the more precise weights (same
+    cost, better quality)."""
+
     def monthly(c: Candidate) -> float:
         if c.cost is None:
             return math.inf
         return c.cost.cloud_per_month if rank_by == "cloud" else c.cost.onprem_per_month
 
     result.feasible.sort(key=lambda c: (monthly(c), c.gpus, -PRECISION_BYTES[c.precision]))
+
+
+MAX_REPLAY_REPLICAS = 64
+
+
+def size_replay(
+    model: Model,
+    engine: Engine,
+    gpus: list[Hardware],
+    precisions: list[str],
+    trace: Load,
+    users: int,
+    prompt: Lengths,
+    output: Lengths,
+    think_time_s: float,
+    slo: Slo,
+    cost: CostParams,
+    max_tp: int = 8,
+    rank_by: str = "onprem",
+) -> SizingResult:
+    """For each GPU x precision x TP, the fewest replicas that serve the recorded requests
+    (`trace`: their arrivals; `prompt` and `output`: their lengths, request k taking value k)
+    within the SLO, found by doubling then bisecting; then ranked by cost as `size` ranks."""
+    result = SizingResult(model, users, prompt, output, think_time_s, slo, engine)
+    for hw in gpus:
+        for precision in precisions:
+            for tp in TP_CHOICES:
+                if tp > max_tp or tp_problem(model, tp) or (tp > 1 and hw.kind == "cpu"):
+                    continue
+                base = _scenario(
+                    model, hw, engine, precision, tp, 1, prompt, output, think_time_s, None
+                )
+                base = replace(base, load=trace)
+                mem = memory_for(base)
+                if not mem.fits:
+                    result.rejected.append(
+                        Candidate(hw, precision, tp, 0, 0, None, mem, None, mem.reason)
+                    )
+                    continue
+
+                def run(n: int, base: Scenario = base, tp: int = tp) -> Prediction:
+                    return predict(replace(base, num_gpus=n * tp))
+
+                n, pred = 1, run(1)
+                while slo.violation(pred) and n < MAX_REPLAY_REPLICAS:
+                    n = min(2 * n, MAX_REPLAY_REPLICAS)
+                    pred = run(n)
+                why = slo.violation(pred)
+                if why:
+                    reason = f"{MAX_REPLAY_REPLICAS} replicas still miss the SLO: {why}"
+                    result.rejected.append(
+                        Candidate(hw, precision, tp, 0, 0, None, mem, None, reason)
+                    )
+                    continue
+                lo, hi = n // 2, n  # lo misses (or is 0), hi meets
+                while hi - lo > 1:
+                    mid = (lo + hi) // 2
+                    p = run(mid)
+                    if slo.violation(p):
+                        lo = mid
+                    else:
+                        hi, pred = mid, p
+                c = cost_report(hw, hi * tp, pred.output_tokens_per_s, cost)
+                per = math.ceil(users / hi)
+                result.feasible.append(Candidate(hw, precision, tp, per, hi, pred, pred.memory, c))
+    _rank(result, rank_by)
     return result

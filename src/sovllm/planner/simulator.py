@@ -111,6 +111,8 @@ class SimResult:
 def default_requests(load: Load, cap: int) -> int:
     if load.kind == "offline":
         return min(max(3 * cap, 200), 4000)
+    if load.kind == "trace":
+        return len(load.arrivals)
     # Closed loops start in lock-step; several cycles wash that transient out.
     if load.kind == "concurrency":
         return int(load.value) + max(8 * int(load.value), 400)
@@ -173,6 +175,9 @@ def simulate(
         for _ in range(total):
             at += rng.expovariate(load.value)
             new_request(0, at)
+    elif load.kind == "trace":
+        for at in load.arrivals[:total]:
+            new_request(0, at)
     elif load.kind == "concurrency":
         for c in range(min(clients, total)):
             new_request(c, 0.0)
@@ -227,7 +232,7 @@ def simulate(
             decode_ctx -= r.prompt + r.output
             on_finish(r)
 
-    if load.kind in ("offline", "rate"):
+    if load.kind in ("offline", "rate", "trace"):
         mark_created()
 
     while True:
@@ -337,7 +342,8 @@ def simulate(
         # time. It converges far faster than counting tokens in a window of a short run.
         req_rate = clients / (sum(e2e) / len(e2e) + load.think_time_s)
         tok_rate = req_rate * mean_out
-    elif load.kind == "offline":
+    elif load.kind in ("offline", "trace"):
+        # A trace is measured whole, as an offline batch is: every recorded request counts.
         tok_rate = cum_tokens / t if t > 0 else 0.0
         req_rate = len(measured) / t if t > 0 else 0.0
     else:

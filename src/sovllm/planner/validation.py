@@ -25,11 +25,30 @@ from sovllm.planner.catalog import (
     hardware_catalog,
 )
 from sovllm.planner.errors import PlannerError
-from sovllm.planner.predict import Prediction, Scenario, predict
+from sovllm.planner.perf import StepWork
+from sovllm.planner.predict import Prediction, Scenario, predict, step_model_for
 from sovllm.planner.workload import Lengths, Load
 
-METRICS = ("output_tokens_per_s", "ttft_s_mean", "tpot_s_mean")
-METRIC_GROUP = {"output_tokens_per_s": "throughput", "ttft_s_mean": "ttft", "tpot_s_mean": "tpot"}
+METRICS = (
+    "output_tokens_per_s",
+    "ttft_s_mean",
+    "tpot_s_mean",
+    "tpot_s_p50",
+    "prefill_s",
+    "decode_step_s",
+)
+# A prefill pass is what a first token waits for, a decode step what each later token waits for:
+# the step rows (Splitwise's profile, a100.csv) count with TTFT and TPOT.
+METRIC_GROUP = {
+    "output_tokens_per_s": "throughput",
+    "ttft_s_mean": "ttft",
+    "prefill_s": "ttft",
+    "tpot_s_mean": "tpot",
+    "tpot_s_p50": "tpot",
+    "decode_step_s": "tpot",
+}
+# Metrics of one engine step (one forward pass), predicted by the step model alone.
+STEP_METRICS = ("prefill_s", "decode_step_s")
 
 
 @dataclass(frozen=True)
@@ -47,6 +66,7 @@ class Row:
     metric: str
     value: float
     source: str
+    dataset: str = ""  # the calibration file's stem: "published", "a100"
 
 
 @dataclass(frozen=True)
@@ -108,6 +128,7 @@ def load_rows(paths: list[Path] | None = None) -> list[Row]:
                         metric=rec["metric"],
                         value=float(rec["value"]),
                         source=rec["source"],
+                        dataset=path.stem,
                     )
                 )
     return rows
@@ -141,11 +162,13 @@ def corrections_for(row_id: str) -> list[Correction]:
 
 
 def parse_load(text: str) -> Load:
-    """`offline`, `offline:N` (a batch of N requests), `concurrency:C`, `rate:R`, `users:U/S`."""
+    """`offline`, `offline:N` (a batch of N requests), `concurrency:C`, `rate:R`, `users:U/S`;
+    `static_batch:N` (N sequences of fixed lengths started together, run to the end) is read as
+    `offline:N`."""
     kind, _, value = text.partition(":")
-    if kind == "offline":
-        if value and not (value.isdigit() and int(value) >= 1):
-            raise ValueError(f"load '{text}': offline:N needs a whole number of requests >= 1")
+    if kind in ("offline", "static_batch"):
+        if (value or kind == "static_batch") and not (value.isdigit() and int(value) >= 1):
+            raise ValueError(f"load '{text}': {kind}:N needs a whole number of requests >= 1")
         return Load("offline", float(value or 0))
     if kind == "concurrency":
         return Load("concurrency", float(value))
@@ -206,7 +229,23 @@ def metric_of(pred: Prediction, metric: str) -> float:
         return sim.ttft.mean
     if metric == "tpot_s_mean":
         return sim.tpot.mean
+    if metric == "tpot_s_p50":
+        return sim.tpot.p50
     raise ValueError(f"unknown metric '{metric}'")
+
+
+def step_metric(s: Scenario, metric: str) -> float:
+    """One forward pass of the row's batch: `prefill_s` over every prompt at once (Splitwise's
+    prompt_time), `decode_step_s` one decode iteration with each prompt as context."""
+    b = int(s.load.value) or 1
+    n = s.prompt.hi
+    if metric == "prefill_s":
+        work = StepWork(prefill_tokens=b * n, prefill_seqs=b, prefill_attn=b * n * n / 2)
+    elif metric == "decode_step_s":
+        work = StepWork(decode_seqs=b, decode_ctx=float(b * n))
+    else:
+        raise ValueError(f"unknown step metric '{metric}'")
+    return step_model_for(s).step_time(work)
 
 
 def evaluate(rows: list[Row] | None = None, corrected: bool = True) -> list[RowError]:
@@ -217,12 +256,15 @@ def evaluate(rows: list[Row] | None = None, corrected: bool = True) -> list[RowE
     out: list[RowError] = []
     for row in rows:
         s = scenario_for(row, corrected=corrected)
+        read_as = "; ".join(c.describe() for c in corrections_for(row.id)) if corrected else ""
+        if row.metric in STEP_METRICS:
+            out.append(RowError(row, step_metric(s, row.metric), row.id in fitted, read_as))
+            continue
         key: tuple[str, ...] = (row.model, row.gpu, str(row.num_gpus), str(row.tp), s.precision)
         key += (row.engine, str(row.input_tokens), str(row.output_tokens), row.load)
         key += (str(s.max_num_seqs),)
         if key not in memo:
             memo[key] = predict(s)
-        read_as = "; ".join(c.describe() for c in corrections_for(row.id)) if corrected else ""
         out.append(RowError(row, metric_of(memo[key], row.metric), row.id in fitted, read_as))
     return out
 
@@ -235,23 +277,28 @@ class Summary:
     median_abs_pct: float
     max_abs_pct: float
     worst_ratio: float  # max(pred/meas, meas/pred)
+    dataset: str = "all"  # every row, or one calibration file's ("published", "a100")
 
 
 def summarise(errors: list[RowError]) -> list[Summary]:
+    """Per metric group, fitted and held-out apart: over every row, then per calibration file
+    when there is more than one."""
+    datasets = sorted({e.row.dataset for e in errors})
     out: list[Summary] = []
-    for group in ("throughput", "tpot", "ttft"):
-        for subset in ("held-out", "fitted", "all"):
-            sel = [
-                e
-                for e in errors
-                if METRIC_GROUP[e.row.metric] == group
-                and (subset == "all" or e.fitted == (subset == "fitted"))
-            ]
-            if not sel:
-                continue
-            abs_pct = [abs(e.error_pct) for e in sel]
-            worst = max(max(e.ratio, 1 / e.ratio) for e in sel)
-            out.append(
-                Summary(group, subset, len(sel), statistics.median(abs_pct), max(abs_pct), worst)
-            )
+    for dataset in ["all"] + (datasets if len(datasets) > 1 else []):
+        for group in ("throughput", "tpot", "ttft"):
+            for subset in ("held-out", "fitted", "all"):
+                sel = [
+                    e
+                    for e in errors
+                    if METRIC_GROUP[e.row.metric] == group
+                    and (dataset == "all" or e.row.dataset == dataset)
+                    and (subset == "all" or e.fitted == (subset == "fitted"))
+                ]
+                if not sel:
+                    continue
+                abs_pct = [abs(e.error_pct) for e in sel]
+                worst = max(max(e.ratio, 1 / e.ratio) for e in sel)
+                med = statistics.median(abs_pct)
+                out.append(Summary(group, subset, len(sel), med, max(abs_pct), worst, dataset))
     return out

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-LoadKind = Literal["offline", "concurrency", "rate", "users"]
+LoadKind = Literal["offline", "concurrency", "rate", "users", "trace"]
 LengthKind = Literal["uniform", "lognormal", "file"]
 
 # z of the 95th and 99.9th percentiles of the standard normal distribution.
@@ -156,6 +156,8 @@ class Load:
     kind: LoadKind
     value: float = 0.0  # concurrency C, rate R (req/s) or users U
     think_time_s: float = 0.0
+    # A trace: the recorded requests' arrival times (s from the first), replayed as they came.
+    arrivals: tuple[float, ...] = ()
 
     def describe(self) -> str:
         if self.kind == "offline":
@@ -164,4 +166,6 @@ class Load:
             return f"concurrency {self.value:g}"
         if self.kind == "rate":
             return f"Poisson {self.value:g} req/s"
+        if self.kind == "trace":
+            return f"replay of {len(self.arrivals)} recorded requests"
         return f"{self.value:g} users, think {self.think_time_s:g} s"
