@@ -9,10 +9,11 @@ from typing import Annotated
 
 import typer
 
-from sovllm.admin_cli import ConfigOpt, _fail, _open, _parse_date, record_read
+from sovllm.admin_cli import ConfigOpt, _fail, _open, _parse_date, cli_actor, record_read
 from sovllm.config import ConfigError, load_settings
-from sovllm.governance.audit import open_audit, open_signer
+from sovllm.governance.audit import key_path, open_audit, open_signer
 from sovllm.governance.audit.checkpoint import CheckpointError, Verifier
+from sovllm.governance.audit.keys import rotate_signing_key
 from sovllm.governance.audit.log import AuditLog
 from sovllm.governance.audit.verify import (
     ExportError,
@@ -150,3 +151,38 @@ def key(config: ConfigOpt = None) -> None:
     except ConfigError as exc:
         raise _fail(str(exc), 2) from None
     typer.echo(open_signer(settings).verifier.encode())
+
+
+@audit_app.command("rotate-signing-key")
+def rotate_key(
+    new_key_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="Sign the transition with the key in this file (an Ed25519 seed, 32 "
+            "bytes, base64) and write no key file: for an audit.key_file that is a "
+            "mounted secret. Restart the servers once the secret is swapped."
+        ),
+    ] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Replace the signing key: a checkpoint signed by the old and the new key links them, so
+    a verifier that trusts the old key follows the chain. Interrupted, run it again."""
+    log = _log(config)
+    settings = load_settings(config)
+    if settings.audit.key_file is not None and new_key_file is None:
+        raise _fail(
+            f"audit.key_file {settings.audit.key_file} is a key sovllm only reads (e.g. a "
+            "mounted secret), so it cannot replace it: put a new key in a file (`openssl rand "
+            "-base64 32 > new.key`), run `sovllm audit rotate-signing-key --new-key-file "
+            "new.key`, then point the secret at the new key and restart the servers"
+        )
+    try:
+        done = rotate_signing_key(log, key_path(settings), {"actor": cli_actor()}, new_key_file)
+    except (OSError, ValueError, CheckpointError) as exc:
+        raise _fail(f"the signing key was not rotated: {exc}") from None
+    resumed = " (resumed an interrupted rotation)" if done.resumed else ""
+    typer.echo(f"signing key rotated at audit entry {done.entry}{resumed}")
+    typer.echo(f"old verifier key: {done.old_key}")
+    typer.echo(f"new verifier key: {done.new_key}")
+    if new_key_file is not None:
+        typer.echo(f"now point audit.key_file at {new_key_file} and restart the servers")

@@ -173,7 +173,15 @@ class PrivacySettings(BaseModel):
         "data_dir/audit/master.key, made at first start (0600).",
     )
 
-    @field_validator("master_key_file")
+    pseudonym_key_file: Path | None = Field(
+        None,
+        description="HMAC key (32 random bytes, base64) of the pseudonyms in the audit log and "
+        "of data subjects' ids, e.g. a mounted secret: sovllm reads it and never writes it. "
+        "Default: data_dir/audit/pseudonym.key, made at first start (0600) from the key the "
+        "pseudonyms were derived from before it existed, so they stay the same.",
+    )
+
+    @field_validator("master_key_file", "pseudonym_key_file")
     @classmethod
     def _given(cls, value: Path | None) -> Path | None:
         return given_key_file(value)

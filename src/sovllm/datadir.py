@@ -13,7 +13,7 @@ import os
 import stat
 
 from sovllm.config import Settings
-from sovllm.governance.audit import key_path
+from sovllm.governance.audit import key_path, pseudonym_key_path
 from sovllm.governance.bootstrap import bootstrap_key_path
 from sovllm.governance.privacy.content import master_key_path
 from sovllm.store.db import SQLITE_FILE
@@ -39,7 +39,8 @@ def loose(settings: Settings) -> list[str]:
     mode and the command that fixes it. Paths that do not exist yet are not reported."""
     data = settings.data_dir
     folders = [data, data / "audit"]
-    files = [key_path(settings), master_key_path(settings), bootstrap_key_path(data)]
+    files = [key_path(settings), master_key_path(settings), pseudonym_key_path(settings),
+             bootstrap_key_path(data)]  # fmt: skip
     if settings.database_url is None:  # the SQLite database holds key hashes and content
         files += [data / (SQLITE_FILE + suffix) for suffix in ("", "-wal", "-shm")]
     found = []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -10,9 +11,16 @@ import typer
 from sovllm.admin_cli import ConfigOpt, _fail, _open, cli_actor
 from sovllm.config import load_settings
 from sovllm.governance import retention
-from sovllm.governance.audit import open_audit
-from sovllm.governance.privacy import erasure
-from sovllm.governance.privacy.content import POLICIES, open_vault, set_masking, set_policy
+from sovllm.governance.audit import open_audit, pseudonym_key_path
+from sovllm.governance.privacy import erasure, pseudonyms
+from sovllm.governance.privacy.content import (
+    POLICIES,
+    master_key_path,
+    open_vault,
+    set_masking,
+    set_policy,
+)
+from sovllm.governance.privacy.masterkey import MasterKeyError, rotate
 
 privacy_app = typer.Typer(help="Personal data: erasure, retention, content policy.",
                           no_args_is_help=True)  # fmt: skip
@@ -74,3 +82,90 @@ def mask(tenant: str, on: Annotated[bool, typer.Argument(help="true or false")],
     except LookupError as exc:
         raise _fail(str(exc)) from None
     typer.echo(f"tenant {tenant}: prompts masked before the model: {'on' if on else 'off'}")
+
+
+MASTER_ROTATED = "privacy.master_key_rotated"
+
+
+@privacy_app.command("rotate-master-key")
+def rotate_master_key(
+    new_key_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="Re-wrap under the key in this file (32 random bytes, base64) and "
+            "write no key file: for a privacy.master_key_file that is a mounted "
+            "secret. Stop the servers first; start them once the secret is swapped."
+        ),
+    ] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Re-wrap every data subject's key under a new master key, in one transaction.
+
+    Interrupted, it resumes where it stopped when run again (the new key waits in
+    master.key.next). Erased subjects stay erased; stored content stays readable."""
+    db = _open(config)  # first: it names a bad setting (exit 2) instead of a traceback
+    settings = load_settings(config)
+    configured = settings.privacy.master_key_file
+    if configured is not None and new_key_file is None:
+        raise _fail(
+            f"privacy.master_key_file {configured} is a key sovllm only reads (e.g. a mounted "
+            "secret), so it cannot replace it: put a new key in a file (`openssl rand "
+            "-base64 32 > new.key`), stop the servers, run `sovllm privacy "
+            "rotate-master-key --new-key-file new.key`, then point the secret at the new key "
+            "and start them"
+        )
+    path = master_key_path(settings)
+    if configured is None:
+        open_vault(settings, db)  # a fresh data folder has no key yet: make it first
+    try:
+        done = rotate(db, path, new_key_file)
+    except MasterKeyError as exc:
+        raise _fail(str(exc)) from None
+    open_audit(settings, db).append(MASTER_ROTATED, {
+        "actor": cli_actor(), "old_key": done.old_id, "new_key": done.new_id,
+        "rewrapped": done.rewrapped, "resumed": done.resumed,
+    }).result(timeout=30)  # fmt: skip
+    resumed = " (resumed an interrupted rotation)" if done.resumed else ""
+    typer.echo(f"master key {done.old_id} -> {done.new_id}: re-wrapped {done.rewrapped} "
+               f"subject key(s){resumed}")  # fmt: skip
+    if new_key_file is not None:
+        typer.echo(f"now point privacy.master_key_file at {new_key_file} and restart; keep the "
+                   "old key until then")  # fmt: skip
+
+
+@privacy_app.command("rotate-pseudonym-key")
+def rotate_pseudonym_key(
+    new_key_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="Record the epoch of the key in this file (32 random bytes, base64) "
+            "and write no key file: for a privacy.pseudonym_key_file that is a mounted "
+            "secret, swapped by its owner right after (servers re-read it)."
+        ),
+    ] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Start a new pseudonym epoch: from now on the same user has a different pseudonym in the
+    audit log. Earlier entries keep theirs and still verify. Interrupted, run it again."""
+    db = _open(config)  # first: it names a bad setting (exit 2) instead of a traceback
+    settings = load_settings(config)
+    configured = settings.privacy.pseudonym_key_file
+    if configured is not None and new_key_file is None:
+        raise _fail(
+            f"privacy.pseudonym_key_file {configured} is a key sovllm only reads (e.g. a "
+            "mounted secret), so it cannot replace it: put a new key in a file (`openssl rand "
+            "-base64 32 > new.key`), run `sovllm privacy rotate-pseudonym-key --new-key-file "
+            "new.key`, then point the secret at the new key"
+        )
+    audit = open_audit(settings, db)
+    assert audit.pseudonyms_retired is not None  # open_audit sets it
+    try:
+        done = pseudonyms.rotate_pseudonym_key(
+            audit, pseudonym_key_path(settings), audit.pseudonyms_retired,
+            {"actor": cli_actor()}, new_key_file,
+        )  # fmt: skip
+    except (OSError, ValueError, MasterKeyError) as exc:
+        raise _fail(f"the pseudonym key was not rotated: {exc}") from None
+    resumed = " (resumed an interrupted rotation)" if done.resumed else ""
+    typer.echo(f"pseudonym epoch {done.epoch} (key {done.key_id}) from audit entry "
+               f"{done.entry}{resumed}")  # fmt: skip

@@ -25,6 +25,7 @@ from sovllm.governance.access import AccessGuard
 from sovllm.governance.audit.log import AuditLog
 from sovllm.governance.oversight import Oversight
 from sovllm.governance.privacy.content import open_vault
+from sovllm.observability.key_metrics import KeyAgeCollector, key_files
 from sovllm.observability.metrics import CONTENT_TYPE, Metrics
 from sovllm.observability.pool_metrics import PoolCollector
 from sovllm.pool.router import Pool
@@ -58,6 +59,7 @@ def create_app(settings: Settings, pool: Pool, db: Database, audit: AuditLog) ->
         audit.start()
         metrics = Metrics(pool.model_ids, pool.stats)
         metrics.registry.register(PoolCollector(pool))
+        metrics.registry.register(KeyAgeCollector(key_files(settings)))
         vault = open_vault(settings, db)
         oversight = Oversight(db)
         oversight.apply(await to_thread.run_sync(oversight.refresh))

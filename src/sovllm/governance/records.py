@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import select
 
 from sovllm.config import AUDIT_MINIMUM_DAYS, Settings
-from sovllm.governance.audit import key_path
+from sovllm.governance.audit import key_path, pseudonym_key_path
 from sovllm.governance.privacy.content import master_key_path
 from sovllm.store.db import Database
 from sovllm.store.schema import Tenant
@@ -98,7 +98,16 @@ def record_of_processing(settings: Settings, db: Database) -> dict[str, Any]:
             "wraps each data subject's content key; whoever holds it and the database can "
             "read kept content)",
             "audit_signing_key": f"file {key_path(settings)} (Ed25519, signs checkpoints "
-            "and erasure receipts; the audit pseudonyms' HMAC key is derived from it)",
+            "and erasure receipts; rotated with `sovllm audit rotate-signing-key`)",
+            "pseudonym_key": f"file {pseudonym_key_path(settings)} (HMAC-SHA256 key of the "
+            "pseudonyms of users, prompts and answers in the audit log and of data subjects' "
+            "ids; separate from the signing key; rotated with `sovllm privacy "
+            "rotate-pseudonym-key`, which starts a new pseudonym epoch: from then on the same "
+            "user has a different pseudonym, earlier entries keep theirs, and the retired key is "
+            "kept in data_dir/audit/pseudonym.retired only so that erasure finds the user's "
+            "earlier content)",
+            "rotation": "the master key with `sovllm privacy rotate-master-key` (every data "
+            "subject's key re-wrapped); each rotation is an audit entry naming who ran it",
         },
         "recipients": _recipients(settings),
         "transfers_to_third_countries": "none: inference runs on the organisation's hardware "

@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass
 
 from sovllm.config import RetentionSettings
-from sovllm.governance.audit.log import PRUNE_KIND, AuditLog, kept_columns_digest, stamp
+from sovllm.governance.audit.log import KEY_KIND, PRUNE_KIND, AuditLog, kept_columns_digest, stamp
 from sovllm.governance.privacy.content import ContentVault
 from sovllm.store.raw import SQL, raw_transaction
 
@@ -33,12 +33,12 @@ USAGE_KIND = "retention.usage"
 
 _ELIGIBLE = SQL(
     "SELECT seq, at, kind, request_id FROM audit_entries "
-    "WHERE seq > :after AND at < :cutoff AND body IS NOT NULL AND kind <> :keep "
+    "WHERE seq > :after AND at < :cutoff AND body IS NOT NULL AND kind NOT IN (:keep, :keep_key) "
     "ORDER BY seq LIMIT :n"
 )
 _PRUNE = SQL(
     "UPDATE audit_entries SET body = NULL, pruned_by = :by "
-    "WHERE seq >= :lo AND seq <= :hi AND at < :cutoff AND body IS NOT NULL AND kind <> :keep"
+    "WHERE seq >= :lo AND seq <= :hi AND at < :cutoff AND body IS NOT NULL AND kind NOT IN (:keep, :keep_key)"
 )
 # Deleting first (and reading what was deleted) makes a second gateway's run find nothing.
 _TAKE_OLD_USAGE = SQL(
@@ -92,7 +92,7 @@ def prune_audit(
 ) -> int:
     """Remove the bodies of entries older than `days`; return how many."""
     cutoff, cutoff_text = stamp(now - days * DAY_S)
-    keep = {"cutoff": cutoff, "keep": PRUNE_KIND}
+    keep = {"cutoff": cutoff, "keep": PRUNE_KIND, "keep_key": KEY_KIND}  # the key chain stays
     total = 0
     after = -1  # each batch starts past the last: no batch re-reads the entries it pruned
     while True:

@@ -109,7 +109,8 @@ class AuditEntry(Base):
     seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     at: Mapped[float] = mapped_column(Float, index=True)
     """Exactly the body's `time` as a POSIX timestamp (log.instant)."""
-    kind: Mapped[str] = mapped_column(String(32))
+    kind: Mapped[str] = mapped_column(String(32), index=True)
+    """Indexed for the newest key transition, read at each checkpoint (audit/log.py)."""
     request_id: Mapped[str | None] = mapped_column(String(64), index=True, nullable=True)
     body: Mapped[str | None] = mapped_column(Text, nullable=True)
     """NULL once pruned past `retention.audit_days`; `leaf_hash` stays, so proofs still hold."""
@@ -138,6 +139,8 @@ class SubjectKey(Base):
     wrapped_key: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[float] = mapped_column(Float)
     erased_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    master_id: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    """The id of the master key that wraps it (privacy/masterkey.py); NULL: from before 0007."""
 
 
 class StoredContent(Base):

@@ -56,7 +56,7 @@ class Verifier:
     @classmethod
     def decode(cls, text: str) -> Verifier:
         try:
-            name, _hash, key = text.strip().split("+")
+            name, _hash, key = text.strip().split("+", 2)  # base64 has "+" too
             raw = base64.b64decode(key, validate=True)
         except ValueError:
             raise CheckpointError("not a verifier key (name+hash+key)") from None
@@ -80,11 +80,12 @@ class Signer:
         """A plain Ed25519 signature (erasure receipts)."""
         return self._private.sign(data)
 
+    def signature_line(self, checkpoint: Checkpoint) -> str:
+        sig = self._private.sign(checkpoint.body().encode())
+        return f"{DASH} {self.name} {base64.b64encode(self.verifier.key_hash + sig).decode()}\n"
+
     def sign(self, checkpoint: Checkpoint) -> str:
-        body = checkpoint.body()
-        sig = self._private.sign(body.encode())
-        line = base64.b64encode(self.verifier.key_hash + sig).decode()
-        return f"{body}\n{DASH} {self.name} {line}\n"
+        return sign_by(checkpoint, [self])
 
     @classmethod
     def load(cls, path: Path, name: str) -> Signer:
@@ -104,6 +105,12 @@ class Signer:
         with os.fdopen(fd, "w") as fh:
             fh.write(base64.b64encode(seed).decode() + "\n")
         return cls(name, private)
+
+
+def sign_by(checkpoint: Checkpoint, signers: list[Signer]) -> str:
+    """A note signed by each of `signers` (two at a key transition: the old and the new)."""
+    lines = "".join(signer.signature_line(checkpoint) for signer in signers)
+    return f"{checkpoint.body()}\n{lines}"
 
 
 def parse(note: str) -> tuple[Checkpoint, list[tuple[str, bytes, bytes]]]:

@@ -19,10 +19,11 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from sovllm.governance.audit import merkle
-from sovllm.governance.audit.checkpoint import Checkpoint, Signer
+from sovllm.governance.audit.checkpoint import Checkpoint, CheckpointError, Signer, sign_by
 from sovllm.store.db import Database
 from sovllm.store.raw import SQL, RawTransaction, raw_transaction
 
@@ -43,6 +44,13 @@ _INSERT_CHECKPOINT = SQL(
 )
 PRUNE_KIND = "retention.prune"
 """The entry that records a prune; never pruned itself, so every pruned entry keeps its record."""
+KEY_KIND = "audit.signing_key_rotated"
+"""A key transition: the old and new verifier keys, in the tree the checkpoint signed by both
+covers. Never pruned: the chain of keys is read from these entries (docs/audit.md)."""
+_LATEST_KEY = SQL(
+    "SELECT body FROM audit_entries WHERE kind = :kind AND body IS NOT NULL "
+    "ORDER BY seq DESC LIMIT 1"
+)
 
 
 def canonical(obj: Mapping[str, Any]) -> bytes:
@@ -99,6 +107,17 @@ class AuditLog:
         self.clock = clock
         """Wall clock of entries; tests pass a simulated one (e.g. to age entries past retention)."""
         self.signer = signer
+        self.pseudonym_key = signer.secret
+        """The HMAC key of keyed_hash (governance/audit/__init__.py): open_audit sets the
+        pseudonym key file's; derived from the signing key where none is given (tests)."""
+        self.pseudonym_file: Path | None = None
+        """Re-read at most once a second, so a rotation by another process applies."""
+        self.pseudonym_read_at = time.monotonic()
+        self.pseudonyms_retired: Path | None = None
+        """Earlier epochs' pseudonym keys, kept only to find their content for erasure."""
+        self.key_file: Path | None = None
+        """The signing key's file (open_audit sets it): after a rotation by another process,
+        the new key is read from it or from its `.next` side file (audit/keys.py)."""
         self.origin = origin
         self.checkpoint_every = checkpoint_every
         self.checkpoint_seconds = checkpoint_seconds
@@ -227,25 +246,70 @@ class AuditLog:
         """
         with raw_transaction(self.db) as tx:
             self.lock(tx)
-            latest = tx.one(_LATEST, {})
-            start = int(latest[0]) if latest else 0
-            compact: merkle.Compact = (
-                [(int(n), bytes.fromhex(h)) for n, h in json.loads(latest[2])] if latest else []
-            )
-            new = [bytes.fromhex(r[0]) for r in tx.all(_LEAVES_FROM, {"start": start})]
-            if latest is not None and not new:
-                note = str(latest[1])
-            else:
-                merkle.extend(compact, new)
-                size, root = start + len(new), merkle.compact_root(compact)
-                note = self.signer.sign(Checkpoint(self.origin, size, root))
-                tx.run(_INSERT_CHECKPOINT, {
-                    "size": size, "root": root.hex(), "note": note,
-                    "compact": json.dumps([[n, h.hex()] for n, h in compact]),
-                })  # fmt: skip
+            self._follow_rotation(tx)
+            note = self._checkpoint_in(tx, [self.signer])
         self._since_checkpoint = 0
         self._last_checkpoint_at = time.monotonic()
         return note
+
+    def _checkpoint_in(self, tx: RawTransaction, signers: list[Signer]) -> str:
+        """Under the log's lock: sign the tree head by `signers` unless already signed."""
+        latest = tx.one(_LATEST, {})
+        start = int(latest[0]) if latest else 0
+        compact: merkle.Compact = (
+            [(int(n), bytes.fromhex(h)) for n, h in json.loads(latest[2])] if latest else []
+        )
+        new = [bytes.fromhex(r[0]) for r in tx.all(_LEAVES_FROM, {"start": start})]
+        if latest is not None and not new:
+            return str(latest[1])
+        merkle.extend(compact, new)
+        size, root = start + len(new), merkle.compact_root(compact)
+        note = sign_by(Checkpoint(self.origin, size, root), signers)
+        tx.run(_INSERT_CHECKPOINT, {
+            "size": size, "root": root.hex(), "note": note,
+            "compact": json.dumps([[n, h.hex()] for n, h in compact]),
+        })  # fmt: skip
+        return note
+
+    def _follow_rotation(self, tx: RawTransaction) -> None:
+        """Sign with the key the log's last transition names, not a retired one: a rotation
+        run by another process is followed by reading its key file (or the `.next` side file
+        a rotation writes first). Without access to it, refuse to sign."""
+        row = tx.one(_LATEST_KEY, {"kind": KEY_KIND})
+        if row is None:
+            return
+        current = str(json.loads(row[0])["new_key"])
+        if current == self.signer.verifier.encode():
+            return
+        if self.key_file is not None:
+            for path in (self.key_file.with_name(self.key_file.name + ".next"), self.key_file):
+                try:
+                    signer = Signer.load(path, self.origin)
+                except (OSError, ValueError):
+                    continue
+                if signer.verifier.encode() == current:
+                    self.signer = signer
+                    return
+        raise CheckpointError(
+            f"the signing key was rotated to {current}, which this process cannot read: "
+            "restart it with the new key (no checkpoint is signed with a retired key)"
+        )
+
+    def rotate_key(self, new: Signer, fields: Mapping[str, Any]) -> tuple[int, str]:
+        """The key transition, in one transaction under the log's lock: an entry naming the old
+        and the new verifier keys (with `fields`, e.g. the actor), and a checkpoint of the tree
+        that ends with it, signed by both. From then on this log signs with `new`."""
+        with raw_transaction(self.db) as tx:
+            self.lock(tx)
+            self._follow_rotation(tx)
+            old = self.signer
+            seq = self.append_in(tx, KEY_KIND, {
+                **fields, "old_key": old.verifier.encode(), "new_key": new.verifier.encode(),
+            })  # fmt: skip
+            note = self._checkpoint_in(tx, [old, new])
+        self.signer = new
+        self._since_checkpoint = 0
+        return seq, note
 
     def latest_note(self) -> str | None:
         with raw_transaction(self.db) as tx:

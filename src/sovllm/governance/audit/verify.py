@@ -10,6 +10,7 @@ record of its prune.
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ from typing import Any
 
 from sovllm.governance.audit import merkle
 from sovllm.governance.audit.checkpoint import CheckpointError, Verifier, parse, verify
-from sovllm.governance.audit.log import PRUNE_KIND, instant, kept_columns_digest, utc
+from sovllm.governance.audit.log import KEY_KIND, PRUNE_KIND, instant, kept_columns_digest, utc
 from sovllm.store.db import Database
 from sovllm.store.raw import SQL, raw_transaction
 
@@ -235,17 +236,64 @@ def _compact(text: str | None) -> merkle.Compact | None:
         return None
 
 
+Transition = tuple[int, Verifier, Verifier]
+"""A signing-key rotation: the seq of its entry, the old key, the new key."""
+
+
+def key_transitions(bodies: Iterable[tuple[int, str | None]], report: Report) -> list[Transition]:
+    """The key chain, from the `audit.signing_key_rotated` entries among (seq, body)."""
+    out = []
+    for seq, body in bodies:
+        if body is None or KEY_KIND not in body:
+            continue
+        obj = _parse_body(body.encode())
+        if obj is None or obj.get("kind") != KEY_KIND:
+            continue
+        try:
+            out.append((seq, Verifier.decode(str(obj["old_key"])),
+                        Verifier.decode(str(obj["new_key"]))))  # fmt: skip
+        except (KeyError, CheckpointError) as exc:
+            report.fail(f"entry {seq}: a key transition without a valid key ({exc})", seq)
+    for (_, _, new), (seq, old, _) in itertools.pairwise(out):
+        if old != new:
+            report.fail(f"entry {seq}: a key transition from a key the log no longer had", seq)
+    return out
+
+
+def _keys_at(size: int, chain: Sequence[Transition], trusted: Verifier) -> list[Verifier]:
+    """The keys that must have signed a checkpoint of `size`: the key of its epoch, both at a
+    transition (its checkpoint is the tree ending with the transition entry). A trusted key that
+    is not in the chain is asked of every checkpoint, which then names it as missing."""
+    keys = [chain[0][1], *(new for _, _, new in chain)] if chain else [trusted]
+    if trusted not in keys:
+        return [trusted]
+    needed = []
+    lo = 0
+    for j, key in enumerate(keys):
+        hi = chain[j][0] + 1 if j < len(chain) else None
+        if lo <= size and (hi is None or size <= hi):
+            needed.append(key)
+        lo = hi if hi is not None else lo
+    return needed
+
+
 def check_checkpoints(
-    leaves: Sequence[bytes], rows: Iterable[CheckpointRow | str], verifier: Verifier, report: Report
+    leaves: Sequence[bytes],
+    rows: Iterable[CheckpointRow | str],
+    verifier: Verifier,
+    report: Report,
+    chain: Sequence[Transition] = (),
 ) -> None:
-    """Each note is signed by `verifier` and its root is the tree's root at its size; a row's
-    stored size, root and compact range are those of its note and of the tree."""
+    """Each note is signed by the key of its epoch (both keys at a key transition, `chain`), one
+    of them `verifier`, and its root is the tree's root at its size; a row's stored size, root
+    and compact range are those of its note and of the tree."""
     parsed = []
     for item in rows:
         row = item if isinstance(item, CheckpointRow) else CheckpointRow(item)
         name = "checkpoint" if row.size is None else f"checkpoint {row.size}"
         try:
-            cp = verify(row.note, verifier)
+            for key in _keys_at(parse(row.note)[0].size, chain, verifier):
+                cp = verify(row.note, key)
         except CheckpointError as exc:
             report.fail(f"{name}: {exc}", checkpoint=row.size)
             continue
@@ -265,6 +313,10 @@ def check_checkpoints(
             )
         parsed.append((cp, row))
     parsed.sort(key=lambda p: p[0].size)
+    signed = {c.size for c, _ in parsed}
+    for seq, old, new in chain:
+        if seq + 1 not in signed and verifier in (old, new):
+            report.fail(f"the key transition at entry {seq} has no checkpoint signed by both keys")
     compacts = merkle.compacts_at(leaves, [c.size for c, _ in parsed if c.size <= len(leaves)])
     checked: list[tuple[int, bytes]] = []
     previous = 0
@@ -329,7 +381,9 @@ def verify_database(db: Database, verifier: Verifier, against: str | None = None
     rows, checkpoints = _read(db)
     report = Report()
     leaves = check_leaves(rows, 0, report)
-    check_checkpoints(leaves, [*checkpoints, *([against] if against else [])], verifier, report)
+    chain = key_transitions(((r.seq, r.body) for r in rows), report)
+    check_checkpoints(leaves, [*checkpoints, *([against] if against else [])], verifier, report,
+                      chain)  # fmt: skip
     return report
 
 
@@ -348,9 +402,12 @@ def export_lines(db: Database, since: float | None, verifier: Verifier) -> Itera
         (i for i, r in enumerate(rows) if since is None or (r.columns and r.columns.at >= since)),
         len(rows),
     )
+    transitions = [{"seq": r.seq, "body": r.body} for r in rows[:first]
+                   if r.columns is not None and r.columns.kind == KEY_KIND]  # fmt: skip
     yield json.dumps({
         "schema": EXPORT_SCHEMA, "from_seq": first, "verifier_key": verifier.encode(),
         "prefix_leaf_hashes": [r.leaf_hash for r in rows[:first]],
+        "prefix_key_transitions": transitions,
     })  # fmt: skip
     for r in rows[first:]:
         c = r.columns
@@ -393,6 +450,7 @@ def verify_export(
     with_columns = True
     rows: list[Row] = []
     checkpoints: list[CheckpointRow | str] = []
+    prefix_keys: list[tuple[int, str | None]] = []
     n = 0
     for n, line in enumerate(lines, start=1):
         if not line.strip():
@@ -407,6 +465,11 @@ def verify_export(
                 prefix = [bytes.fromhex(h) for h in obj["prefix_leaf_hashes"]]
                 if len(prefix) != start:
                     raise ExportError("line 1: from_seq does not match the prefix hashes")
+                for t in obj.get("prefix_key_transitions", []):
+                    seq, body = int(t["seq"]), str(t["body"])
+                    if not 0 <= seq < start or merkle.leaf_hash(body.encode()) != prefix[seq]:
+                        raise ExportError(f"line 1: the key transition {seq} is not its entry")
+                    prefix_keys.append((seq, body))
             elif "checkpoint" in obj:
                 checkpoints.append(CheckpointRow(
                     str(obj["checkpoint"]), _opt(obj, "size", int), _opt(obj, "root", str),
@@ -421,8 +484,9 @@ def verify_export(
     if n == 0:
         raise ExportError("the export is empty")
     leaves = prefix + check_leaves(rows, start, report)
+    chain = key_transitions([*prefix_keys, *((r.seq, r.body) for r in rows)], report)
     check_checkpoints(leaves, [*checkpoints, *([checkpoint] if checkpoint else [])], verifier,
-                      report)  # fmt: skip
+                      report, chain)  # fmt: skip
     return report
 
 

@@ -19,9 +19,11 @@ from pathlib import Path
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import delete, func, select, update
+from sqlalchemy.exc import IntegrityError
 
 from sovllm.config import Settings
 from sovllm.governance.privacy import pii
+from sovllm.governance.privacy.masterkey import MasterKeys, lock_for_new_key, unwrap, wrap
 from sovllm.store.db import Database
 from sovllm.store.schema import StoredContent, SubjectKey, Tenant
 
@@ -63,9 +65,11 @@ class Erased:
 
 
 class ContentVault:
-    def __init__(self, db: Database, master_key: bytes) -> None:
+    def __init__(self, db: Database, master_key: bytes, key_file: Path | None = None) -> None:
+        """`key_file`: the master key file sovllm manages, followed through rotations
+        (privacy/masterkey.py); None for a given key that is only read."""
         self.db = db
-        self._master = AESGCM(master_key)
+        self.masters = MasterKeys(master_key, key_file)
         self._policies: dict[int, tuple[float, str]] = {}
 
     # -- policy ------------------------------------------------------------------------
@@ -91,26 +95,30 @@ class ContentVault:
 
     # -- keys --------------------------------------------------------------------------
 
-    def _new_key(self, subject: str) -> tuple[bytes, str]:
-        key = AESGCM.generate_key(bit_length=256)
-        nonce = secrets.token_bytes(12)
-        wrapped = nonce + self._master.encrypt(nonce, key, subject.encode())
-        return key, base64.b64encode(wrapped).decode()
-
     def _subject_key(self, subject: str, create: bool) -> bytes | None:
+        try:
+            return self._subject_key_once(subject, create)
+        except IntegrityError:  # a concurrent first request of the subject made its key first
+            return self._subject_key_once(subject, create)
+
+    def _subject_key_once(self, subject: str, create: bool) -> bytes | None:
         with self.db.transaction() as s:
             row = s.get(SubjectKey, subject)
             if row is not None and row.wrapped_key is not None:
-                raw = base64.b64decode(row.wrapped_key)
-                return self._master.decrypt(raw[:12], raw[12:], subject.encode())
+                return unwrap(self.masters.get(row.master_id), subject, row.wrapped_key)
             if not create:
                 return None
-            # New subject, or one erased before: new content gets a new key.
-            key, wrapped = self._new_key(subject)
+            # New subject, or one erased before: new content gets a new key, under the master
+            # current once no re-wrap can run (masterkey.py).
+            lock_for_new_key(self.db, s)
+            master_id, master = self.masters.current()
+            key = AESGCM.generate_key(bit_length=256)
+            wrapped = wrap(master, subject, key)
             if row is None:
-                s.add(SubjectKey(subject=subject, created_at=time.time(), wrapped_key=wrapped))
+                s.add(SubjectKey(subject=subject, created_at=time.time(), wrapped_key=wrapped,
+                                 master_id=master_id))  # fmt: skip
             else:
-                row.wrapped_key, row.erased_at = wrapped, None
+                row.wrapped_key, row.erased_at, row.master_id = wrapped, None, master_id
             return key
 
     # -- content -----------------------------------------------------------------------
@@ -224,4 +232,5 @@ def open_vault(settings: Settings, db: Database) -> ContentVault:
     if settings.privacy.master_key_file is not None:  # given: only read, never created
         key = base64.b64decode(settings.privacy.master_key_file.read_text().strip())
         return ContentVault(db, key)
-    return ContentVault(db, load_or_create_master(master_key_path(settings)))
+    path = master_key_path(settings)
+    return ContentVault(db, load_or_create_master(path), path)

@@ -6,7 +6,7 @@ import base64
 import time
 from typing import Any
 
-from sovllm.governance.audit import keyed_hash
+from sovllm.governance.audit import keyed_hash, keyed_hashes
 from sovllm.governance.audit.log import AuditLog, canonical, utc
 from sovllm.governance.privacy.content import ContentVault
 
@@ -31,6 +31,9 @@ def erase(
     sid = subject if subject.startswith("key:") else subject_for(audit, subject, "")
     erased = vault.erase(sid)
     records = erased.content_records
+    if not subject.startswith("key:"):  # their content under earlier pseudonym epochs too
+        for digest in keyed_hashes(audit, "user", subject.encode())[1:]:
+            records += vault.erase("user:" + digest[:40]).content_records
     seq = audit.append(
         "privacy.erase",
         {"actor": actor, "subject": sid, "content_records": records,
