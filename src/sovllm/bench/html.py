@@ -10,106 +10,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from sovllm.bench import metrics
-
-Series = tuple[str, Sequence[tuple[float, float]]]
-_COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#17becf")
-_W, _H = 560, 300
-_M = {"l": 62, "r": 16, "t": 28, "b": 44}
-
-
-def _nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
-    if not (math.isfinite(lo) and math.isfinite(hi)) or hi <= lo:
-        hi = lo + 1
-    raw = (hi - lo) / n
-    mag = 10 ** math.floor(math.log10(raw))
-    step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
-    first = math.ceil(lo / step) * step
-    ticks = []
-    t = first
-    while t <= hi + step * 1e-9:
-        ticks.append(round(t, 10))
-        t += step
-    return ticks
-
-
-def _fmt(v: float) -> str:
-    return f"{v:,.0f}" if abs(v) >= 100 or v == int(v) else f"{v:.3g}"
-
-
-def line_chart(
-    title: str,
-    series: Sequence[Series],
-    xlabel: str,
-    ylabel: str,
-    y_from_zero: bool = True,
-    markers: bool = False,
-) -> str:
-    points = [p for _, pts in series for p in pts if all(map(math.isfinite, p))]
-    if not points:
-        return (
-            f"<figure><figcaption>{html.escape(title)}</figcaption>"
-            f'<p class="empty">no data</p></figure>'
-        )
-    xs = [p[0] for p in points]
-    ys = [p[1] for p in points]
-    x0, x1 = min(xs), max(xs)
-    y0, y1 = (0.0 if y_from_zero else min(ys)), max(ys)
-    if x1 <= x0:
-        x1 = x0 + 1
-    if y1 <= y0:
-        y1 = y0 + 1
-    pw, ph = _W - _M["l"] - _M["r"], _H - _M["t"] - _M["b"]
-
-    def sx(x: float) -> float:
-        return _M["l"] + (x - x0) / (x1 - x0) * pw
-
-    def sy(y: float) -> float:
-        return _M["t"] + ph - (y - y0) / (y1 - y0) * ph
-
-    out = [
-        f'<svg viewBox="0 0 {_W} {_H}" width="{_W}" height="{_H}" role="img" '
-        f'xmlns="http://www.w3.org/2000/svg"><title>{html.escape(title)}</title>',
-        f'<text x="{_W / 2}" y="16" class="t">{html.escape(title)}</text>',
-    ]
-    for t in _nice_ticks(x0, x1):
-        if x0 <= t <= x1:
-            out.append(
-                f'<line x1="{sx(t):.1f}" x2="{sx(t):.1f}" y1="{_M["t"]}" y2="{_M["t"] + ph}" '
-                f'class="g"/><text x="{sx(t):.1f}" y="{_M["t"] + ph + 14}" class="xt">'
-                f"{_fmt(t)}</text>"
-            )
-    for t in _nice_ticks(y0, y1):
-        if y0 <= t <= y1:
-            out.append(
-                f'<line x1="{_M["l"]}" x2="{_M["l"] + pw}" y1="{sy(t):.1f}" y2="{sy(t):.1f}" '
-                f'class="g"/><text x="{_M["l"] - 4}" y="{sy(t) + 4:.1f}" class="yt">'
-                f"{_fmt(t)}</text>"
-            )
-    out.append(
-        f'<rect x="{_M["l"]}" y="{_M["t"]}" width="{pw}" height="{ph}" class="frame"/>'
-        f'<text x="{_M["l"] + pw / 2}" y="{_H - 6}" class="xl">{html.escape(xlabel)}</text>'
-        f'<text transform="translate(14 {_M["t"] + ph / 2}) rotate(-90)" class="xl">'
-        f"{html.escape(ylabel)}</text>"
-    )
-    for i, (name, pts) in enumerate(series):
-        colour = _COLOURS[i % len(_COLOURS)]
-        good = [p for p in pts if all(map(math.isfinite, p))]
-        if not good:
-            continue
-        path = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in good)
-        out.append(f'<polyline points="{path}" fill="none" stroke="{colour}" stroke-width="1.8"/>')
-        if markers:
-            out.extend(
-                f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="3" fill="{colour}"/>'
-                for x, y in good
-            )
-        ly = _M["t"] + 14 + 14 * i
-        out.append(
-            f'<rect x="{_M["l"] + 8}" y="{ly - 8}" width="10" height="3" fill="{colour}"/>'
-            f'<text x="{_M["l"] + 22}" y="{ly - 3}" class="lg">{html.escape(name)}</text>'
-        )
-    out.append("</svg>")
-    return f"<figure>{''.join(out)}</figure>"
+from sovllm.charts import CSS as _CSS
+from sovllm.charts import Series, line_chart
 
 
 def cdf_points(values: Sequence[float], max_points: int = 300) -> list[tuple[float, float]]:
@@ -122,19 +24,6 @@ def cdf_points(values: Sequence[float], max_points: int = 300) -> list[tuple[flo
     if pts[-1][1] != 1.0:
         pts.append((ordered[-1], 1.0))
     return pts
-
-
-_CSS = """
-body{font:14px/1.45 system-ui,sans-serif;margin:24px auto;max-width:1180px;color:#222}
-h1{font-size:22px}h2{font-size:17px;margin-top:28px;border-bottom:1px solid #ddd}
-table{border-collapse:collapse;margin:8px 0}td,th{padding:3px 9px;border-bottom:1px solid #eee}
-th{text-align:left;background:#f6f6f6}td.n{text-align:right;font-variant-numeric:tabular-nums}
-td.f{color:#666;font-size:12px}.grid{display:flex;flex-wrap:wrap;gap:8px}
-figure{margin:4px}svg text{font-size:11px;fill:#333}.t{text-anchor:middle;font-weight:600}
-.xt{text-anchor:middle}.yt{text-anchor:end}.xl{text-anchor:middle}.g{stroke:#eee}
-.frame{fill:none;stroke:#999}.ok{color:#1a7f37}.bad{color:#c62828}.partial{background:#fff3cd;
-padding:6px 10px}code{background:#f4f4f4;padding:1px 4px}.empty{color:#999}
-"""
 
 
 def _ms(x: Any) -> str:

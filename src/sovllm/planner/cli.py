@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from sovllm.planner.catalog import (
     PRECISIONS,
@@ -26,6 +27,8 @@ from sovllm.planner.errors import PlannerError
 from sovllm.planner.workload import Lengths, Load, read_lengths_file
 
 if TYPE_CHECKING:
+    from sovllm.planner.cost import CostParams
+    from sovllm.planner.search import SizingResult
     from sovllm.planner.traffic import Traffic
 
 plan_app = typer.Typer(
@@ -471,12 +474,21 @@ def size_cmd(
     staff_per_year: Annotated[float, typer.Option(help="Staff cost per year.")] = 30000,
     grid_intensity: Annotated[float, typer.Option(help="kg CO2e per kWh.")] = 0.25,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON document.")] = False,
+    html: Annotated[
+        Path | None,
+        typer.Option(
+            "--html",
+            help="Also write the sizing as one self-contained HTML page (charts, no script).",
+        ),
+    ] = None,
 ) -> None:
     """Find the cheapest GPU x precision x TP x replicas that serves the users within the SLO."""
     from sovllm.planner.cost import CostParams
     from sovllm.planner.report import print_size, size_json
     from sovllm.planner.search import Slo, size
 
+    if html is not None:
+        _check_writable("--html", html)
     traffic = None
     if from_usage:
         traffic, growth_factor = _recorded_traffic(
@@ -617,18 +629,45 @@ def size_cmd(
             )  # fmt: skip
     except SimulationError as exc:
         _simulation_failed("--users", exc, "size for fewer users")
-    if as_json:
-        doc = size_json(result, precs)
-        if traffic is not None:
-            from sovllm.planner.traffic import traffic_json
+    doc = size_json(result, precs)
+    if traffic is not None:
+        from sovllm.planner.traffic import traffic_json
 
-            doc["traffic"] = traffic_json(traffic, growth_factor, users, replay)
+        doc["traffic"] = traffic_json(traffic, growth_factor, users, replay)
+    if html is not None:
+        _write_html(html, result, doc, params)
+    if as_json:
         _emit_json(doc)
     else:
         console = _console()
         if traffic is not None:
             _print_traffic(traffic, growth_factor, users, replay, console)
         print_size(result, precs, console)
+        if html is not None:
+            console.print(f"Report: {escape(str(html))}")
+
+
+def _check_writable(flag: str, path: Path) -> None:
+    """Refuse a page that cannot be written before the sizing runs, not after."""
+    if path.is_dir():
+        _bad(flag, f"{path} is a folder; give a file name, e.g. {path / 'plan.html'}")
+    parent = path.parent
+    if not parent.is_dir():
+        _bad(flag, f"cannot write {path}: the folder {parent} does not exist")
+
+
+def _write_html(path: Path, result: SizingResult, doc: dict[str, Any], params: CostParams) -> None:
+    from sovllm.planner.html import charted, render
+    from sovllm.planner.search import latency_sweep, sweep_users
+    from sovllm.planner.validation import engine_errors
+
+    counts = sweep_users(result.users)
+    sweeps = [latency_sweep(result, c, counts) for c in result.feasible[: len(charted(doc))]]
+    page = render(doc, sweeps, engine_errors(result.engine.name), params)
+    try:
+        path.write_text(page, encoding="utf-8")
+    except OSError as exc:
+        _bad("--html", f"cannot write {path}: {exc.strerror or exc}")
 
 
 @plan_app.command()

@@ -45,9 +45,37 @@ class CostReport:
     kwh_per_mtok: float
     kg_co2e_per_mtok: float
     kg_co2e_per_month: float
+    years: float = 3.0  # the amortisation period the monthly capex is spread over
+    answers_per_month: float = 0.0
+    kwh_per_1k_answers: float = math.inf
+    kg_co2e_per_1k_answers: float = math.inf
+
+    @property
+    def onprem_per_year(self) -> float:
+        return 12 * self.onprem_per_month
+
+    @property
+    def cloud_per_year(self) -> float:
+        return 12 * self.cloud_per_month
+
+    @property
+    def kwh_per_day(self) -> float:
+        return 24 * self.power_kw
+
+    @property
+    def answers_per_day(self) -> float:
+        return self.answers_per_month / HOURS_PER_MONTH * 24
+
+    @property
+    def kg_co2e_per_day(self) -> float:
+        return self.kg_co2e_per_month / HOURS_PER_MONTH * 24
 
 
-def cost_report(hw: Hardware, gpus: int, tokens_per_s: float, p: CostParams) -> CostReport:
+def cost_report(
+    hw: Hardware, gpus: int, tokens_per_s: float, p: CostParams, requests_per_s: float = 0.0
+) -> CostReport:
+    """`tokens_per_s` and `requests_per_s`: the output tokens and answers the deployment serves
+    at the sized load, for the figures per million tokens and per 1,000 answers."""
     gpu_price = p.gpu_price if p.gpu_price is not None else hw.price_usd * p.usd_rate
     cloud_hour = p.cloud_price if p.cloud_price is not None else hw.cloud_usd_per_hour * p.usd_rate
     if hw.kind == "cpu":
@@ -70,6 +98,7 @@ def cost_report(hw: Hardware, gpus: int, tokens_per_s: float, p: CostParams) -> 
     cloud = gpus * cloud_hour * HOURS_PER_MONTH
     tokens = tokens_per_s * HOURS_PER_MONTH * 3600
     mtok = tokens / 1e6
+    kanswers = requests_per_s * HOURS_PER_MONTH * 3600 / 1000
     return CostReport(
         currency=p.currency,
         gpus=gpus,
@@ -86,4 +115,8 @@ def cost_report(hw: Hardware, gpus: int, tokens_per_s: float, p: CostParams) -> 
         kwh_per_mtok=kwh / mtok if mtok else math.inf,
         kg_co2e_per_mtok=kwh * p.grid_kg_per_kwh / mtok if mtok else math.inf,
         kg_co2e_per_month=kwh * p.grid_kg_per_kwh,
+        years=p.years,
+        answers_per_month=kanswers * 1000,
+        kwh_per_1k_answers=kwh / kanswers if kanswers else math.inf,
+        kg_co2e_per_1k_answers=kwh * p.grid_kg_per_kwh / kanswers if kanswers else math.inf,
     )

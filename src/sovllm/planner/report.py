@@ -35,6 +35,8 @@ def memory_json(m: MemoryPlan) -> dict[str, Any]:
     return {
         "weights_gb": _r(m.weights_gb, 3),
         "kv_gb": _r(m.kv_gb, 3),
+        # The KV the sequences hold at once (at most the free memory; the rest queue).
+        "kv_in_use_gb": _r(m.per_gpu_total_gb - m.weights_gb - m.activations_gb - m.overhead_gb, 3),
         "activations_gb": _r(m.activations_gb, 3),
         "overhead_gb": _r(m.overhead_gb, 3),
         "per_gpu_gb": _r(m.per_gpu_total_gb, 3),
@@ -109,6 +111,10 @@ def cost_json(c: CostReport) -> dict[str, Any]:
         "onprem_per_month": _r(c.onprem_per_month, 0),
         "onprem_breakdown_per_month": {k: _r(v, 0) for k, v in c.onprem_breakdown.items()},
         "cloud_per_month": _r(c.cloud_per_month, 0),
+        "years": c.years,
+        "onprem_per_year": _r(c.onprem_per_year, 0),
+        "onprem_breakdown_per_year": {k: _r(12 * v, 0) for k, v in c.onprem_breakdown.items()},
+        "cloud_per_year": _r(c.cloud_per_year, 0),
         "onprem_per_million_tokens": _r(c.onprem_per_mtok, 3),
         "cloud_per_million_tokens": _r(c.cloud_per_mtok, 3),
     }
@@ -122,6 +128,11 @@ def energy_json(c: CostReport) -> dict[str, Any]:
         "kg_co2e_per_million_tokens": _r(c.kg_co2e_per_mtok, 3),
         "kg_co2e_per_month": _r(c.kg_co2e_per_month, 0),
         "tokens_per_month": _r(c.tokens_per_month, 0),
+        "kwh_per_day": _r(c.kwh_per_day, 1),
+        "kg_co2e_per_day": _r(c.kg_co2e_per_day, 1),
+        "answers_per_day": _r(c.answers_per_day, 0),
+        "kwh_per_1000_answers": _r(c.kwh_per_1k_answers, 3),
+        "kg_co2e_per_1000_answers": _r(c.kg_co2e_per_1k_answers, 3),
     }
 
 

@@ -188,7 +188,9 @@ def size(
                 )
                 deployed = replace(deployed, num_gpus=replicas * tp)
                 pred = predict(deployed)
-                c = cost_report(hw, replicas * tp, pred.output_tokens_per_s, cost)
+                c = cost_report(
+                    hw, replicas * tp, pred.output_tokens_per_s, cost, pred.requests_per_s
+                )
                 result.feasible.append(
                     Candidate(hw, precision, tp, per, replicas, pred, pred.memory, c, why)
                 )
@@ -269,8 +271,48 @@ def size_replay(
                         lo = mid
                     else:
                         hi, pred = mid, p
-                c = cost_report(hw, hi * tp, pred.output_tokens_per_s, cost)
+                c = cost_report(hw, hi * tp, pred.output_tokens_per_s, cost, pred.requests_per_s)
                 per = math.ceil(users / hi)
                 result.feasible.append(Candidate(hw, precision, tp, per, hi, pred, pred.memory, c))
     _rank(result, rank_by)
     return result
+
+
+# The user counts each candidate is simulated at for the report's latency curves, as multiples
+# of the users sized for: fixed, so two reports of one question show the same points.
+SWEEP_FACTORS = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0)
+
+
+@dataclass(frozen=True)
+class SweepPoint:
+    users: int
+    ttft_p95_s: float
+    tpot_p95_s: float
+
+
+def sweep_users(users: int, factors: tuple[float, ...] = SWEEP_FACTORS) -> list[int]:
+    return sorted({max(1, round(users * f)) for f in factors})
+
+
+def latency_sweep(r: SizingResult, c: Candidate, counts: list[int]) -> list[SweepPoint]:
+    """The candidate's deployment (its replicas, users dealt round-robin) under each user count,
+    simulated as `size` simulates the deployed load: where its TTFT and TPOT leave the SLO.
+    A replayed sizing is swept with closed-loop users over the recorded lengths. A count the
+    simulator cannot finish ends the sweep (the points before it stand)."""
+    from sovllm.planner.simulator import SimulationError
+
+    base = _scenario(
+        r.model, c.hw, r.engine, c.precision, c.tp, 1, r.prompt, r.output, r.think_time_s, None,
+        r.cached_fraction,
+    )  # fmt: skip
+    base = replace(base, num_gpus=c.replicas * c.tp)
+    points: list[SweepPoint] = []
+    for users in counts:
+        try:
+            pred = predict(replace(base, load=Load("users", users, r.think_time_s)))
+        except SimulationError:
+            break
+        if pred.sim is None:
+            break
+        points.append(SweepPoint(users, pred.sim.ttft.p95, pred.sim.tpot.p95))
+    return points

@@ -302,3 +302,9 @@ def summarise(errors: list[RowError]) -> list[Summary]:
                 med = statistics.median(abs_pct)
                 out.append(Summary(group, subset, len(sel), med, max(abs_pct), worst, dataset))
     return out
+
+
+def engine_errors(engine: str) -> list[RowError]:
+    """The error on each row measured with this engine profile ([] if none): how far a plan
+    made with it can be trusted (summarise() gives the fitted and held-out medians)."""
+    return evaluate([r for r in load_rows() if r.engine == engine])
