@@ -173,6 +173,11 @@ def test_usage_and_latency(page: Page, web: Server, shots: Path) -> None:
     expect(page.locator('#latency-table tr[data-metric="requests"] .window')).not_to_have_text(
         "—", timeout=20_000
     )
+    # Each key's age, from the same scrape (sovllm:key_age_seconds): all three were written at
+    # the server's first start, so each is a fraction of a day old.
+    for name in ("signing", "master", "pseudonym"):
+        age = page.locator(f'#key-ages tr[data-key="{name}"] td.num')
+        expect(age).to_have_text(re.compile(r"^0\.\d days$"))
     page.screenshot(path=str(shots / "admin.png"), full_page=True)
 
 

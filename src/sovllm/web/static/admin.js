@@ -4,18 +4,19 @@
 
 import { ApiError, downloadText, getJSON, keyStore, request } from "./api.js";
 import { compact, stackedBars } from "./chart.js";
-import { formatSeconds, parseHistogram, quantile, subtract } from "./metrics.js";
+import { formatSeconds, parseGauge, parseHistogram, quantile, subtract } from "./metrics.js";
 
 const keys = keyStore("sovllm.admin.key");
 const $ = (id) => document.getElementById(id);
 const POLL_MS = 5000;
 const WINDOW_MS = 5 * 60 * 1000;
 const PANELS = {
-  admin: ["tenants", "keys", "usage", "latency", "verify", "audit", "denied", "privacy"],
-  auditor: ["usage", "latency", "verify", "audit", "denied", "privacy"],
+  admin: ["tenants", "keys", "usage", "latency", "secrets", "verify", "audit", "denied", "privacy"],
+  auditor: ["usage", "latency", "secrets", "verify", "audit", "denied", "privacy"],
 };
 const TITLES = {
   tenants: "Tenants", keys: "Keys", usage: "Usage", pool: "Pool", latency: "Latency",
+  secrets: "Key ages",
   verify: "Integrity", audit: "Audit log", denied: "Sign-ins", privacy: "Erasure",
 };
 
@@ -371,6 +372,7 @@ async function pollLatency() {
     // Keep one snapshot older than the window, to subtract from.
     while (state.snapshots.length > 2 && state.snapshots[1].t <= now - WINDOW_MS) state.snapshots.shift();
     renderLatency();
+    renderKeyAges(parseGauge(text, "sovllm:key_age_seconds", "key"));
   } catch (err) {
     say("latency-updated", plain(err), true);
   }
@@ -401,6 +403,19 @@ function renderLatency() {
       windowed && windowed.ttft && windowed.itl ? show(windowed) : "—";
   }
   say("latency-updated", `Updated ${new Date(latest.t).toLocaleTimeString()}.`);
+}
+
+const KEY_NAMES = { signing: "Audit signing key", master: "Content master key", pseudonym: "Pseudonym key" };
+
+/** One row per key file the server reports, its age in days (the same /metrics scrape). */
+function renderKeyAges(ages) {
+  const rows = [...ages].sort().map(([name, seconds]) => {
+    const tr = document.createElement("tr");
+    tr.dataset.key = name;
+    tr.append(td(KEY_NAMES[name] ?? name), td(`${(seconds / 86400).toFixed(1)} days`, "num"));
+    return tr;
+  });
+  $("key-ages").tBodies[0].replaceChildren(...rows);
 }
 
 function startLatency() {

@@ -26,6 +26,20 @@ export function parseHistogram(text, name) {
   return { buckets: [...buckets].sort((a, b) => a[0] - b[0]), count, sum };
 }
 
+/** A gauge's values from Prometheus text, by the value of one label ("" where it is absent). */
+export function parseGauge(text, name, label) {
+  const values = new Map();
+  const labelled = new RegExp(`(?:^|[{,])${label}="([^"]*)"`);
+  for (const line of text.split("\n")) {
+    if (!line || line.startsWith("#")) continue;
+    const m = /^([^\s{]+)(\{[^}]*\})?\s+(\S+)/.exec(line);
+    if (!m || m[1] !== name) continue;
+    const found = labelled.exec(m[2] ?? "");
+    values.set(found ? found[1] : "", Number(m[3]));
+  }
+  return values;
+}
+
 /** later - earlier, bucket by bucket; null if a counter went down (the server restarted). */
 export function subtract(later, earlier) {
   const before = new Map(earlier.buckets);
