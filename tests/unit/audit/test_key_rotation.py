@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import text
 
 from sovllm.config import load_settings
@@ -168,6 +169,29 @@ def test_a_retired_key_signing_after_the_transition_fails(gateways: Gateways, db
         s.execute(text(f"DELETE FROM audit_checkpoints WHERE size = {done.entry + 1}"))
     report = verify_database(db, g.old)
     assert not report.ok and f"transition at entry {done.entry}" in report.summary()
+
+
+def test_a_transition_forged_without_the_current_key_fails_for_every_key(
+    gateways: Gateways, db: Database
+) -> None:
+    """Whoever can write the database but holds none of the log's keys cannot hand the log to a
+    key of their own: a transition needs a checkpoint signed by both keys, whichever key the
+    verifier trusts."""
+    g = gateways
+    done = rotate_signing_key(g.logs[0], key_path(g.settings), {"actor": ACTOR})
+    g.stop()
+    log, current = g.logs[0], Verifier.decode(done.new_key)
+    mallory = Signer(g.settings.audit.origin, Ed25519PrivateKey.generate())
+    log.signer = mallory
+    log.append(KEY_KIND, {"actor": ACTOR, "old_key": current.encode(),
+                          "new_key": mallory.verifier.encode()}).result(timeout=30)  # fmt: skip
+    log.append("request.begin", {"who": "forged"}, "forged").result(timeout=30)
+    log.checkpoint()  # signed by mallory alone
+    for key in (g.old, current):
+        report = verify_database(db, key)
+        assert not report.ok, key.encode()
+        assert "has no checkpoint signed by both keys" in report.summary(), report.problems
+        assert not verify_export(list(export_lines(db, None, key)), key).ok
 
 
 def test_a_rotation_interrupted_after_its_transition_only_swaps_the_file(
