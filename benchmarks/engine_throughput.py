@@ -544,12 +544,19 @@ def print_header() -> None:
     )
 
 
-def print_row(r: RunResult) -> None:
-    notes = f"load {r.load[0]:.1f}->{r.load[1]:.1f} " if r.load else ""
+def _notes(r: RunResult | CellSummary) -> str:
+    """The prefill split where measured, and whether every answer was forced to its length."""
+    notes = ""
     if r.prefill_s is not None:
         notes += f"prefill {r.prefill_s:.2f} s, decode {r.decode_tok_s or 0:.0f} tok/s"
     if not r.all_forced:
         notes += f" NOT FORCED: {len(r.problems)} bad ({r.problems[0]})"
+    return notes
+
+
+def print_row(r: RunResult) -> None:
+    notes = f"load {r.load[0]:.1f}->{r.load[1]:.1f} " if r.load else ""
+    notes += _notes(r)
     print(
         f"{r.system:<7} {r.workload:<14} {r.streams:>7} {r.run:>3} {r.tok_s:>8.1f} "
         f"{r.wall_s:>7.1f} {_ms(r.ttft_p50):>9} {_ms(r.ttft_p95):>9} {_ms(r.itl_p50):>8} "
@@ -567,11 +574,7 @@ def print_summary_header() -> None:
 
 
 def print_summary(c: CellSummary) -> None:
-    notes = ""
-    if c.prefill_s is not None:
-        notes += f"prefill {c.prefill_s:.2f} s, decode {c.decode_tok_s or 0:.0f} tok/s"
-    if not c.all_forced:
-        notes += f" NOT FORCED: {len(c.problems)} bad ({c.problems[0]})"
+    notes = _notes(c)
     spread = f"({c.tok_s_min:.1f}-{c.tok_s_max:.1f})"
     print(
         f"{c.system:<7} {c.workload:<14} {c.streams:>7} {c.runs:>4} {c.tok_s:>9.1f} "
