@@ -60,7 +60,11 @@ def append_audit(config: Path | None, db: Database, kind: str, fields: dict[str,
     """One audit entry from the command line, durable when this returns."""
     from sovllm.governance.audit import open_audit
 
-    open_audit(load_settings(config), db).append(kind, fields).result()
+    try:
+        audit = open_audit(load_settings(config), db)
+    except ConfigError as exc:  # e.g. a pseudonym key file the log does not record
+        raise _fail(str(exc), 2) from None
+    audit.append(kind, fields).result()
 
 
 def record_read(

@@ -16,6 +16,7 @@ from sovllm.config import Settings
 from sovllm.governance.audit import key_path, pseudonym_key_path
 from sovllm.governance.bootstrap import bootstrap_key_path
 from sovllm.governance.privacy.content import master_key_path
+from sovllm.governance.privacy.masterkey import next_path
 from sovllm.store.db import SQLITE_FILE
 
 PRIVATE_UMASK = 0o077
@@ -39,8 +40,9 @@ def loose(settings: Settings) -> list[str]:
     mode and the command that fixes it. Paths that do not exist yet are not reported."""
     data = settings.data_dir
     folders = [data, data / "audit"]
-    files = [key_path(settings), master_key_path(settings), pseudonym_key_path(settings),
-             bootstrap_key_path(data)]  # fmt: skip
+    keys = [key_path(settings), master_key_path(settings), pseudonym_key_path(settings)]
+    files = [*keys, *(next_path(k) for k in keys), data / "audit" / "pseudonym.retired",
+             bootstrap_key_path(data)]  # fmt: skip  # a rotation's side files are keys too
     if settings.database_url is None:  # the SQLite database holds key hashes and content
         files += [data / (SQLITE_FILE + suffix) for suffix in ("", "-wal", "-shm")]
     found = []

@@ -9,9 +9,11 @@ from typing import Annotated
 import typer
 
 from sovllm.admin_cli import ConfigOpt, _fail, _open, cli_actor
-from sovllm.config import load_settings
+from sovllm.config import ConfigError, Settings, load_settings
 from sovllm.governance import retention
 from sovllm.governance.audit import open_audit, pseudonym_key_path
+from sovllm.governance.audit.checkpoint import CheckpointError
+from sovllm.governance.audit.log import AuditLog
 from sovllm.governance.privacy import erasure, pseudonyms
 from sovllm.governance.privacy.content import (
     POLICIES,
@@ -20,7 +22,16 @@ from sovllm.governance.privacy.content import (
     set_masking,
     set_policy,
 )
-from sovllm.governance.privacy.masterkey import MasterKeyError, rotate
+from sovllm.governance.privacy.masterkey import MasterKeyError, Rotated, next_path, rotate
+from sovllm.store.db import Database
+
+
+def _audit(settings: Settings, db: Database) -> AuditLog:
+    try:
+        return open_audit(settings, db)
+    except ConfigError as exc:  # e.g. a pseudonym key file the log does not record
+        raise _fail(str(exc), 2) from None
+
 
 privacy_app = typer.Typer(help="Personal data: erasure, retention, content policy.",
                           no_args_is_help=True)  # fmt: skip
@@ -36,8 +47,11 @@ def erase(
     """Crypto-shred a data subject's stored content; print the signed receipt (JSON)."""
     db = _open(config)  # first: it names a bad setting (exit 2) instead of a traceback
     settings = load_settings(config)
-    audit = open_audit(settings, db)
-    receipt = erasure.erase(open_vault(settings, db), audit, subject, cli_actor())
+    audit = _audit(settings, db)
+    try:
+        receipt = erasure.erase(open_vault(settings, db), audit, subject, cli_actor())
+    except (erasure.ErasureError, CheckpointError) as exc:
+        raise _fail(str(exc)) from None
     typer.echo(json.dumps(receipt, indent=2))
 
 
@@ -49,7 +63,7 @@ def purge(config: ConfigOpt = None) -> None:
     db = _open(config)  # first: it names a bad setting (exit 2) instead of a traceback
     settings = load_settings(config)
     r = settings.retention
-    done = retention.run(r, open_vault(settings, db), open_audit(settings, db),
+    done = retention.run(r, open_vault(settings, db), _audit(settings, db),
                          cli_actor())  # fmt: skip
     typer.echo(f"purged {done.content_records} stored content record(s)")
     typer.echo(f"pruned {done.audit_entries} audit entries older than {r.audit_days} days "
@@ -117,14 +131,24 @@ def rotate_master_key(
     path = master_key_path(settings)
     if configured is None:
         open_vault(settings, db)  # a fresh data folder has no key yet: make it first
+    audit = _audit(settings, db)
+
+    def record(done: Rotated) -> None:  # before the swap: no completed rotation without it
+        audit.append(MASTER_ROTATED, {
+            "actor": cli_actor(), "old_key": done.old_id, "new_key": done.new_id,
+            "rewrapped": done.rewrapped, "resumed": done.resumed,
+        }).result(timeout=30)  # fmt: skip
+
     try:
-        done = rotate(db, path, new_key_file)
-    except MasterKeyError as exc:
-        raise _fail(str(exc)) from None
-    open_audit(settings, db).append(MASTER_ROTATED, {
-        "actor": cli_actor(), "old_key": done.old_id, "new_key": done.new_id,
-        "rewrapped": done.rewrapped, "resumed": done.resumed,
-    }).result(timeout=30)  # fmt: skip
+        done = rotate(db, path, new_key_file, before_swap=record)
+    except (MasterKeyError, OSError) as exc:
+        side = next_path(path)
+        keep = (
+            f"; do not delete {side} (servers may already wrap new subject keys under it): "
+            "fix the cause and rerun `sovllm privacy rotate-master-key`"
+            if new_key_file is None and side.exists() else ""
+        )  # fmt: skip
+        raise _fail(f"the master key was not rotated: {exc}{keep}") from None
     resumed = " (resumed an interrupted rotation)" if done.resumed else ""
     typer.echo(f"master key {done.old_id} -> {done.new_id}: re-wrapped {done.rewrapped} "
                f"subject key(s){resumed}")  # fmt: skip
@@ -157,12 +181,12 @@ def rotate_pseudonym_key(
             "-base64 32 > new.key`), run `sovllm privacy rotate-pseudonym-key --new-key-file "
             "new.key`, then point the secret at the new key"
         )
-    audit = open_audit(settings, db)
+    audit = _audit(settings, db)
     assert audit.pseudonyms_retired is not None  # open_audit sets it
     try:
         done = pseudonyms.rotate_pseudonym_key(
             audit, pseudonym_key_path(settings), audit.pseudonyms_retired,
-            {"actor": cli_actor()}, new_key_file,
+            {"actor": cli_actor()}, new_key_file, open_vault(settings, db),
         )  # fmt: skip
     except (OSError, ValueError, MasterKeyError) as exc:
         raise _fail(f"the pseudonym key was not rotated: {exc}") from None

@@ -16,8 +16,9 @@ from sovllm.api.app import create_app
 from sovllm.config import Settings
 from sovllm.engines.llamacpp.model import ModelLoadError
 from sovllm.governance import bootstrap
-from sovllm.governance.audit import open_audit
+from sovllm.governance.audit import PseudonymKeyError, open_audit
 from sovllm.governance.privacy import pii
+from sovllm.governance.privacy.masterkey import MasterKeyError
 from sovllm.pool import build as pool_build
 from sovllm.pool.build import PoolConfigError
 from sovllm.store.db import Database, DatabaseConfigError, database_url, hide_password
@@ -101,11 +102,15 @@ def run_server(
         raise ServeError(str(exc)) from None
     if key_file is not None:  # where the key is, never the key: this output reaches logs
         print(bootstrap.announcement(key_file, config_file), flush=True)
+    try:  # before the replicas start: a wrong pseudonym key file stops here, in one line
+        audit = open_audit(settings, db)
+    except (PseudonymKeyError, MasterKeyError) as exc:
+        raise ServeError(str(exc)) from None
     try:
         pool = pool_build.start(settings, plans)
     except PoolConfigError as exc:
         raise ServeError(str(exc)) from None
-    app = create_app(settings, pool, db, open_audit(settings, db))
+    app = create_app(settings, pool, db, audit)
     config = uvicorn.Config(
         app,
         host=settings.host,

@@ -24,6 +24,7 @@ from sovllm.governance import identity as idn
 from sovllm.governance import oversight
 from sovllm.governance.access import READ, actor_of, logged_denials, read_entry
 from sovllm.governance.audit import verify as audit_verify
+from sovllm.governance.audit.checkpoint import CheckpointError
 from sovllm.governance.privacy import erasure
 from sovllm.governance.privacy.content import set_masking, set_policy
 from sovllm.governance.usage import usage as usage_rows
@@ -312,7 +313,10 @@ async def erase_subject(body: EraseRequest, request: Request) -> dict[str, objec
     state = app_state(request)
     actor: idn.Principal = request.state.principal
     who = actor_of(actor)
-    return await to_thread.run_sync(erasure.erase, state.vault, state.audit, body.subject, who)
+    try:
+        return await to_thread.run_sync(erasure.erase, state.vault, state.audit, body.subject, who)
+    except (erasure.ErasureError, CheckpointError) as exc:  # nothing erased: say why
+        raise APIError(409, str(exc)) from None
 
 
 @router.get("/audit/content/{request_id}", dependencies=[Auditor])

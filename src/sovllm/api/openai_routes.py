@@ -58,6 +58,7 @@ from sovllm.governance.oversight import Flight, Stop
 from sovllm.governance.privacy import pii
 from sovllm.governance.privacy.content import NotKept
 from sovllm.governance.privacy.erasure import subject_for
+from sovllm.governance.privacy.masterkey import MasterKeyError
 from sovllm.pool.router import ModelNotServedError, Pool, PoolStream
 from sovllm.pool.routing import affinity_key
 
@@ -289,6 +290,13 @@ def _store(state: AppState, request_id: str, keep: _Keep, part: str, text: str) 
         state.audit.append(
             "request.content_not_kept",
             {"part": part, "policy": keep.policy, "reason": "masking_failed", "detail": str(exc)},
+            request_id,
+        ).result(timeout=30)
+    except MasterKeyError as exc:  # e.g. a master rotated while this server ran: not kept
+        log.error("request %s: content not kept: %s", request_id, exc)
+        state.audit.append(
+            "request.content_not_kept",
+            {"part": part, "policy": keep.policy, "reason": "master_key", "detail": str(exc)},
             request_id,
         ).result(timeout=30)
 

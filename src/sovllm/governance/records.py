@@ -101,11 +101,14 @@ def record_of_processing(settings: Settings, db: Database) -> dict[str, Any]:
             "and erasure receipts; rotated with `sovllm audit rotate-signing-key`)",
             "pseudonym_key": f"file {pseudonym_key_path(settings)} (HMAC-SHA256 key of the "
             "pseudonyms of users, prompts and answers in the audit log and of data subjects' "
-            "ids; separate from the signing key; rotated with `sovllm privacy "
+            "ids; random at first start (a data folder from before it had a file keeps the "
+            "key its pseudonyms were made under), its id recorded in the audit log, a "
+            "mismatching file refused at start; rotated with `sovllm privacy "
             "rotate-pseudonym-key`, which starts a new pseudonym epoch: from then on the same "
             "user has a different pseudonym, earlier entries keep theirs, and the retired key is "
-            "kept in data_dir/audit/pseudonym.retired only so that erasure finds the user's "
-            "earlier content)",
+            "kept in data_dir/audit/pseudonym.retired and in the database (wrapped under the "
+            "master key, removed with the content past retention.content_days) only so that "
+            "erasure finds the user's earlier content)",
             "rotation": "the master key with `sovllm privacy rotate-master-key` (every data "
             "subject's key re-wrapped); each rotation is an audit entry naming who ran it",
         },

@@ -22,7 +22,15 @@ import time
 from dataclasses import dataclass
 
 from sovllm.config import RetentionSettings
-from sovllm.governance.audit.log import KEY_KIND, PRUNE_KIND, AuditLog, kept_columns_digest, stamp
+from sovllm.governance.audit.log import (
+    KEY_KIND,
+    PRUNE_KIND,
+    PSEUDONYM_KEY_KIND,
+    PSEUDONYM_ROTATED_KIND,
+    AuditLog,
+    kept_columns_digest,
+    stamp,
+)
 from sovllm.governance.privacy.content import ContentVault
 from sovllm.store.raw import SQL, raw_transaction
 
@@ -33,12 +41,12 @@ USAGE_KIND = "retention.usage"
 
 _ELIGIBLE = SQL(
     "SELECT seq, at, kind, request_id FROM audit_entries "
-    "WHERE seq > :after AND at < :cutoff AND body IS NOT NULL AND kind NOT IN (:keep, :keep_key) "
+    "WHERE seq > :after AND at < :cutoff AND body IS NOT NULL AND kind NOT IN (:keep, :keep_key, :keep_pk, :keep_pr) "
     "ORDER BY seq LIMIT :n"
 )
 _PRUNE = SQL(
     "UPDATE audit_entries SET body = NULL, pruned_by = :by "
-    "WHERE seq >= :lo AND seq <= :hi AND at < :cutoff AND body IS NOT NULL AND kind NOT IN (:keep, :keep_key)"
+    "WHERE seq >= :lo AND seq <= :hi AND at < :cutoff AND body IS NOT NULL AND kind NOT IN (:keep, :keep_key, :keep_pk, :keep_pr)"
 )
 # Deleting first (and reading what was deleted) makes a second gateway's run find nothing.
 _TAKE_OLD_USAGE = SQL(
@@ -92,7 +100,8 @@ def prune_audit(
 ) -> int:
     """Remove the bodies of entries older than `days`; return how many."""
     cutoff, cutoff_text = stamp(now - days * DAY_S)
-    keep = {"cutoff": cutoff, "keep": PRUNE_KIND, "keep_key": KEY_KIND}  # the key chain stays
+    keep = {"cutoff": cutoff, "keep": PRUNE_KIND, "keep_key": KEY_KIND,  # the key chains stay
+            "keep_pk": PSEUDONYM_KEY_KIND, "keep_pr": PSEUDONYM_ROTATED_KIND}  # fmt: skip
     total = 0
     after = -1  # each batch starts past the last: no batch re-reads the entries it pruned
     while True:

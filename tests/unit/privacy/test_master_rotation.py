@@ -21,6 +21,7 @@ from sovllm.governance.privacy.content import ContentVault, load_or_create_maste
 from sovllm.governance.privacy.masterkey import (
     MasterKeyError,
     MasterKeys,
+    Rotated,
     key_id,
     next_path,
     read_key,
@@ -197,6 +198,42 @@ def test_a_key_under_an_unknown_master_is_a_clear_error(kept: Kept) -> None:
         rotate(kept.db, kept.key_file)
 
 
+def test_the_record_is_written_before_the_swap(kept: Kept) -> None:
+    """The audit entry goes in before master.key.next replaces master.key: a rotation that dies
+    writing it has not swapped, and the rerun records it (no completed rotation without it)."""
+    old = read_key(kept.key_file)
+    seen: list[Rotated] = []
+
+    def fail(done: Rotated) -> None:
+        raise OSError("the audit entry could not be written")
+
+    with pytest.raises(OSError, match="could not be written"):
+        rotate(kept.db, kept.key_file, before_swap=fail)
+    assert read_key(kept.key_file) == old and next_path(kept.key_file).exists()
+    done = rotate(kept.db, kept.key_file, before_swap=seen.append)
+    assert seen == [done] and done.resumed and next_path(kept.key_file).exists() is False
+    check_after(kept, done.new_id)
+
+
+def test_a_gateway_with_a_superseded_mounted_master_wraps_nothing(
+    kept: Kept, tmp_path: Path
+) -> None:
+    """A mounted master rotated with --new-key-file while a gateway kept running: that gateway
+    must not wrap a new subject's key under the old master (lost once the secret is swapped)."""
+    running = ContentVault(kept.db, read_key(kept.key_file))  # a mounted key: no file to follow
+    new = tmp_path / "new.key"
+    write_key(new, os.urandom(32))
+    rotate(kept.db, kept.key_file, new_key_file=new)
+    with pytest.raises(
+        MasterKeyError, match=f"subject keys are under master key {key_id(read_key(new))}"
+    ):
+        running.store("r-new", "user:new-subject", "full", "prompt", "would be lost")
+    assert "user:new-subject" not in kept.wrapped()
+    fresh = ContentVault(kept.db, read_key(new))  # restarted with the new key: works
+    assert fresh.store("r-new", "user:new-subject", "full", "prompt", "kept")
+    assert [c.text for c in fresh.read("r-new")] == ["kept"]
+
+
 def sovllm(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "sovllm", *args], capture_output=True,
                           text=True, timeout=120, env={**os.environ, **env})  # fmt: skip
@@ -266,3 +303,22 @@ def test_a_subject_erased_during_the_rewrap_stays_erased(postgres_url: str, tmp_
             )
     finally:
         db.dispose()
+
+
+def test_cli_failed_rewrap_says_keep_the_side_file(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    env = {"SOVLLM_DATA_DIR": str(data), "SOVLLM_DATABASE_URL": f"sqlite:///{tmp_path / 'x.db'}"}
+    db = Database(env["SOVLLM_DATABASE_URL"])
+    try:
+        upgrade(db)
+        vault = open_vault(data / "audit" / "master.key", db)
+        vault.store("r1", "user:1", "full", "prompt", "text")
+        with db.transaction() as s:
+            s.execute(text("UPDATE subject_keys SET master_id = 'feedfacefeedface'"))
+    finally:
+        db.dispose()
+    out = sovllm(env, "privacy", "rotate-master-key")
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert "the master key was not rotated" in out.stderr and "feedfacefeedface" in out.stderr
+    assert f"do not delete {data / 'audit' / 'master.key.next'}" in out.stderr
+    assert "fix the cause and rerun" in out.stderr

@@ -6,14 +6,29 @@ import base64
 import contextlib
 import hashlib
 import hmac
+import json
+import os
+import secrets
 import time
 from pathlib import Path
 
-from sovllm.config import Settings
+from sovllm.config import ConfigError, Settings
 from sovllm.governance.audit.checkpoint import Signer
-from sovllm.governance.audit.log import AuditLog
-from sovllm.governance.privacy.masterkey import MasterKeyError, read_key, write_key
+from sovllm.governance.audit.log import (
+    KEY_KIND,
+    PSEUDONYM_KEY_KIND,
+    PSEUDONYM_ROTATED_KIND,
+    AuditLog,
+)
+from sovllm.governance.privacy.masterkey import (
+    MasterKeyError,
+    key_id,
+    next_path,
+    read_key,
+    write_key,
+)
 from sovllm.store.db import Database
+from sovllm.store.raw import SQL, raw_transaction
 
 _REREAD_S = 1.0
 
@@ -34,21 +49,87 @@ def pseudonym_key_path(settings: Settings) -> Path:
     return settings.privacy.pseudonym_key_file or settings.data_dir / "audit" / "pseudonym.key"
 
 
-def open_pseudonym_key(settings: Settings, signer: Signer) -> bytes:
-    """The pseudonyms' HMAC key: the configured file (only read), else the default one.
+class PseudonymKeyError(ConfigError):
+    """The pseudonym key file is missing or not the key the audit log records: starting would
+    give the same users other pseudonyms than the other gateways (and erasure would miss)."""
 
-    The default file is made at first start from the secret the pseudonyms were derived from
-    before it existed (a hash of the signing key), so a data folder keeps its pseudonyms and
-    data subjects' ids; from then on it is a key of its own, and rotating the signing key leaves
-    it alone.
+
+_NEWEST_PSEUDONYM_KEY = SQL(
+    "SELECT body FROM audit_entries WHERE kind IN (:created, :rotated) AND body IS NOT NULL "
+    "ORDER BY seq DESC LIMIT 1"
+)
+_ANY_ENTRY = SQL("SELECT seq FROM audit_entries LIMIT 1")
+_ANY_OF_KIND = SQL("SELECT seq FROM audit_entries WHERE kind IN (:a, :b) LIMIT 1")
+
+
+def recorded_pseudonym_key(db: Database) -> str | None:
+    """The id of the pseudonym key the log last recorded (created or rotated to), if any."""
+    with raw_transaction(db) as tx:
+        row = tx.one(_NEWEST_PSEUDONYM_KEY,
+                     {"created": PSEUDONYM_KEY_KIND, "rotated": PSEUDONYM_ROTATED_KIND})  # fmt: skip
+    return None if row is None else str(json.loads(row[0])["key_id"])
+
+
+def _first_key(db: Database, signer: Signer, path: Path) -> bytes:
+    """The key a missing default pseudonym key file is made with.
+
+    A fresh log gets a random key. A legacy log (entries, but no pseudonym key recorded and no
+    signing-key transition) keeps its pseudonyms: they were made under a hash of the signing key,
+    which is still the one they were made under. Anything else would silently change every
+    pseudonym, so it is refused.
     """
-    if settings.privacy.pseudonym_key_file is not None:
-        return read_key(settings.privacy.pseudonym_key_file)
-    path = pseudonym_key_path(settings)
-    if not path.exists():
+    with raw_transaction(db) as tx:
+        fresh = tx.one(_ANY_ENTRY, {}) is None
+        recorded = tx.one(_ANY_OF_KIND, {"a": PSEUDONYM_KEY_KIND, "b": PSEUDONYM_ROTATED_KIND})
+        rotated = tx.one(_ANY_OF_KIND, {"a": KEY_KIND, "b": KEY_KIND})
+    if fresh:
+        return os.urandom(32)
+    if recorded is None and rotated is None:
+        return signer.secret
+    raise PseudonymKeyError(
+        f"the pseudonym key {path} is missing, but the audit log holds pseudonyms made under "
+        "another key: restore the file from a backup of the data folder (or set "
+        "privacy.pseudonym_key_file to it); a new key would give every user other pseudonyms"
+    )
+
+
+def _create(path: Path, key: bytes) -> None:
+    """Make `path` holding `key` atomically: a complete file or none (a gateway starting at the
+    same instant reads the winner's key, never an empty file)."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    write_key(tmp, key)
+    try:
         with contextlib.suppress(FileExistsError):  # another process made it first
-            write_key(path, signer.secret)
-    return read_key(path)
+            os.link(tmp, path)
+    finally:
+        tmp.unlink()
+
+
+def open_pseudonym_key(settings: Settings, log: AuditLog) -> bytes:
+    """The pseudonyms' HMAC key: the configured file (only read), else the default one, made at
+    first start (_first_key). Its id is recorded in the log when first used; a key file whose
+    id is not the newest recorded one is refused (PseudonymKeyError)."""
+    path = pseudonym_key_path(settings)
+    if settings.privacy.pseudonym_key_file is None and not path.exists():
+        try:
+            _create(path, _first_key(log.db, log.signer, path))
+        except PseudonymKeyError:
+            if not path.exists():  # else a gateway starting with this one made and recorded it
+                raise
+    key = read_key(path)
+    recorded = recorded_pseudonym_key(log.db)
+    if recorded is None:
+        log.append(PSEUDONYM_KEY_KIND, {"key_id": key_id(key)}).result(timeout=30)
+    elif recorded != key_id(key):
+        side = next_path(path)  # a rotation between its audit entry and its file swap
+        if side.exists() and key_id(read_key(side)) == recorded:
+            return read_key(side)
+        raise PseudonymKeyError(
+            f"the pseudonym key {path} (id {key_id(key)}) is not the one the audit log "
+            f"records last ({recorded}): put the key with id {recorded} in that file (e.g. "
+            "from a backup, or finish the swap of a rotated mounted secret) and start again"
+        )
+    return key
 
 
 def open_audit(settings: Settings, db: Database) -> AuditLog:
@@ -57,10 +138,10 @@ def open_audit(settings: Settings, db: Database) -> AuditLog:
         db, signer, settings.audit.origin,
         settings.audit.checkpoint_every, settings.audit.checkpoint_seconds,
     )  # fmt: skip
-    log.pseudonym_key = open_pseudonym_key(settings, signer)
+    log.key_file = key_path(settings)
+    log.pseudonym_key = open_pseudonym_key(settings, log)
     log.pseudonym_file = pseudonym_key_path(settings)
     log.pseudonyms_retired = settings.data_dir / "audit" / "pseudonym.retired"
-    log.key_file = key_path(settings)
     return log
 
 
@@ -97,7 +178,6 @@ def keyed_hash(log: AuditLog, purpose: str, data: bytes) -> str:
     return _hmac(current_pseudonym_key(log), purpose, data)
 
 
-def keyed_hashes(log: AuditLog, purpose: str, data: bytes) -> list[str]:
-    """keyed_hash under the current key, then under each earlier epoch's (newest first)."""
-    keys = [current_pseudonym_key(log), *reversed(retired_pseudonym_keys(log))]
+def keyed_hashes_under(keys: list[bytes], purpose: str, data: bytes) -> list[str]:
+    """keyed_hash under each of `keys` (earlier epochs' keys, for erasure)."""
     return [_hmac(key, purpose, data) for key in keys]

@@ -47,6 +47,10 @@ PRUNE_KIND = "retention.prune"
 KEY_KIND = "audit.signing_key_rotated"
 """A key transition: the old and new verifier keys, in the tree the checkpoint signed by both
 covers. Never pruned: the chain of keys is read from these entries (docs/audit.md)."""
+PSEUDONYM_KEY_KIND = "privacy.pseudonym_key_created"
+PSEUDONYM_ROTATED_KIND = "privacy.pseudonym_key_rotated"
+"""The pseudonym key's id at creation and at each rotation. Never pruned: a gateway refuses to
+start with a pseudonym key file whose id is not the newest recorded (governance/audit)."""
 _LATEST_KEY = SQL(
     "SELECT body FROM audit_entries WHERE kind = :kind AND body IS NOT NULL "
     "ORDER BY seq DESC LIMIT 1"
@@ -270,6 +274,13 @@ class AuditLog:
             "compact": json.dumps([[n, h.hex()] for n, h in compact]),
         })  # fmt: skip
         return note
+
+    def current_signer(self) -> Signer:
+        """The signer to sign anything else with (e.g. an erasure receipt): the key the log's
+        last transition names (CheckpointError where this process cannot read it)."""
+        with raw_transaction(self.db) as tx:
+            self._follow_rotation(tx)
+        return self.signer
 
     def _follow_rotation(self, tx: RawTransaction) -> None:
         """Sign with the key the log's last transition names, not a retired one: a rotation

@@ -20,10 +20,18 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from sovllm.config import Settings
 from sovllm.governance.privacy import pii
-from sovllm.governance.privacy.masterkey import MasterKeys, lock_for_new_key, unwrap, wrap
+from sovllm.governance.privacy.masterkey import (
+    MasterKeyError,
+    MasterKeys,
+    key_id,
+    lock_for_new_key,
+    unwrap,
+    wrap,
+)
 from sovllm.store.db import Database
 from sovllm.store.schema import StoredContent, SubjectKey, Tenant
 
@@ -62,6 +70,10 @@ class Erased:
     """Stored parts made unreadable."""
     old_key_bytes: str
     """Where the destroyed key's bytes may still be found, if anywhere."""
+
+
+RETIRED_PSEUDONYM = "pseudonym-retired:"
+"""subject_keys rows holding retired pseudonym keys (no data subject's id starts so)."""
 
 
 class ContentVault:
@@ -112,6 +124,7 @@ class ContentVault:
             # current once no re-wrap can run (masterkey.py).
             lock_for_new_key(self.db, s)
             master_id, master = self.masters.current()
+            self._check_not_superseded(s, master_id)
             key = AESGCM.generate_key(bit_length=256)
             wrapped = wrap(master, subject, key)
             if row is None:
@@ -120,6 +133,28 @@ class ContentVault:
             else:
                 row.wrapped_key, row.erased_at, row.master_id = wrapped, None, master_id
             return key
+
+    def _check_not_superseded(self, s: Session, master_id: str) -> None:
+        """Refuse to wrap under a master a rotation has left behind: live subject keys under a
+        master this process cannot get mean a rotation (e.g. with a mounted key, servers left
+        running) re-wrapped them under a newer one; a key wrapped under ours would be lost when
+        the old key goes."""
+        other = s.scalar(
+            select(SubjectKey.master_id)
+            .where(SubjectKey.wrapped_key.is_not(None), SubjectKey.master_id.is_not(None),
+                   SubjectKey.master_id != master_id)
+            .limit(1)
+        )  # fmt: skip
+        if other is None:
+            return
+        try:
+            self.masters.get(other)
+        except MasterKeyError:
+            raise MasterKeyError(
+                f"refusing to wrap a new subject key under master key {master_id}: subject keys "
+                f"are under master key {other}, which this process does not have (the master "
+                "key was rotated while it ran): restart it with the new master key"
+            ) from None
 
     # -- content -----------------------------------------------------------------------
 
@@ -199,11 +234,48 @@ class ContentVault:
         return Erased(int(count or 0), where)
 
     def purge(self, older_than_days: int, now: float | None = None) -> int:
-        """Delete content past its retention (the audit log keeps only its hash)."""
-        cutoff = (time.time() if now is None else now) - older_than_days * 86400
+        """Delete content past its retention (the audit log keeps only its hash), and the
+        retired pseudonym keys retired before it: no content of their epochs is left to erase,
+        and without them earlier epochs are unlinkable."""
+        now = time.time() if now is None else now
+        cutoff = now - older_than_days * 86400
         with self.db.transaction() as s:
             result = s.execute(delete(StoredContent).where(StoredContent.created_at < cutoff))
+            s.execute(
+                update(SubjectKey)
+                .where(SubjectKey.subject.startswith(RETIRED_PSEUDONYM, autoescape=True),
+                       SubjectKey.created_at < cutoff, SubjectKey.wrapped_key.is_not(None))
+                .values(wrapped_key=None, erased_at=now)
+            )  # fmt: skip
         return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+    # -- retired pseudonym keys ---------------------------------------------------------
+
+    def keep_retired_pseudonym_key(self, key: bytes) -> None:
+        """Keep a retired pseudonym key in the database, wrapped under the master key like a
+        subject key (a row named by its id; a master rotation re-wraps it): every gateway's
+        erasure then reaches that epoch (privacy/pseudonyms.py). Once per key."""
+        subject = RETIRED_PSEUDONYM + key_id(key)
+        with self.db.transaction() as s:
+            if s.get(SubjectKey, subject) is not None:
+                return
+            lock_for_new_key(self.db, s)
+            master_id, master = self.masters.current()
+            self._check_not_superseded(s, master_id)
+            s.add(SubjectKey(subject=subject, created_at=time.time(), master_id=master_id,
+                             wrapped_key=wrap(master, subject, key)))  # fmt: skip
+
+    def retired_pseudonym_keys(self) -> tuple[list[bytes], set[str]]:
+        """The retired pseudonym keys kept in the database, and the ids of those purged (their
+        epochs' content is gone: nothing left to erase)."""
+        with self.db.read() as s:
+            rows = s.execute(
+                select(SubjectKey.subject, SubjectKey.wrapped_key, SubjectKey.master_id)
+                .where(SubjectKey.subject.startswith(RETIRED_PSEUDONYM, autoescape=True))
+            ).all()  # fmt: skip
+        keys = [unwrap(self.masters.get(m), sub, w) for sub, w, m in rows if w is not None]
+        purged = {str(sub).removeprefix(RETIRED_PSEUDONYM) for sub, w, _ in rows if w is None}
+        return keys, purged
 
 
 def set_policy(db: Database, tenant: str, policy: str) -> None:

@@ -6,9 +6,11 @@ import base64
 import time
 from typing import Any
 
-from sovllm.governance.audit import keyed_hash, keyed_hashes
-from sovllm.governance.audit.log import AuditLog, canonical, utc
+from sovllm.governance.audit import keyed_hash, keyed_hashes_under, retired_pseudonym_keys
+from sovllm.governance.audit.log import PSEUDONYM_ROTATED_KIND, AuditLog, canonical, utc
 from sovllm.governance.privacy.content import ContentVault
+from sovllm.governance.privacy.masterkey import key_id
+from sovllm.store.raw import SQL, raw_transaction
 
 RECEIPT_SCHEMA = "sovllm-erasure-receipt/1"
 
@@ -20,6 +22,35 @@ def subject_for(audit: AuditLog, user: str | None, key_id: str) -> str:
     return "key:" + key_id
 
 
+class ErasureError(Exception):
+    """Erasure cannot reach everything it must; nothing was erased. The message says why."""
+
+
+_ROTATIONS = SQL("SELECT COUNT(*) FROM audit_entries WHERE kind = :kind")
+
+
+def _earlier_keys(vault: ContentVault, audit: AuditLog) -> list[bytes]:
+    """Every earlier pseudonym epoch's key this process reaches: those the database keeps
+    (wrapped under the master key) and those in this data folder's `pseudonym.retired`.
+
+    Refuses when the log records more rotations than that (and than retention purged): the
+    subject's content under a missing epoch would silently survive the erasure."""
+    kept, purged = vault.retired_pseudonym_keys()
+    keys = list(dict.fromkeys([*retired_pseudonym_keys(audit), *kept]))
+    with raw_transaction(audit.db) as tx:
+        row = tx.one(_ROTATIONS, {"kind": PSEUDONYM_ROTATED_KIND})
+    rotations = int(row[0]) if row else 0
+    reachable = len({key_id(k) for k in keys} | purged)
+    if rotations > reachable:
+        raise ErasureError(
+            f"the audit log records {rotations} pseudonym key rotation(s) but only {reachable} "
+            f"earlier key(s) are in the database or in {audit.pseudonyms_retired}: the "
+            "subject's content under the other epochs would survive; run the erasure where the "
+            "rotation ran (or copy its pseudonym.retired here, 0600). Nothing was erased"
+        )
+    return keys
+
+
 def erase(
     vault: ContentVault, audit: AuditLog, subject: str, actor: dict[str, str]
 ) -> dict[str, Any]:
@@ -28,11 +59,13 @@ def erase(
     `subject` is what the subject is known by: a `user` value sent with requests, or
     `key:<key id>`.
     """
+    audit.current_signer()  # cannot sign the receipt (a rotated key unreadable): erase nothing
+    earlier = [] if subject.startswith("key:") else _earlier_keys(vault, audit)
     sid = subject if subject.startswith("key:") else subject_for(audit, subject, "")
     erased = vault.erase(sid)
     records = erased.content_records
     if not subject.startswith("key:"):  # their content under earlier pseudonym epochs too
-        for digest in keyed_hashes(audit, "user", subject.encode())[1:]:
+        for digest in keyed_hashes_under(earlier, "user", subject.encode()):
             records += vault.erase("user:" + digest[:40]).content_records
     seq = audit.append(
         "privacy.erase",
@@ -50,6 +83,7 @@ def erase(
         "note": "the subject's content key was destroyed; the audit log keeps only keyed "
         "hashes and still verifies",
     }
-    signature = audit.signer.sign_bytes(canonical(receipt))
+    signer = audit.current_signer()  # never a key retired by another process's rotation
+    signature = signer.sign_bytes(canonical(receipt))
     return {**receipt, "signature": base64.b64encode(signature).decode(),
-            "verifier_key": audit.signer.verifier.encode()}  # fmt: skip
+            "verifier_key": signer.verifier.encode()}  # fmt: skip

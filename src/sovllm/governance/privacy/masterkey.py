@@ -16,7 +16,8 @@ A running server learns of the new key without a restart: a vault wraps new subj
 `master.key.next` while it exists, and reloads the files when it meets an id it does not know.
 New subject keys and the re-wrap are serialized (SQLite's write lock; on PostgreSQL an advisory
 lock the re-wrap takes exclusively and a vault creating a key takes shared), so none is left
-under the old key when step 3 removes it.
+under the old key when step 3 removes it. A vault whose master a rotation has left behind (a
+mounted key, servers left running) refuses to wrap new subject keys (content.py).
 """
 
 from __future__ import annotations
@@ -213,9 +214,14 @@ def rotate(
     path: Path,
     new_key_file: Path | None = None,
     on_row: Callable[[int], None] | None = None,
+    before_swap: Callable[[Rotated], None] | None = None,
 ) -> Rotated:
     """Rotate the master key in `path` (see the module doc); with `new_key_file`, re-wrap under
-    that key and write no file (the key file is a mounted secret: its owner swaps it)."""
+    that key and write no file (the key file is a mounted secret: its owner swaps it).
+
+    `before_swap` runs after the re-wrap and before step 3 (the CLI writes the audit entry
+    there): interrupted after it, a rerun resumes and records it again, so a completed rotation
+    always has its entry."""
     old = read_key(path)
     side = next_path(path)
     if new_key_file is not None:
@@ -230,7 +236,9 @@ def rotate(
     keys = MasterKeys(old, None if new_key_file is not None else path)
     keys._known[key_id(new)] = new
     count = rewrap(db, keys, new, on_row)
-    if new_key_file is not None:
-        return Rotated(key_id(old), key_id(new), count, resumed, new_key_file)
-    swap(side, path)
-    return Rotated(key_id(old), key_id(new), count, resumed, path)
+    done = Rotated(key_id(old), key_id(new), count, resumed, new_key_file or path)
+    if before_swap is not None:
+        before_swap(done)
+    if new_key_file is None:
+        swap(side, path)
+    return done

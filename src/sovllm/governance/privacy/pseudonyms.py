@@ -9,6 +9,12 @@ written keep their pseudonyms: they are inside hashed bodies, and the log keeps 
 The old key is kept in `data_dir/audit/pseudonym.retired` (0600) for one purpose: erasing a
 user finds their content stored under an earlier epoch's subject id. Delete that file once
 `retention.content_days` has passed since the rotation, and earlier epochs become unlinkable.
+The old key is also kept in the database, wrapped under the master key (content.py
+keep_retired_pseudonym_key), so every gateway's erasure reaches it; the content purge removes it
+after `retention.content_days`. An erasure that reaches fewer earlier keys than the log records
+rotations is refused (erasure.py). Each epoch's key
+id is in the log (`privacy.pseudonym_key_created`, then these entries): a gateway starts only
+with the newest (governance/audit/__init__.py).
 
 For the default key file, in steps each safe to repeat: the new key is written to
 `pseudonym.key.next`, the old one appended to the retired file, the audit entry written (a
@@ -26,12 +32,13 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from sovllm.governance.audit.log import AuditLog
+from sovllm.governance.audit.log import PSEUDONYM_ROTATED_KIND, AuditLog
 from sovllm.governance.audit.verify import latest_of_kind
+from sovllm.governance.privacy.content import ContentVault
 from sovllm.governance.privacy.masterkey import key_id, next_path, read_key, swap, write_key
 from sovllm.store.schema import AuditEntry
 
-KIND = "privacy.pseudonym_key_rotated"
+KIND = PSEUDONYM_ROTATED_KIND
 
 
 @dataclass(frozen=True)
@@ -58,7 +65,7 @@ def _retire(path: Path, key: bytes) -> None:
 
 def rotate_pseudonym_key(
     log: AuditLog, path: Path, retired: Path, fields: Mapping[str, Any],
-    new_key_file: Path | None = None,
+    new_key_file: Path | None = None, vault: ContentVault | None = None,
 ) -> PseudonymsRotated:  # fmt: skip
     """Rotate the key in `path` (see the module doc); with `new_key_file` (the key file is a
     mounted secret its owner swaps) record the epoch of that key and write no key file."""
@@ -75,6 +82,8 @@ def rotate_pseudonym_key(
     if new == old:
         raise ValueError("the new pseudonym key is the current one")
     _retire(retired, old)
+    if vault is not None:  # every gateway's erasure reaches the old epoch (content.py)
+        vault.keep_retired_pseudonym_key(old)
     last = latest_of_kind(log.db, KIND)
     if last is not None and last.get("key_id") == key_id(new):
         seq, epoch = int(last["seq"]), int(last["epoch"])  # written before the interruption
