@@ -174,10 +174,16 @@ def test_rate_limit_429_with_openai_headers_and_usage(server: Server) -> None:
 @pytest.fixture
 def two_gateways(tmp_path: Path, database_url_any: str) -> Iterator[tuple[Server, Server]]:
     env = {"SOVLLM_DATABASE_URL": database_url_any, "SOVLLM_ENGINE__SLOTS": "8"}
-    with run_server(tmp_path / "a", env) as a, run_server(tmp_path / "b", env) as b:
-        assert a.api_key and not b.api_key  # one bootstrap key between them
-        b.api_key = a.api_key
-        yield a, b
+    with run_server(tmp_path / "a", env) as a:
+        # Gateways of one service share its keys (docs/deploy.md: mounted secrets): b reads a's.
+        keys = a.data_dir / "audit"
+        shared = {"SOVLLM_AUDIT__KEY_FILE": str(keys / "signing.key"),
+                  "SOVLLM_PRIVACY__MASTER_KEY_FILE": str(keys / "master.key"),
+                  "SOVLLM_PRIVACY__PSEUDONYM_KEY_FILE": str(keys / "pseudonym.key")}  # fmt: skip
+        with run_server(tmp_path / "b", {**env, **shared}) as b:
+            assert a.api_key and not b.api_key  # one bootstrap key between them
+            b.api_key = a.api_key
+            yield a, b
 
 
 async def _fire(
