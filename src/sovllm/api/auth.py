@@ -16,7 +16,8 @@ from fastapi import Request
 from sovllm.api.errors import APIError
 from sovllm.api.state import app_state
 from sovllm.governance import quotas
-from sovllm.governance.access import actor_of, presented_prefix
+from sovllm.governance.access import presented_prefix
+from sovllm.governance.audit import records
 from sovllm.governance.identity import AuthError, Principal, Role, authenticate, principal_shape
 
 INFERENCE_ROLES = frozenset({Role.USER, Role.ADMIN})
@@ -135,15 +136,7 @@ async def authorize_and_admit(
         if exc.principal is not None:
             # Durable before the refusal goes out, like every decision the log records.
             p = exc.principal
-            written = app_state(request).audit.append(
-                "request.rejected",
-                {
-                    "principal": actor_of(p),
-                    "route": request.url.path,
-                    "policy": {"quota": exc.code},
-                    "tokens": {"reserved": tokens},
-                },
-                request_id,
-            )
+            fields = records.request_rejected(p, request.url.path, {"quota": exc.code}, tokens)
+            written = app_state(request).audit.append("request.rejected", fields, request_id)
             await asyncio.wrap_future(written)
         raise _quota_error(exc) from None

@@ -51,7 +51,6 @@ from sovllm.engines.base import (
     SamplingParams,
 )
 from sovllm.governance import quotas
-from sovllm.governance.access import actor_of
 from sovllm.governance.audit import keyed_hash, records
 from sovllm.governance.identity import Principal
 from sovllm.governance.oversight import Flight, Stop
@@ -255,15 +254,9 @@ async def _rejected(
     request: Request, state: AppState, principal: Principal, request_id: str, pii_outcome: str
 ) -> None:
     """A refusal by the personal-data rule, recorded like a quota's (api/auth.py)."""
-    written = state.audit.append(
-        "request.rejected",
-        {
-            "principal": actor_of(principal),
-            "route": request.url.path,
-            "policy": {"quota": "admitted", "pii": pii_outcome, "masked_before_model": False},
-        },
-        request_id,
-    )  # fmt: skip
+    policy = {"quota": "admitted", "pii": pii_outcome, "masked_before_model": False}
+    fields = records.request_rejected(principal, request.url.path, policy)
+    written = state.audit.append("request.rejected", fields, request_id)
     await asyncio.wrap_future(written)
 
 
@@ -285,18 +278,12 @@ def _store(state: AppState, request_id: str, keep: _Keep, part: str, text: str) 
     """
     try:
         state.vault.store(request_id, keep.subject, keep.policy, part, text)
-    except NotKept as exc:
-        log.error("request %s: %s", request_id, exc)
-        state.audit.append(
-            "request.content_not_kept",
-            {"part": part, "policy": keep.policy, "reason": "masking_failed", "detail": str(exc)},
-            request_id,
-        ).result(timeout=30)
-    except MasterKeyError as exc:  # e.g. a master rotated while this server ran: not kept
+    except (NotKept, MasterKeyError) as exc:  # MasterKeyError: e.g. a master rotated meanwhile
+        reason = "masking_failed" if isinstance(exc, NotKept) else "master_key"
         log.error("request %s: content not kept: %s", request_id, exc)
         state.audit.append(
             "request.content_not_kept",
-            {"part": part, "policy": keep.policy, "reason": "master_key", "detail": str(exc)},
+            {"part": part, "policy": keep.policy, "reason": reason, "detail": str(exc)},
             request_id,
         ).result(timeout=30)
 

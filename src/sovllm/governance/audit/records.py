@@ -10,6 +10,7 @@ from dataclasses import asdict
 from typing import Any
 
 from sovllm.engines.base import GenerationOutput, ModelInfo, SamplingParams
+from sovllm.governance.access import actor_of
 from sovllm.governance.identity import Principal
 
 
@@ -32,10 +33,7 @@ def request_begin(
     params["stop_count"] = len(params.pop("stop"))  # stop strings can carry content
     params["logit_bias_count"] = len(params.pop("logit_bias"))
     return {
-        "principal": {
-            "tenant": principal.tenant, "key_id": principal.key_id,
-            "role": principal.role.value, "user": user_pseudonym,
-        },
+        "principal": {**actor_of(principal), "user": user_pseudonym},
         "route": route,
         "model": {"id": model.id, "weights_sha256": model.sha256,
                   "engine_config_sha256": model.engine_config_sha256},
@@ -44,6 +42,17 @@ def request_begin(
         "policy": {"quota": "admitted", "pii": pii_found, "masked_before_model": masked},
         "content": {"policy": content_policy, "prompt_hmac": prompt_hash},
     }  # fmt: skip
+
+
+def request_rejected(
+    principal: Principal, route: str, policy: dict[str, Any], reserved_tokens: int | None = None
+) -> dict[str, Any]:
+    """A request refused after authentication (a quota, the personal-data rule): who, where and
+    which rule; no content."""
+    fields: dict[str, Any] = {"principal": actor_of(principal), "route": route, "policy": policy}
+    if reserved_tokens is not None:
+        fields["tokens"] = {"reserved": reserved_tokens}
+    return fields
 
 
 def request_end(
