@@ -94,10 +94,10 @@ class StubEngine:
         pass
 
 
-def serve(db_url: str, governed: bool, port: int) -> None:
+def serve(db_url: str, governed: bool, port: int, data_dir: Path) -> None:
     """The server side, in its own process so that it shares no GIL with the client."""
     db = Database(db_url)
-    settings = load_settings(None, data_dir=Path(tempfile.mkdtemp()))
+    settings = load_settings(None, data_dir=data_dir)
     audit = open_audit(settings, db)
     pool = in_process(StubEngine(), settings)  # type: ignore[arg-type]
     app = create_app(settings, pool, db, audit)
@@ -122,12 +122,14 @@ KEY_FOR: dict[str, str] = {}
 
 
 @contextmanager
-def serving(db_url: str, key: str, governed: bool) -> Iterator[str]:
+def serving(db_url: str, key: str, governed: bool, data_dir: Path) -> Iterator[str]:
+    # Both runs are gateways of one service: they share its data folder and so its keys (a
+    # gateway with keys of its own on the same database is refused).
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, __file__, "--serve", db_url, "--key", key, "--port", str(port)]
-        + (["--governed"] if governed else [])
-    )
+        [sys.executable, __file__, "--serve", db_url, "--key", key, "--port", str(port),
+         "--data-dir", str(data_dir)] + (["--governed"] if governed else [])
+    )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -169,9 +171,10 @@ def run_backend(name: str, url: str, n: int) -> dict[str, float]:
     idn.create_tenant(db, "bench", every_limit)
     key, _ = idn.create_key(db, "bench", idn.Role.USER, every_limit)
     db.dispose()
-    with serving(url, key, governed=False) as u:
+    data_dir = Path(tempfile.mkdtemp())
+    with serving(url, key, False, data_dir) as u:
         base = measure(u, key, n)
-    with serving(url, key, governed=True) as u:
+    with serving(url, key, True, data_dir) as u:
         gov = measure(u, key, n)
     row = {
         "base_p50": pct(base, 50), "base_p95": pct(base, 95),
@@ -193,11 +196,12 @@ def main() -> None:
     parser.add_argument("--serve", help=argparse.SUPPRESS)
     parser.add_argument("--key", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--data-dir", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--governed", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
         KEY_FOR[args.serve] = args.key
-        serve(args.serve, args.governed, args.port)
+        serve(args.serve, args.governed, args.port, args.data_dir)
         return
     tmp = Path(tempfile.mkdtemp())
     sqlite = run_backend("sqlite", f"sqlite:///{tmp / 'bench.db'}", args.requests)
