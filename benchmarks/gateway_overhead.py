@@ -47,7 +47,7 @@ from sovllm.engines.base import (
 from sovllm.governance import identity as idn
 from sovllm.governance import quotas
 from sovllm.governance.audit import open_audit
-from sovllm.pool.build import in_process
+from sovllm.serve.build import in_process
 from sovllm.store.db import Database
 from sovllm.store.migrate import upgrade
 

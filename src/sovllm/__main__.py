@@ -1,3 +1,3 @@
-from sovllm.cli import app
+from sovllm.cli.main import app
 
 app()

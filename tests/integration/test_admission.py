@@ -18,7 +18,7 @@ from sovllm.engines.catalog import resolve_model
 from sovllm.engines.llamacpp.engine import LlamaCppEngine
 from sovllm.governance.audit import open_audit
 from sovllm.governance.identity import bootstrap_admin
-from sovllm.pool.build import in_process
+from sovllm.serve.build import in_process
 from sovllm.store.db import Database, database_url
 from sovllm.store.migrate import upgrade
 from tests.conftest import MODEL_ID, Server, run_server

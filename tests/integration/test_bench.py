@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from sovllm.cli import app
+from sovllm.cli.main import app
 from sovllm.engines.llamacpp.calibrate import RateSample
 from sovllm.planner.profile import build_profile, profile_path, save_profile
 from tests.conftest import MODEL_ID, Server

@@ -30,7 +30,7 @@ from sovllm.config import load_settings
 from sovllm.engines.base import GenerationOutput
 from sovllm.governance.audit import open_audit
 from sovllm.governance.identity import bootstrap_admin
-from sovllm.pool.build import in_process
+from sovllm.serve.build import in_process
 from sovllm.store.db import Database, database_url
 from sovllm.store.migrate import upgrade
 from tests.conftest import free_port, wait_until

@@ -18,9 +18,10 @@ from sovllm.engines.base import (
     SamplingParams,
     Timings,
 )
-from sovllm.pool import build, wire
+from sovllm.pool import wire
 from sovllm.pool.routing import Policy, affinity_key
 from sovllm.pool.settings import RoutingSettings
+from sovllm.serve import build
 
 
 @dataclass

@@ -16,14 +16,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from typer.testing import CliRunner
 
 from sovllm import datadir
-from sovllm.cli import app
+from sovllm.cli.main import app
 from sovllm.config import ConfigError, Settings, load_settings
 from sovllm.governance import bootstrap
 from sovllm.governance import identity as idn
 from sovllm.governance.audit import open_audit
 from sovllm.governance.audit.checkpoint import Signer
 from sovllm.governance.privacy.content import ContentVault, open_vault
-from sovllm.server import ServeError, open_database
+from sovllm.serve.gateway import ServeError, open_database
 from sovllm.store.db import DatabaseConfigError, database_url, hide_password
 
 

@@ -345,7 +345,7 @@ def _recorded_traffic(
     think_time: float | None,
 ) -> tuple[Traffic, float]:
     """The traffic recorded in this service's database, opened as `sovllm usage` opens it."""
-    from sovllm.admin_cli import _open
+    from sovllm.cli.common import open_db
     from sovllm.planner.traffic import parse_growth, parse_since, read_traffic
 
     for flag, given in (
@@ -367,7 +367,7 @@ def _recorded_traffic(
             day = parse_since(since)
         except ValueError as exc:
             _bad("--since", str(exc))
-    db = _open(config)
+    db = open_db(config)
     try:
         return read_traffic(db, day), factor
     except PlannerError as exc:

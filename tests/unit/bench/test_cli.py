@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from sovllm.cli import app
+from sovllm.cli.main import app
 from tests.unit.bench.stub import Stub
 
 runner = CliRunner()

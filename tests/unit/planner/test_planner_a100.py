@@ -147,7 +147,7 @@ def test_the_articles_case_on_the_2023_profile_does_not_buy_tp8_for_a_speed_up_i
     # TP=4 on today's profile and on the 2023 one, whose TP=8 steps are barely faster.
     from typer.testing import CliRunner
 
-    from sovllm.cli import app
+    from sovllm.cli.main import app
 
     for engine in ("vllm", "vllm-2023"):
         args = "plan size --model llama-3.3-70b --users 100 --prompt-tokens 300-500"

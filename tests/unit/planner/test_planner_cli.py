@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from sovllm.cli import app
+from sovllm.cli.main import app
 
 runner = CliRunner()
 ARTICLE = ["--model", "llama-3.3-70b", "--input-tokens", "300-500", "--output-tokens", "200"]

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from sovllm.cli import app
+from sovllm.cli.main import app
 
 # docs/planner.md, "The A100 rows": the article's case under its tight SLO.
 ARTICLE_CMD = (
@@ -156,13 +156,14 @@ def test_the_curves_cross_the_slo_where_the_sizing_says(
     # The recommendation meets the SLO at the users sized for; by 4x them TP=4 misses it.
     from sovllm.planner.catalog import get_engine, get_hardware, get_model
     from sovllm.planner.cost import CostParams
-    from sovllm.planner.search import Slo, latency_sweep, size, sweep_users
+    from sovllm.planner.search import latency_sweep, size, sweep_users
+    from sovllm.planner.slo import SLO
     from sovllm.planner.workload import Lengths
 
     _, doc = article
     r = size(
         get_model("llama-3.3-70b"), get_engine("vllm"), [get_hardware("a100-80gb-sxm")],
-        ["fp16"], 100, Lengths.parse("300-500"), Lengths.parse("200"), 30.0, Slo(0.5, 0.05),
+        ["fp16"], 100, Lengths.parse("300-500"), Lengths.parse("200"), 30.0, SLO.p95(0.5, 0.05),
         CostParams(),
     )  # fmt: skip
     best = r.best
@@ -354,7 +355,8 @@ def test_a_replayed_sizing_is_swept_over_its_recorded_lengths() -> None:
     from sovllm.planner.cost import CostParams
     from sovllm.planner.html import render
     from sovllm.planner.report import size_json
-    from sovllm.planner.search import Slo, latency_sweep, size_replay, sweep_users
+    from sovllm.planner.search import latency_sweep, size_replay, sweep_users
+    from sovllm.planner.slo import SLO
     from sovllm.planner.workload import Lengths, Load
 
     n = 40
@@ -363,7 +365,7 @@ def test_a_replayed_sizing_is_swept_over_its_recorded_lengths() -> None:
     output = Lengths.from_values([20 + 30 * (i % 5) for i in range(n)])
     r = size_replay(
         get_model("llama-3.1-8b"), get_engine("vllm"), [get_hardware("h100-sxm")], ["bf16"],
-        trace, 8, prompt, output, 5.0, Slo(1.0, 0.1), CostParams(), max_tp=1,
+        trace, 8, prompt, output, 5.0, SLO.p95(1.0, 0.1), CostParams(), max_tp=1,
     )  # fmt: skip
     assert r.best is not None
     points = latency_sweep(r, r.best, sweep_users(r.users))

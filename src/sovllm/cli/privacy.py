@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from sovllm.admin_cli import ConfigOpt, _fail, _open, cli_actor
+from sovllm.cli.common import ConfigOpt, cli_actor, fail, open_db
 from sovllm.config import ConfigError, Settings, load_settings
 from sovllm.governance import retention
 from sovllm.governance.audit import open_audit, pseudonym_key_path
@@ -30,7 +30,7 @@ def _audit(settings: Settings, db: Database) -> AuditLog:
     try:
         return open_audit(settings, db)
     except ConfigError as exc:  # e.g. a pseudonym key file the log does not record
-        raise _fail(str(exc), 2) from None
+        raise fail(str(exc), 2) from None
 
 
 privacy_app = typer.Typer(help="Personal data: erasure, retention, content policy.",
@@ -45,13 +45,13 @@ def erase(
     config: ConfigOpt = None,
 ) -> None:
     """Crypto-shred a data subject's stored content; print the signed receipt (JSON)."""
-    db = _open(config)  # first: it names a bad setting (exit 2) instead of a traceback
+    db = open_db(config)  # first: it names a bad setting (exit 2) instead of a traceback
     settings = load_settings(config)
     audit = _audit(settings, db)
     try:
         receipt = erasure.erase(open_vault(settings, db), audit, subject, cli_actor())
     except (erasure.ErasureError, CheckpointError) as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     typer.echo(json.dumps(receipt, indent=2))
 
 
@@ -60,7 +60,7 @@ def purge(config: ConfigOpt = None) -> None:
     """Apply retention now, as the server's job does: delete stored content past content_days,
     prune audit entries past audit_days (their hashes stay), roll usage past usage_days up per
     tenant and month."""
-    db = _open(config)  # first: it names a bad setting (exit 2) instead of a traceback
+    db = open_db(config)  # first: it names a bad setting (exit 2) instead of a traceback
     settings = load_settings(config)
     r = settings.retention
     done = retention.run(r, open_vault(settings, db), _audit(settings, db),
@@ -78,11 +78,11 @@ def policy(tenant: str, value: Annotated[str, typer.Argument(help="none, redacte
     """Set what of a tenant's prompts and answers is kept (encrypted per data subject)."""
     if value not in POLICIES:
         raise typer.BadParameter(f"must be one of {', '.join(POLICIES)}", param_hint="VALUE")
-    db = _open(config)
+    db = open_db(config)
     try:
         set_policy(db, tenant, value)
     except LookupError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     typer.echo(f"tenant {tenant}: content policy {value}")
 
 
@@ -90,11 +90,11 @@ def policy(tenant: str, value: Annotated[str, typer.Argument(help="none, redacte
 def mask(tenant: str, on: Annotated[bool, typer.Argument(help="true or false")],
          config: ConfigOpt = None) -> None:  # fmt: skip
     """Mask personal data before a tenant's prompts reach the model (unmaskable ones refused)."""
-    db = _open(config)
+    db = open_db(config)
     try:
         set_masking(db, tenant, on)
     except LookupError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     typer.echo(f"tenant {tenant}: prompts masked before the model: {'on' if on else 'off'}")
 
 
@@ -117,11 +117,11 @@ def rotate_master_key(
 
     Interrupted, it resumes where it stopped when run again (the new key waits in
     master.key.next). Erased subjects stay erased; stored content stays readable."""
-    db = _open(config)  # first: it names a bad setting (exit 2) instead of a traceback
+    db = open_db(config)  # first: it names a bad setting (exit 2) instead of a traceback
     settings = load_settings(config)
     configured = settings.privacy.master_key_file
     if configured is not None and new_key_file is None:
-        raise _fail(
+        raise fail(
             f"privacy.master_key_file {configured} is a key sovllm only reads (e.g. a mounted "
             "secret), so it cannot replace it: put a new key in a file (`openssl rand "
             "-base64 32 > new.key`), stop the servers, run `sovllm privacy "
@@ -148,7 +148,7 @@ def rotate_master_key(
             "fix the cause and rerun `sovllm privacy rotate-master-key`"
             if new_key_file is None and side.exists() else ""
         )  # fmt: skip
-        raise _fail(f"the master key was not rotated: {exc}{keep}") from None
+        raise fail(f"the master key was not rotated: {exc}{keep}") from None
     resumed = " (resumed an interrupted rotation)" if done.resumed else ""
     typer.echo(f"master key {done.old_id} -> {done.new_id}: re-wrapped {done.rewrapped} "
                f"subject key(s){resumed}")  # fmt: skip
@@ -171,11 +171,11 @@ def rotate_pseudonym_key(
 ) -> None:
     """Start a new pseudonym epoch: from now on the same user has a different pseudonym in the
     audit log. Earlier entries keep theirs and still verify. Interrupted, run it again."""
-    db = _open(config)  # first: it names a bad setting (exit 2) instead of a traceback
+    db = open_db(config)  # first: it names a bad setting (exit 2) instead of a traceback
     settings = load_settings(config)
     configured = settings.privacy.pseudonym_key_file
     if configured is not None and new_key_file is None:
-        raise _fail(
+        raise fail(
             f"privacy.pseudonym_key_file {configured} is a key sovllm only reads (e.g. a "
             "mounted secret), so it cannot replace it: put a new key in a file (`openssl rand "
             "-base64 32 > new.key`), run `sovllm privacy rotate-pseudonym-key --new-key-file "
@@ -189,7 +189,7 @@ def rotate_pseudonym_key(
             {"actor": cli_actor()}, new_key_file, open_vault(settings, db),
         )  # fmt: skip
     except (OSError, ValueError, MasterKeyError) as exc:
-        raise _fail(f"the pseudonym key was not rotated: {exc}") from None
+        raise fail(f"the pseudonym key was not rotated: {exc}") from None
     resumed = " (resumed an interrupted rotation)" if done.resumed else ""
     typer.echo(f"pseudonym epoch {done.epoch} (key {done.key_id}) from audit entry "
                f"{done.entry}{resumed}")  # fmt: skip

@@ -19,8 +19,8 @@ from sovllm.governance import bootstrap
 from sovllm.governance.audit import PseudonymKeyError, open_audit
 from sovllm.governance.privacy import pii
 from sovllm.governance.privacy.masterkey import MasterKeyError
-from sovllm.pool import build as pool_build
-from sovllm.pool.build import PoolConfigError
+from sovllm.serve import build
+from sovllm.serve.build import PoolConfigError
 from sovllm.store.db import Database, DatabaseConfigError, database_url, hide_password
 from sovllm.store.migrate import upgrade
 
@@ -69,11 +69,11 @@ def run_server(
     # The pool probes every replica twice a second: keep httpx's per-request lines out.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
-        plans = pool_build.plan(settings, replicas, config_file)
+        plans = build.plan(settings, replicas, config_file)
     except PoolConfigError as exc:
         raise ServeError(str(exc)) from None
     if dry_run:
-        print(pool_build.describe(plans), flush=True)
+        print(build.describe(plans), flush=True)
         return
     try:
         datadir.prepare(settings)  # LoosePermissions in strict mode: the CLI exits with 2
@@ -107,7 +107,7 @@ def run_server(
     except (PseudonymKeyError, MasterKeyError) as exc:
         raise ServeError(str(exc)) from None
     try:
-        pool = pool_build.start(settings, plans)
+        pool = build.start(settings, plans)
     except PoolConfigError as exc:
         raise ServeError(str(exc)) from None
     app = create_app(settings, pool, db, audit)

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from sovllm.admin_cli import ConfigOpt, _fail, _open, _parse_date, cli_actor, record_read
+from sovllm.cli.common import ConfigOpt, cli_actor, fail, open_db, parse_date, record_read
 from sovllm.config import ConfigError, load_settings
 from sovllm.governance.audit import key_path, open_audit, open_signer
 from sovllm.governance.audit.checkpoint import CheckpointError, Verifier
@@ -28,11 +28,11 @@ audit_app = typer.Typer(help="The tamper-evident audit log.", no_args_is_help=Tr
 
 
 def _log(config: Path | None) -> AuditLog:
-    db = _open(config)
+    db = open_db(config)
     try:
         return open_audit(load_settings(config), db)
     except ConfigError as exc:
-        raise _fail(str(exc), 2) from None
+        raise fail(str(exc), 2) from None
 
 
 def _verifier(key: str | None, log: AuditLog | None) -> Verifier:
@@ -87,7 +87,7 @@ def verify(
         try:
             report = verify_export(lines, _verifier(key, log), note or against_note)
         except ExportError as exc:
-            raise _fail(f"{offline}: {exc}") from None
+            raise fail(f"{offline}: {exc}") from None
         _finish(report)
         return
     log = _log(config)
@@ -101,7 +101,7 @@ def prove(request_id: str, config: ConfigOpt = None) -> None:
     try:
         proof = inclusion(log.db, request_id)
     except LookupError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     entries = proof["entries"]
     count = len(entries) if isinstance(entries, list) else 0
     record_read(config, log.db, "audit.prove", {"request_id": request_id}, count)
@@ -114,7 +114,7 @@ def export(
     config: ConfigOpt = None,
 ) -> None:
     """Write the log as JSONL on stdout, verifiable with `verify --offline`. No keys or secrets."""
-    start = _parse_date(since, "--since").timestamp() if since else None
+    start = parse_date(since, "--since").timestamp() if since else None
     log = _log(config)
     lines = list(export_lines(log.db, start, log.signer.verifier))
     count = sum(1 for line in lines[1:] if "seq" in json.loads(line))
@@ -149,7 +149,7 @@ def key(config: ConfigOpt = None) -> None:
     try:
         settings = load_settings(config)
     except ConfigError as exc:
-        raise _fail(str(exc), 2) from None
+        raise fail(str(exc), 2) from None
     typer.echo(open_signer(settings).verifier.encode())
 
 
@@ -170,7 +170,7 @@ def rotate_key(
     log = _log(config)
     settings = load_settings(config)
     if settings.audit.key_file is not None and new_key_file is None:
-        raise _fail(
+        raise fail(
             f"audit.key_file {settings.audit.key_file} is a key sovllm only reads (e.g. a "
             "mounted secret), so it cannot replace it: put a new key in a file (`openssl rand "
             "-base64 32 > new.key`), run `sovllm audit rotate-signing-key --new-key-file "
@@ -179,7 +179,7 @@ def rotate_key(
     try:
         done = rotate_signing_key(log, key_path(settings), {"actor": cli_actor()}, new_key_file)
     except (OSError, ValueError, CheckpointError) as exc:
-        raise _fail(f"the signing key was not rotated: {exc}") from None
+        raise fail(f"the signing key was not rotated: {exc}") from None
     resumed = " (resumed an interrupted rotation)" if done.resumed else ""
     typer.echo(f"signing key rotated at audit entry {done.entry}{resumed}")
     typer.echo(f"old verifier key: {done.old_key}")

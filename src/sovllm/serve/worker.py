@@ -37,7 +37,7 @@ from sovllm.engines.llamacpp.model import ModelLoadError
 from sovllm.observability.metrics import CONTENT_TYPE, Metrics
 from sovllm.pool import wire
 from sovllm.pool.children import PARENT_ENV
-from sovllm.server import ServeError, check_port
+from sovllm.serve.gateway import ServeError, check_port
 
 
 def _error(status: int, message: str, type_: str, **extra: Any) -> JSONResponse:

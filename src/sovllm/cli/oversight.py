@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from sovllm.admin_cli import ConfigOpt, _fail, _open, append_audit, cli_actor
+from sovllm.cli.common import ConfigOpt, append_audit, cli_actor, fail, open_db
 from sovllm.config import load_settings
 from sovllm.governance import oversight
 
@@ -50,7 +50,7 @@ def stop(
     scope, target = _scope(everything, model, tenant)
     if mode is not None and mode not in ("drain", "cut"):
         raise typer.BadParameter("must be drain or cut", param_hint="--mode")
-    db = _open(config)
+    db = open_db(config)
     chosen = mode or load_settings(config).stop_mode
     made = oversight.new_stop(scope, target, chosen, reason, cli_actor())  # type: ignore[arg-type]
     append_audit(config, db, "oversight.stop", made.as_dict())  # recorded first, then in force
@@ -66,9 +66,9 @@ def resume(
 ) -> None:
     """Lift a stop."""
     scope, target = _scope(everything, model, tenant)
-    db = _open(config)
+    db = open_db(config)
     if not oversight.is_stopped(db, scope, target):
-        raise _fail(f"{'the service' if scope == 'all' else f'{scope} {target!r}'} is not stopped")
+        raise fail(f"{'the service' if scope == 'all' else f'{scope} {target!r}'} is not stopped")
     fields: dict[str, object] = {"scope": scope, "target": target or None, "actor": cli_actor()}
     append_audit(config, db, "oversight.resume", fields)
     oversight.remove_stop(db, scope, target)
@@ -77,7 +77,7 @@ def resume(
 
 def stops(config: ConfigOpt = None) -> None:
     """List the stops in force."""
-    found = oversight.list_stops(_open(config))
+    found = oversight.list_stops(open_db(config))
     if not found:
         typer.echo("nothing is stopped")
     for s in found:

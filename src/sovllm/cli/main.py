@@ -9,13 +9,14 @@ from typing import Annotated
 import typer
 
 from sovllm import __version__
-from sovllm.admin_cli import db_app, keys_app, tenants_app, usage
-from sovllm.audit_cli import audit_app
 from sovllm.bench.cli import bench
+from sovllm.cli.admin import db_app, keys_app, tenants_app, usage
+from sovllm.cli.audit import audit_app
+from sovllm.cli.common import EXIT_FAILED, EXIT_USAGE, ConfigOpt, fail, open_db, record_read
+from sovllm.cli.oversight import resume, stop, stops
+from sovllm.cli.privacy import privacy_app
 from sovllm.config import ConfigError, Settings, load_settings
-from sovllm.oversight_cli import resume, stop, stops
 from sovllm.planner.cli import plan_app
-from sovllm.privacy_cli import privacy_app
 
 app = typer.Typer(
     name="sovllm",
@@ -48,7 +49,6 @@ def compliance_records(
     tenants' content policies in the database."""
     import json
 
-    from sovllm.admin_cli import _open, record_read
     from sovllm.governance.records import record_of_processing, to_markdown
 
     if output not in {"md", "json"}:
@@ -56,17 +56,12 @@ def compliance_records(
     try:
         settings = load_settings(config)
     except ConfigError as exc:
-        raise _fail(str(exc)) from None
-    db = _open(config)
+        raise fail(str(exc), EXIT_USAGE) from None
+    db = open_db(config)
     record = record_of_processing(settings, db)
     # Reading the record is an audited access (`access.read`).
     record_read(config, db, "records.art30", {"format": output}, 1)
     typer.echo(json.dumps(record, indent=2) if output == "json" else to_markdown(record))
-
-
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    typer.echo(f"sovllm: {message}", err=True)
-    return typer.Exit(code)
 
 
 def _show_version(value: bool) -> None:
@@ -95,9 +90,6 @@ def main(
 
 HostOpt = Annotated[str | None, typer.Option(help="Address to bind [127.0.0.1].")]
 PortOpt = Annotated[int | None, typer.Option(help="Port to bind [8000].")]
-ConfigOpt = Annotated[
-    Path | None, typer.Option("--config", help="YAML settings file (or SOVLLM_CONFIG).")
-]
 ModelOpt = Annotated[str | None, typer.Option(help="Catalog model name or path of a GGUF file.")]
 
 
@@ -125,7 +117,7 @@ def serve(
     ] = False,
 ) -> None:
     """Serve the OpenAI-compatible API from the embedded model or a pool of replicas."""
-    from sovllm.server import run_server
+    from sovllm.serve.gateway import run_server
 
     settings = _settings(config, host, port, model)
     _run(lambda: run_server(settings, replicas=replicas, dry_run=dry_run, config_file=config))
@@ -136,7 +128,7 @@ def worker(
     host: HostOpt = None, port: PortOpt = None, config: ConfigOpt = None, model: ModelOpt = None
 ) -> None:
     """Run one embedded engine as a replica for a gateway (no keys or audit of its own)."""
-    from sovllm.worker import run_worker
+    from sovllm.serve.worker import run_worker
 
     settings = _settings(config, host, port, model)
     _run(lambda: run_worker(settings))
@@ -148,16 +140,16 @@ def _settings(
     try:
         return load_settings(config, host=host, port=port, model=model)
     except ConfigError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc), EXIT_USAGE) from None
 
 
 def _run(start: Callable[[], None]) -> None:
     from sovllm.datadir import LoosePermissions
-    from sovllm.server import ServeError
+    from sovllm.serve.gateway import ServeError
 
     try:
         start()
     except LoosePermissions as exc:
-        raise _fail(str(exc), code=2) from None
+        raise fail(str(exc), EXIT_USAGE) from None
     except ServeError as exc:
-        raise _fail(str(exc), code=1) from None
+        raise fail(str(exc), EXIT_FAILED) from None

@@ -4,74 +4,35 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import getpass
 import json
-import socket
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
-from sqlalchemy.exc import SQLAlchemyError
 
+from sovllm.cli.common import (
+    ConfigOpt,
+    append_audit,
+    cli_actor,
+    fail,
+    open_db,
+    parse_date,
+    record_read,
+)
 from sovllm.config import ConfigError, load_settings
 from sovllm.governance import bootstrap
 from sovllm.governance import identity as idn
-from sovllm.governance.access import READ, read_entry
 from sovllm.governance.usage import usage as usage_rows
-from sovllm.store.db import Database, DatabaseConfigError, database_url
-from sovllm.store.migrate import upgrade
+from sovllm.store.db import Database
 
 tenants_app = typer.Typer(help="Create, list and delete tenants.", no_args_is_help=True)
 keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
 db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
 
-ConfigOpt = Annotated[
-    Path | None, typer.Option("--config", help="YAML settings file (or SOVLLM_CONFIG).")
-]
 Count = Annotated[int | None, typer.Option(min=0)]
 _err = Console(stderr=True)
-
-
-def _fail(message: str, code: int = 1) -> typer.Exit:
-    typer.echo(f"sovllm: {message}", err=True)
-    return typer.Exit(code)
-
-
-def _open(config: Path | None) -> Database:
-    try:
-        settings = load_settings(config)
-        db = Database(database_url(settings.database_url, settings.data_dir))
-        upgrade(db)
-    except (ConfigError, DatabaseConfigError) as exc:
-        raise _fail(str(exc), 2) from None
-    except SQLAlchemyError as exc:
-        raise _fail(f"cannot open the database: {exc.__class__.__name__}") from None
-    return db
-
-
-def cli_actor() -> dict[str, str]:
-    """Who acted, for the audit log, when it is someone at the command line."""
-    return {"cli": getpass.getuser(), "host": socket.gethostname()}
-
-
-def append_audit(config: Path | None, db: Database, kind: str, fields: dict[str, object]) -> None:
-    """One audit entry from the command line, durable when this returns."""
-    from sovllm.governance.audit import open_audit
-
-    try:
-        audit = open_audit(load_settings(config), db)
-    except ConfigError as exc:  # e.g. a pseudonym key file the log does not record
-        raise _fail(str(exc), 2) from None
-    audit.append(kind, fields).result()
-
-
-def record_read(
-    config: Path | None, db: Database, resource: str, query: dict[str, object], count: int
-) -> None:
-    """A read from the command line (`access.read`), durable before anything is shown."""
-    append_audit(config, db, READ, read_entry(cli_actor(), resource, query, count))
 
 
 def _record(config: Path | None, db: Database, action: str, target: dict[str, object]) -> None:
@@ -98,16 +59,6 @@ def _limits_text(lim: idn.Limits) -> str:
     return " ".join(parts) or "-"
 
 
-def _parse_date(value: str, flag: str) -> dt.datetime:
-    try:
-        parsed = dt.datetime.fromisoformat(value)
-    except ValueError:
-        raise typer.BadParameter(
-            f"{value!r} is not a date (YYYY-MM-DD or an ISO 8601 time)", param_hint=flag
-        ) from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
-
-
 # -- tenants -------------------------------------------------------------------------------
 
 
@@ -122,11 +73,11 @@ def tenants_create(
     config: ConfigOpt = None,
 ) -> None:
     """Create a tenant (a department sharing the service)."""
-    db = _open(config)
+    db = open_db(config)
     try:
         t = idn.create_tenant(db, name, _limits(rpm, tpm, max_concurrent, monthly_tokens), weight)
     except idn.IdentityError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     _record(config, db, "tenant.create", {"name": t.name, **dataclasses.asdict(t.limits)})
     typer.echo(f"created tenant {t.name}")
 
@@ -136,7 +87,7 @@ def tenants_list(
     as_json: Annotated[bool, typer.Option("--json")] = False, config: ConfigOpt = None
 ) -> None:
     """List tenants with their limits."""
-    rows = idn.list_tenants(_open(config))
+    rows = idn.list_tenants(open_db(config))
     if as_json:
         typer.echo(json.dumps([dataclasses.asdict(t) for t in rows], indent=2))
         return
@@ -154,11 +105,11 @@ def tenants_delete(
     config: ConfigOpt = None,
 ) -> None:
     """Delete a tenant. Refused while it has live keys, unless --force revokes them."""
-    db = _open(config)
+    db = open_db(config)
     try:
         revoked = idn.delete_tenant(db, name, force)
     except idn.IdentityError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     _record(config, db, "tenant.delete", {"name": name, "force": force, "revoked": revoked})
     typer.echo(f"deleted tenant {name}" + (f", revoked {revoked} key(s)" if revoked else ""))
 
@@ -179,21 +130,21 @@ def keys_create(
     config: ConfigOpt = None,
 ) -> None:
     """Create an API key. The key is printed once, alone on the last line of stdout."""
-    expires_at = _parse_date(expires, "--expires").timestamp() if expires else None
+    expires_at = parse_date(expires, "--expires").timestamp() if expires else None
     if expires_at is not None and expires_at <= dt.datetime.now(dt.UTC).timestamp():
         raise typer.BadParameter("the expiry date is in the past", param_hint="--expires")
-    db = _open(config)
+    db = open_db(config)
     if tenant not in {t.name for t in idn.list_tenants(db)}:
         try:
             idn.create_tenant(db, tenant)
         except idn.IdentityError as exc:
-            raise _fail(str(exc)) from None
+            raise fail(str(exc)) from None
         typer.echo(f"created tenant {tenant}", err=True)
     limits = _limits(rpm, tpm, max_concurrent, monthly_tokens)
     try:
         raw, info = idn.create_key(db, tenant, role, limits, expires_at, name)
     except idn.IdentityError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     _record(config, db, "key.create",
             {"key_id": info.id, "prefix": info.prefix, "tenant": tenant, "role": info.role})  # fmt: skip
     typer.echo(f"created key {info.id} ({info.role}) for tenant {tenant}; it is shown only once:")
@@ -207,11 +158,11 @@ def keys_list(
     config: ConfigOpt = None,
 ) -> None:
     """List keys (never the keys themselves: only their visible prefix)."""
-    db = _open(config)
+    db = open_db(config)
     try:
         rows = idn.list_keys(db, tenant)
     except idn.IdentityError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     record_read(config, db, "keys", {"tenant": tenant}, len(rows))
     if as_json:
         out = [dataclasses.asdict(k) | {"active": k.active} for k in rows]
@@ -229,11 +180,11 @@ def keys_list(
 @keys_app.command("revoke")
 def keys_revoke(key_id: str, config: ConfigOpt = None) -> None:
     """Revoke a key: it stops working at once, on every gateway."""
-    db = _open(config)
+    db = open_db(config)
     try:
         info = idn.revoke_key(db, key_id)
     except idn.IdentityError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     _record(config, db, "key.revoke", {"key_id": key_id})
     typer.echo(f"revoked key {info.id} ({info.prefix}…)")
 
@@ -249,7 +200,7 @@ def keys_bootstrap(
     try:
         settings = load_settings(config)
     except ConfigError as exc:
-        raise _fail(str(exc), 2) from None
+        raise fail(str(exc), 2) from None
     if not show:
         path = bootstrap.bootstrap_key_path(settings.data_dir)
         state = "is waiting to be read" if path.exists() else "is not there"
@@ -259,7 +210,7 @@ def keys_bootstrap(
     try:
         key = bootstrap.take_key(settings.data_dir)
     except bootstrap.BootstrapKeyError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     typer.echo("the first admin key (tenant 'admin'); its file is deleted, store it now:", err=True)
     typer.echo(key)
 
@@ -274,8 +225,8 @@ def usage(
     config: ConfigOpt = None,
 ) -> None:
     """Requests and tokens per key, tenant and day."""
-    first = _parse_date(since, "--since").date() if since else None
-    db = _open(config)
+    first = parse_date(since, "--since").date() if since else None
+    db = open_db(config)
     rows = usage_rows(db, tenant, first)
     record_read(config, db, "usage", {"tenant": tenant, "since": since}, len(rows))
     if as_json:
@@ -291,5 +242,5 @@ def usage(
 @db_app.command("upgrade")
 def db_upgrade(config: ConfigOpt = None) -> None:
     """Apply the database migrations (the server also does this at start-up)."""
-    db = _open(config)
+    db = open_db(config)
     typer.echo(f"database at the latest schema ({db.backend})")

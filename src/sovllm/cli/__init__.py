@@ -1,0 +1,1 @@
+"""The `sovllm` command line: one module per group of commands, their shared helpers in common."""

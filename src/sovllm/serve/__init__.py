@@ -1,0 +1,1 @@
+"""Entry points that run a service: the gateway, a worker, and the wiring of both."""
