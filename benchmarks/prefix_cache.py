@@ -16,10 +16,10 @@ import asyncio
 import random
 import statistics
 
-from sovllm.config import EngineSettings
 from sovllm.engines.base import ChatMessage, GenerationRequest, SamplingParams
 from sovllm.engines.catalog import resolve_model
 from sovllm.engines.llamacpp.engine import LlamaCppEngine
+from sovllm.engines.llamacpp.settings import EngineSettings
 
 _TEXT = (
     "the a river mountain city engine quiet bright tomorrow because under seven market window "

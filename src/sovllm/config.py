@@ -22,6 +22,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from sovllm.engines.llamacpp.settings import EngineSettings
 from sovllm.pool.settings import ReplicaSettings, RoutingSettings
 from sovllm.store.db import hide_password
 
@@ -33,41 +34,6 @@ NESTED_DELIMITER = "__"
 
 class ConfigError(Exception):
     """A setting is wrong. The message is one line that names the setting."""
-
-
-class EngineSettings(BaseModel):
-    """The embedded llama.cpp engine."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    slots: int = Field(
-        32, ge=1, le=256, description="Sequences decoded together; each has its own KV cache."
-    )
-    context_per_slot: int = Field(
-        2048, ge=64, description="Context length (prompt + output tokens) of one slot."
-    )
-    step_tokens: int = Field(
-        512,
-        ge=16,
-        description="Token budget of one llama_decode step (decode tokens + prefill chunks).",
-    )
-    max_waiting: int = Field(
-        256, ge=0, description="Requests that may wait for a slot; past this the API answers 429."
-    )
-    threads: int = Field(
-        default_factory=lambda: os.cpu_count() or 1, ge=1, description="CPU threads for decoding."
-    )
-    flash_attn: bool = Field(False, description="Use llama.cpp's flash attention kernels.")
-    fair_share: bool = Field(
-        True,
-        description="Share the slots between tenants by weight (fair queueing and preemption); "
-        "off: first come, first served.",
-    )
-    prefix_cache: bool = Field(
-        True,
-        description="Keep finished requests' KV caches in free slots and reuse the longest "
-        "common prompt prefix (the earlier turns of a chat) instead of computing it again.",
-    )
 
 
 class AuditSettings(BaseModel):

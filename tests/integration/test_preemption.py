@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import asyncio
 
-from sovllm.config import EngineSettings
 from sovllm.engines.base import ChatMessage, GenerationRequest, SamplingParams
 from sovllm.engines.catalog import resolve_model
 from sovllm.engines.llamacpp.engine import LlamaCppEngine
+from sovllm.engines.llamacpp.settings import EngineSettings
 from tests.conftest import wait_until_async
 
 
 def request(rid: str, flow: str, prompt: str, tokens: int) -> GenerationRequest:
-    return GenerationRequest(
-        rid, SamplingParams(max_tokens=tokens, temperature=0.0, ignore_eos=True),
-        messages=[ChatMessage("user", prompt)], flow=flow,
-    )  # fmt: skip
+    sampling = SamplingParams(max_tokens=tokens, temperature=0.0, ignore_eos=True)
+    return GenerationRequest(rid, sampling, messages=[ChatMessage("user", prompt)], flow=flow)
 
 
 async def run(engine: LlamaCppEngine, req: GenerationRequest) -> str:
@@ -34,13 +32,15 @@ async def test_swapped_out_sequences_continue_exactly() -> None:
         reference = await asyncio.gather(
             *(run(engine, request(f"ref{i}", "A", p, 120)) for i, p in enumerate(prompts))
         )
-        before = engine._scheduler.preemptions
-        a = [asyncio.create_task(run(engine, request(f"a{i}", "A", p, 120)))
-             for i, p in enumerate(prompts)]  # fmt: skip
+        before = engine.scheduler.preemptions
+        a = [
+            asyncio.create_task(run(engine, request(f"a{i}", "A", p, 120)))
+            for i, p in enumerate(prompts)
+        ]
         await wait_until_async(lambda: engine.stats().running >= 2, "both A requests running")
         b = await run(engine, request("b", "B", "Say hi.", 8))
         texts = await asyncio.gather(*a)
-        assert engine._scheduler.preemptions > before  # B took a slot from A
+        assert engine.scheduler.preemptions > before  # B took a slot from A
         assert b
         assert texts == reference
     finally:

@@ -13,14 +13,20 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import httpx
+import openai
 import pytest
 
-from sovllm.config import EngineSettings
 from sovllm.engines.base import ChatMessage, GenerationOutput, GenerationRequest, SamplingParams
 from sovllm.engines.catalog import resolve_model
 from sovllm.engines.llamacpp.engine import LlamaCppEngine
+from sovllm.engines.llamacpp.settings import EngineSettings
 from tests.conftest import MODEL_ID, Server
 
+DOCUMENT = (
+    "Summarise this note in one line: the patient, born in 1961, was admitted on Monday with "
+    "chest pain radiating to the left arm, treated with aspirin and nitroglycerin, and moved "
+    "to the cardiology ward for observation after an abnormal electrocardiogram."
+)
 QUESTION = [ChatMessage("user", "Name three rivers in Europe and describe each one briefly.")]
 FOLLOW_UP = ChatMessage("user", "Which of them is the longest?")
 
@@ -29,7 +35,7 @@ def one_token_steps(prefix_cache: bool) -> LlamaCppEngine:
     settings = EngineSettings(slots=2, context_per_slot=1024, prefix_cache=prefix_cache)
     engine = LlamaCppEngine(resolve_model(MODEL_ID), settings)
     engine.start()
-    engine._scheduler.step_tokens = 1
+    engine.scheduler.step_tokens = 1
     return engine
 
 
@@ -133,3 +139,55 @@ def test_the_counters_are_on_the_metrics_endpoint(server: Server) -> None:
     server.wait_for_metric("prefix_cache_queries_total", queries0 + sum(prompts))
     # At least the first turn's prompt is reused by the second.
     assert server.metric("prefix_cache_hits_total") - hits0 >= prompts[0]
+
+
+async def test_a_cached_prefix_is_never_reused_across_tenants() -> None:
+    """The engine itself keeps tenants apart: a slot's cache serves only the tenant that left
+    it, whatever the gateway's routing does (another tenant could otherwise learn from its
+    speed, or from cached_tokens, what was sent before it)."""
+    settings = EngineSettings(slots=2, context_per_slot=512)
+    engine = LlamaCppEngine(resolve_model(MODEL_ID), settings)
+    engine.start()
+    try:
+
+        async def send(rid: str, tenant: str) -> GenerationOutput:
+            sampling = SamplingParams(max_tokens=4, temperature=0.0)
+            req = GenerationRequest(
+                rid, sampling, messages=[ChatMessage("user", DOCUMENT)], flow=tenant
+            )
+            return (await run(engine, req))[1]
+
+        first = await send("h1", "hospital")
+        assert first.cached_tokens == 0 and first.prompt_tokens >= 2 * 32
+        stranger = await send("l1", "law-firm")  # the identical prompt, another tenant
+        assert stranger.cached_tokens == 0
+        again = await send("h2", "hospital")
+        assert again.cached_tokens == again.prompt_tokens - 1
+        stats = engine.stats()
+        assert stats.prefix_cache_hits == again.cached_tokens
+    finally:
+        engine.shutdown()
+
+
+def test_tenants_do_not_share_cached_prompts_through_the_api(server: Server) -> None:
+    """End to end: the gateway names each key's tenant to the engine."""
+    clients = {
+        tenant: openai.OpenAI(
+            base_url=server.base_url, api_key=server.create_key(tenant), max_retries=0
+        )
+        for tenant in ("cache-hospital", "cache-law-firm")
+    }
+
+    def cached(tenant: str) -> int:
+        reply = clients[tenant].chat.completions.create(
+            model=MODEL_ID,
+            messages=[{"role": "user", "content": DOCUMENT + " (API)"}],
+            max_tokens=4,
+            temperature=0,
+        )
+        assert reply.usage is not None and reply.usage.prompt_tokens_details is not None
+        return reply.usage.prompt_tokens_details.cached_tokens or 0
+
+    assert cached("cache-hospital") == 0
+    assert cached("cache-law-firm") == 0
+    assert cached("cache-hospital") > 32

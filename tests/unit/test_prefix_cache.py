@@ -1,10 +1,12 @@
-"""Prefix caching in the scheduler: which free slot a new sequence takes, and what it reuses."""
+"""Prefix caching through the scheduler: which free slot a new sequence takes, what it reuses,
+and what the step tells the engine to cut (slots.py alone: test_slots.py)."""
 
 from __future__ import annotations
 
 from sovllm.engines.base import SamplingParams
-from sovllm.engines.llamacpp.scheduler import MIN_REUSE, Scheduler, Step, common_prefix
+from sovllm.engines.llamacpp.scheduler import Scheduler, Step
 from sovllm.engines.llamacpp.sequence import Sequence, Status
+from sovllm.engines.llamacpp.slots import MIN_REUSE
 
 CHAT = list(range(1000, 1100))  # a conversation's first 100 tokens
 
@@ -40,13 +42,6 @@ def serve(sched: Scheduler, output: list[int], *seqs: Sequence) -> None:
         sched.release(s)
 
 
-def test_common_prefix() -> None:
-    assert common_prefix([1, 2, 3], [1, 2, 4, 5]) == 2
-    assert common_prefix([1, 2], [1, 2, 3]) == 2
-    assert common_prefix([], [1]) == 0
-    assert common_prefix([9], [1]) == 0
-
-
 def test_a_new_sequence_takes_the_slot_with_the_longest_cached_prefix() -> None:
     sched = Scheduler(slots=3, step_tokens=512, max_waiting=4)
     short, long = seq("short", [*CHAT[:40], 1, 2, 3]), seq("long", [*CHAT[:70], 4, 5, 6])
@@ -60,7 +55,7 @@ def test_a_new_sequence_takes_the_slot_with_the_longest_cached_prefix() -> None:
     assert step.trims == [(long_slot, 70)]
     assert nxt.n_computed == 70
     assert [(i.tokens, i.start_pos) for i in step.items] == [([*CHAT[70:], 8, 9], 70)]
-    assert (sched.prefix_queries, sched.prefix_hits) == (43 + 73 + 100 + 102, 70)
+    assert (sched.slots.queries, sched.slots.hits) == (43 + 73 + 100 + 102, 70)
 
 
 def test_the_next_turn_reuses_the_previous_prompt_and_answer() -> None:
@@ -84,7 +79,7 @@ def test_a_whole_prompt_match_still_computes_the_last_token() -> None:
     assert step.trims == [(0, 99)]
     item = step.items[0]
     assert item.tokens == [CHAT[-1]] and item.start_pos == 99 and item.wants_logits
-    assert sched.prefix_hits == 99
+    assert sched.slots.hits == 99
 
 
 def test_unused_slots_go_first_then_the_least_recently_used() -> None:
@@ -170,7 +165,7 @@ def test_a_preempted_slot_is_empty_and_a_resumed_sequence_gets_a_cleared_slot() 
     # a2 resumes into slot 1 and brings its own cache: b's is cleared first, nothing reused.
     assert step.swapped_in == [a2] and a2.slot == 1
     assert step.trims == [(1, 0)]
-    assert a2.n_computed == 50 and sched.prefix_hits == 0
+    assert a2.n_computed == 50 and sched.slots.hits == 0
 
 
 def test_switched_off_nothing_is_reused_or_counted() -> None:
@@ -179,7 +174,7 @@ def test_switched_off_nothing_is_reused_or_counted() -> None:
     b = seq("b", [*CHAT, 1])
     step = admit(sched, b)
     assert b.n_computed == 0 and step.trims == [(0, 0)]  # the old cache is cleared
-    assert (sched.prefix_queries, sched.prefix_hits) == (0, 0)
+    assert (sched.slots.queries, sched.slots.hits) == (0, 0)
 
 
 def test_a_prefix_is_reused_within_its_tenant_only() -> None:

@@ -1,7 +1,8 @@
 """What every engine takes and gives back: typed requests, streamed outputs, and errors.
 
-The API layer speaks only these types. The embedded llama.cpp engine implements them today;
-upstream engines (vLLM, any OpenAI-compatible server) implement the same protocol later.
+The API layer speaks only these types: the embedded llama.cpp engine and the pool's backends
+(workers, vLLM, any OpenAI-compatible server) take a `GenerationRequest` and give back a
+`RequestStream` of `GenerationOutput`s.
 """
 
 from __future__ import annotations
@@ -115,26 +116,6 @@ class RequestStream(Protocol):
     def __aiter__(self) -> AsyncIterator[GenerationOutput]: ...
 
     def cancel(self) -> None: ...
-
-
-class Engine(Protocol):
-    @property
-    def model(self) -> ModelInfo: ...
-
-    def submit(self, request: GenerationRequest) -> RequestStream:
-        """Validate and enqueue. Raises an EngineError subclass before anything is queued."""
-        ...
-
-    def count_tokens(self, request: GenerationRequest) -> int: ...
-
-    def stats(self) -> EngineStats: ...
-
-    @property
-    def healthy(self) -> bool: ...
-
-    def start(self) -> None: ...
-
-    def shutdown(self) -> None: ...
 
 
 class EngineError(Exception):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Sequence as Seq
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from sovllm.engines.base import SamplingParams
@@ -30,7 +30,7 @@ class RateSample:
 
 def measure_rates(
     model: str,
-    batch_sizes: Seq[int],
+    batch_sizes: Collection[int],
     prompt_tokens: int = 256,
     decode_steps: int = 32,
     threads: int | None = None,

@@ -1,8 +1,10 @@
 """The embedded engine: a thread that drives scheduler and runner, and hands tokens to asyncio.
 
-Requests enter through `submit()` on the event loop; the engine thread batches every running
-sequence into one llama_decode per step and posts each step's outputs back to the loop in a
-single call, where each request's asyncio.Queue receives them.
+Requests enter through `submit()` on the event loop, which runs the prompt ids that
+`count_tokens()` made for the request (tokenizing only a request not counted, or changed since);
+the engine thread batches every running sequence into one llama_decode per step and posts each
+step's outputs back to the loop in a single call, where each request's asyncio.Queue receives
+them.
 """
 
 from __future__ import annotations
@@ -15,12 +17,11 @@ import logging
 import threading
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from llama_cpp import __version__ as llama_cpp_version
 
-from sovllm.config import EngineSettings
 from sovllm.engines.base import (
     ContextLengthError,
     EngineStats,
@@ -35,9 +36,9 @@ from sovllm.engines.llamacpp.chat_template import ChatTemplate
 from sovllm.engines.llamacpp.model import ContextShape, LlamaModel
 from sovllm.engines.llamacpp.runner import DecodeError, Runner
 from sovllm.engines.llamacpp.scheduler import Scheduler, Step
-from sovllm.engines.llamacpp.sequence import Sequence as Seq
-from sovllm.engines.llamacpp.sequence import Status
-from sovllm.engines.llamacpp.tokenizer import request_tokens
+from sovllm.engines.llamacpp.sequence import Sequence, Status
+from sovllm.engines.llamacpp.settings import EngineSettings
+from sovllm.engines.llamacpp.tokenizer import CountedPrompts, request_tokens
 
 log = logging.getLogger("sovllm.engine")
 
@@ -45,7 +46,7 @@ log = logging.getLogger("sovllm.engine")
 class _Stream:
     """One request's outputs, as an async iterator; `cancel()` frees its slot within a step."""
 
-    def __init__(self, engine: LlamaCppEngine, seq: Seq) -> None:
+    def __init__(self, engine: LlamaCppEngine, seq: Sequence) -> None:
         self._engine = engine
         self._seq = seq
         self.request_id = seq.request_id
@@ -83,14 +84,10 @@ class LlamaCppEngine:
         self._served_name = served_name or source.name
         self._cache_dir = cache_dir
         self._lock = threading.Condition()
-        self._scheduler = Scheduler(
-            settings.slots,
-            settings.step_tokens,
-            settings.max_waiting,
-            settings.fair_share,
-            settings.prefix_cache,
-        )
-        self._streams: dict[Seq, _Stream] = {}
+        self._scheduler: Scheduler | None = None
+        """Built by start(), once the model says whether its caches can be cut."""
+        self._counted = CountedPrompts()
+        self._streams: dict[Sequence, _Stream] = {}
         self._thread: threading.Thread | None = None
         self._stopping = False
         self._failure: str | None = None
@@ -104,25 +101,32 @@ class LlamaCppEngine:
     def start(self) -> None:
         """Load the model (blocking) and start the engine thread."""
         sha = weights_sha256(self._source.path, self._cache_dir)
-        # Decode tokens of every slot must fit one batch next to a prefill chunk.
-        batch = max(self._settings.step_tokens, self._settings.slots)
+        settings = self._settings
         shape = ContextShape(
-            slots=self._settings.slots,
-            context_per_slot=self._settings.context_per_slot,
-            batch_tokens=batch,
-            threads=self._settings.threads,
-            flash_attn=self._settings.flash_attn,
+            slots=settings.slots,
+            context_per_slot=settings.context_per_slot,
+            batch_tokens=settings.batch_tokens,
+            threads=settings.threads,
+            flash_attn=settings.flash_attn,
         )
         self._llm = LlamaModel(self._source.path, shape)
         self._runner = Runner(self._llm)
-        self._scheduler.step_tokens = batch
-        self._scheduler.prefix_cache = self._settings.prefix_cache and self._llm.can_trim
+        self._scheduler = Scheduler(
+            slots=settings.slots,
+            step_tokens=settings.batch_tokens,
+            max_waiting=settings.max_waiting,
+            preempt=settings.fair_share,
+            prefix_cache=settings.prefix_cache and self._llm.can_trim,
+        )
         bos = self._llm.token_text(self._llm.bos_token) if self._llm.bos_token >= 0 else ""
         eos = self._llm.token_text(self._llm.eos_token) if self._llm.eos_token >= 0 else ""
         self._template = ChatTemplate(self._llm.chat_template(), bos, eos)
         meta = self._llm.metadata()
-        config = {"engine": "llama.cpp", "llama_cpp_python": llama_cpp_version,
-                  "settings": self._settings.model_dump(exclude={"threads"})}  # fmt: skip
+        config = {
+            "engine": "llama.cpp",
+            "llama_cpp_python": llama_cpp_version,
+            "settings": settings.model_dump(exclude={"threads"}),
+        }
         config_sha = hashlib.sha256(
             json.dumps(config, sort_keys=True, separators=(",", ":")).encode()
         ).hexdigest()
@@ -170,15 +174,23 @@ class LlamaCppEngine:
         alive = self._thread is not None and self._thread.is_alive()
         return alive and self._failure is None and not self._stopping
 
+    @property
+    def scheduler(self) -> Scheduler:
+        if self._scheduler is None:
+            raise EngineUnavailableError("the model is not loaded")
+        return self._scheduler
+
     def stats(self) -> EngineStats:
         s = self._scheduler
+        if s is None:  # not started: nothing runs or waits yet
+            return EngineStats(0, 0, self._settings.slots, self._settings.max_waiting)
         return EngineStats(
             running=len(s.running),
             waiting=s.num_waiting,
-            slots=s.num_slots,
+            slots=s.slots.size,
             max_waiting=s.max_waiting,
-            prefix_cache_queries=s.prefix_queries,
-            prefix_cache_hits=s.prefix_hits,
+            prefix_cache_queries=s.slots.queries,
+            prefix_cache_hits=s.slots.hits,
         )
 
     # -- requests ----------------------------------------------------------------------
@@ -190,12 +202,15 @@ class LlamaCppEngine:
         return request_tokens(request, template, llm.tokenize, llm.n_vocab)
 
     def count_tokens(self, request: GenerationRequest) -> int:
-        return len(self.tokenize_request(request))
+        """The prompt's token count; its ids are kept for this request's submit()."""
+        ids = self.tokenize_request(request)
+        self._counted.put(request, ids)
+        return len(ids)
 
     def submit(self, request: GenerationRequest) -> _Stream:
         if not self.healthy:
             raise EngineUnavailableError(self._failure or "the engine is not running")
-        prompt = self.tokenize_request(request)
+        prompt = self._counted.take(request) or self.tokenize_request(request)
         if not prompt:
             raise InvalidRequestError("the prompt is empty", "prompt")
         ctx = self.model.context_length
@@ -203,18 +218,18 @@ class LlamaCppEngine:
         if len(prompt) + (asked or 1) > ctx:
             raise ContextLengthError(len(prompt), asked or 0, ctx)
         max_tokens = asked if asked is not None else ctx - len(prompt)
-        seq = Seq(request.request_id, prompt, request.sampling, max_tokens)
+        seq = Sequence(request.request_id, prompt, request.sampling, max_tokens)
         seq.owner = request.flow
         if self._settings.fair_share:
             seq.flow, seq.weight = request.flow, request.weight
         stream = _Stream(self, seq)
         with self._lock:
-            self._scheduler.add(seq)
+            self.scheduler.add(seq)
             self._streams[seq] = stream
             self._lock.notify()
         return stream
 
-    def _cancel(self, seq: Seq) -> None:
+    def _cancel(self, seq: Sequence) -> None:
         with self._lock:
             seq.cancelled = True
             self._lock.notify()
@@ -225,11 +240,11 @@ class LlamaCppEngine:
         try:
             while True:
                 with self._lock:
-                    while not self._scheduler.has_work() and not self._stopping:
+                    while not self.scheduler.has_work() and not self._stopping:
                         self._lock.wait()
                     if self._stopping:
                         break
-                    step = self._scheduler.schedule()
+                    step = self.scheduler.schedule()
                     aborted = self._finish_cancelled(step)
                 self._deliver(aborted)
                 if step.items or step.swapped_out:
@@ -262,7 +277,7 @@ class LlamaCppEngine:
                 raise DecodeError(f"could not restore the KV cache of {seq.request_id}")
             seq.swapped = None
 
-    def _run(self, step: Step) -> list[tuple[Seq, GenerationOutput]]:
+    def _run(self, step: Step) -> list[tuple[Sequence, GenerationOutput]]:
         runner, llm = self._runner, self._llm
         assert runner is not None and llm is not None
         if not step.items:
@@ -270,7 +285,7 @@ class LlamaCppEngine:
         to_sample = runner.decode(step.items)
         now = time.perf_counter()
         with self._lock:
-            self._scheduler.advance(step)
+            self.scheduler.advance(step)
         # Only this thread touches a running sequence's tokens, so sampling needs no lock.
         outputs = []
         for seq, index in to_sample:
@@ -284,7 +299,7 @@ class LlamaCppEngine:
                     self._retire(seq)
         return outputs
 
-    def _fail_step(self, step: Step, message: str) -> list[tuple[Seq, GenerationOutput]]:
+    def _fail_step(self, step: Step, message: str) -> list[tuple[Sequence, GenerationOutput]]:
         now = time.perf_counter()
         seqs = list(dict.fromkeys(item.seq for item in step.items))
         with self._lock:
@@ -292,7 +307,7 @@ class LlamaCppEngine:
                 self._retire(seq, cache_valid=False)  # the step may have written part of it
         return [(s, s.final_output("error", now, error=message)) for s in seqs]
 
-    def _finish_cancelled(self, step: Step) -> list[tuple[Seq, GenerationOutput]]:
+    def _finish_cancelled(self, step: Step) -> list[tuple[Sequence, GenerationOutput]]:
         now = time.perf_counter()
         out = []
         for seq in step.released:
@@ -300,28 +315,28 @@ class LlamaCppEngine:
             out.append((seq, seq.final_output("abort", now)))
         return out
 
-    def _retire(self, seq: Seq, cache_valid: bool = True) -> None:
+    def _retire(self, seq: Sequence, cache_valid: bool = True) -> None:
         """Free a finished sequence's slot and sampler (lock held). Its KV cache stays in the
         slot for a later prompt with the same prefix, unless it is not valid."""
         if not cache_valid and seq.slot is not None and self._llm is not None:
             self._llm.clear_slot(seq.slot)
-        self._scheduler.release(seq, cache_valid)
+        self.scheduler.release(seq, cache_valid)
         if self._runner is not None:
             self._runner.release(seq)
 
     def _fail_all(self, message: str) -> None:
         now = time.perf_counter()
         with self._lock:
-            seqs = list(self._scheduler.running) + list(self._scheduler.waiting)
-            self._scheduler.waiting.clear()
+            seqs = list(self.scheduler.running) + list(self.scheduler.waiting)
+            self.scheduler.waiting.clear()
             for seq in seqs:
-                self._scheduler.release(seq)
+                self.scheduler.release(seq)
                 if self._runner is not None:
                     self._runner.release(seq)
             outs = [(s, s.final_output("error", now, error=message)) for s in seqs]
         self._deliver(outs)
 
-    def _deliver(self, outputs: Sequence[tuple[Seq, GenerationOutput]]) -> None:
+    def _deliver(self, outputs: list[tuple[Sequence, GenerationOutput]]) -> None:
         if not outputs:
             return
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Stream, GenerationOutput]]]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Sequence as Seq
 
 import llama_cpp as C
 
@@ -29,7 +28,7 @@ class Runner:
     def close(self) -> None:
         C.llama_batch_free(self._batch)
 
-    def decode(self, items: Seq[StepItem]) -> list[tuple[Sequence, int]]:
+    def decode(self, items: list[StepItem]) -> list[tuple[Sequence, int]]:
         """Run the step; return (sequence, batch index of its logits) for those to sample."""
         batch = self._batch
         n = 0

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import enum
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from sovllm.engines.base import FinishReason, GenerationOutput, SamplingParams, Timings
@@ -132,6 +131,3 @@ class Sequence:
             time=now,
             cached_tokens=self.cached_tokens,
         )
-
-
-DeliverFn = Callable[[Sequence, GenerationOutput], None]

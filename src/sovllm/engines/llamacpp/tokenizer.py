@@ -1,17 +1,21 @@
-"""A GGUF model's vocabulary and chat template without its weights.
+"""A request's prompt as token ids, and a GGUF model's vocabulary without its weights.
 
 The gateway of a replica pool counts prompt tokens (for quotas and context checks) with the
-same tokenizer and template as the workers, without loading the model's tensors.
+same tokenizer and template as the workers, without loading the model's tensors. An engine in
+the gateway's process keeps the ids it counted (`CountedPrompts`), so a request is tokenized
+once.
 """
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 
 import llama_cpp as C
 
-from sovllm.engines.base import GenerationRequest, InvalidRequestError
+from sovllm.engines.base import ChatMessage, GenerationRequest, InvalidRequestError
 from sovllm.engines.llamacpp.chat_template import ChatTemplate
 from sovllm.engines.llamacpp.model import ModelLoadError, _init_backend, tokenize
 
@@ -38,6 +42,52 @@ def request_tokens(
             f"token id {bad} is outside the vocabulary (0..{n_vocab - 1})", "prompt"
         )
     return tokens
+
+
+class CountedPrompts:
+    """The prompt ids of requests counted and not yet submitted, so submit() reuses them.
+
+    The gateway counts a request's tokens (admission needs the number) before it submits it.
+    An id is handed back only for a request of the same id and the same content: one whose
+    messages changed in between (personal-data masking replaces them) is tokenized again,
+    never run with the ids of the text it had before. Bounded, oldest out first: a counted
+    request may never come (refused by a quota, routed to another replica).
+    """
+
+    def __init__(self, capacity: int = 256) -> None:
+        self._capacity = capacity
+        self._lock = threading.Lock()  # counted and submitted from any event loop's thread
+        self._ids: OrderedDict[str, tuple[_Content, list[int]]] = OrderedDict()
+
+    def put(self, request: GenerationRequest, ids: list[int]) -> None:
+        with self._lock:
+            self._ids[request.request_id] = (_content(request), ids)
+            self._ids.move_to_end(request.request_id)
+            while len(self._ids) > self._capacity:
+                self._ids.popitem(last=False)
+
+    def take(self, request: GenerationRequest) -> list[int] | None:
+        """The ids counted for this request, if its content is still what was counted."""
+        with self._lock:
+            entry = self._ids.pop(request.request_id, None)
+        if entry is None:
+            return None
+        content, ids = entry
+        return ids if content == _content(request) else None
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+
+_Content = tuple[tuple[ChatMessage, ...] | None, str | tuple[int, ...] | None]
+
+
+def _content(request: GenerationRequest) -> _Content:
+    """What a request's tokens depend on, as an immutable copy (a caller's list may change)."""
+    messages = None if request.messages is None else tuple(request.messages)
+    prompt = request.prompt
+    frozen = prompt if prompt is None or isinstance(prompt, str) else tuple(prompt)
+    return messages, frozen
 
 
 class Tokenizer:

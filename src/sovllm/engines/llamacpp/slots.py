@@ -1,0 +1,117 @@
+"""The slots and their KV caches: nano-vllm's block manager, at the grain of a whole slot.
+
+A slot is a llama.cpp sequence id with a KV buffer of its own. A finished sequence leaves its
+cache in its slot (prefix caching): a new sequence takes the free slot whose cached tokens share
+the longest prefix with its prompt, and prefills only the rest. The next turn of a chat (earlier
+turns + answer + new message) thus skips most of its prefill.
+
+A prefix is reused only by a sequence of the same owner (the tenant) as the one that left it:
+otherwise a tenant could learn from its speed, or from `cached_tokens`, what another sent.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import NamedTuple
+
+MIN_REUSE = 32
+"""Shorter shared prefixes (a system prompt) are cheap to recompute: not worth evicting a
+cached conversation for while a less useful slot is free."""
+
+
+@dataclass(frozen=True)
+class _Cache:
+    tokens: list[int]
+    """What the slot's KV cache holds, position by position."""
+    owner: str
+    """Whose request left it there."""
+
+
+_EMPTY = _Cache([], "")
+
+
+class Taken(NamedTuple):
+    slot: int
+    keep: int
+    """Cached tokens the new sequence reuses: positions 0..keep-1 of the slot's cache."""
+    trim: bool
+    """Whether the slot's cache holds more than `keep` positions, to be cut before use."""
+
+
+class SlotTable:
+    """Free slots, least recently used first, with what each one's KV cache holds.
+
+    The order is the eviction order and is kept explicitly in an OrderedDict: `release()` puts
+    a slot at the end (the most recently used), `release_empty()` at the front (an empty slot
+    evicts nothing, so it is the first to take). Without a useful prefix, `take()` gives the
+    front slot; among equally long prefixes, the one nearest the front.
+    """
+
+    def __init__(self, slots: int, prefix_cache: bool = True) -> None:
+        self.size = slots
+        self.prefix_cache = prefix_cache
+        self._free: OrderedDict[int, _Cache] = OrderedDict((s, _EMPTY) for s in range(slots))
+        self.queries = 0
+        """Prompt tokens of admitted new sequences (looked up in the cache)."""
+        self.hits = 0
+        """Of those, tokens found in a slot's cache and not computed again."""
+
+    def __len__(self) -> int:
+        """Free slots."""
+        return len(self._free)
+
+    def __bool__(self) -> bool:
+        return bool(self._free)
+
+    def take(self, prompt: list[int], owner: str, reuse: bool = True) -> Taken:
+        """Give the free slot with the longest cached prefix of `prompt` left by `owner`, else
+        the least recently used one; say how much of its cache the new sequence keeps.
+
+        `reuse=False` for a sequence that brings its own cache back (a preempted one): any slot
+        will do, and its cache is cleared.
+        """
+        assert self._free, "take() needs a free slot"
+        slot = next(iter(self._free))
+        keep = 0
+        if self.prefix_cache and reuse:
+            shared = {
+                s: common_prefix(c.tokens, prompt) if c.owner == owner else 0
+                for s, c in self._free.items()
+            }
+            best = max(shared, key=lambda s: shared[s])  # the first max: least recently used
+            if shared[best] >= MIN_REUSE:
+                slot = best
+            # The prompt's last token is computed again: sampling needs its logits.
+            keep = min(shared[slot], len(prompt) - 1)
+            self.queries += len(prompt)
+            self.hits += keep
+        cached = self._free.pop(slot)
+        return Taken(slot, keep, len(cached.tokens) > keep)
+
+    def release(self, slot: int, tokens: list[int], owner: str) -> None:
+        """A slot is free again, its cache holding `tokens` for `owner`: the most recently
+        used."""
+        self._free[slot] = _Cache(tokens, owner)
+        self._free.move_to_end(slot)
+
+    def release_empty(self, slot: int) -> None:
+        """A slot is free again with an empty (or cleared) cache: the first to take."""
+        self._free[slot] = _EMPTY
+        self._free.move_to_end(slot, last=False)
+
+    def order(self) -> list[int]:
+        """The free slots, in the order they are evicted."""
+        return list(self._free)
+
+
+def common_prefix(a: list[int], b: list[int]) -> int:
+    """How many leading tokens `a` and `b` share (binary search: list equality runs in C)."""
+    lo, hi = 0, min(len(a), len(b))
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if a[:mid] == b[:mid]:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo

@@ -1,0 +1,125 @@
+"""The slot table: which free slot a new sequence takes, what it keeps, what is evicted."""
+
+from __future__ import annotations
+
+from sovllm.engines.llamacpp.slots import MIN_REUSE, SlotTable, Taken, common_prefix
+
+CHAT = list(range(1000, 1100))  # a conversation's first 100 tokens
+
+
+def test_common_prefix() -> None:
+    assert common_prefix([1, 2, 3], [1, 2, 4, 5]) == 2
+    assert common_prefix([1, 2], [1, 2, 3]) == 2
+    assert common_prefix([], [1]) == 0
+    assert common_prefix([9], [1]) == 0
+    assert common_prefix(CHAT, CHAT) == 100
+
+
+def test_take_and_release_count_the_free_slots() -> None:
+    table = SlotTable(2)
+    assert len(table) == 2 and table.order() == [0, 1]
+    first = table.take(list(range(50)), "t")
+    second = table.take(list(range(50)), "t")
+    assert (first.slot, second.slot) == (0, 1)
+    assert len(table) == 0 and not table
+    table.release(0, list(range(50)), "t")
+    assert len(table) == 1 and table.order() == [0]
+
+
+def test_released_slots_are_evicted_least_recently_used_first() -> None:
+    table = SlotTable(3)
+    for slot in (0, 1, 2):
+        assert table.take([slot] * 40, "t").slot == slot
+    # Released in the order 2, 0, 1: slot 2 has waited longest, so it goes first.
+    for slot in (2, 0, 1):
+        table.release(slot, [slot + 10] * 40, "t")
+    assert table.order() == [2, 0, 1]
+    unrelated = list(range(5000, 5040))
+    assert table.take(unrelated, "t") == Taken(slot=2, keep=0, trim=True)
+    assert table.take(unrelated, "t").slot == 0
+    # A slot used again moves to the back of the line.
+    table.release(0, unrelated, "t")
+    assert table.order() == [1, 0]
+
+
+def test_an_emptied_slot_is_taken_before_any_cache_is_evicted() -> None:
+    table = SlotTable(3)
+    for slot in (0, 1, 2):
+        table.take([slot] * 40, "t")
+    table.release(0, [10] * 40, "t")
+    table.release(1, [11] * 40, "t")
+    table.release_empty(2)  # a preempted sequence's slot, or one a failed step cleared
+    assert table.order() == [2, 0, 1]
+    assert table.take(list(range(5000, 5040)), "t") == Taken(slot=2, keep=0, trim=False)
+
+
+def test_the_longest_cached_prefix_wins_over_the_lru_order() -> None:
+    table = SlotTable(3)
+    for slot in (0, 1, 2):
+        table.take([slot] * 40, "t")
+    table.release(1, CHAT[:40], "t")
+    table.release(2, list(range(2000, 2100)), "t")
+    table.release(0, CHAT[:70], "t")  # the most recently used, and the longest match
+    assert table.order() == [1, 2, 0]
+    taken = table.take([*CHAT, 8, 9], "t")
+    assert taken == Taken(slot=0, keep=70, trim=False)
+    assert (table.queries, table.hits) == (3 * 40 + 102, 70)  # every prompt is looked up
+    # Its cache is longer than what the new prompt shares: it is cut.
+    assert table.take([*CHAT[:50], 7, 7], "t") == Taken(slot=1, keep=40, trim=False)
+    table.release(1, CHAT, "t")
+    assert table.take([*CHAT[:60], 7], "t") == Taken(slot=1, keep=60, trim=True)
+
+
+def test_a_whole_prompt_match_keeps_all_but_the_last_token() -> None:
+    table = SlotTable(1)
+    table.take(CHAT, "t")
+    table.release(0, CHAT, "t")
+    # Sampling needs the last prompt token's logits: that token is computed again.
+    assert table.take(CHAT, "t") == Taken(slot=0, keep=99, trim=True)
+
+
+def test_a_short_shared_prefix_does_not_evict_a_conversation() -> None:
+    system = list(range(10, 10 + MIN_REUSE - 1))
+    table = SlotTable(2)
+    table.take(system + [1] * 50, "t")
+    table.release(0, system + [1] * 50, "t")
+    # Slot 1, never used, evicts nothing: a short shared prefix is not worth slot 0's cache.
+    assert table.take(system + [2] * 50, "t") == Taken(slot=1, keep=0, trim=False)
+    table.release(1, system + [2] * 50, "t")
+    # All hold a cache now: the least recently used goes, keeping the prefix it shares.
+    assert table.take(system + [3] * 50, "t") == Taken(slot=0, keep=len(system), trim=True)
+
+
+def test_a_prefix_is_reused_by_its_owner_only() -> None:
+    table = SlotTable(2)
+    table.take(CHAT, "hospital")
+    table.release(0, CHAT, "hospital")
+    # Another tenant with the same document reuses nothing: it takes the other slot.
+    other = table.take([*CHAT, 7], "law-firm")
+    assert other == Taken(slot=1, keep=0, trim=False)
+    assert table.hits == 0
+    same = table.take([*CHAT, 7], "hospital")
+    assert same == Taken(slot=0, keep=100, trim=False)
+
+
+def test_another_owner_evicts_a_cache_it_cannot_read() -> None:
+    table = SlotTable(1)
+    table.take(CHAT, "hospital")
+    table.release(0, CHAT, "hospital")
+    assert table.take([*CHAT, 7], "law-firm") == Taken(slot=0, keep=0, trim=True)
+
+
+def test_a_resumed_sequence_reuses_nothing_and_is_not_counted() -> None:
+    table = SlotTable(1)
+    table.take(CHAT, "t")
+    table.release(0, CHAT, "t")
+    assert table.take(CHAT, "t", reuse=False) == Taken(slot=0, keep=0, trim=True)
+    assert (table.queries, table.hits) == (100, 0)  # only the first take was looked up
+
+
+def test_switched_off_nothing_is_reused_or_counted() -> None:
+    table = SlotTable(1, prefix_cache=False)
+    table.take(CHAT, "t")
+    table.release(0, CHAT, "t")
+    assert table.take([*CHAT, 1], "t") == Taken(slot=0, keep=0, trim=True)
+    assert (table.queries, table.hits) == (0, 0)
