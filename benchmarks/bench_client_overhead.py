@@ -49,11 +49,12 @@ sys.path.insert(0, str(ROOT))
 from tests.unit.bench.stub import TEMPLATE_OVERHEAD  # noqa: E402
 
 from sovllm.bench.client import BenchClient, HttpKind  # noqa: E402
-from sovllm.bench.config import Lengths, Load, RunBounds, Workload  # noqa: E402
+from sovllm.bench.config import RunBounds, Workload  # noqa: E402
 from sovllm.bench.metrics import percentile  # noqa: E402
 from sovllm.bench.prompts import fit  # noqa: E402
 from sovllm.bench.runner import Run  # noqa: E402
 from sovllm.bench.workload import open_loop  # noqa: E402
+from sovllm.planner.workload import Lengths, Load  # noqa: E402
 
 Stats = dict[str, float]
 

@@ -22,7 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -34,8 +34,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.conftest import free_port
 from tests.postgres import create_database, private_postgres
 
-from sovllm.api import openai_routes
-from sovllm.api.app import create_app
 from sovllm.config import load_settings
 from sovllm.engines.base import (
     EngineStats,
@@ -45,8 +43,9 @@ from sovllm.engines.base import (
     Timings,
 )
 from sovllm.governance import identity as idn
-from sovllm.governance import quotas
+from sovllm.governance import quotas, tenants
 from sovllm.governance.audit import open_audit
+from sovllm.serve.app import create_app
 from sovllm.serve.build import in_process
 from sovllm.store.db import Database
 from sovllm.store.migrate import upgrade
@@ -104,8 +103,13 @@ def serve(db_url: str, governed: bool, port: int, data_dir: Path) -> None:
     if not governed:
         principal = idn.authenticate(db, KEY_FOR[db_url])
 
-        async def no_governance(
-            request: object, roles: object, request_id: str, tokens: int
+        def no_governance(
+            db: object,
+            raw_key: object,
+            roles: object,
+            request_id: str,
+            tokens: int,
+            gate: Callable[[idn.Principal], None] | None = None,
         ) -> tuple[idn.Principal, quotas.Ticket]:
             ticket = quotas.Ticket(
                 request_id, principal.key_id, principal.tenant_id, tokens,
@@ -113,7 +117,7 @@ def serve(db_url: str, governed: bool, port: int, data_dir: Path) -> None:
             )  # fmt: skip
             return principal, ticket
 
-        openai_routes.authorize_and_admit = no_governance  # type: ignore[assignment]
+        quotas.authorize_and_admit = no_governance  # type: ignore[assignment]
         quotas.settle = lambda *a, **k: None  # type: ignore[assignment]
     uvicorn.run(app, port=port, log_level="warning")
 
@@ -168,8 +172,8 @@ def run_backend(name: str, url: str, n: int) -> dict[str, float]:
     db = Database(url)
     upgrade(db)
     every_limit = idn.Limits(10**6, 10**9, 10**4, 10**12)
-    idn.create_tenant(db, "bench", every_limit)
-    key, _ = idn.create_key(db, "bench", idn.Role.USER, every_limit)
+    tenants.create_tenant(db, "bench", every_limit)
+    key, _ = tenants.create_key(db, "bench", idn.Role.USER, every_limit)
     db.dispose()
     data_dir = Path(tempfile.mkdtemp())
     with serving(url, key, False, data_dir) as u:

@@ -137,7 +137,10 @@ def wait_until_up(proc: subprocess.Popen[bytes], url: str, log: Path, timeout: f
 
 @contextmanager
 def run_server(
-    tmp: Path, env: dict[str, str] | None = None, args: tuple[str, ...] = ()
+    tmp: Path,
+    env: dict[str, str] | None = None,
+    args: tuple[str, ...] = (),
+    ready_timeout: float = 120,
 ) -> Iterator[Server]:
     port = free_port()
     tmp.mkdir(parents=True, exist_ok=True)
@@ -152,7 +155,7 @@ def run_server(
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_until_up(proc, f"{url}/ready", log)
+        wait_until_up(proc, f"{url}/ready", log, ready_timeout)
         cli_env = {"SOVLLM_DATA_DIR": str(tmp / "data"), **(env or {})}
         yield Server(url, proc, log, _bootstrap_key(log, full_env), tmp / "data", cli_env)
     finally:

@@ -42,9 +42,11 @@ class AuditSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     origin: str = Field(
-        "sovllm", min_length=1, pattern=r"^[^\s+]+$",
+        "sovllm",
+        min_length=1,
+        pattern=r"^[^\s+]+$",
         description="The log's name in its signed checkpoints (no spaces or '+').",
-    )  # fmt: skip
+    )
     key_file: Path | None = Field(
         None,
         description="Ed25519 signing key (32 random bytes, base64), e.g. a mounted secret: "
@@ -159,9 +161,11 @@ class SecuritySettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     auth_failures_per_minute: int = Field(
-        30, ge=1, description="401/403 answers one source address may get in 60 s; past "
-        "this, its requests are refused with 429 before their key is checked.",
-    )  # fmt: skip
+        30,
+        ge=1,
+        description="401/403 answers one source address may get in 60 s; past this, its "
+        "requests are refused with 429 before their key is checked.",
+    )
     trusted_proxies: list[str] = Field(
         default_factory=list,
         description="Addresses (or CIDR networks) of reverse proxies whose X-Forwarded-For "
@@ -190,13 +194,16 @@ class ComplianceSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     controller: str | None = Field(
-        None, min_length=1, description="The controller's name and contact details "
-        "(GDPR Art. 30(1)(a)), e.g. 'Ospedale San Carlo, via Roma 1, Milano, privacy@osc.it'.",
-    )  # fmt: skip
+        None,
+        min_length=1,
+        description="The controller's name and contact details (GDPR Art. 30(1)(a)), e.g. "
+        "'Ospedale San Carlo, via Roma 1, Milano, privacy@osc.it'.",
+    )
     dpo_contact: str | None = Field(
-        None, min_length=1, description="The data protection officer's contact details "
-        "(GDPR Art. 30(1)(a), 37(7)).",
-    )  # fmt: skip
+        None,
+        min_length=1,
+        description="The data protection officer's contact details (GDPR Art. 30(1)(a), 37(7)).",
+    )
 
 
 class Settings(BaseSettings):

@@ -41,8 +41,13 @@ def loose(settings: Settings) -> list[str]:
     data = settings.data_dir
     folders = [data, data / "audit"]
     keys = [key_path(settings), master_key_path(settings), pseudonym_key_path(settings)]
-    files = [*keys, *(next_path(k) for k in keys), data / "audit" / "pseudonym.retired",
-             bootstrap_key_path(data)]  # fmt: skip  # a rotation's side files are keys too
+    # A rotation's side files are keys too.
+    files = [
+        *keys,
+        *(next_path(k) for k in keys),
+        data / "audit" / "pseudonym.retired",
+        bootstrap_key_path(data),
+    ]
     if settings.database_url is None:  # the SQLite database holds key hashes and content
         files += [data / (SQLITE_FILE + suffix) for suffix in ("", "-wal", "-shm")]
     found = []

@@ -44,13 +44,20 @@ def totals(groups: list[dict[str, object]]) -> dict[tuple[object, object], int]:
 
 def test_each_audited_read_is_an_entry_with_its_actor(server: Server) -> None:
     user = server.create_key("acc-ward")
-    assert server.admin("PATCH", "/tenants/acc-ward",
-                        json={"content_policy": "full"}).status_code == 200  # fmt: skip
+    assert (
+        server.admin("PATCH", "/tenants/acc-ward", json={"content_policy": "full"}).status_code
+        == 200
+    )
     chat = httpx.post(
-        f"{server.base_url}/chat/completions", headers={"Authorization": f"Bearer {user}"},
-        json={"model": MODEL_ID, "max_tokens": 3,
-              "messages": [{"role": "user", "content": "Hello"}]}, timeout=60,
-    )  # fmt: skip
+        f"{server.base_url}/chat/completions",
+        headers={"Authorization": f"Bearer {user}"},
+        json={
+            "model": MODEL_ID,
+            "max_tokens": 3,
+            "messages": [{"role": "user", "content": "Hello"}],
+        },
+        timeout=60,
+    )
     assert chat.status_code == 200, chat.text
     rid = chat.json()["id"]
     auditor = server.create_key("acc-dpo", role="auditor")
@@ -62,14 +69,28 @@ def test_each_audited_read_is_an_entry_with_its_actor(server: Server) -> None:
 
     reads = [  # path, params, who, resource, query as logged, how many results
         ("/keys", {"tenant": "acc-dpo"}, server.auth, admin, "keys", {"tenant": "acc-dpo"}, 1),
-        ("/usage", {"tenant": "acc-ward", "since": "2020-01-01"}, as_auditor, dpo, "usage",
-         {"tenant": "acc-ward", "since": "2020-01-01"}, 1),
-        ("/audit/entries", {"request_id": rid}, as_auditor, dpo, "audit.entries",
-         {"request_id": rid, "limit": 100}, 2),
+        (
+            "/usage",
+            {"tenant": "acc-ward", "since": "2020-01-01"},
+            as_auditor,
+            dpo,
+            "usage",
+            {"tenant": "acc-ward", "since": "2020-01-01"},
+            1,
+        ),
+        (
+            "/audit/entries",
+            {"request_id": rid},
+            as_auditor,
+            dpo,
+            "audit.entries",
+            {"request_id": rid, "limit": 100},
+            2,
+        ),
         ("/audit/checkpoint", {}, as_auditor, dpo, "audit.checkpoint", {}, 1),
         (f"/audit/content/{rid}", {}, as_auditor, dpo, "content", {"request_id": rid}, 2),
         ("/access/denied", {"limit": 7}, as_auditor, dpo, "access.denied", {"limit": 7}, None),
-    ]  # fmt: skip
+    ]
     for path, params, headers, who, resource, query, count in reads:
         before = len(of_kind(server.data_dir, "access.read"))
         r = httpx.get(f"{server.url}/admin/v1{path}", params=params, headers=headers, timeout=30)
@@ -102,10 +123,11 @@ def test_each_audited_read_is_an_entry_with_its_actor(server: Server) -> None:
 def test_command_line_reads_are_entries_with_the_local_user(server: Server) -> None:
     key = server.create_key("acc-cli")
     chat = httpx.post(
-        f"{server.base_url}/chat/completions", headers={"Authorization": f"Bearer {key}"},
-        json={"model": MODEL_ID, "max_tokens": 2,
-              "messages": [{"role": "user", "content": "Hi"}]}, timeout=60,
-    )  # fmt: skip
+        f"{server.base_url}/chat/completions",
+        headers={"Authorization": f"Bearer {key}"},
+        json={"model": MODEL_ID, "max_tokens": 2, "messages": [{"role": "user", "content": "Hi"}]},
+        timeout=60,
+    )
     rid = chat.json()["id"]
     commands = [  # arguments, resource, query
         (["keys", "list", "--tenant", "acc-cli", "--json"], "keys", {"tenant": "acc-cli"}),
@@ -146,8 +168,10 @@ def test_x_forwarded_for_is_not_trusted_by_default(server: Server) -> None:
 
 
 def test_a_burst_of_bad_keys_is_aggregated_and_then_its_source_is_refused(tmp_path: Path) -> None:
-    env = {"SOVLLM_SECURITY__AUTH_FAILURES_PER_MINUTE": "5",
-           "SOVLLM_SECURITY__TRUSTED_PROXIES": '["127.0.0.5"]'}  # fmt: skip
+    env = {
+        "SOVLLM_SECURITY__AUTH_FAILURES_PER_MINUTE": "5",
+        "SOVLLM_SECURITY__TRUSTED_PROXIES": '["127.0.0.5"]',
+    }
     with run_server(tmp_path, env) as srv:
         good = srv.create_key("acc-burst")
         valid = {"Authorization": f"Bearer {good}"}
@@ -155,13 +179,16 @@ def test_a_burst_of_bad_keys_is_aggregated_and_then_its_source_is_refused(tmp_pa
         spoof = {"X-Forwarded-For": "10.9.9.9"}
         with from_address("127.0.0.2") as attacker:
             for i in range(4):
-                r = attacker.get(f"{srv.base_url}/models",
-                                 headers={"Authorization": f"Bearer {BAD}{i:036d}", **spoof})  # fmt: skip
+                r = attacker.get(
+                    f"{srv.base_url}/models",
+                    headers={"Authorization": f"Bearer {BAD}{i:036d}", **spoof},
+                )
                 assert r.status_code == 401, r.text
             chat = attacker.post(
-                f"{srv.base_url}/chat/completions", headers={"Authorization": f"Bearer {BAD}{9:036d}"},
+                f"{srv.base_url}/chat/completions",
+                headers={"Authorization": f"Bearer {BAD}{9:036d}"},
                 json={"model": MODEL_ID, "messages": [{"role": "user", "content": "Hi"}]},
-            )  # fmt: skip
+            )
             assert chat.status_code == 401  # the fifth failure, on the inference path
             # Past the limit: refused before the key is looked at, even a valid one.
             for path in ("/models", "/me"):
@@ -172,8 +199,11 @@ def test_a_burst_of_bad_keys_is_aggregated_and_then_its_source_is_refused(tmp_pa
                 assert error["code"] == "too_many_authentication_failures"
                 assert "127.0.0.2" in error["message"] and error["param"] is None
                 assert 1 <= int(r.headers["Retry-After"]) <= 60
-            r = attacker.post(f"{srv.base_url}/chat/completions", headers=valid,
-                              json={"model": MODEL_ID, "messages": [{"role": "user", "content": "Hi"}]})  # fmt: skip
+            r = attacker.post(
+                f"{srv.base_url}/chat/completions",
+                headers=valid,
+                json={"model": MODEL_ID, "messages": [{"role": "user", "content": "Hi"}]},
+            )
             assert r.status_code == 429
         # Another source with the same valid key is served.
         with from_address("127.0.0.3") as neighbour:
@@ -187,8 +217,9 @@ def test_a_burst_of_bad_keys_is_aggregated_and_then_its_source_is_refused(tmp_pa
         # The console's list: the open minute's groups (pending), then those in the log.
         listed = srv.admin("GET", "/access/denied").json()["data"]
         assert totals([g for g in listed if g["source"] == "127.0.0.2"]) == {
-            (BAD, 401): 5, ("*", 429): 3,
-        }  # fmt: skip
+            (BAD, 401): 5,
+            ("*", 429): 3,
+        }
     # Shut down: the open minute's groups are written before the log closes.
     by_source: dict[str, list[dict[str, Any]]] = {}
     for entry in of_kind(srv.data_dir, "access.denied"):
@@ -200,8 +231,9 @@ def test_a_burst_of_bad_keys_is_aggregated_and_then_its_source_is_refused(tmp_pa
     # 8 refusals, 2 groups: 2 entries, or up to 4 if a minute closed during the burst.
     assert len(burst) <= 4
     for e in burst:
-        assert e["reasons"] == ({"unknown": e["count"]} if e["status"] == 401
-                                else {"throttled": e["count"]})  # fmt: skip
+        assert e["reasons"] == (
+            {"unknown": e["count"]} if e["status"] == 401 else {"throttled": e["count"]}
+        )
         assert set(e["paths"]) <= {"/v1/models", "/v1/me", "/v1/chat/completions"}
     raw = b"".join(p.read_bytes() for p in srv.data_dir.glob("sovllm.db*"))
     assert f"{BAD}{0:036d}".encode() not in raw and good.encode() not in raw  # never a whole key

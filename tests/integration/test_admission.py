@@ -12,12 +12,12 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from sovllm.api.app import create_app
 from sovllm.config import load_settings
 from sovllm.engines.catalog import resolve_model
 from sovllm.engines.llamacpp.engine import LlamaCppEngine
 from sovllm.governance.audit import open_audit
-from sovllm.governance.identity import bootstrap_admin
+from sovllm.governance.bootstrap import bootstrap_admin
+from sovllm.serve.app import create_app
 from sovllm.serve.build import in_process
 from sovllm.store.db import Database, database_url
 from sovllm.store.migrate import upgrade

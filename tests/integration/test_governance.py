@@ -121,20 +121,32 @@ def test_tenant_with_live_keys_is_deleted_only_with_force(server: Server) -> Non
 
 
 def test_patch_changes_only_what_it_names(server: Server) -> None:
-    r = server.admin("POST", "/tenants", json={"name": "patchy", "rpm": 10, "tpm": 5000,
-                                               "content_policy": "redacted"})  # fmt: skip
+    r = server.admin(
+        "POST",
+        "/tenants",
+        json={"name": "patchy", "rpm": 10, "tpm": 5000, "content_policy": "redacted"},
+    )
     assert r.status_code == 201, r.text
     assert (r.json()["content_policy"], r.json()["limits"]["rpm"]) == ("redacted", 10)
     r = server.admin("PATCH", "/tenants/patchy", json={"content_policy": "full"})
     assert r.status_code == 200, r.text
     assert r.json()["content_policy"] == "full"
-    assert r.json()["limits"] == {"rpm": 10, "tpm": 5000, "max_concurrent": None,
-                                  "monthly_tokens": None}  # fmt: skip
+    assert r.json()["limits"] == {
+        "rpm": 10,
+        "tpm": 5000,
+        "max_concurrent": None,
+        "monthly_tokens": None,
+    }
     r = server.admin("PATCH", "/tenants/patchy", json={"rpm": None, "max_concurrent": 2})
-    assert r.json()["limits"] == {"rpm": None, "tpm": 5000, "max_concurrent": 2,
-                                  "monthly_tokens": None}  # fmt: skip
-    key = server.admin("POST", "/keys", json={"tenant": "patchy", "role": "user", "rpm": 7,
-                                              "tpm": 700}).json()  # fmt: skip
+    assert r.json()["limits"] == {
+        "rpm": None,
+        "tpm": 5000,
+        "max_concurrent": 2,
+        "monthly_tokens": None,
+    }
+    key = server.admin(
+        "POST", "/keys", json={"tenant": "patchy", "role": "user", "rpm": 7, "tpm": 700}
+    ).json()
     r = server.admin("PATCH", f"/keys/{key['id']}", json={"tpm": 900})
     assert r.json()["limits"]["rpm"] == 7 and r.json()["limits"]["tpm"] == 900
     listed = {t["name"]: t for t in server.admin("GET", "/tenants").json()["data"]}
@@ -177,9 +189,11 @@ def two_gateways(tmp_path: Path, database_url_any: str) -> Iterator[tuple[Server
     with run_server(tmp_path / "a", env) as a:
         # Gateways of one service share its keys (docs/deploy.md: mounted secrets): b reads a's.
         keys = a.data_dir / "audit"
-        shared = {"SOVLLM_AUDIT__KEY_FILE": str(keys / "signing.key"),
-                  "SOVLLM_PRIVACY__MASTER_KEY_FILE": str(keys / "master.key"),
-                  "SOVLLM_PRIVACY__PSEUDONYM_KEY_FILE": str(keys / "pseudonym.key")}  # fmt: skip
+        shared = {
+            "SOVLLM_AUDIT__KEY_FILE": str(keys / "signing.key"),
+            "SOVLLM_PRIVACY__MASTER_KEY_FILE": str(keys / "master.key"),
+            "SOVLLM_PRIVACY__PSEUDONYM_KEY_FILE": str(keys / "pseudonym.key"),
+        }
         with run_server(tmp_path / "b", {**env, **shared}) as b:
             assert a.api_key and not b.api_key  # one bootstrap key between them
             b.api_key = a.api_key

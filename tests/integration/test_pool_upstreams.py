@@ -15,7 +15,7 @@ import pytest
 from openai import OpenAI
 
 from sovllm.engines.catalog import resolve_model
-from tests.conftest import MODEL_ID, free_port, run_server, wait_until_up
+from tests.conftest import MODEL_ID, free_port, run_server, wait_until, wait_until_up
 
 PEER_ID = "peer-smol"
 
@@ -52,6 +52,12 @@ def test_an_openai_upstream_beside_an_embedded_worker(peer: str, tmp_path: Path)
     ]}))  # fmt: skip
     env = {"SOVLLM_ENGINE__THREADS": "1"}
     with run_server(tmp_path, env=env, args=("--config", str(config))) as srv:
+        # Ready means one replica answers; the upstream's first probe may still be under way.
+        def all_healthy() -> bool:
+            replicas = srv.admin("GET", "/pool").json()["replicas"]
+            return {r["state"] for r in replicas} == {"healthy"}
+
+        wait_until(all_healthy, "both replicas healthy")
         client = OpenAI(base_url=srv.base_url, api_key=srv.api_key, max_retries=0)
         assert sorted(m.id for m in client.models.list()) == sorted([MODEL_ID, "upstream-smol"])
         raw = client.chat.completions.with_raw_response.create(

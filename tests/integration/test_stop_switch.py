@@ -24,9 +24,12 @@ def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 def cli(server: Server, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "sovllm", *args], env={**os.environ, **(server.env or {})},
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        [sys.executable, "-m", "sovllm", *args],
+        env={**os.environ, **(server.env or {})},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def status(server: Server, key: str | None = None) -> httpx.Response:
@@ -53,9 +56,10 @@ def test_cut_ends_streams_with_stop_and_refuses_new_requests(srv: Server) -> Non
             )
             await asyncio.wait_for(started.wait(), 120)
             r = await client.post(
-                f"{srv.url}/admin/v1/stop", headers=srv.auth,
+                f"{srv.url}/admin/v1/stop",
+                headers=srv.auth,
                 json={"scope": "model", "target": MODEL_ID, "mode": "cut", "reason": "drill"},
-            )  # fmt: skip
+            )
             stopped = time.monotonic()  # the moment the stop call returned
             return await task, r, stopped
 
@@ -83,14 +87,19 @@ def test_cut_ends_streams_with_stop_and_refuses_new_requests(srv: Server) -> Non
 def test_cut_note_reaches_a_non_streamed_answer(srv: Server) -> None:
     async def run() -> httpx.Response:
         async with httpx.AsyncClient(timeout=120) as client:
-            body = {"model": MODEL_ID, "max_tokens": 1500, "ignore_eos": True, "messages": [
-                {"role": "user", "content": "Count to a thousand"}]}  # fmt: skip
+            body = {
+                "model": MODEL_ID,
+                "max_tokens": 1500,
+                "ignore_eos": True,
+                "messages": [{"role": "user", "content": "Count to a thousand"}],
+            }
             task = asyncio.create_task(
                 client.post(f"{srv.base_url}/chat/completions", json=body, headers=srv.auth)
             )
             await until(lambda: srv.metric("num_requests_running") >= 1, "a running request")
-            await client.post(f"{srv.url}/admin/v1/stop", headers=srv.auth,
-                              json={"scope": "all", "mode": "cut"})  # fmt: skip
+            await client.post(
+                f"{srv.url}/admin/v1/stop", headers=srv.auth, json={"scope": "all", "mode": "cut"}
+            )
             return await task
 
     r = asyncio.run(run())
@@ -110,8 +119,11 @@ def test_tenant_stop_from_the_cli_drains_and_spares_other_tenants(srv: Server) -
 
     async def run() -> Outcome:
         async with httpx.AsyncClient(timeout=120) as client:
-            task = asyncio.create_task(chat_stream(client, srv, "Write a poem", 600, key=stopped,
-                                                   extra={"ignore_eos": True}))  # fmt: skip
+            task = asyncio.create_task(
+                chat_stream(
+                    client, srv, "Write a poem", 600, key=stopped, extra={"ignore_eos": True}
+                )
+            )
             await until(lambda: srv.metric("num_requests_running") >= 1, "a running request")
             done = await asyncio.to_thread(
                 cli, srv, "stop", "--tenant", "stop-me", "--mode", "drain", "--reason", "audit"
@@ -146,8 +158,11 @@ def test_bad_stop_requests_are_refused_with_the_reason(srv: Server) -> None:
     r = srv.admin("POST", "/stop", json={"scope": "all", "mode": "pause"})
     assert r.status_code == 400
     user = srv.create_key("plain", role="user")
-    r = httpx.post(f"{srv.url}/admin/v1/stop", json={"scope": "all"},
-                   headers={"Authorization": f"Bearer {user}"})  # fmt: skip
+    r = httpx.post(
+        f"{srv.url}/admin/v1/stop",
+        json={"scope": "all"},
+        headers={"Authorization": f"Bearer {user}"},
+    )
     assert r.status_code == 403
     assert cli(srv, "stop").returncode == 2
     assert cli(srv, "stop", "--all", "--mode", "later").returncode == 2

@@ -48,9 +48,10 @@ def test_a_burst_is_one_group_per_minute_prefix_source_and_status() -> None:
     clock.now += 60
     groups = {(g["source"], g["key_prefix"], g["status"]): g for g in guard.closed()}
     assert set(groups) == {
-        ("10.0.0.1", "sk-sovllm-AbCd", 401), ("10.0.0.1", "none", 401),
+        ("10.0.0.1", "sk-sovllm-AbCd", 401),
+        ("10.0.0.1", "none", 401),
         ("10.0.0.2", "sk-sovllm-AbCd", 403),
-    }  # fmt: skip
+    }
     burst = groups[("10.0.0.1", "sk-sovllm-AbCd", 401)]
     assert burst["count"] == 120 and burst["reasons"] == {"unknown": 120}
     assert burst["minute"] == "2027-01-15T08:00:00+00:00"

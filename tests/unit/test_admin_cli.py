@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 
 from sovllm.governance import identity as idn
 from sovllm.store.db import Database
@@ -17,8 +18,11 @@ from sovllm.store.db import Database
 def sovllm(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "sovllm", *args],
-        capture_output=True, text=True, timeout=120, env={**os.environ, **env},
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **env},
+    )
 
 
 @pytest.fixture
@@ -29,9 +33,25 @@ def env(tmp_path: Path, database_url_any: str) -> dict[str, str]:
 def test_keys_create_prints_the_key_alone_on_the_last_line(
     env: dict[str, str], database_url_any: str
 ) -> None:
-    out = sovllm(env, "keys", "create", "--tenant", "cardiology", "--role", "admin",
-                 "--rpm", "30", "--tpm", "9000", "--max-concurrent", "4",
-                 "--monthly-tokens", "1000000", "--expires", "2999-01-01")  # fmt: skip
+    out = sovllm(
+        env,
+        "keys",
+        "create",
+        "--tenant",
+        "cardiology",
+        "--role",
+        "admin",
+        "--rpm",
+        "30",
+        "--tpm",
+        "9000",
+        "--max-concurrent",
+        "4",
+        "--monthly-tokens",
+        "1000000",
+        "--expires",
+        "2999-01-01",
+    )
     assert out.returncode == 0, out.stderr
     key = out.stdout.strip().splitlines()[-1]
     assert key.startswith("sk-sovllm-") and " " not in key
@@ -92,3 +112,26 @@ def test_a_bad_database_url_is_named(tmp_path: Path) -> None:
         {"SOVLLM_DATA_DIR": str(tmp_path), "SOVLLM_DATABASE_URL": "mysql://x/y"}, "keys", "list"
     )
     assert out.returncode == 2 and "database_url" in out.stderr
+
+
+def test_each_change_from_the_command_line_is_an_admin_entry(
+    env: dict[str, str], database_url_any: str
+) -> None:
+    """Through governance.tenancy, as the API's: the tenant a `keys create` makes has its entry
+    too, and a tenant's entry names its weight."""
+    assert sovllm(env, "tenants", "create", "legal", "--weight", "2").returncode == 0
+    assert sovllm(env, "keys", "create", "--tenant", "audit-dept").returncode == 0
+    refused = sovllm(env, "tenants", "create", "legal")
+    assert refused.returncode == 1 and "already exists" in refused.stderr
+    with Database(database_url_any).read() as s:
+        rows = s.execute(
+            text("SELECT body FROM audit_entries WHERE kind = 'admin' ORDER BY seq")
+        ).all()
+    entries = [json.loads(body) for (body,) in rows]
+    assert [(e["action"], e["target"].get("name", e["target"].get("tenant"))) for e in entries] == [
+        ("tenant.create", "legal"),
+        ("tenant.create", "audit-dept"),
+        ("key.create", "audit-dept"),
+    ]  # the refused create has none
+    assert entries[0]["target"]["weight"] == 2.0 and entries[0]["target"]["rpm"] is None
+    assert set(entries[0]["actor"]) == {"cli", "host"}

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from sovllm.config import ConfigError, load_settings
-from sovllm.governance import identity as idn
+from sovllm.governance import tenants
 from sovllm.governance.audit import open_audit
 from sovllm.governance.privacy.content import open_vault
 from sovllm.governance.records import record_of_processing, to_markdown
@@ -41,16 +41,17 @@ def test_the_record_follows_the_configuration_and_the_tenants(
     (tmp_path / "keys" / "log.key").write_text(base64.b64encode(os.urandom(32)).decode())
     monkeypatch.setenv("SOVLLM_AUDIT__KEY_FILE", str(tmp_path / "keys" / "log.key"))
     settings = load_settings(None, data_dir=tmp_path / "data")
-    idn.create_tenant(db, "radiology", content_policy="redacted", mask_prompts=True)
-    idn.create_tenant(db, "legal", content_policy="full")
-    idn.create_tenant(db, "hr")
+    tenants.create_tenant(db, "radiology", content_policy="redacted", mask_prompts=True)
+    tenants.create_tenant(db, "legal", content_policy="full")
+    tenants.create_tenant(db, "hr")
     record = record_of_processing(settings, db)
     categories = {c["category"]: c for c in record["data_categories"]}
     content = categories["prompt and answer content"]
     # Which tenants keep content, and how, as the tenants table says.
     assert content["tenants_keeping_content"] == [
-        {"tenant": "legal", "policy": "full"}, {"tenant": "radiology", "policy": "redacted"}
-    ]  # fmt: skip
+        {"tenant": "legal", "policy": "full"},
+        {"tenant": "radiology", "policy": "redacted"},
+    ]
     assert "radiology (personal data masked)" in content["content"]
     assert "legal (as sent)" in content["content"] and "hr" not in content["content"]
     measures = record["security_measures"]
@@ -88,10 +89,12 @@ def test_the_record_follows_the_configuration_and_the_tenants(
 
 def test_the_record_says_what_is_not_set_or_not_kept(db: Database, tmp_path: Path) -> None:
     settings = load_settings(None, data_dir=tmp_path)
-    idn.create_tenant(db, "hr")
+    tenants.create_tenant(db, "hr")
     record = record_of_processing(settings, db)
-    for field, setting in (("controller", "compliance.controller"),
-                           ("data_protection_officer", "compliance.dpo_contact")):  # fmt: skip
+    for field, setting in (
+        ("controller", "compliance.controller"),
+        ("data_protection_officer", "compliance.dpo_contact"),
+    ):
         assert record[field].startswith("NOT SET") and setting in record[field]
     content = next(c for c in record["data_categories"] if "content" in c["category"])
     assert content["tenants_keeping_content"] == [] and content["retention"] == "not stored"
@@ -108,8 +111,11 @@ def test_the_record_says_what_is_not_set_or_not_kept(db: Database, tmp_path: Pat
 
 
 def test_the_cli_prints_markdown_or_json(tmp_path: Path, postgres_url: str) -> None:
-    env = {**os.environ, "SOVLLM_DATA_DIR": str(tmp_path),
-           "SOVLLM_COMPLIANCE__CONTROLLER": "Ospedale San Carlo"}  # fmt: skip
+    env = {
+        **os.environ,
+        "SOVLLM_DATA_DIR": str(tmp_path),
+        "SOVLLM_COMPLIANCE__CONTROLLER": "Ospedale San Carlo",
+    }
     run = [sys.executable, "-m", "sovllm", "compliance", "records"]
     md = subprocess.run(run, capture_output=True, text=True, env=env, timeout=60)
     assert md.returncode == 0, md.stderr

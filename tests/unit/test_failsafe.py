@@ -24,12 +24,12 @@ from fastapi import FastAPI
 from fastapi.responses import StreamingResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from sovllm.api.app import create_app
 from sovllm.api.state import AppState
 from sovllm.config import load_settings
 from sovllm.engines.base import GenerationOutput
 from sovllm.governance.audit import open_audit
-from sovllm.governance.identity import bootstrap_admin
+from sovllm.governance.bootstrap import bootstrap_admin
+from sovllm.serve.app import create_app
 from sovllm.serve.build import in_process
 from sovllm.store.db import Database, database_url
 from sovllm.store.migrate import upgrade

@@ -8,12 +8,14 @@ import pytest
 from sqlalchemy import text
 
 from sovllm.governance import identity as idn
+from sovllm.governance import tenants
+from sovllm.governance.bootstrap import bootstrap_admin
 from sovllm.store.db import Database
 
 
 def test_a_key_authenticates_to_its_tenant_and_role(db: Database) -> None:
-    idn.create_tenant(db, "radiology", idn.Limits(rpm=10))
-    raw, info = idn.create_key(db, "radiology", idn.Role.AUDITOR, idn.Limits(tpm=500))
+    tenants.create_tenant(db, "radiology", idn.Limits(rpm=10))
+    raw, info = tenants.create_key(db, "radiology", idn.Role.AUDITOR, idn.Limits(tpm=500))
     assert raw.startswith("sk-sovllm-") and len(raw) > 40
     p = idn.authenticate(db, raw)
     assert (p.tenant, p.role, p.key_id) == ("radiology", idn.Role.AUDITOR, info.id)
@@ -22,8 +24,8 @@ def test_a_key_authenticates_to_its_tenant_and_role(db: Database) -> None:
 
 
 def test_only_the_hash_is_stored(db: Database) -> None:
-    idn.create_tenant(db, "t")
-    raw, _ = idn.create_key(db, "t", idn.Role.USER)
+    tenants.create_tenant(db, "t")
+    raw, _ = tenants.create_key(db, "t", idn.Role.USER)
     with db.transaction() as s:
         rows = s.execute(text("SELECT * FROM api_keys")).all()
     dumped = repr(rows)
@@ -42,49 +44,51 @@ def test_missing_or_wrong_keys_are_refused_without_echoing_them(
 
 
 def test_revoked_and_expired_keys_are_refused(db: Database) -> None:
-    idn.create_tenant(db, "t")
-    raw, info = idn.create_key(db, "t", idn.Role.USER)
-    idn.revoke_key(db, info.id)
+    tenants.create_tenant(db, "t")
+    raw, info = tenants.create_key(db, "t", idn.Role.USER)
+    tenants.revoke_key(db, info.id)
     with pytest.raises(idn.AuthError, match="revoked"):
         idn.authenticate(db, raw)
-    soon, _ = idn.create_key(db, "t", idn.Role.USER, expires_at=time.time() + 0.5)
+    soon, _ = tenants.create_key(db, "t", idn.Role.USER, expires_at=time.time() + 0.5)
     idn.authenticate(db, soon)
     with db.transaction() as s:
-        s.execute(text("UPDATE api_keys SET expires_at = :t WHERE revoked_at IS NULL"),
-                  {"t": time.time() - 1})  # fmt: skip
+        s.execute(
+            text("UPDATE api_keys SET expires_at = :t WHERE revoked_at IS NULL"),
+            {"t": time.time() - 1},
+        )
     with pytest.raises(idn.AuthError, match="expired"):
         idn.authenticate(db, soon)
 
 
 def test_deleting_a_tenant_with_live_keys_needs_force(db: Database) -> None:
-    idn.create_tenant(db, "legal")
-    raw, _ = idn.create_key(db, "legal", idn.Role.USER)
+    tenants.create_tenant(db, "legal")
+    raw, _ = tenants.create_key(db, "legal", idn.Role.USER)
     with pytest.raises(idn.IdentityError, match="live key"):
-        idn.delete_tenant(db, "legal")
-    assert idn.delete_tenant(db, "legal", force=True) == 1
+        tenants.delete_tenant(db, "legal")
+    assert tenants.delete_tenant(db, "legal", force=True) == 1
     with pytest.raises(idn.AuthError):
         idn.authenticate(db, raw)
-    assert "legal" not in {t.name for t in idn.list_tenants(db)}
-    idn.create_tenant(db, "legal")  # the name is free again
+    assert "legal" not in {t.name for t in tenants.list_tenants(db)}
+    tenants.create_tenant(db, "legal")  # the name is free again
 
 
 def test_bad_management_input_is_named(db: Database) -> None:
     with pytest.raises(idn.IdentityError, match="tenant name"):
-        idn.create_tenant(db, "Bad Name!")
-    idn.create_tenant(db, "t")
+        tenants.create_tenant(db, "Bad Name!")
+    tenants.create_tenant(db, "t")
     with pytest.raises(idn.IdentityError, match="already exists"):
-        idn.create_tenant(db, "t")
+        tenants.create_tenant(db, "t")
     with pytest.raises(idn.IdentityError, match="rpm"):
-        idn.create_key(db, "t", idn.Role.USER, idn.Limits(rpm=-1))
+        tenants.create_key(db, "t", idn.Role.USER, idn.Limits(rpm=-1))
     with pytest.raises(idn.IdentityError, match="does not exist"):
-        idn.create_key(db, "nope", idn.Role.USER)
+        tenants.create_key(db, "nope", idn.Role.USER)
     with pytest.raises(idn.IdentityError, match="does not exist"):
-        idn.revoke_key(db, "key_missing")
+        tenants.revoke_key(db, "key_missing")
 
 
 def test_bootstrap_creates_one_admin_key_once(db: Database) -> None:
-    raw = idn.bootstrap_admin(db)
+    raw = bootstrap_admin(db)
     assert raw is not None
     assert idn.authenticate(db, raw).role is idn.Role.ADMIN
-    assert idn.bootstrap_admin(db) is None
-    assert idn.count_keys(db) == 1
+    assert bootstrap_admin(db) is None
+    assert tenants.count_keys(db) == 1

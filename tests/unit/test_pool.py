@@ -21,7 +21,7 @@ from sovllm.engines.base import (
 from sovllm.pool import wire
 from sovllm.pool.routing import Policy, affinity_key
 from sovllm.pool.settings import RoutingSettings
-from sovllm.serve import build
+from sovllm.serve import build, replicas
 
 
 @dataclass
@@ -110,8 +110,16 @@ def test_affinity_key_follows_the_conversation_not_its_latest_turn() -> None:
 
 
 def test_requests_and_outputs_cross_the_wire_unchanged() -> None:
-    sampling = SamplingParams(max_tokens=5, temperature=0.3, top_k=4, seed=7, stop=("\n",),
-                              ignore_eos=True, min_tokens=2, logit_bias=((3, -1.5),))  # fmt: skip
+    sampling = SamplingParams(
+        max_tokens=5,
+        temperature=0.3,
+        top_k=4,
+        seed=7,
+        stop=("\n",),
+        ignore_eos=True,
+        min_tokens=2,
+        logit_bias=((3, -1.5),),
+    )
     for request in (
         GenerationRequest(
             "a", sampling, messages=[ChatMessage("user", "héllo")], flow="t", weight=2
@@ -143,12 +151,15 @@ def test_malformed_wire_requests_raise_a_plain_error() -> None:
 
 
 def test_plan_names_ports_threads_and_gpus(tmp_path: Path) -> None:
-    settings = load_settings(data_dir=tmp_path, replicas=[
-        {"kind": "embedded", "count": 2},
-        {"kind": "vllm", "model": "m", "count": 2, "tensor_parallel_size": 2},
-        {"kind": "openai", "url": "http://127.0.0.1:9/v1", "model": "up", "name": "lab"},
-    ])  # fmt: skip
-    plans = build.plan(settings)
+    settings = load_settings(
+        data_dir=tmp_path,
+        replicas=[
+            {"kind": "embedded", "count": 2},
+            {"kind": "vllm", "model": "m", "count": 2, "tensor_parallel_size": 2},
+            {"kind": "openai", "url": "http://127.0.0.1:9/v1", "model": "up", "name": "lab"},
+        ],
+    )
+    plans = replicas.plan(settings)
     assert [p.name for p in plans] == ["worker-0", "worker-1", "vllm-0", "vllm-1", "lab"]
     ports = {p.url for p in plans[:4]}
     assert len(ports) == 4
@@ -156,38 +167,51 @@ def test_plan_names_ports_threads_and_gpus(tmp_path: Path) -> None:
     assert plans[3].env["CUDA_VISIBLE_DEVICES"] == "2,3"
     assert plans[0].argv is not None and plans[0].argv[3] == "worker"
     assert plans[4].argv is None and plans[4].model_id == "up"
-    text = build.describe(plans)
+    text = replicas.describe(plans)
     assert "vllm serve m" in text and build.wire.TOKEN_ENV not in text
 
 
 def test_no_replicas_means_one_engine_in_process(tmp_path: Path) -> None:
-    [only] = build.plan(load_settings(data_dir=tmp_path))
+    [only] = replicas.plan(load_settings(data_dir=tmp_path))
     assert (only.kind, only.argv) == ("local", None)
-    assert [p.kind for p in build.plan(load_settings(data_dir=tmp_path), embedded=2)] == [
-        "embedded", "embedded"]  # fmt: skip
+    assert [p.kind for p in replicas.plan(load_settings(data_dir=tmp_path), embedded=2)] == [
+        "embedded",
+        "embedded",
+    ]
 
 
-@pytest.mark.parametrize("url", ["http://127.0.0.1:1/v1", "http://10.1.2.3/v1",
-                                 "http://192.168.0.9:8000/v1", "http://[::1]:80/v1",
-                                 "http://localhost:5/v1"])  # fmt: skip
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:1/v1",
+        "http://10.1.2.3/v1",
+        "http://192.168.0.9:8000/v1",
+        "http://[::1]:80/v1",
+        "http://localhost:5/v1",
+    ],
+)
 def test_loopback_and_private_upstreams_pass(url: str) -> None:
-    build.check_egress(url, [], "x")
+    replicas.check_egress(url, [], "x")
 
 
 def test_public_upstreams_need_the_allow_list() -> None:
-    with pytest.raises(build.PoolConfigError, match="egress_allow"):
-        build.check_egress("http://8.8.8.8/v1", [], "x")
-    build.check_egress("http://8.8.8.8/v1", ["8.8.8.0/24"], "x")
-    with pytest.raises(build.PoolConfigError, match="not an http"):
-        build.check_egress("ftp://10.0.0.1/", [], "x")
+    with pytest.raises(replicas.PoolConfigError, match="egress_allow"):
+        replicas.check_egress("http://8.8.8.8/v1", [], "x")
+    replicas.check_egress("http://8.8.8.8/v1", ["8.8.8.0/24"], "x")
+    with pytest.raises(replicas.PoolConfigError, match="not an http"):
+        replicas.check_egress("ftp://10.0.0.1/", [], "x")
 
 
 def test_duplicate_names_and_incoherent_entries_are_config_errors(tmp_path: Path) -> None:
     from sovllm.config import ConfigError
 
-    with pytest.raises(build.PoolConfigError, match="duplicate replica name 'a'"):
-        build.plan(load_settings(data_dir=tmp_path, replicas=[
-            {"kind": "embedded", "name": "a"}, {"kind": "embedded", "name": "a"}]))  # fmt: skip
+    with pytest.raises(replicas.PoolConfigError, match="duplicate replica name 'a'"):
+        replicas.plan(
+            load_settings(
+                data_dir=tmp_path,
+                replicas=[{"kind": "embedded", "name": "a"}, {"kind": "embedded", "name": "a"}],
+            )
+        )
     with pytest.raises(ConfigError, match="needs 'url'"):
         load_settings(replicas=[{"kind": "openai", "model": "m"}])
     with pytest.raises(ConfigError, match=r"replicas\.0\.kind"):

@@ -87,8 +87,9 @@ def make_pool(*scripts: Script | list[bytes] | int, **routing: object) -> tuple[
 def http_backend(transport: httpx.AsyncBaseTransport, settings: RoutingSettings) -> OpenAIBackend:
     client = httpx.AsyncClient(transport=transport)
     info = ModelInfo(MODEL, "", "", 0, 0)
-    return OpenAIBackend("http://10.0.0.1/v1", MODEL, info, None, client,
-                         stall_timeout_s=settings.stall_timeout_s)  # fmt: skip
+    return OpenAIBackend(
+        "http://10.0.0.1/v1", MODEL, info, None, client, stall_timeout_s=settings.stall_timeout_s
+    )
 
 
 def request() -> GenerationRequest:
@@ -279,8 +280,9 @@ async def test_a_fault_below_httpx_after_the_first_token_ends_with_an_error() ->
 
 async def test_a_probe_that_raises_below_httpx_is_a_failed_probe() -> None:
     pool, seen = make_pool(GOOD)
-    backend = http_backend(Unnamed(OSError("no route"), upstream(GOOD, seen, "r0"), "/models"),
-                           pool.settings)  # fmt: skip
+    backend = http_backend(
+        Unnamed(OSError("no route"), upstream(GOOD, seen, "r0"), "/models"), pool.settings
+    )
     with pytest.raises(ReplicaFailure, match=r"/v1/models raised OSError"):
         await backend.probe()
 

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from sovllm import datadir
 from sovllm.cli.main import app
 from sovllm.config import ConfigError, Settings, load_settings
-from sovllm.governance import bootstrap
+from sovllm.governance import bootstrap, tenants
 from sovllm.governance import identity as idn
 from sovllm.governance.audit import open_audit
 from sovllm.governance.audit.checkpoint import Signer
@@ -72,8 +72,14 @@ def test_a_fresh_data_folder_and_everything_in_it_are_the_owners_alone(
     data = settings.data_dir
     assert mode(data) == 0o700 and mode(data / "audit") == 0o700
     # SQLite made the WAL and shared-memory files itself, with the database file's mode.
-    for name in ("sovllm.db", "sovllm.db-wal", "sovllm.db-shm", bootstrap.BOOTSTRAP_FILE,
-                 "audit/signing.key", "audit/master.key"):  # fmt: skip
+    for name in (
+        "sovllm.db",
+        "sovllm.db-wal",
+        "sovllm.db-shm",
+        bootstrap.BOOTSTRAP_FILE,
+        "audit/signing.key",
+        "audit/master.key",
+    ):
         assert mode(data / name) == 0o600, name
 
 
@@ -135,8 +141,11 @@ def test_strict_permissions_refuses_to_start_with_one_line_and_exit_2(tmp_path: 
     }
     out = subprocess.run(
         [sys.executable, "-m", "sovllm", "serve", "--port", "0"],
-        capture_output=True, text=True, timeout=120, env=env,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
     assert out.returncode == 2, out.stderr
     assert out.stderr == (
         f"sovllm: {data} is open to group or others (mode 0750): run `chmod 700 {data}`; "
@@ -196,8 +205,9 @@ def test_sovllm_bootstrap_key_file_names_where_the_key_goes(
     assert start(settings) == target
     assert mode(target) == 0o600 and not (settings.data_dir / "bootstrap-admin.key").exists()
     key = target.read_text().strip()
-    shown = CliRunner().invoke(app, ["keys", "bootstrap", "--print"],
-                               env={"SOVLLM_DATA_DIR": str(settings.data_dir)})  # fmt: skip
+    shown = CliRunner().invoke(
+        app, ["keys", "bootstrap", "--print"], env={"SOVLLM_DATA_DIR": str(settings.data_dir)}
+    )
     assert shown.stdout.strip().splitlines()[-1] == key and not target.exists()
 
 
@@ -211,10 +221,10 @@ def test_a_key_file_that_cannot_be_written_creates_no_key(
     db = open_database(settings)
     with pytest.raises(bootstrap.BootstrapKeyError, match=f"cannot write .* to {blocker}"):
         bootstrap.create_first_key(db, settings.data_dir)
-    assert idn.count_keys(db) == 0  # else nobody could ever read it: the next start tries again
+    assert tenants.count_keys(db) == 0  # else nobody could ever read it: the next start tries again
     monkeypatch.setenv(bootstrap.BOOTSTRAP_ENV, str(tmp_path / "admin.key"))
     assert bootstrap.create_first_key(db, settings.data_dir) == tmp_path / "admin.key"
-    assert idn.count_keys(db) == 1
+    assert tenants.count_keys(db) == 1
 
 
 # -- keys from outside the data folder ----------------------------------------------------------
@@ -255,9 +265,11 @@ def test_given_key_files_are_read_and_never_written(
 
 @pytest.mark.parametrize(
     ("variable", "setting"),
-    [("SOVLLM_AUDIT__KEY_FILE", "audit.key_file"),
-     ("SOVLLM_PRIVACY__MASTER_KEY_FILE", "privacy.master_key_file")],
-)  # fmt: skip
+    [
+        ("SOVLLM_AUDIT__KEY_FILE", "audit.key_file"),
+        ("SOVLLM_PRIVACY__MASTER_KEY_FILE", "privacy.master_key_file"),
+    ],
+)
 def test_a_missing_or_bad_given_key_file_is_a_clear_error_not_a_new_key(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, variable: str, setting: str
 ) -> None:

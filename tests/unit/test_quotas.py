@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import text
 
 from sovllm.governance import identity as idn
-from sovllm.governance import quotas
+from sovllm.governance import quotas, tenants
 from sovllm.governance.usage import usage
 from sovllm.store import migrate
 from sovllm.store.db import Database
@@ -23,8 +23,8 @@ def principal(
     db: Database, key: idn.Limits = idn.Limits(), tenant: idn.Limits = idn.Limits()
 ) -> idn.Principal:
     name = f"t{uuid.uuid4().hex[:8]}"
-    idn.create_tenant(db, name, tenant)
-    raw, _ = idn.create_key(db, name, idn.Role.USER, key)
+    tenants.create_tenant(db, name, tenant)
+    raw, _ = tenants.create_key(db, name, idn.Role.USER, key)
     return idn.authenticate(db, raw)
 
 
@@ -147,8 +147,8 @@ def test_upgrading_carries_the_open_windows_into_buckets(database_url_any: str) 
     try:
         migrate.upgrade(old, "0004")
         name = f"t{uuid.uuid4().hex[:8]}"
-        idn.create_tenant(old, name, idn.Limits(rpm=3))
-        raw, _ = idn.create_key(old, name, idn.Role.USER, idn.Limits(tpm=1000))
+        tenants.create_tenant(old, name, idn.Limits(rpm=3))
+        raw, _ = tenants.create_key(old, name, idn.Role.USER, idn.Limits(tpm=1000))
         p = idn.authenticate(old, raw)
         now = float(int(time.time()))
         with old.engine.begin() as conn:
@@ -224,7 +224,7 @@ def _buckets(db: Database, scope: str) -> list[tuple[int, int]]:
 def test_settlement_and_release_correct_the_tenant_window_too(db: Database) -> None:
     # Two keys of one tenant share its window: what one key settles or releases frees the other.
     p1 = principal(db, tenant=idn.Limits(rpm=2, tpm=1000))
-    raw, _ = idn.create_key(db, p1.tenant, idn.Role.USER)
+    raw, _ = tenants.create_key(db, p1.tenant, idn.Role.USER)
     p2 = idn.authenticate(db, raw)
     t0 = 4_000_000.0
     first = quotas.admit(db, p1, "first", 900, now=t0)

@@ -17,17 +17,13 @@ from sqlalchemy import text
 
 from sovllm.config import RetentionSettings
 from sovllm.governance import identity as idn
-from sovllm.governance import quotas, retention
+from sovllm.governance import quotas, retention, tenants
 from sovllm.governance.audit import merkle
 from sovllm.governance.audit.checkpoint import Signer, parse
+from sovllm.governance.audit.export import export_lines, verify_export
 from sovllm.governance.audit.log import AuditLog
-from sovllm.governance.audit.verify import (
-    export_lines,
-    inclusion,
-    search,
-    verify_database,
-    verify_export,
-)
+from sovllm.governance.audit.lookup import inclusion, search
+from sovllm.governance.audit.verify import verify_database
 from sovllm.governance.privacy.content import ContentVault, load_or_create_master
 from sovllm.governance.usage import usage
 from sovllm.store.db import Database
@@ -84,8 +80,12 @@ def test_audit_entries_past_retention_lose_their_bodies_and_the_log_still_verifi
     record = json.loads(kept[7] or "")
     assert record["kind"] == "retention.prune"
     assert {k: record[k] for k in ("setting", "days", "from_seq", "to_seq", "entries")} == {
-        "setting": "retention.audit_days", "days": 200, "from_seq": 0, "to_seq": 5, "entries": 6,
-    }  # fmt: skip
+        "setting": "retention.audit_days",
+        "days": 200,
+        "from_seq": 0,
+        "to_seq": 5,
+        "entries": 6,
+    }
     # Every checkpoint signed before the prune, and the tree, still verify; the pruned count is
     # reported.
     report = verify_database(db, signer.verifier)
@@ -106,20 +106,29 @@ def test_audit_entries_past_retention_lose_their_bodies_and_the_log_still_verifi
     entry: dict[str, Any] = entries[0]
     assert entry["body"] is None and entry["kind"] == "request.begin"
     assert entry["pruned"] == {
-        "by_entry": 7, "time": record["time"], "setting": "retention.audit_days", "days": 200,
+        "by_entry": 7,
+        "time": record["time"],
+        "setting": "retention.audit_days",
+        "days": 200,
         "cutoff": record["cutoff"],
-    }  # fmt: skip
+    }
     note = proof["checkpoint"]
     assert isinstance(note, str)
     cp = parse(note)[0]
     assert merkle.verify_inclusion(
-        2, cp.size, bytes.fromhex(entry["leaf_hash"]), [bytes.fromhex(p) for p in entry["proof"]],
+        2,
+        cp.size,
+        bytes.fromhex(entry["leaf_hash"]),
+        [bytes.fromhex(p) for p in entry["proof"]],
         cp.root,
-    )  # fmt: skip
+    )
     assert search(db, request_id="req-2")[0]["entry"] == {
-        "seq": 2, "time": "2025-06-15T15:06:42.000000+00:00", "kind": "request.begin",
-        "request_id": "req-2", "pruned_by": 7,
-    }  # fmt: skip
+        "seq": 2,
+        "time": "2025-06-15T15:06:42.000000+00:00",
+        "kind": "request.begin",
+        "request_id": "req-2",
+        "pruned_by": 7,
+    }
     # Idempotent; the prune record itself is never pruned.
     assert retention.prune_audit(log, SETTINGS.audit_days, ACTOR, now + 400 * DAY) == 1  # req-6
     assert bodies(db)[7] is not None
@@ -131,8 +140,12 @@ def test_a_large_prune_is_split_into_bounded_transactions(db: Database, signer: 
     now = T0 + 1000 * DAY
     assert retention.prune_audit(log, 200, ACTOR, now, batch=3) == 7
     with db.transaction() as s:
-        records = [json.loads(b) for (b,) in s.execute(text(
-            "SELECT body FROM audit_entries WHERE kind = 'retention.prune' ORDER BY seq"))]  # fmt: skip
+        records = [
+            json.loads(b)
+            for (b,) in s.execute(
+                text("SELECT body FROM audit_entries WHERE kind = 'retention.prune' ORDER BY seq")
+            )
+        ]
     assert [(r["from_seq"], r["to_seq"]) for r in records] == [(0, 2), (3, 5), (6, 6)]
     log.checkpoint()
     report = verify_database(db, signer.verifier)
@@ -186,8 +199,8 @@ def test_edits_to_pruned_entries_are_caught(db: Database, signer: Signer, column
 
 def principal(db: Database) -> idn.Principal:
     name = f"t{uuid.uuid4().hex[:8]}"
-    idn.create_tenant(db, name)
-    raw, _ = idn.create_key(db, name, idn.Role.USER)
+    tenants.create_tenant(db, name)
+    raw, _ = tenants.create_key(db, name, idn.Role.USER)
     return idn.authenticate(db, raw)
 
 
@@ -200,9 +213,13 @@ def spend(db: Database, p: idn.Principal, day: str, prompt: int, completion: int
 
 def test_usage_past_retention_rolls_up_per_tenant_and_month(db: Database, signer: Signer) -> None:
     a, b = principal(db), principal(db)
-    for day, who, p, c in [("2025-01-05", a, 10, 1), ("2025-01-20", a, 20, 2),
-                           ("2025-01-20", b, 5, 5), ("2025-02-10", a, 7, 7),
-                           ("2025-03-01", a, 1, 1)]:  # fmt: skip
+    for day, who, p, c in [
+        ("2025-01-05", a, 10, 1),
+        ("2025-01-20", a, 20, 2),
+        ("2025-01-20", b, 5, 5),
+        ("2025-02-10", a, 7, 7),
+        ("2025-03-01", a, 1, 1),
+    ]:
         spend(db, who, day, p, c)
     log = AuditLog(db, signer, "test-log")
     now = Clock(0)
@@ -210,12 +227,16 @@ def test_usage_past_retention_rolls_up_per_tenant_and_month(db: Database, signer
     # 40 days before 2025-03-12 is 2025-01-31: January goes, February and March stay days.
     now.now = dt.datetime(2025, 3, 12, 12, tzinfo=dt.UTC).timestamp()
     assert retention.roll_up_usage(log, 40, ACTOR, now.now) == 3
-    report = {(r.day, r.tenant): (r.requests, r.prompt_tokens, r.completion_tokens, r.key_id)
-              for r in usage(db)}  # fmt: skip
+    report = {
+        (r.day, r.tenant): (r.requests, r.prompt_tokens, r.completion_tokens, r.key_id)
+        for r in usage(db)
+    }
     assert report == {
-        ("2025-01", a.tenant): (2, 30, 3, ""), ("2025-01", b.tenant): (1, 5, 5, ""),
-        ("2025-02-10", a.tenant): (1, 7, 7, a.key_id), ("2025-03-01", a.tenant): (1, 1, 1, a.key_id),
-    }  # fmt: skip
+        ("2025-01", a.tenant): (2, 30, 3, ""),
+        ("2025-01", b.tenant): (1, 5, 5, ""),
+        ("2025-02-10", a.tenant): (1, 7, 7, a.key_id),
+        ("2025-03-01", a.tenant): (1, 1, 1, a.key_id),
+    }
     assert [r.day for r in usage(db, tenant=b.tenant)] == ["2025-01"]
     # A month is reported from its first day on: its days before `since` are no longer apart.
     assert [r.day for r in usage(db, since=dt.date(2025, 1, 1))][:2] == ["2025-01", "2025-01"]
@@ -226,14 +247,21 @@ def test_usage_past_retention_rolls_up_per_tenant_and_month(db: Database, signer
     assert retention.roll_up_usage(log, 40, ACTOR, now.now) == 1
     assert retention.roll_up_usage(log, 40, ACTOR, now.now) == 0
     assert {(r.day, r.prompt_tokens) for r in usage(db, tenant=a.tenant)} == {
-        ("2025-01", 30), ("2025-02", 7), ("2025-03-01", 1),
-    }  # fmt: skip
+        ("2025-01", 30),
+        ("2025-02", 7),
+        ("2025-03-01", 1),
+    }
     with db.transaction() as s:
-        records = [json.loads(x) for (x,) in s.execute(text(
-            "SELECT body FROM audit_entries WHERE kind = 'retention.usage' ORDER BY seq"))]  # fmt: skip
+        records = [
+            json.loads(x)
+            for (x,) in s.execute(
+                text("SELECT body FROM audit_entries WHERE kind = 'retention.usage' ORDER BY seq")
+            )
+        ]
     assert [(r["day_rows"], r["months"], r["before_day"]) for r in records] == [
-        (3, ["2025-01"], "2025-01-31"), (1, ["2025-02"], "2025-02-20"),
-    ]  # fmt: skip
+        (3, ["2025-01"], "2025-01-31"),
+        (1, ["2025-02"], "2025-02-20"),
+    ]
     assert records[0]["setting"] == "retention.usage_days" and records[0]["days"] == 40
 
 

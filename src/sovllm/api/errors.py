@@ -1,4 +1,9 @@
-"""Errors in OpenAI's shape: {"error": {"message", "type", "param", "code"}}. No stack traces."""
+"""Errors in OpenAI's shape: {"error": {"message", "type", "param", "code"}}. No stack traces.
+
+The one place where the request path's domain errors become HTTP answers (`from_domain`):
+each layer raises what it decided (no key, a role, a quota, a stop, a prompt that cannot be
+checked, a model not served, an engine that failed) and knows nothing of status codes.
+"""
 
 from __future__ import annotations
 
@@ -11,13 +16,23 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from sovllm.api import failsafe
+from sovllm.api.credentials import bearer, source_of
 from sovllm.api.schemas import ErrorBody, ErrorResponse
+from sovllm.api.state import app_state
 from sovllm.engines.base import (
     EngineError,
     EngineUnavailableError,
     InvalidRequestError,
     QueueFullError,
 )
+from sovllm.gateway.errors import MaskingFailed, PromptNotCheckable, Stopped
+from sovllm.governance import identity, oversight
+from sovllm.governance.access import presented_prefix
+from sovllm.governance.audit.checkpoint import CheckpointError
+from sovllm.governance.identity import AuthError
+from sovllm.governance.privacy.erasure import ErasureError
+from sovllm.governance.quotas import Forbidden, QuotaExceeded
+from sovllm.pool.router import ModelNotServedError
 
 
 class APIError(Exception):
@@ -44,18 +59,90 @@ class APIError(Exception):
         return json.dumps(ErrorResponse(error=self.body).model_dump())
 
 
+def engine_failed(message: str) -> APIError:
+    """An engine's error reported in its output stream (the replica failed the request)."""
+    return APIError(503, message, "server_error", code="engine_error")
+
+
+DOMAIN_ERRORS = (
+    AuthError,
+    Forbidden,
+    QuotaExceeded,
+    Stopped,
+    PromptNotCheckable,
+    MaskingFailed,
+    EngineError,
+    identity.IdentityError,
+    oversight.NotServed,
+    oversight.NotStopped,
+    ErasureError,
+    CheckpointError,
+)
+
+
+def from_domain(request: Request, exc: Exception) -> APIError:
+    """The HTTP answer to a refusal on the request path; 401s and 403s are counted for the
+    access log (governance/access.py) as they are answered."""
+    if isinstance(exc, AuthError):
+        count_refusal(request, 401, exc.reason)
+        return APIError(401, str(exc), code="invalid_api_key")
+    if isinstance(exc, Forbidden):
+        count_refusal(request, 403, "role")
+        allowed = ", ".join(sorted(r.value for r in exc.roles))
+        message = (
+            f"The role '{exc.role.value}' may not use {request.url.path} (allowed: {allowed})."
+        )
+        return APIError(403, message, "permission_error", code="forbidden")
+    if isinstance(exc, QuotaExceeded):
+        headers = {"Retry-After": str(exc.retry_after_s), **exc.headers.as_dict()}
+        return APIError(429, str(exc), "rate_limit_error", code=exc.code, headers=headers)
+    if isinstance(exc, Stopped):
+        return APIError(503, str(exc), "service_unavailable", code="service_stopped")
+    if isinstance(exc, PromptNotCheckable):
+        return APIError(400, str(exc), param="prompt", code="masking_failed")
+    if isinstance(exc, MaskingFailed):
+        return APIError(503, str(exc), "server_error", code="masking_failed")
+    if isinstance(exc, EngineError):
+        return from_engine_error(exc)
+    return _admin_refusal(exc)
+
+
+def _admin_refusal(exc: Exception) -> APIError:
+    """The administration's refusals: 404 a tenant, key, model or stop that is not there, 409
+    a name taken, a tenant with live keys or an erasure that cannot be done now (nothing was
+    erased), 400 anything else the identity rules refuse (a bad name, limit or weight)."""
+    if isinstance(exc, oversight.NotServed):
+        return APIError(404, str(exc), param="target")
+    if isinstance(exc, (identity.NotFound, oversight.NotStopped)):
+        return APIError(404, str(exc))
+    if isinstance(
+        exc, (identity.AlreadyExists, identity.HasLiveKeys, ErasureError, CheckpointError)
+    ):
+        return APIError(409, str(exc))
+    if isinstance(exc, identity.IdentityError):
+        return APIError(400, str(exc))
+    raise TypeError(f"not a domain error: {type(exc).__name__}")
+
+
+def count_refusal(request: Request, status: int, reason: str) -> None:
+    """A 401, 403 or 429 for the access log, by source address and key prefix."""
+    guard = app_state(request).access
+    prefix = presented_prefix(bearer(request))
+    guard.denied(source_of(request), prefix, status, reason, request.url.path)
+
+
 def from_engine_error(exc: EngineError) -> APIError:
+    if isinstance(exc, ModelNotServedError):
+        return APIError(404, str(exc), param="model", code="model_not_found")
     if isinstance(exc, QueueFullError):
-        return APIError(
-            429, str(exc), "rate_limit_error", code="queue_full",
-            headers={"Retry-After": str(exc.retry_after_s)},
-        )  # fmt: skip
+        headers = {"Retry-After": str(exc.retry_after_s)}
+        return APIError(429, str(exc), "rate_limit_error", code="queue_full", headers=headers)
     if isinstance(exc, InvalidRequestError):
         code = "context_length_exceeded" if "context length" in str(exc) else None
         return APIError(400, str(exc), param=exc.param, code=code)
     if isinstance(exc, EngineUnavailableError):
         return APIError(503, str(exc), "server_error", code="engine_unavailable")
-    return APIError(503, f"the engine failed: {exc}", "server_error", code="engine_error")
+    return engine_failed(f"the engine failed: {exc}")
 
 
 _NOT_AN_OBJECT = {"model_attributes_type", "dict_type", "model_type"}
@@ -82,9 +169,11 @@ def install(app: FastAPI) -> None:
     async def _api_error(request: Request, exc: APIError) -> JSONResponse:
         return exc.response()
 
-    @app.exception_handler(EngineError)
-    async def _engine_error(request: Request, exc: EngineError) -> JSONResponse:
-        return from_engine_error(exc).response()
+    async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
+        return from_domain(request, exc).response()
+
+    for kind in DOMAIN_ERRORS:
+        app.add_exception_handler(kind, _domain_error)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

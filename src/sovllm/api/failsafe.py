@@ -30,6 +30,7 @@ from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sovllm.api.schemas import ErrorBody, ErrorResponse
+from sovllm.governance.audit import records
 
 log = logging.getLogger("sovllm.api")
 
@@ -66,12 +67,13 @@ def report(scope: Scope, exc: Exception, answered: Answered) -> str:
     error = type(exc).__qualname__
     if type(exc).__module__ != "builtins":
         error = f"{type(exc).__module__}.{error}"
-    log.error("unexpected error in %s %s (request %s), answered %s",
-              scope.get("method"), scope.get("path"), rid, answered, exc_info=exc)  # fmt: skip
+    where = f"{scope.get('method')} {scope.get('path')}"
+    log.error(
+        "unexpected error in %s (request %s), answered %s", where, rid, answered, exc_info=exc
+    )
     state = getattr(getattr(scope.get("app"), "state", None), "sovllm", None)
     if state is not None:
-        fields = {"route": route, "method": scope.get("method"), "error": error,
-                  "answered": answered}  # fmt: skip
+        fields = records.request_error(route, scope.get("method"), error, answered)
         try:
             state.audit.append("request.error", fields, rid)
         except Exception:

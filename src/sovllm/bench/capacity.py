@@ -10,7 +10,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sovllm.bench.config import SLO, Load
+from sovllm.planner.slo import SLO
+from sovllm.planner.workload import Load
 
 Probe = Callable[[float], Awaitable["Outcome"]]
 
@@ -25,7 +26,7 @@ class Outcome:
 def sweep_levels(load: Load) -> list[float]:
     """Doubling from 1 up to the given users/concurrency; for a rate, 1/16 of it up to it."""
     top = load.value
-    if load.mode == "rate":
+    if load.kind == "rate":
         return [top / 2**k for k in range(4, -1, -1)]
     levels = [float(2**k) for k in range(int(math.log2(top)) + 1) if 2**k < top]
     return [*levels, float(top)]
@@ -38,7 +39,7 @@ def saturation(load: Load, history: list[dict[str, Any]], current: dict[str, Any
     buys 5% more requests/s than the best level so far.
     """
     achieved = float(current["throughput"]["requests_per_s"])
-    if load.mode == "rate":
+    if load.kind == "rate":
         offered = float(current["load"]["value"])
         if achieved < 0.9 * offered:
             return f"completes {achieved:.2f} req/s of {offered:g} offered"
@@ -162,9 +163,9 @@ def capacity_line(best: float | None, load: Load, slo: SLO, floor: float) -> str
     )
 
     def amount(v: float) -> str:
-        if load.mode == "rate":
+        if load.kind == "rate":
             return f"{v:.3g} req/s"
-        if load.mode == "users":
+        if load.kind == "users":
             return f"{v:g} user" + ("" if v == 1 else "s")
         return f"{v:g} in flight"
 

@@ -12,14 +12,14 @@ import typer
 from rich.console import Console
 
 from sovllm.bench.config import (
-    SLO,
     BadSpec,
-    Lengths,
-    Load,
     RunBounds,
-    ThinkTime,
     Workload,
+    parse_lengths,
+    parse_slo,
+    parse_think,
 )
+from sovllm.planner.workload import LENGTHS_HELP, Load
 
 # The HTTP client, the runner and the report are imported when the command runs, so that
 # every other `sovllm` command starts without loading them.
@@ -85,7 +85,7 @@ def build_load(
     _positive("--burstiness", burstiness)
     _positive("--replay-speed", replay_speed)
     try:
-        think = ThinkTime.parse("--think-time", think_time)
+        think = parse_think("--think-time", think_time)
     except BadSpec as exc:
         _bad(exc.flag, str(exc))
     if rate is not None:
@@ -139,9 +139,9 @@ def bench(
         float, typer.Option(help="Replay time scale (2 = twice as fast).")
     ] = 1.0,
     prompt_tokens: Annotated[
-        str, typer.Option(help="Prompt tokens of each user message: N or MIN-MAX.")
+        str, typer.Option(help="Prompt tokens of each user message: " + LENGTHS_HELP)
     ] = "300-500",
-    output_tokens: Annotated[str, typer.Option(help="Output tokens: N or MIN-MAX.")] = "100",
+    output_tokens: Annotated[str, typer.Option(help="Output tokens: " + LENGTHS_HELP)] = "100",
     ignore_eos: Annotated[
         bool,
         typer.Option(help="Force the output length (vLLM's ignore_eos and min_tokens)."),
@@ -222,10 +222,10 @@ def bench(
         replay_speed,
     )
     try:
-        prompt = Lengths.parse("--prompt-tokens", prompt_tokens)
-        output = Lengths.parse("--output-tokens", output_tokens)
-        slo_spec = SLO.parse("--slo", slo)
-        if load.mode == "replay":
+        prompt = parse_lengths("--prompt-tokens", prompt_tokens)
+        output = parse_lengths("--output-tokens", output_tokens)
+        slo_spec = parse_slo("--slo", slo)
+        if load.kind == "replay":
             from sovllm.bench.workload import load_trace
 
             load_trace(Path(load.replay_path or ""))
@@ -242,7 +242,7 @@ def bench(
         _bad("--sweep/--capacity", "choose one")
     if capacity and not slo_spec:
         _bad("--slo", "--capacity needs an SLO to search against, e.g. ttft_p95=1.0")
-    if (sweep or capacity) and load.mode == "replay":
+    if (sweep or capacity) and load.kind == "replay":
         _bad("--replay", "a trace has its own load; it cannot be swept or searched")
     sweep_levels = _levels(levels)
     if levels and not sweep:

@@ -1,19 +1,20 @@
-"""`--compare-plan`: what `sovllm plan predict` says for the same workload, beside what was
-measured, with the error of each prediction."""
+"""`--compare-plan`: what the planner predicts for the same workload, beside what was measured,
+with the error of each prediction. The planner is called in process with the bench's own
+lengths and load; the equivalent `sovllm plan predict` command is recorded for reproduction."""
 
 from __future__ import annotations
 
-import json
-import re
-import subprocess
-import sys
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
 
+from sovllm.planner.errors import ScenarioError
+from sovllm.planner.workload import Lengths
+
 if TYPE_CHECKING:
     from sovllm.bench.session import Session
+    from sovllm.planner.predict import Scenario
 
 # (row name, path in `plan predict --json`, path in the bench summary)
 ROWS: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
@@ -61,121 +62,74 @@ def rows(prediction: dict[str, Any], summary: dict[str, Any]) -> list[dict[str, 
     return out
 
 
-def predict_args(session: Session, hardware: str, plan_model: str | None) -> list[str]:
-    """The `sovllm plan predict` flags that describe what this bench ran."""
+def scenario(session: Session, hardware: str, plan_model: str | None) -> Scenario:
+    """The planner's scenario of what this bench ran: the same model, lengths and load (a
+    lognormal stays a lognormal), on `hardware`. Raises PlanUnavailable saying why not."""
+    from sovllm.planner.catalog import get_engine, get_hardware, get_model
+    from sovllm.planner.errors import PlannerError
+    from sovllm.planner.predict import Scenario
+
     o = session.options
     main = session.main
     assert main is not None
     load = main.result.load
-    model = plan_model or (session.target.model if session.target else o.model) or ""
-    prompt = f"{o.workload.prompt.lo}-{o.workload.prompt.hi}"
-    if load.mode == "users" and load.turns > 1:
+    if load.kind == "replay":
+        raise PlanUnavailable("the planner has no model of a replayed trace")
+    prompt = o.workload.prompt
+    if load.kind == "users" and load.turns > 1:
         # Conversations resend their history: give the planner the prompts the server saw.
         seen = main.summary["tokens"]["prompt"]
         if seen["count"]:
-            prompt = f"{int(seen['min'])}-{int(seen['max'])}"
-    args = [
-        "--model",
-        model,
-        "--gpu",
-        hardware,
-        "--engine",
-        "llamacpp" if hardware == "cpu-local" else "vllm",
-        "--input-tokens",
-        prompt,
-        "--output-tokens",
-        f"{o.workload.output.lo}-{o.workload.output.hi}",
-    ]
-    cached = main.summary["tokens"].get("cached_prompt_fraction")
-    if cached:
-        # What the server's prefix cache saved: the planner prefills only the rest.
-        args += ["--cached-prompt-fraction", f"{min(cached, 0.99):.3f}"]
-    if load.mode == "users":
-        args += ["--users", str(int(load.value)), "--think-time", f"{load.think.mean:g}"]
-    elif load.mode == "rate":
-        args += ["--rate", f"{load.value:g}"]
-    elif load.mode == "concurrency":
-        args += ["--concurrency", str(int(load.value))]
-    else:
-        raise PlanUnavailable("the planner has no model of a replayed trace")
-    return args
-
-
-def run_predict(args: list[str]) -> dict[str, Any]:
-    """What `sovllm plan predict ARGS --json` prints: in process through the planner's Python
-    API when it has the shape this was written against, else through the command itself."""
+            prompt = Lengths(int(seen["min"]), int(seen["max"]))
+    cached = main.summary["tokens"].get("cached_prompt_fraction") or 0.0
+    name = plan_model or (session.target.model if session.target else o.model) or ""
     try:
-        return predict_in_process(args)
-    except (ImportError, AttributeError, TypeError):
-        # The planner is younger than its CLI contract: its internals may have moved.
-        return predict_subprocess(args)
-
-
-def predict_in_process(args: list[str]) -> dict[str, Any]:
-    from sovllm.planner.catalog import get_engine, get_hardware, get_model
-    from sovllm.planner.errors import PlannerError
-    from sovllm.planner.predict import Scenario, predict
-    from sovllm.planner.report import predict_json
-    from sovllm.planner.workload import Lengths, Load
-
-    flags = dict(zip(args[::2], args[1::2], strict=True))
-    if "--users" in flags:
-        load = Load("users", float(flags["--users"]), float(flags["--think-time"]))
-    elif "--rate" in flags:
-        load = Load("rate", float(flags["--rate"]))
-    else:
-        load = Load("concurrency", float(flags["--concurrency"]))
-    try:
-        model = get_model(flags["--model"])
-        scenario = Scenario(
+        model = get_model(name)
+        s = Scenario(
             model=model,
-            hw=get_hardware(flags["--gpu"]),
-            engine=get_engine(flags["--engine"]),
+            hw=get_hardware(hardware),
+            engine=get_engine("llamacpp" if hardware == "cpu-local" else "vllm"),
             precision=model.file_precision or "bf16",  # `plan predict`'s default
             tp=1,
             pp=1,
             num_gpus=1,
-            prompt=Lengths.parse(flags["--input-tokens"]),
-            output=Lengths.parse(flags["--output-tokens"]),
+            prompt=prompt,
+            output=o.workload.output,
             load=load,
-            cached_fraction=float(flags.get("--cached-prompt-fraction", 0.0)),
+            # What the server's prefix cache saved: the planner prefills only the rest.
+            cached_fraction=round(min(cached, 0.99), 3),
         )
-        doc: dict[str, Any] = predict_json(predict(scenario))
-    except (PlannerError, ValueError) as exc:
+        s.check()
+    except (PlannerError, ScenarioError) as exc:
         raise PlanUnavailable(f"the planner says: {exc}") from None
-    return doc
+    return s
 
 
-def predict_subprocess(args: list[str]) -> dict[str, Any]:
-    """`sovllm plan predict ... --json`, the planner's documented interface (issue #3)."""
+def command(s: Scenario) -> list[str]:
+    """The `sovllm plan predict` command that gives the same prediction, for the record."""
+    args = ["sovllm", "plan", "predict", "--model", s.model.name, "--gpu", s.hw.name]
+    args += ["--engine", s.engine.name, "--input-tokens", str(s.prompt)]
+    args += ["--output-tokens", str(s.output)]
+    if s.cached_fraction:
+        args += ["--cached-prompt-fraction", f"{s.cached_fraction:.3f}"]
+    load = s.load
+    if load.kind == "users":
+        args += ["--users", f"{load.value:g}", "--think-time", f"{load.think_time_s:g}"]
+    else:
+        args += [f"--{load.kind}", f"{load.value:g}"]
+    return [*args, "--json"]
+
+
+def predict_doc(s: Scenario) -> dict[str, Any]:
+    """What `sovllm plan predict --json` prints for the scenario, computed in process."""
+    from sovllm.planner.predict import predict
+    from sovllm.planner.report import predict_json
+    from sovllm.planner.simulator import SimulationError
+
     try:
-        proc = subprocess.run(
-            [sys.executable, "-m", "sovllm", "plan", "predict", *args, "--json"],
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise PlanUnavailable(f"`sovllm plan predict` did not run: {exc}") from None
-    if proc.returncode != 0:
-        raise PlanUnavailable(
-            f"`sovllm plan predict` failed: {_message(proc.stderr or proc.stdout)}"
-        )
-    try:
-        doc = json.loads(proc.stdout)
-    except ValueError:
-        raise PlanUnavailable("`sovllm plan predict --json` printed no JSON") from None
-    if not isinstance(doc, dict):
-        raise PlanUnavailable("`sovllm plan predict --json` printed no JSON object")
-    return doc
-
-
-def _message(text: str) -> str:
-    """The planner's error without rich's box and usage banner, on one line."""
-    flat = re.sub(r"[│╭╮╰╯─]+", " ", text)
-    flat = re.sub(r"\s+", " ", flat).strip()
-    _, sep, tail = flat.partition("Error ")
-    return (tail if sep else flat)[-400:] or "no message"
+        return predict_json(predict(s))
+    except SimulationError as exc:
+        raise PlanUnavailable(f"the planner says: {exc}") from None
 
 
 def compare(session: Session, hardware: str, plan_model: str | None) -> dict[str, Any]:
@@ -184,21 +138,22 @@ def compare(session: Session, hardware: str, plan_model: str | None) -> dict[str
     if main is None:
         return {"error": "no run to compare"}
     try:
-        args = predict_args(session, hardware, plan_model)
-        prediction = run_predict(args)
+        s = scenario(session, hardware, plan_model)
+        prediction = predict_doc(s)
     except PlanUnavailable as exc:
         return {"hardware": hardware, "error": str(exc)}
     if prediction.get("fits") is False:
         why = prediction.get("reason") or "the model does not fit"
-        return {"hardware": hardware, "command": args, "error": f"the planner says: {why}"}
+        return {"hardware": hardware, "command": command(s), "error": f"the planner says: {why}"}
     out: dict[str, Any] = {
         "hardware": hardware,
-        "command": ["sovllm", "plan", "predict", *args, "--json"],
+        "command": command(s),
+        "inputs": prediction.get("inputs"),
         "rows": rows(prediction, main.summary),
         "error_formula": "(predicted - measured) / measured x 100",
     }
     load = main.result.load
-    if load.mode == "users" and load.turns > 1 and "--cached-prompt-fraction" not in args:
+    if load.kind == "users" and load.turns > 1 and not s.cached_fraction:
         out["note"] = (
             "the server reported no prefix-cache hits (usage.prompt_tokens_details.cached_tokens; "
             "vLLM sends it only with --enable-prompt-tokens-details): the planner prefilled every "

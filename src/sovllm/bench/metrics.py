@@ -14,9 +14,9 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sovllm.bench.client import RequestRecord
-from sovllm.bench.config import SLO, Constraint
+from sovllm.bench.record import RequestRecord
 from sovllm.bench.runner import RunResult
+from sovllm.planner.slo import SLO, Constraint
 
 PERCENTILES = {"p50": 50.0, "p90": 90.0, "p95": 95.0, "p99": 99.0, "p999": 99.9}
 LATENCY_METRICS = ("ttft", "tpot", "itl", "e2e", "queue_delay")

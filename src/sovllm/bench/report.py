@@ -20,7 +20,7 @@ from rich.text import Text
 
 from sovllm import __version__
 from sovllm.bench import metrics
-from sovllm.bench.client import RequestRecord
+from sovllm.bench.record import RequestRecord
 from sovllm.bench.runner import Run
 from sovllm.bench.session import Session
 

@@ -14,9 +14,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sovllm.bench.client import BenchClient, RequestRecord, Target
-from sovllm.bench.config import Load, RunBounds, Workload
+from sovllm.bench.client import BenchClient, Target
+from sovllm.bench.config import RunBounds, Workload
 from sovllm.bench.prompts import Calibration, Messages, words_text
+from sovllm.bench.record import RequestRecord
+from sovllm.planner.workload import Load
 
 StopReason = str
 

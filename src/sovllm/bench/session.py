@@ -10,17 +10,19 @@ import math
 import signal
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
 from sovllm.bench import capacity as cap
 from sovllm.bench.client import BenchClient, Target
-from sovllm.bench.config import SLO, Load, RunBounds, Workload
+from sovllm.bench.config import RunBounds, Workload
 from sovllm.bench.metrics import summarise
 from sovllm.bench.prompts import Calibration, calibrate
 from sovllm.bench.runner import Run, RunResult
 from sovllm.bench.workload import driver_for
+from sovllm.planner.slo import SLO
+from sovllm.planner.workload import Load
 
 Mode = Literal["single", "sweep", "capacity"]
 
@@ -92,9 +94,9 @@ def _pool(load: Load, mode: Mode, ceiling: float, levels: tuple[float, ...]) -> 
         top = max(top, ceiling)
     elif mode == "sweep" and levels:
         top = max(levels)
-    if load.mode in ("users", "concurrency"):
+    if load.kind in ("users", "concurrency"):
         return int(top)
-    if load.mode == "rate" and load.max_concurrency:
+    if load.kind == "rate" and load.max_concurrency:
         return load.max_concurrency
     return None
 
@@ -151,7 +153,7 @@ async def execute(options: Options, ui: UI, session: Session) -> Session:
             )
 
         async def probe(value: float) -> cap.Outcome:
-            load = o.load.with_value(value)
+            load = replace(o.load, value=value)
             label = load.describe()
             run = Run(client, target, o.workload, load, o.bounds, calibration, o.workload.seed)
             with ui.live(run, label):
@@ -173,7 +175,7 @@ async def execute(options: Options, ui: UI, session: Session) -> Session:
                     _, why = await cap.sweep(probe, o.load, levels, o.slo)
                     session.sweep["stopped"] = why
                 else:
-                    integer = o.load.mode != "rate"
+                    integer = o.load.kind != "rate"
                     floor = 1.0 if integer else min(0.05, o.load.value)
                     session.capacity = {"best": None, "limited_by": "interrupted"}
                     found = await cap.search(

@@ -9,7 +9,8 @@ in-memory transport. Under load httpcore costs more: its pool scans every connec
 and the body passes through four layers of async generators.
 
 `LeanTransport` replaces the part below httpx: an asyncio `Protocol` per connection that
-fills a buffer from `data_received`, and a parser run by the reader. It keeps what the bench
+fills a buffer from `data_received` (`http_conn.py`), and a parser run by the reader: the
+response head here, its body in `http_body.py`. This module is the pool and the request. It keeps what the bench
 needs and httpx's behaviour for it:
 
 - HTTP/1.1 keep-alive: idle connections are pooled per origin, most recent first; one the
@@ -39,151 +40,17 @@ import contextlib
 import ssl
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
 
+from sovllm.bench.http_body import Body
+from sovllm.bench.http_conn import Connection, Expired, Origin, Timeouts, expire
+
 MAX_HEAD_BYTES = 64 * 1024
 """A response head (status line and headers) longer than this is a protocol error."""
-READ_HIGH_WATER = 256 * 1024
-"""Reading from the socket pauses while this much is buffered and unread."""
-
-Origin = tuple[str, str, int]
 _NO_BODY_STATUS = frozenset((204, 304))
-
-
-class _Expired(Exception):
-    """A wait's own timer fired (mapped to the httpx timeout of that wait)."""
-
-
-def _expire(fut: asyncio.Future[None]) -> None:
-    if not fut.done():
-        fut.set_exception(_Expired())
-
-
-class _Connection(asyncio.Protocol):
-    """One TCP (or TLS) connection: a receive buffer filled by the event loop, and the
-    futures a reader or a writer waits on."""
-
-    def __init__(self, origin: Origin) -> None:
-        self.origin = origin
-        self.loop = asyncio.get_running_loop()
-        self.transport: asyncio.Transport | None = None
-        self.buffer = bytearray()
-        self.eof = False
-        self.error: BaseException | None = None
-        self.waiter: asyncio.Future[None] | None = None
-        self.drainer: asyncio.Future[None] | None = None
-        self.reading_paused = False
-        self.writing_paused = False
-        self.idle_since = 0.0
-        self.requests = 0
-
-    # -- event loop callbacks -------------------------------------------------------------
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
-
-    def data_received(self, data: bytes) -> None:
-        self.buffer += data
-        if len(self.buffer) > READ_HIGH_WATER and not self.reading_paused:
-            assert self.transport is not None
-            self.reading_paused = True
-            self.transport.pause_reading()
-        waiter = self.waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    def eof_received(self) -> bool:
-        self.eof = True
-        self._wake()
-        return False  # close the transport: a half-closed HTTP/1.1 connection is done
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.eof = True
-        if exc is not None and self.error is None:
-            self.error = exc
-        self._wake()
-
-    def pause_writing(self) -> None:
-        self.writing_paused = True
-
-    def resume_writing(self) -> None:
-        self.writing_paused = False
-        drainer = self.drainer
-        if drainer is not None and not drainer.done():
-            drainer.set_result(None)
-
-    def _wake(self) -> None:
-        for fut in (self.waiter, self.drainer):
-            if fut is not None and not fut.done():
-                fut.set_result(None)
-
-    # -- what the transport calls ---------------------------------------------------------
-
-    @property
-    def closed(self) -> bool:
-        return self.eof or self.transport is None or self.transport.is_closing()
-
-    def close(self) -> None:
-        if self.transport is not None:
-            self.transport.close()
-        self.eof = True
-
-    async def wait_data(self, timeout: float | None, request: httpx.Request) -> None:
-        """Wait until more bytes arrived or the peer went away; ReadTimeout after `timeout`."""
-        if self.eof:
-            return
-        if self.reading_paused:
-            assert self.transport is not None
-            self.reading_paused = False
-            self.transport.resume_reading()
-        fut = self.loop.create_future()
-        self.waiter = fut
-        timer = None if timeout is None else self.loop.call_later(timeout, _expire, fut)
-        try:
-            await fut
-        except _Expired:
-            raise httpx.ReadTimeout(f"no data within {timeout:g} s", request=request) from None
-        finally:
-            self.waiter = None
-            if timer is not None:
-                timer.cancel()
-
-    async def drain(self, timeout: float | None, request: httpx.Request) -> None:
-        if not self.writing_paused or self.eof:
-            return
-        fut = self.loop.create_future()
-        self.drainer = fut
-        timer = None if timeout is None else self.loop.call_later(timeout, _expire, fut)
-        try:
-            await fut
-        except _Expired:
-            raise httpx.WriteTimeout(
-                f"could not write within {timeout:g} s", request=request
-            ) from None
-        finally:
-            self.drainer = None
-            if timer is not None:
-                timer.cancel()
-
-    def lost(self, request: httpx.Request, what: str) -> httpx.TransportError:
-        """The exception for a connection that ended while `what` was still expected."""
-        if self.error is not None:
-            return httpx.ReadError(f"{what}: {self.error}", request=request)
-        return httpx.RemoteProtocolError(what, request=request)
-
-
-class _Timeouts:
-    __slots__ = ("connect", "pool", "read", "write")
-
-    def __init__(self, request: httpx.Request) -> None:
-        t: dict[str, float | None] = request.extensions.get("timeout") or {}
-        self.connect = t.get("connect")
-        self.read = t.get("read")
-        self.write = t.get("write")
-        self.pool = t.get("pool")
 
 
 class LeanTransport(httpx.AsyncBaseTransport):
@@ -202,9 +69,9 @@ class LeanTransport(httpx.AsyncBaseTransport):
             limits.keepalive_expiry if limits.keepalive_expiry is not None else keepalive_expiry
         )
         self._ssl = ssl_context
-        self._idle: dict[Origin, list[_Connection]] = {}
+        self._idle: dict[Origin, list[Connection]] = {}
         self._n_idle = 0
-        self._open: set[_Connection] = set()
+        self._open: set[Connection] = set()
         self._reserved = 0  # connections being opened, counted against max_connections
         self._waiters: deque[asyncio.Future[None]] = deque()
         self._closed = False
@@ -226,7 +93,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
             self._ssl = httpx.create_ssl_context()
         return self._ssl
 
-    async def _acquire(self, origin: Origin, t: _Timeouts, request: httpx.Request) -> _Connection:
+    async def _acquire(self, origin: Origin, t: Timeouts, request: httpx.Request) -> Connection:
         loop = asyncio.get_running_loop()
         deadline = None if t.pool is None else loop.time() + t.pool
         while True:
@@ -251,10 +118,10 @@ class LeanTransport(httpx.AsyncBaseTransport):
                 continue
             fut = loop.create_future()
             self._waiters.append(fut)
-            timer = None if deadline is None else loop.call_at(deadline, _expire, fut)
+            timer = None if deadline is None else loop.call_at(deadline, expire, fut)
             try:
                 await fut
-            except _Expired:
+            except Expired:
                 raise httpx.PoolTimeout(
                     f"no free connection within {t.pool:g} s ({limit} open)", request=request
                 ) from None
@@ -269,7 +136,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
                 with contextlib.suppress(ValueError):
                     self._waiters.remove(fut)
 
-    async def _connect(self, origin: Origin, t: _Timeouts, request: httpx.Request) -> _Connection:
+    async def _connect(self, origin: Origin, t: Timeouts, request: httpx.Request) -> Connection:
         scheme, host, port = origin
         loop = asyncio.get_running_loop()
         tls = self._ssl_context() if scheme == "https" else None
@@ -277,7 +144,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
         try:
             async with asyncio.timeout(t.connect):
                 _, conn = await loop.create_connection(
-                    lambda: _Connection(origin),
+                    lambda: Connection(origin),
                     host,
                     port,
                     ssl=tls,
@@ -303,7 +170,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
         self.connections_opened += 1
         return conn
 
-    def _release(self, conn: _Connection, reusable: bool) -> None:
+    def _release(self, conn: Connection, reusable: bool) -> None:
         if (
             reusable
             and not self._closed
@@ -318,7 +185,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
             self._discard(conn)
         self._wake_waiter()
 
-    def _discard(self, conn: _Connection) -> None:
+    def _discard(self, conn: Connection) -> None:
         conn.close()
         self._open.discard(conn)
 
@@ -357,7 +224,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
             raise httpx.UnsupportedProtocol(f"unsupported URL scheme {scheme!r}", request=request)
         port = url.port or (443 if scheme == "https" else 80)
         origin: Origin = (scheme, url.host, port)
-        t = _Timeouts(request)
+        t = Timeouts(request)
         conn = await self._acquire(origin, t, request)
         try:
             conn.requests += 1
@@ -370,7 +237,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
             raise
         if request.headers.get("connection", "").lower() == "close":
             keep = False
-        body = _Body(self, conn, request, t.read, framing, length, keep)
+        body = Body(self._release, conn, request, t.read, framing, length, keep)
         return httpx.Response(
             status,
             headers=headers,
@@ -378,7 +245,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
             extensions={"http_version": version, "reason_phrase": reason},
         )
 
-    async def _send(self, conn: _Connection, request: httpx.Request, t: _Timeouts) -> None:
+    async def _send(self, conn: Connection, request: httpx.Request, t: Timeouts) -> None:
         head = [b"%s %s HTTP/1.1\r\n" % (request.method.encode(), request.url.raw_path)]
         for name, value in request.headers.raw:
             head.append(b"%s: %s\r\n" % (name, value))
@@ -396,7 +263,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
         # (a 413, say) and close before taking the whole body.
 
     async def _write(
-        self, conn: _Connection, request: httpx.Request, head: list[bytes], t: _Timeouts
+        self, conn: Connection, request: httpx.Request, head: list[bytes], t: Timeouts
     ) -> None:
         transport = conn.transport
         assert transport is not None
@@ -424,7 +291,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
             await conn.drain(t.write, request)
 
     async def _read_head(
-        self, conn: _Connection, request: httpx.Request, timeout: float | None
+        self, conn: Connection, request: httpx.Request, timeout: float | None
     ) -> tuple[int, bytes, bytes, list[tuple[bytes, bytes]], str, int, bool]:
         buf = conn.buffer
         while True:
@@ -496,153 +363,3 @@ class LeanTransport(httpx.AsyncBaseTransport):
         elif framing == "close":
             keep = False
         return status, reason, version, headers, framing, length, keep
-
-
-class _Body(httpx.AsyncByteStream):
-    """A response body read off its connection; the connection goes back to the pool when the
-    body was read to its end (or closes, when it was not)."""
-
-    def __init__(
-        self,
-        pool: LeanTransport,
-        conn: _Connection,
-        request: httpx.Request,
-        timeout: float | None,
-        framing: str,
-        length: int,
-        keep: bool,
-    ) -> None:
-        self.pool = pool
-        self.conn: _Connection | None = conn
-        self.request = request
-        self.timeout = timeout
-        self.framing = framing
-        self.length = length
-        self.keep = keep
-        self.complete = False
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        conn = self.conn
-        if conn is None:
-            raise httpx.StreamClosed()
-        try:
-            if self.framing == "length":
-                parts = self._fixed(conn)
-            elif self.framing == "chunked":
-                parts = self._chunked(conn)
-            else:
-                parts = self._until_close(conn)
-            async for part in parts:
-                yield part
-            self.complete = True
-        finally:
-            await self.aclose()
-
-    async def _fixed(self, conn: _Connection) -> AsyncIterator[bytes]:
-        remaining = self.length
-        buf = conn.buffer
-        while remaining:
-            if not buf:
-                if conn.eof:
-                    raise conn.lost(
-                        self.request,
-                        "peer closed connection without sending complete message body "
-                        f"(received {self.length - remaining} bytes, expected {self.length})",
-                    )
-                await conn.wait_data(self.timeout, self.request)
-                continue
-            take = min(remaining, len(buf))
-            part = bytes(buf[:take])
-            del buf[:take]
-            remaining -= take
-            yield part
-
-    async def _until_close(self, conn: _Connection) -> AsyncIterator[bytes]:
-        buf = conn.buffer
-        while True:
-            if buf:
-                part = bytes(buf)
-                buf.clear()
-                yield part
-            elif conn.eof:
-                if conn.error is not None:
-                    raise httpx.ReadError(str(conn.error), request=self.request)
-                return
-            else:
-                await conn.wait_data(self.timeout, self.request)
-
-    async def _chunked(self, conn: _Connection) -> AsyncIterator[bytes]:
-        """Chunked transfer coding, decoded as far as the buffer goes; each pass yields the
-        data of every complete or partial chunk that has arrived, joined."""
-        buf = conn.buffer
-        remaining = 0  # data bytes left in the current chunk
-        crlf = False  # the current chunk's data is read; its CRLF is not
-        out: list[bytes] = []
-        while True:
-            pos = 0
-            n = len(buf)
-            last = False
-            while pos < n:
-                if remaining:
-                    take = min(remaining, n - pos)
-                    out.append(bytes(buf[pos : pos + take]))
-                    pos += take
-                    remaining -= take
-                    crlf = remaining == 0
-                elif crlf:
-                    if n - pos < 2:
-                        break
-                    if buf[pos : pos + 2] != b"\r\n":
-                        raise httpx.RemoteProtocolError(
-                            "chunk not followed by CRLF", request=self.request
-                        )
-                    pos += 2
-                    crlf = False
-                else:
-                    eol = buf.find(b"\r\n", pos)
-                    if eol < 0:
-                        if n - pos > 1024:
-                            raise httpx.RemoteProtocolError(
-                                "chunk size line too long", request=self.request
-                            )
-                        break
-                    size_field = bytes(buf[pos:eol]).split(b";", 1)[0].strip()
-                    try:
-                        size = int(size_field, 16)
-                    except ValueError:
-                        raise httpx.RemoteProtocolError(
-                            f"bad chunk size {size_field[:20]!r}", request=self.request
-                        ) from None
-                    if size < 0 or size_field[:1] in (b"-", b"+"):
-                        raise httpx.RemoteProtocolError("bad chunk size", request=self.request)
-                    if size == 0:
-                        # The last chunk: trailers (ignored) up to an empty line.
-                        end = buf.find(b"\r\n\r\n", eol)
-                        if end < 0:
-                            break
-                        pos = end + 4
-                        last = True
-                        break
-                    pos = eol + 2
-                    remaining = size
-            if pos:
-                del buf[:pos]
-            if out:
-                yield out[0] if len(out) == 1 else b"".join(out)
-                out = []
-            if last:
-                return
-            if pos:
-                continue  # more may have come in while the reader had the data
-            if conn.eof:
-                raise conn.lost(
-                    self.request,
-                    "peer closed connection without sending complete message body "
-                    "(incomplete chunked read)",
-                )
-            await conn.wait_data(self.timeout, self.request)
-
-    async def aclose(self) -> None:
-        conn, self.conn = self.conn, None
-        if conn is not None:
-            self.pool._release(conn, self.keep and self.complete)

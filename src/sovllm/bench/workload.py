@@ -18,10 +18,11 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from sovllm.bench.client import RequestRecord
-from sovllm.bench.config import BadSpec, Load
+from sovllm.bench.config import BadSpec
 from sovllm.bench.prompts import Messages, words_text
+from sovllm.bench.record import RequestRecord
 from sovllm.bench.runner import Run
+from sovllm.planner.workload import Load
 
 Driver = Callable[[Run], Awaitable[None]]
 
@@ -37,11 +38,11 @@ def arrival_gaps(rng: random.Random, rate: float, burstiness: float) -> Iterator
 
 
 def driver_for(load: Load) -> Driver:
-    if load.mode == "users":
+    if load.kind == "users":
         return closed_loop_users
-    if load.mode == "rate":
+    if load.kind == "rate":
         return open_loop
-    if load.mode == "concurrency":
+    if load.kind == "concurrency":
         return fixed_concurrency
     return replay
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -14,7 +13,7 @@ from rich.table import Table
 
 from sovllm.cli.common import (
     ConfigOpt,
-    append_audit,
+    audit_writer,
     cli_actor,
     fail,
     open_db,
@@ -22,10 +21,9 @@ from sovllm.cli.common import (
     record_read,
 )
 from sovllm.config import ConfigError, load_settings
-from sovllm.governance import bootstrap
+from sovllm.governance import bootstrap, tenancy, tenants
 from sovllm.governance import identity as idn
 from sovllm.governance.usage import usage as usage_rows
-from sovllm.store.db import Database
 
 tenants_app = typer.Typer(help="Create, list and delete tenants.", no_args_is_help=True)
 keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
@@ -33,11 +31,6 @@ db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
 
 Count = Annotated[int | None, typer.Option(min=0)]
 _err = Console(stderr=True)
-
-
-def _record(config: Path | None, db: Database, action: str, target: dict[str, object]) -> None:
-    """An admin action from the command line, in the audit log with the local user as actor."""
-    append_audit(config, db, "admin", {"actor": cli_actor(), "action": action, "target": target})
 
 
 def _limits(
@@ -74,11 +67,11 @@ def tenants_create(
 ) -> None:
     """Create a tenant (a department sharing the service)."""
     db = open_db(config)
+    new = tenancy.NewTenant(name, _limits(rpm, tpm, max_concurrent, monthly_tokens), weight)
     try:
-        t = idn.create_tenant(db, name, _limits(rpm, tpm, max_concurrent, monthly_tokens), weight)
+        t = tenancy.create_tenant(db, audit_writer(config, db), cli_actor(), new)
     except idn.IdentityError as exc:
         raise fail(str(exc)) from None
-    _record(config, db, "tenant.create", {"name": t.name, **dataclasses.asdict(t.limits)})
     typer.echo(f"created tenant {t.name}")
 
 
@@ -87,14 +80,14 @@ def tenants_list(
     as_json: Annotated[bool, typer.Option("--json")] = False, config: ConfigOpt = None
 ) -> None:
     """List tenants with their limits."""
-    rows = idn.list_tenants(open_db(config))
+    rows = tenants.list_tenants(open_db(config))
     if as_json:
         typer.echo(json.dumps([dataclasses.asdict(t) for t in rows], indent=2))
         return
     table = Table("tenant", "weight", "limits", "active keys", "created")
     for t in rows:
-        table.add_row(t.name, f"{t.weight:g}", _limits_text(t.limits), str(t.active_keys),
-                      _when(t.created_at))  # fmt: skip
+        limits = _limits_text(t.limits)
+        table.add_row(t.name, f"{t.weight:g}", limits, str(t.active_keys), _when(t.created_at))
     Console().print(table)
 
 
@@ -107,10 +100,9 @@ def tenants_delete(
     """Delete a tenant. Refused while it has live keys, unless --force revokes them."""
     db = open_db(config)
     try:
-        revoked = idn.delete_tenant(db, name, force)
+        revoked = tenancy.delete_tenant(db, audit_writer(config, db), cli_actor(), name, force)
     except idn.IdentityError as exc:
         raise fail(str(exc)) from None
-    _record(config, db, "tenant.delete", {"name": name, "force": force, "revoked": revoked})
     typer.echo(f"deleted tenant {name}" + (f", revoked {revoked} key(s)" if revoked else ""))
 
 
@@ -134,19 +126,19 @@ def keys_create(
     if expires_at is not None and expires_at <= dt.datetime.now(dt.UTC).timestamp():
         raise typer.BadParameter("the expiry date is in the past", param_hint="--expires")
     db = open_db(config)
-    if tenant not in {t.name for t in idn.list_tenants(db)}:
+    write, who = audit_writer(config, db), cli_actor()
+    if tenant not in {t.name for t in tenants.list_tenants(db)}:
         try:
-            idn.create_tenant(db, tenant)
+            tenancy.create_tenant(db, write, who, tenancy.NewTenant(tenant))
         except idn.IdentityError as exc:
             raise fail(str(exc)) from None
         typer.echo(f"created tenant {tenant}", err=True)
     limits = _limits(rpm, tpm, max_concurrent, monthly_tokens)
+    new = tenancy.NewKey(tenant, role, limits, expires_at, name)
     try:
-        raw, info = idn.create_key(db, tenant, role, limits, expires_at, name)
+        raw, info = tenancy.create_key(db, write, who, new)
     except idn.IdentityError as exc:
         raise fail(str(exc)) from None
-    _record(config, db, "key.create",
-            {"key_id": info.id, "prefix": info.prefix, "tenant": tenant, "role": info.role})  # fmt: skip
     typer.echo(f"created key {info.id} ({info.role}) for tenant {tenant}; it is shown only once:")
     typer.echo(raw)
 
@@ -160,7 +152,7 @@ def keys_list(
     """List keys (never the keys themselves: only their visible prefix)."""
     db = open_db(config)
     try:
-        rows = idn.list_keys(db, tenant)
+        rows = tenants.list_keys(db, tenant)
     except idn.IdentityError as exc:
         raise fail(str(exc)) from None
     record_read(config, db, "keys", {"tenant": tenant}, len(rows))
@@ -172,8 +164,8 @@ def keys_list(
     table.columns[0].no_wrap = table.columns[1].no_wrap = True
     for k in rows:
         status = "revoked" if k.revoked_at else "active" if k.active else "expired"
-        table.add_row(k.id, k.prefix + "…", k.tenant, k.role, _limits_text(k.limits),
-                      _when(k.expires_at), status)  # fmt: skip
+        limits = _limits_text(k.limits)
+        table.add_row(k.id, k.prefix + "…", k.tenant, k.role, limits, _when(k.expires_at), status)
     Console().print(table)
 
 
@@ -182,10 +174,9 @@ def keys_revoke(key_id: str, config: ConfigOpt = None) -> None:
     """Revoke a key: it stops working at once, on every gateway."""
     db = open_db(config)
     try:
-        info = idn.revoke_key(db, key_id)
+        info = tenancy.revoke_key(db, audit_writer(config, db), cli_actor(), key_id)
     except idn.IdentityError as exc:
         raise fail(str(exc)) from None
-    _record(config, db, "key.revoke", {"key_id": key_id})
     typer.echo(f"revoked key {info.id} ({info.prefix}…)")
 
 
@@ -204,8 +195,8 @@ def keys_bootstrap(
     if not show:
         path = bootstrap.bootstrap_key_path(settings.data_dir)
         state = "is waiting to be read" if path.exists() else "is not there"
-        typer.echo(f"the bootstrap admin key file {path} {state}; "
-                   f"`{bootstrap.READ_COMMAND}` prints it once and deletes it")  # fmt: skip
+        read = f"`{bootstrap.READ_COMMAND}` prints it once and deletes it"
+        typer.echo(f"the bootstrap admin key file {path} {state}; {read}")
         return
     try:
         key = bootstrap.take_key(settings.data_dir)
@@ -234,8 +225,8 @@ def usage(
         return
     table = Table("day", "tenant", "key", "requests", "prompt tokens", "completion tokens")
     for r in rows:
-        table.add_row(r.day, r.tenant, r.key_prefix + "…", str(r.requests),
-                      str(r.prompt_tokens), str(r.completion_tokens))  # fmt: skip
+        counts = (str(r.requests), str(r.prompt_tokens), str(r.completion_tokens))
+        table.add_row(r.day, r.tenant, r.key_prefix + "…", *counts)
     Console().print(table)
 
 

@@ -13,16 +13,12 @@ from sovllm.cli.common import ConfigOpt, cli_actor, fail, open_db, parse_date, r
 from sovllm.config import ConfigError, load_settings
 from sovllm.governance.audit import key_path, open_audit, open_signer
 from sovllm.governance.audit.checkpoint import CheckpointError, Verifier
+from sovllm.governance.audit.export import ExportError, export_lines, verify_export
 from sovllm.governance.audit.keys import rotate_signing_key
 from sovllm.governance.audit.log import AuditLog
-from sovllm.governance.audit.verify import (
-    ExportError,
-    Report,
-    export_lines,
-    inclusion,
-    verify_database,
-    verify_export,
-)
+from sovllm.governance.audit.lookup import inclusion
+from sovllm.governance.audit.report import Report
+from sovllm.governance.audit.verify import verify_database
 
 audit_app = typer.Typer(help="The tamper-evident audit log.", no_args_is_help=True)
 

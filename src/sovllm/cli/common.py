@@ -12,13 +12,13 @@ import datetime as dt
 import getpass
 import socket
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from sqlalchemy.exc import SQLAlchemyError
 
 from sovllm.config import ConfigError, load_settings
-from sovllm.governance.access import READ, read_entry
+from sovllm.governance.audit import records
 from sovllm.store.db import Database, DatabaseConfigError, database_url
 from sovllm.store.migrate import upgrade
 
@@ -65,7 +65,7 @@ def cli_actor() -> dict[str, str]:
     return {"cli": getpass.getuser(), "host": socket.gethostname()}
 
 
-def append_audit(config: Path | None, db: Database, kind: str, fields: dict[str, object]) -> None:
+def append_audit(config: Path | None, db: Database, kind: str, fields: dict[str, Any]) -> None:
     """One audit entry from the command line, durable when this returns."""
     from sovllm.governance.audit import open_audit
 
@@ -76,8 +76,13 @@ def append_audit(config: Path | None, db: Database, kind: str, fields: dict[str,
     audit.append(kind, fields).result()
 
 
+def audit_writer(config: Path | None, db: Database) -> records.Write:
+    """`append_audit` for the governance functions that record their own entries."""
+    return lambda kind, fields: append_audit(config, db, kind, fields)
+
+
 def record_read(
     config: Path | None, db: Database, resource: str, query: dict[str, object], count: int
 ) -> None:
     """A read from the command line (`access.read`), durable before anything is shown."""
-    append_audit(config, db, READ, read_entry(cli_actor(), resource, query, count))
+    append_audit(config, db, records.READ, records.access_read(cli_actor(), resource, query, count))

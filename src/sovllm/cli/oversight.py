@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from sovllm.cli.common import ConfigOpt, append_audit, cli_actor, fail, open_db
+from sovllm.cli.common import ConfigOpt, audit_writer, cli_actor, fail, open_db
 from sovllm.config import load_settings
 from sovllm.governance import oversight
 
@@ -20,12 +20,16 @@ AllOpt = Annotated[bool, typer.Option("--all", help="The whole service.")]
 
 
 def _scope(everything: bool, model: str | None, tenant: str | None) -> tuple[oversight.Scope, str]:
-    given = [(everything, "all", ""), (model is not None, "model", model or ""),
-             (tenant is not None, "tenant", tenant or "")]  # fmt: skip
+    given = [
+        (everything, "all", ""),
+        (model is not None, "model", model or ""),
+        (tenant is not None, "tenant", tenant or ""),
+    ]
     chosen = [(scope, target) for flag, scope, target in given if flag]
     if len(chosen) != 1:
-        raise typer.BadParameter("give exactly one of --all, --model M, --tenant T",
-                                 param_hint="--all/--model/--tenant")  # fmt: skip
+        raise typer.BadParameter(
+            "give exactly one of --all, --model M, --tenant T", param_hint="--all/--model/--tenant"
+        )
     scope, target = chosen[0]
     if scope != "all" and not target.strip():
         raise typer.BadParameter("must not be empty", param_hint=f"--{scope}")
@@ -53,8 +57,7 @@ def stop(
     db = open_db(config)
     chosen = mode or load_settings(config).stop_mode
     made = oversight.new_stop(scope, target, chosen, reason, cli_actor())  # type: ignore[arg-type]
-    append_audit(config, db, "oversight.stop", made.as_dict())  # recorded first, then in force
-    oversight.save_stop(db, made)
+    oversight.stop(db, audit_writer(config, db), made)
     typer.echo(f"stopped {made.what} ({made.mode}); `sovllm resume` lifts it")
 
 
@@ -67,11 +70,11 @@ def resume(
     """Lift a stop."""
     scope, target = _scope(everything, model, tenant)
     db = open_db(config)
-    if not oversight.is_stopped(db, scope, target):
-        raise fail(f"{'the service' if scope == 'all' else f'{scope} {target!r}'} is not stopped")
-    fields: dict[str, object] = {"scope": scope, "target": target or None, "actor": cli_actor()}
-    append_audit(config, db, "oversight.resume", fields)
-    oversight.remove_stop(db, scope, target)
+    try:
+        oversight.resume(db, audit_writer(config, db), cli_actor(), scope, target)
+    except oversight.NotStopped:
+        what = "the service" if scope == "all" else f"{scope} {target!r}"
+        raise fail(f"{what} is not stopped") from None
     typer.echo(f"resumed {'the whole service' if scope == 'all' else f'{scope} {target!r}'}")
 
 
@@ -81,5 +84,5 @@ def stops(config: ConfigOpt = None) -> None:
     if not found:
         typer.echo("nothing is stopped")
     for s in found:
-        typer.echo(f"{s.what}: {s.mode} since {s.as_dict()['created_at']} by {s.actor}"
-                   + (f": {s.reason}" if s.reason else ""))  # fmt: skip
+        why = f": {s.reason}" if s.reason else ""
+        typer.echo(f"{s.what}: {s.mode} since {s.as_dict()['created_at']} by {s.actor}{why}")

@@ -11,7 +11,7 @@ import typer
 from sovllm.cli.common import ConfigOpt, cli_actor, fail, open_db
 from sovllm.config import ConfigError, Settings, load_settings
 from sovllm.governance import retention
-from sovllm.governance.audit import open_audit, pseudonym_key_path
+from sovllm.governance.audit import open_audit, pseudonym_key_path, records
 from sovllm.governance.audit.checkpoint import CheckpointError
 from sovllm.governance.audit.log import AuditLog
 from sovllm.governance.privacy import erasure, pseudonyms
@@ -33,8 +33,9 @@ def _audit(settings: Settings, db: Database) -> AuditLog:
         raise fail(str(exc), 2) from None
 
 
-privacy_app = typer.Typer(help="Personal data: erasure, retention, content policy.",
-                          no_args_is_help=True)  # fmt: skip
+privacy_app = typer.Typer(
+    help="Personal data: erasure, retention, content policy.", no_args_is_help=True
+)
 
 
 @privacy_app.command("erase")
@@ -63,18 +64,23 @@ def purge(config: ConfigOpt = None) -> None:
     db = open_db(config)  # first: it names a bad setting (exit 2) instead of a traceback
     settings = load_settings(config)
     r = settings.retention
-    done = retention.run(r, open_vault(settings, db), _audit(settings, db),
-                         cli_actor())  # fmt: skip
+    done = retention.run(r, open_vault(settings, db), _audit(settings, db), cli_actor())
     typer.echo(f"purged {done.content_records} stored content record(s)")
-    typer.echo(f"pruned {done.audit_entries} audit entries older than {r.audit_days} days "
-               "(their hashes stay)")  # fmt: skip
-    typer.echo(f"rolled up {done.usage_rows} usage day row(s) older than {r.usage_days} days "
-               "into months")  # fmt: skip
+    typer.echo(
+        f"pruned {done.audit_entries} audit entries older than {r.audit_days} days "
+        "(their hashes stay)"
+    )
+    typer.echo(
+        f"rolled up {done.usage_rows} usage day row(s) older than {r.usage_days} days into months"
+    )
 
 
 @privacy_app.command("policy")
-def policy(tenant: str, value: Annotated[str, typer.Argument(help="none, redacted or full")],
-           config: ConfigOpt = None) -> None:  # fmt: skip
+def policy(
+    tenant: str,
+    value: Annotated[str, typer.Argument(help="none, redacted or full")],
+    config: ConfigOpt = None,
+) -> None:
     """Set what of a tenant's prompts and answers is kept (encrypted per data subject)."""
     if value not in POLICIES:
         raise typer.BadParameter(f"must be one of {', '.join(POLICIES)}", param_hint="VALUE")
@@ -87,8 +93,9 @@ def policy(tenant: str, value: Annotated[str, typer.Argument(help="none, redacte
 
 
 @privacy_app.command("mask")
-def mask(tenant: str, on: Annotated[bool, typer.Argument(help="true or false")],
-         config: ConfigOpt = None) -> None:  # fmt: skip
+def mask(
+    tenant: str, on: Annotated[bool, typer.Argument(help="true or false")], config: ConfigOpt = None
+) -> None:
     """Mask personal data before a tenant's prompts reach the model (unmaskable ones refused)."""
     db = open_db(config)
     try:
@@ -96,9 +103,6 @@ def mask(tenant: str, on: Annotated[bool, typer.Argument(help="true or false")],
     except LookupError as exc:
         raise fail(str(exc)) from None
     typer.echo(f"tenant {tenant}: prompts masked before the model: {'on' if on else 'off'}")
-
-
-MASTER_ROTATED = "privacy.master_key_rotated"
 
 
 @privacy_app.command("rotate-master-key")
@@ -134,10 +138,10 @@ def rotate_master_key(
     audit = _audit(settings, db)
 
     def record(done: Rotated) -> None:  # before the swap: no completed rotation without it
-        audit.append(MASTER_ROTATED, {
-            "actor": cli_actor(), "old_key": done.old_id, "new_key": done.new_id,
-            "rewrapped": done.rewrapped, "resumed": done.resumed,
-        }).result(timeout=30)  # fmt: skip
+        fields = records.master_key_rotated(
+            cli_actor(), done.old_id, done.new_id, done.rewrapped, done.resumed
+        )
+        audit.append(records.MASTER_ROTATED, fields).result(timeout=30)
 
     try:
         done = rotate(db, path, new_key_file, before_swap=record)
@@ -146,15 +150,20 @@ def rotate_master_key(
         keep = (
             f"; do not delete {side} (servers may already wrap new subject keys under it): "
             "fix the cause and rerun `sovllm privacy rotate-master-key`"
-            if new_key_file is None and side.exists() else ""
-        )  # fmt: skip
+            if new_key_file is None and side.exists()
+            else ""
+        )
         raise fail(f"the master key was not rotated: {exc}{keep}") from None
     resumed = " (resumed an interrupted rotation)" if done.resumed else ""
-    typer.echo(f"master key {done.old_id} -> {done.new_id}: re-wrapped {done.rewrapped} "
-               f"subject key(s){resumed}")  # fmt: skip
+    typer.echo(
+        f"master key {done.old_id} -> {done.new_id}: re-wrapped {done.rewrapped} "
+        f"subject key(s){resumed}"
+    )
     if new_key_file is not None:
-        typer.echo(f"now point privacy.master_key_file at {new_key_file} and restart; keep the "
-                   "old key until then")  # fmt: skip
+        typer.echo(
+            f"now point privacy.master_key_file at {new_key_file} and restart; keep the "
+            "old key until then"
+        )
 
 
 @privacy_app.command("rotate-pseudonym-key")
@@ -185,11 +194,16 @@ def rotate_pseudonym_key(
     assert audit.pseudonyms_retired is not None  # open_audit sets it
     try:
         done = pseudonyms.rotate_pseudonym_key(
-            audit, pseudonym_key_path(settings), audit.pseudonyms_retired,
-            {"actor": cli_actor()}, new_key_file, open_vault(settings, db),
-        )  # fmt: skip
+            audit,
+            pseudonym_key_path(settings),
+            audit.pseudonyms_retired,
+            {"actor": cli_actor()},
+            new_key_file,
+            open_vault(settings, db),
+        )
     except (OSError, ValueError, MasterKeyError) as exc:
         raise fail(f"the pseudonym key was not rotated: {exc}") from None
     resumed = " (resumed an interrupted rotation)" if done.resumed else ""
-    typer.echo(f"pseudonym epoch {done.epoch} (key {done.key_id}) from audit entry "
-               f"{done.entry}{resumed}")  # fmt: skip
+    typer.echo(
+        f"pseudonym epoch {done.epoch} (key {done.key_id}) from audit entry {done.entry}{resumed}"
+    )

@@ -1,6 +1,7 @@
 """Access logging (ISO/IEC 27001 A.8.15, GDPR Art. 32): who read what, and who was turned away.
 
-Reads of personal or security data are `access.read` entries with their actor (`read_entry`).
+Reads of personal or security data are `access.read` entries with their actor
+(`records.access_read`).
 Refusals (401, 403) are counted in memory per minute, presented key prefix, source address and
 status, and one `access.denied` entry per group is written when its minute closes (and at
 shutdown), so a flood of bad keys costs the log a bounded number of entries, not one per request.
@@ -21,19 +22,19 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from sovllm.governance.identity import KEY_PREFIX, Principal
+from sovllm.governance.audit import records
+from sovllm.governance.audit.records import DENIED
+from sovllm.governance.identity import KEY_PREFIX
 from sovllm.store.raw import SQL, raw_transaction
 
 if TYPE_CHECKING:  # the command line imports this module; it loads the log only when it writes
     from sovllm.governance.audit.log import AuditLog
     from sovllm.store.db import Database
 
-READ = "access.read"
-DENIED = "access.denied"
 VISIBLE = len(KEY_PREFIX) + 4  # what key listings show: "sk-sovllm-" and 4 characters
 MAX_GROUPS = 10_000  # per minute; past this, failures from new sources share one group
 MAX_PATHS = 5
@@ -50,19 +51,6 @@ def presented_prefix(raw: str | None) -> str:
         return "none"
     shown = raw[: min(VISIBLE, len(raw) // 3)]
     return "".join(c if c.isprintable() and not c.isspace() else "?" for c in shown)
-
-
-def actor_of(principal: Principal) -> dict[str, str]:
-    """Who acted, for an audit entry: the key's id, tenant and role (never the key)."""
-    return {"tenant": principal.tenant, "key_id": principal.key_id, "role": principal.role.value}
-
-
-def read_entry(
-    actor: Mapping[str, object], resource: str, query: Mapping[str, object], count: int
-) -> dict[str, object]:
-    """An `access.read` entry's fields; `query` holds only parameters that are not personal."""
-    given = {k: v for k, v in query.items() if v is not None}
-    return {"actor": dict(actor), "resource": resource, "query": given, "count": count}
 
 
 @dataclass
@@ -140,11 +128,9 @@ class AccessGuard:
     @staticmethod
     def _fields(key: tuple[float, str, str, int], group: _Group) -> dict[str, object]:
         minute, prefix, source, status = key
-        return {
-            "minute": _minute_iso(minute), "source": source, "key_prefix": prefix,
-            "status": status, "count": group.count, "reasons": dict(group.reasons),
-            "paths": list(group.paths),
-        }  # fmt: skip
+        return records.access_denied(
+            _minute_iso(minute), source, prefix, status, group.count, group.reasons, group.paths
+        )
 
     def flush(self, audit: AuditLog, everything: bool = False) -> int:
         """Queue one `access.denied` entry per closed group; returns how many."""
@@ -173,7 +159,7 @@ def logged_denials(db: Database, limit: int) -> list[dict[str, object]]:
     out: list[dict[str, object]] = []
     for seq, body in rows:
         entry: dict[str, Any] = json.loads(body)
-        fields = {k: entry.get(k) for k in ("minute", "source", "key_prefix", "status",
-                                             "count", "reasons", "paths")}  # fmt: skip
+        shown = ("minute", "source", "key_prefix", "status", "count", "reasons", "paths")
+        fields = {k: entry.get(k) for k in shown}
         out.append({**fields, "seq": int(seq), "pending": False})
     return out

@@ -11,10 +11,16 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
+import time
+from collections.abc import Callable
 from pathlib import Path
 
-from sovllm.governance.identity import bootstrap_admin
+from sqlalchemy import func, select, text
+
+from sovllm.governance.identity import KEY_PREFIX, Role, hash_key, new_secret
 from sovllm.store.db import Database
+from sovllm.store.schema import ApiKey, Tenant
 
 BOOTSTRAP_FILE = "bootstrap-admin.key"
 BOOTSTRAP_ENV = "SOVLLM_BOOTSTRAP_KEY_FILE"
@@ -52,6 +58,44 @@ def write_key(path: Path, key: str) -> None:
         raise BootstrapKeyError(
             f"cannot write the bootstrap admin key to {path}: {exc.strerror or exc}"
         ) from None
+
+
+def bootstrap_admin(
+    db: Database, tenant: str = "admin", deliver: Callable[[str], None] | None = None
+) -> str | None:
+    """On a database with no keys, create the first admin key and return it; else None.
+
+    One transaction (serialised by SQLite's write lock or a PostgreSQL advisory lock), so two
+    gateways starting on an empty database make one key between them. `deliver` gets the key
+    before the transaction commits: if it raises, no key is created.
+    """
+    raw = KEY_PREFIX + new_secret()
+    now = time.time()
+    with db.transaction() as s:
+        if db.backend == "postgresql":
+            s.execute(text("SELECT pg_advisory_xact_lock(7263542)"))
+        if s.scalar(select(func.count()).select_from(ApiKey)):
+            return None
+        t = s.scalar(select(Tenant).where(Tenant.name == tenant))
+        if t is None:
+            t = Tenant(name=tenant, created_at=now, weight=1.0)
+            s.add(t)
+            s.flush()
+        s.add(
+            ApiKey(
+                id="key_" + secrets.token_hex(8),
+                tenant_id=t.id,
+                role=Role.ADMIN.value,
+                key_hash=hash_key(raw),
+                prefix=raw[: len(KEY_PREFIX) + 4],
+                name="bootstrap",
+                created_at=now,
+            )
+        )
+        s.flush()
+        if deliver is not None:
+            deliver(raw)
+    return raw
 
 
 def create_first_key(db: Database, data_dir: Path) -> Path | None:

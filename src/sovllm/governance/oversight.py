@@ -2,8 +2,9 @@
 
 Stops live in the database, so every gateway on it honours them: each refreshes its view a
 few times a second. A stop refuses new requests with a message naming it. Requests in flight
-either finish (`drain`) or end within a second with finish_reason "stop" (`cut`). Every stop
-and resume is recorded in the audit log with its actor by the caller (API or CLI).
+either finish (`drain`) or end within a second with finish_reason "stop" (`cut`). `stop` and
+`resume` are the admin API's and the command line's one way to make and lift one: each is
+recorded in the audit log with its actor before it takes effect.
 """
 
 from __future__ import annotations
@@ -13,13 +14,14 @@ import datetime as dt
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
 from anyio import to_thread
 from sqlalchemy import select
 
+from sovllm.governance.audit import records
 from sovllm.store.db import Database
 from sovllm.store.raw import SQL, raw_transaction
 from sovllm.store.schema import Stop as StopRow
@@ -54,14 +56,24 @@ class Stop:
         return f"An administrator has stopped {self.what} since {since}{why}."
 
     def as_dict(self) -> dict[str, object]:
-        return {
-            "scope": self.scope,
-            "target": self.target or None,
-            "mode": self.mode,
-            "reason": self.reason,
-            "actor": self.actor,
-            "created_at": dt.datetime.fromtimestamp(self.created_at, dt.UTC).isoformat(),
-        }
+        """As the audit log records it and the API shows it."""
+        return records.oversight_stop(self)
+
+
+class NotServed(Exception):
+    """A model stop names a model this gateway does not serve."""
+
+    def __init__(self, model: str, served: Collection[str]) -> None:
+        super().__init__(f"no model '{model}'; served: {', '.join(served)}")
+
+
+class NotStopped(Exception):
+    """A resume of something that is not stopped; the caller words the message."""
+
+    def __init__(self, scope: Scope, target: str) -> None:
+        super().__init__(f"{scope} {target!r} is not stopped".replace(" ''", ""))
+        self.scope = scope
+        self.target = target
 
 
 _FIND = SQL("SELECT 1 FROM stops WHERE scope = :scope AND target = :target")
@@ -76,8 +88,10 @@ def list_stops(db: Database) -> list[Stop]:
     # Each gateway reads this four times a second: a plain read, never SQLite's write lock.
     with db.read() as s:
         rows = s.scalars(select(StopRow)).all()
-    return [Stop(r.scope, r.target, r.mode, r.reason, json.loads(r.actor), r.created_at)  # type: ignore[arg-type]
-            for r in rows]  # fmt: skip
+    return [
+        Stop(r.scope, r.target, r.mode, r.reason, json.loads(r.actor), r.created_at)  # type: ignore[arg-type]
+        for r in rows
+    ]
 
 
 def new_stop(scope: Scope, target: str, mode: Mode, reason: str, actor: dict[str, object]) -> Stop:
@@ -90,10 +104,31 @@ def save_stop(db: Database, stop: Stop) -> Stop:
     params = {"scope": stop.scope, "target": stop.target}
     with raw_transaction(db) as tx:
         tx.run(_DELETE, params)
-        tx.run(_INSERT, params | {"mode": stop.mode, "reason": stop.reason,
-                                  "actor": json.dumps(stop.actor),
-                                  "created_at": stop.created_at})  # fmt: skip
+        row = {"mode": stop.mode, "reason": stop.reason, "actor": json.dumps(stop.actor)}
+        tx.run(_INSERT, params | row | {"created_at": stop.created_at})
     return stop
+
+
+def stop(
+    db: Database, write: records.Write, made: Stop, served: Collection[str] | None = None
+) -> Stop:
+    """Put `made` in force, recorded first: nothing is refused or cut on account of a stop that
+    has no record. `served`: the models a model stop may name (None: any, as from the command
+    line, where no pool is known); NotServed otherwise."""
+    if made.scope == "model" and served is not None and made.target not in served:
+        raise NotServed(made.target, served)
+    write(records.STOP, records.oversight_stop(made))
+    return save_stop(db, made)
+
+
+def resume(
+    db: Database, write: records.Write, actor: Mapping[str, object], scope: Scope, target: str
+) -> None:
+    """Lift the stop of `scope` and `target`, recorded first; NotStopped if there is none."""
+    if not is_stopped(db, scope, target):
+        raise NotStopped(scope, target)
+    write(records.RESUME, records.oversight_resume(actor, scope, target))
+    remove_stop(db, scope, target)
 
 
 def is_stopped(db: Database, scope: Scope, target: str) -> bool:

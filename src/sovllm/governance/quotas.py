@@ -16,6 +16,7 @@ import datetime as dt
 import itertools
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sovllm.governance.identity import (
@@ -188,21 +189,25 @@ def _window_floor(now: float) -> int:
     return math.floor(now) - WINDOW_S - 1
 
 
-def _check_scope(
-    s: RawTransaction,
-    scope: str,
-    column: str,
-    ident: object,
-    bucket: str,
-    limits: Limits,
-    reserved: int,
-    now: float,
-) -> RateLimitHeaders:
+@dataclass(frozen=True)
+class _Scope:
+    """A key or a tenant, as its limits are checked."""
+
+    name: str  # as refusals name it: "this API key", "tenant acme"
+    column: str  # its column in the in-flight and usage tables: key_id or tenant_id
+    ident: object
+    bucket: str  # its rate buckets' scope (_scope_keys)
+    limits: Limits
+
+
+def _check_scope(s: RawTransaction, it: _Scope, reserved: int, now: float) -> RateLimitHeaders:
+    scope, column, limits = it.name, it.column, it.limits
     headers = RateLimitHeaders()
-    params = {"id": ident, "now": now}
+    params = {"id": it.ident, "now": now}
     if limits.rpm is not None or limits.tpm is not None:
         since = _window_floor(now)
-        count, tokens, oldest = s.one(_WINDOW, {"scope": bucket, "since": since}) or (0, 0, None)
+        window = {"scope": it.bucket, "since": since}
+        count, tokens, oldest = s.one(_WINDOW, window) or (0, 0, None)
         count, tokens = int(count), int(tokens)
         # The oldest second leaves the window once `since` reaches it.
         reset = (oldest + WINDOW_S + 1 - now) if oldest is not None else 0.0
@@ -252,7 +257,7 @@ def _check_scope(
             )
     if limits.monthly_tokens is not None:
         month = _month_start(now).isoformat()
-        used = int((s.one(_MONTH[column], {"id": ident, "month": month}) or (0,))[0])
+        used = int((s.one(_MONTH[column], {"id": it.ident, "month": month}) or (0,))[0])
         if used + int(held) + reserved > limits.monthly_tokens:
             raise QuotaExceeded(
                 f"Monthly token budget of {scope} exhausted: {used} of "
@@ -269,9 +274,12 @@ _admissions = itertools.count()
 
 
 def admit(
-    db: Database, principal: Principal, request_id: str, reserved_tokens: int,
+    db: Database,
+    principal: Principal,
+    request_id: str,
+    reserved_tokens: int,
     now: float | None = None,
-) -> Ticket:  # fmt: skip
+) -> Ticket:
     """Admit a request against its key's and tenant's limits, or raise QuotaExceeded."""
     with raw_transaction(db) as s:
         if db.backend == "postgresql":
@@ -280,11 +288,18 @@ def admit(
 
 
 def authorize_and_admit(
-    db: Database, raw_key: str | None, roles: frozenset[Role], request_id: str,
+    db: Database,
+    raw_key: str | None,
+    roles: frozenset[Role],
+    request_id: str,
     reserved_tokens: int,
-) -> tuple[Principal, Ticket]:  # fmt: skip
+    gate: Callable[[Principal], None] | None = None,
+) -> tuple[Principal, Ticket]:
     """Key, role and quotas in one transaction: the request path's single database trip.
 
+    `gate` runs once the principal is known and before anything is written: the checks that
+    come between identity and admission (the stop switch, the tenant's policy). It must be
+    quick and must not touch the database (the key's lock is held); what it raises goes up.
     Raises AuthError (401), Forbidden (403) or QuotaExceeded (429); nothing is written then.
     """
     digest = hash_key(principal_shape(raw_key))
@@ -293,7 +308,9 @@ def authorize_and_admit(
         row = s.one(_PRINCIPAL_LOCKED if locked else _PRINCIPAL, {"digest": digest})
         principal = principal_from_row(row, digest)
         if principal.role not in roles:
-            raise Forbidden(principal.role)
+            raise Forbidden(principal.role, roles)
+        if gate is not None:
+            gate(principal)
         try:
             return principal, admit_in(s, principal, request_id, reserved_tokens)
         except QuotaExceeded as exc:
@@ -302,30 +319,42 @@ def authorize_and_admit(
 
 
 class Forbidden(Exception):
-    def __init__(self, role: Role) -> None:
+    """A role that may not use what it asked for (`roles`: the ones that may)."""
+
+    def __init__(self, role: Role, roles: frozenset[Role] = frozenset()) -> None:
         super().__init__(role.value)
         self.role = role
+        self.roles = roles
 
 
 def admit_in(
-    s: RawTransaction, principal: Principal, request_id: str, reserved_tokens: int,
+    s: RawTransaction,
+    principal: Principal,
+    request_id: str,
+    reserved_tokens: int,
     now: float | None = None,
-) -> Ticket:  # fmt: skip
+) -> Ticket:
     """Admission inside a transaction that holds the key's and tenant's lock."""
     now = time.time() if now is None else now
     p = principal
     kscope, tscope = _scope_keys(p.key_id, p.tenant_id)
-    key_headers = _check_scope(
-        s, "this API key", "key_id", p.key_id, kscope, p.key_limits, reserved_tokens, now
-    )
-    tenant_headers = _check_scope(
-        s, f"tenant {p.tenant}", "tenant_id", p.tenant_id, tscope, p.tenant_limits,
-        reserved_tokens, now,
-    )  # fmt: skip
+    key = _Scope("this API key", "key_id", p.key_id, kscope, p.key_limits)
+    tenant = _Scope(f"tenant {p.tenant}", "tenant_id", p.tenant_id, tscope, p.tenant_limits)
+    key_headers = _check_scope(s, key, reserved_tokens, now)
+    tenant_headers = _check_scope(s, tenant, reserved_tokens, now)
     second = math.floor(now)
-    row = {"rid": request_id, "key": p.key_id, "tenant": p.tenant_id, "now": now,
-           "since": _window_floor(now), "lease": now + LEASE_S, "tokens": reserved_tokens,
-           "kscope": kscope, "tscope": tscope, "second": second}  # fmt: skip
+    row = {
+        "rid": request_id,
+        "key": p.key_id,
+        "tenant": p.tenant_id,
+        "now": now,
+        "since": _window_floor(now),
+        "lease": now + LEASE_S,
+        "tokens": reserved_tokens,
+        "kscope": kscope,
+        "tscope": tscope,
+        "second": second,
+    }
     if next(_admissions) % 32 == 0:
         # Now and then forget this key's and tenant's buckets that no window can see any more.
         for stmt in _FORGET:
@@ -344,17 +373,17 @@ def _adjust_buckets(s: RawTransaction, ticket: Ticket, requests: int, tokens: in
 
 
 def settle(
-    db: Database, ticket: Ticket, prompt_tokens: int, completion_tokens: int,
+    db: Database,
+    ticket: Ticket,
+    prompt_tokens: int,
+    completion_tokens: int,
     now: float | None = None,
-) -> None:  # fmt: skip
+) -> None:
     """Replace the reservation with actual usage and count it for the day."""
     now = time.time() if now is None else now
-    row = {
-        "rid": ticket.request_id,
-        "day": dt.datetime.fromtimestamp(now, dt.UTC).date().isoformat(),
-        "key": ticket.key_id, "tenant": ticket.tenant_id,
-        "prompt": prompt_tokens, "completion": completion_tokens,
-    }  # fmt: skip
+    day = dt.datetime.fromtimestamp(now, dt.UTC).date().isoformat()
+    row = {"rid": ticket.request_id, "day": day, "key": ticket.key_id, "tenant": ticket.tenant_id}
+    row |= {"prompt": prompt_tokens, "completion": completion_tokens}
     with raw_transaction(db) as s:
         if s.changed(_END_INFLIGHT, row):
             used = prompt_tokens + completion_tokens

@@ -29,9 +29,10 @@ def record_of_processing(settings: Settings, db: Database) -> dict[str, Any]:
             select(Tenant.name, Tenant.content_policy, Tenant.mask_prompts).order_by(Tenant.name)
         ).all()
     keeping = [
-        {"tenant": name, "policy": policy} for name, policy, _ in tenants
+        {"tenant": name, "policy": policy}
+        for name, policy, _ in tenants
         if policy in ("redacted", "full")
-    ]  # fmt: skip
+    ]
     masking = [name for name, _, mask in tenants if mask]
     c = settings.compliance
     return {
@@ -165,8 +166,12 @@ def to_markdown(record: dict[str, Any]) -> str:
     lines += ["**System:** " + ", ".join(f"{k} `{v}`" for k, v in system.items()), ""]
     lines += ["## Purposes", *[f"- {p}" for p in record["purposes"]], ""]
     lines += ["## Data subjects", *[f"- {p}" for p in record["data_subjects"]], ""]
-    lines += ["## Data categories and retention", "",
-              "| category | what | retention |", "|---|---|---|"]  # fmt: skip
+    lines += [
+        "## Data categories and retention",
+        "",
+        "| category | what | retention |",
+        "|---|---|---|",
+    ]
     for c in record["data_categories"]:
         keep = c["retention"]
         if "minimum_days" in c:

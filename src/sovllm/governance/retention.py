@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass
 
 from sovllm.config import RetentionSettings
+from sovllm.governance.audit import records
 from sovllm.governance.audit.log import (
     KEY_KIND,
     PRUNE_KIND,
@@ -83,8 +84,9 @@ def run(
     now = time.time() if now is None else now
     content = vault.purge(settings.content_days, now=now)
     if content:
-        audit.append("privacy.purge", {"actor": actor, "content_records": content,
-                                       "older_than_days": settings.content_days}).result()  # fmt: skip
+        audit.append(
+            records.PURGE, records.privacy_purge(actor, content, settings.content_days)
+        ).result()
     pruned = prune_audit(audit, settings.audit_days, actor, now)
     rolled = roll_up_usage(audit, settings.usage_days, actor, now)
     if pruned or rolled:
@@ -100,8 +102,13 @@ def prune_audit(
 ) -> int:
     """Remove the bodies of entries older than `days`; return how many."""
     cutoff, cutoff_text = stamp(now - days * DAY_S)
-    keep = {"cutoff": cutoff, "keep": PRUNE_KIND, "keep_key": KEY_KIND,  # the key chains stay
-            "keep_pk": PSEUDONYM_KEY_KIND, "keep_pr": PSEUDONYM_ROTATED_KIND}  # fmt: skip
+    keep = {
+        "cutoff": cutoff,
+        "keep": PRUNE_KIND,
+        "keep_key": KEY_KIND,  # the key chains stay
+        "keep_pk": PSEUDONYM_KEY_KIND,
+        "keep_pr": PSEUDONYM_ROTATED_KIND,
+    }
     total = 0
     after = -1  # each batch starts past the last: no batch re-reads the entries it pruned
     while True:
@@ -111,11 +118,13 @@ def prune_audit(
             if not rows:
                 return total
             lo, hi = int(rows[0][0]), int(rows[-1][0])
-            by = audit.append_in(tx, PRUNE_KIND, {
-                "actor": actor, "setting": "retention.audit_days", "days": days,
-                "cutoff": cutoff_text, "from_seq": lo, "to_seq": hi, "entries": len(rows),
-                "columns_sha256": kept_columns_digest(rows),
-            })  # fmt: skip
+            by = audit.append_in(
+                tx,
+                PRUNE_KIND,
+                records.retention_prune(
+                    actor, days, cutoff_text, lo, hi, len(rows), kept_columns_digest(rows)
+                ),
+            )
             changed = tx.changed(_PRUNE, {**keep, "by": by, "lo": lo, "hi": hi})
             if changed != len(rows):  # cannot happen under the lock; never record a wrong digest
                 raise RuntimeError(f"prune of entries {lo}..{hi}: {changed} rows, not {len(rows)}")
@@ -139,11 +148,21 @@ def roll_up_usage(audit: AuditLog, days: int, actor: dict[str, str], now: float)
             acc[1] += int(prompt)
             acc[2] += int(completion)
         for (month, tenant), (requests, prompt, completion) in sorted(sums.items()):
-            tx.run(_ADD_MONTH, {"month": month, "tenant": tenant, "requests": requests,
-                                "prompt": prompt, "completion": completion})  # fmt: skip
-        audit.append_in(tx, USAGE_KIND, {
-            "actor": actor, "setting": "retention.usage_days", "days": days,
-            "before_day": before, "day_rows": len(rows),
-            "months": sorted({month for month, _ in sums}),
-        })  # fmt: skip
+            tx.run(
+                _ADD_MONTH,
+                {
+                    "month": month,
+                    "tenant": tenant,
+                    "requests": requests,
+                    "prompt": prompt,
+                    "completion": completion,
+                },
+            )
+        audit.append_in(
+            tx,
+            USAGE_KIND,
+            records.retention_usage(
+                actor, days, before, len(rows), sorted({month for month, _ in sums})
+            ),
+        )
     return len(rows)

@@ -18,12 +18,18 @@ from prometheus_client.registry import Collector
 from sovllm.engines.base import EngineStats, GenerationOutput
 
 # vLLM's buckets, so dashboards built for vLLM read sovllm the same way.
-TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0,
-                2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0, 160.0, 640.0, 2560.0)  # fmt: skip
-ITL_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0,
-               2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0)  # fmt: skip
-E2E_BUCKETS = (0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0,
-               50.0, 60.0, 120.0, 240.0, 480.0, 960.0, 1920.0, 7680.0)  # fmt: skip
+TTFT_BUCKETS = (
+    *(0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0),
+    *(2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0, 160.0, 640.0, 2560.0),
+)
+ITL_BUCKETS = (
+    *(0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0),
+    *(2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0),
+)
+E2E_BUCKETS = (
+    *(0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0),
+    *(50.0, 60.0, 120.0, 240.0, 480.0, 960.0, 1920.0, 7680.0),
+)
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
@@ -38,26 +44,28 @@ class Metrics:
         self.registry = CollectorRegistry()
         labels = ["model_name"]
         r = self.registry
-        self._ttft = Histogram(
+
+        def histogram(name: str, doc: str, buckets: tuple[float, ...]) -> Histogram:
+            return Histogram(name, doc, labels, registry=r, buckets=buckets)
+
+        self._ttft = histogram(
             "sovllm:time_to_first_token_seconds",
             "Time from arrival to the first generated token.",
-            labels, registry=r, buckets=TTFT_BUCKETS,
-        )  # fmt: skip
-        self._itl = Histogram(
+            TTFT_BUCKETS,
+        )
+        self._itl = histogram(
             "sovllm:inter_token_latency_seconds",
             "Time between consecutive generated tokens of one request.",
-            labels, registry=r, buckets=ITL_BUCKETS,
-        )  # fmt: skip
-        self._e2e = Histogram(
+            ITL_BUCKETS,
+        )
+        self._e2e = histogram(
             "sovllm:e2e_request_latency_seconds",
             "Time from arrival to the last token.",
-            labels, registry=r, buckets=E2E_BUCKETS,
-        )  # fmt: skip
-        self._queue = Histogram(
-            "sovllm:request_queue_time_seconds",
-            "Time a request waited for a slot.",
-            labels, registry=r, buckets=E2E_BUCKETS,
-        )  # fmt: skip
+            E2E_BUCKETS,
+        )
+        self._queue = histogram(
+            "sovllm:request_queue_time_seconds", "Time a request waited for a slot.", E2E_BUCKETS
+        )
         self._prompt = Counter(
             "sovllm:prompt_tokens", "Prompt tokens processed.", labels, registry=r
         )
@@ -70,9 +78,9 @@ class Metrics:
             [*labels, "finished_reason"],
             registry=r,
         )
+        labelled = (self._ttft, self._itl, self._e2e, self._queue, self._prompt, self._generation)
         for name in models:  # every model's series exist from the start, at zero
-            for family in (self._ttft, self._itl, self._e2e, self._queue, self._prompt,
-                           self._generation):  # fmt: skip
+            for family in labelled:
                 family.labels(name)
         r.register(_EngineCollector(models, stats))
 
@@ -108,15 +116,22 @@ class _EngineCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         labels = ["model_name"]
-        running = GaugeMetricFamily("sovllm:num_requests_running", "Requests holding a slot.",
-                                    labels=labels)  # fmt: skip
-        waiting = GaugeMetricFamily("sovllm:num_requests_waiting", "Requests waiting for a slot.",
-                                    labels=labels)  # fmt: skip
-        queries = CounterMetricFamily("sovllm:prefix_cache_queries",
-                                      "Prompt tokens looked up in the prefix cache.", labels=labels)  # fmt: skip
-        hits = CounterMetricFamily("sovllm:prefix_cache_hits",
-                                   "Prompt tokens found in the prefix cache and reused.",
-                                   labels=labels)  # fmt: skip
+        running = GaugeMetricFamily(
+            "sovllm:num_requests_running", "Requests holding a slot.", labels=labels
+        )
+        waiting = GaugeMetricFamily(
+            "sovllm:num_requests_waiting", "Requests waiting for a slot.", labels=labels
+        )
+        queries = CounterMetricFamily(
+            "sovllm:prefix_cache_queries",
+            "Prompt tokens looked up in the prefix cache.",
+            labels=labels,
+        )
+        hits = CounterMetricFamily(
+            "sovllm:prefix_cache_hits",
+            "Prompt tokens found in the prefix cache and reused.",
+            labels=labels,
+        )
         for name in self._models:
             s = self._stats(name)
             running.add_metric([name], s.running)

@@ -1,9 +1,9 @@
-"""Hardware, model and engine catalogs, read from the YAML files beside this module."""
+"""Hardware, model and engine catalogs, read from the YAML files beside this module, and the
+look-ups that also accept a model file or the measured `cpu-local` profile."""
 
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -11,139 +11,9 @@ from typing import Any
 import yaml
 
 from sovllm.planner.errors import PlannerError
-
-PRECISION_BYTES: dict[str, float] = {
-    "bf16": 2.0,
-    "fp16": 2.0,
-    "fp8": 1.0,
-    # Per-channel scales: negligible next to a byte per weight.
-    "int8": 1.0,
-    # 4-bit weights with one fp16 scale and zero per group of 128: 4.25 bits a weight, the
-    # figure AWQ/GPTQ checkpoints show (~6% over 0.5 bytes).
-    "int4": 0.5 * 4.25 / 4.0,
-}
-PRECISIONS = tuple(PRECISION_BYTES)
-
-
-@dataclass(frozen=True)
-class Hardware:
-    name: str
-    memory_gb: float
-    bandwidth_gbs: float
-    bf16_tflops: float
-    fp8_tflops: float | None
-    interconnect: str
-    link_gbs: float
-    link_latency_s: float
-    tdp_w: float
-    price_usd: float
-    cloud_usd_per_hour: float
-    source: str
-    date: str
-    aliases: tuple[str, ...] = ()
-    # A measured profile (cpu-local): (batch, prefill tok/s, decode tok/s) rows. When present the
-    # performance model interpolates these instead of using the roofline.
-    rates: tuple[tuple[int, float, float], ...] = ()
-    kind: str = "gpu"
-    # Fraction of the engine's MBU this platform reaches (1.0 = the NVIDIA parts the engine
-    # factors were fitted on).
-    bandwidth_efficiency: float = 1.0
-    fitted_on: str = ""
-
-    def tflops(self, precision: str) -> float:
-        """Dense peak for the GEMMs of a model stored at `precision`."""
-        if precision == "fp8" and self.fp8_tflops:
-            return self.fp8_tflops
-        # int8 and int4 weights are dequantised into bf16 GEMMs by the common kernels (Marlin,
-        # AWQ), and GPUs without FP8 run FP8 checkpoints as weight-only, so both use bf16 rates.
-        return self.bf16_tflops
-
-
-@dataclass(frozen=True)
-class Model:
-    name: str
-    params: float
-    layers: int
-    hidden: int
-    heads: int
-    kv_heads: int
-    head_dim: int
-    ffn: int
-    vocab: int
-    tied: bool = False
-    experts: int = 1
-    active_experts: int = 1
-    source: str = ""
-    date: str = ""
-    aliases: tuple[str, ...] = ()
-    # Weights of a file-backed model (GGUF) are known exactly; None means params x precision.
-    file_bytes: float | None = None
-    max_context: int | None = None  # tokens a sequence may hold (None: not stated)
-    # The precision a file's weights are stored in (GGUF), which no flag can change.
-    file_precision: str | None = None
-
-    @property
-    def embedding_params(self) -> float:
-        per_matrix = float(self.vocab * self.hidden)
-        return per_matrix if self.tied else 2 * per_matrix
-
-    @property
-    def expert_params(self) -> float:
-        """Parameters in all routed experts' MLPs (0 for a dense model)."""
-        if self.experts <= 1:
-            return 0.0
-        return float(3 * self.hidden * self.ffn * self.experts * self.layers)
-
-    @property
-    def active_params(self) -> float:
-        """Parameters one token multiplies through (top-k experts only for MoE)."""
-        if self.experts <= 1:
-            return self.params
-        unused = self.expert_params * (1 - self.active_experts / self.experts)
-        return self.params - unused
-
-
-@dataclass(frozen=True)
-class Engine:
-    name: str
-    mfu: float
-    mbu: float
-    step_overhead_s: float
-    seq_overhead_s: float
-    max_num_seqs: int
-    max_num_batched_tokens: int
-    gpu_memory_utilization: float
-    fp8_kv_cache: bool
-    nontorch_gb: float
-    source: str
-    # Fixed latency before a request reaches the scheduler (HTTP, tokenisation, launch); it adds
-    # to TTFT and end-to-end latency, not to GPU time.
-    request_overhead_s: float = 0.0
-    # vLLM's get_batch_defaults: GPUs with >= 70 GiB that are not A100 get bigger budgets.
-    large_gpu_max_num_seqs: int | None = None
-    large_gpu_max_num_batched_tokens: int | None = None
-    # Tensor-parallel costs of the engine's own making (perf.py): latency each all-reduce adds per
-    # doubling of TP beyond the interconnect's (a collective library called from Python, without
-    # a custom all-reduce or CUDA graphs), and the launch cost per layer per step.
-    allreduce_latency_s: float = 0.0
-    layer_launch_s: float = 0.0
-    # Where the factors come from: the engine's release and year, shown with every prediction.
-    provenance: str = ""
-    fitted_on: dict[str, str] = field(default_factory=dict)
-
-
-LARGE_GPU_GB = 70 * 1.073741824
-
-
-def scheduler_limits(engine: Engine, hw: Hardware) -> tuple[int, int]:
-    """(max_num_seqs, max_num_batched_tokens) the engine picks on this hardware by default."""
-    large = hw.memory_gb >= LARGE_GPU_GB and not hw.name.startswith("a100")
-    seqs, tokens = engine.max_num_seqs, engine.max_num_batched_tokens
-    if large and engine.large_gpu_max_num_seqs:
-        seqs = engine.large_gpu_max_num_seqs
-    if large and engine.large_gpu_max_num_batched_tokens:
-        tokens = engine.large_gpu_max_num_batched_tokens
-    return seqs, tokens
+from sovllm.planner.modelfile import looks_like_path, read_model_file
+from sovllm.planner.profile import load_cpu_hardware
+from sovllm.planner.specs import Engine, Hardware, Model
 
 
 def _load(name: str) -> list[dict[str, Any]]:
@@ -208,8 +78,6 @@ def _lookup(kind: str, name: str, entries: dict[str, Any]) -> Any:
 
 def get_hardware(name: str) -> Hardware:
     if _norm(name) == "cpu-local":
-        from sovllm.planner.profile import load_cpu_hardware
-
         return load_cpu_hardware()
     result: Hardware = _lookup("GPU", name, hardware_catalog())
     return result
@@ -217,8 +85,6 @@ def get_hardware(name: str) -> Hardware:
 
 def get_model(name: str) -> Model:
     """A catalog name, or the path of an HF config.json / model folder / GGUF file."""
-    from sovllm.planner.modelfile import looks_like_path, read_model_file
-
     if looks_like_path(name):
         return read_model_file(name)
     result: Model = _lookup("model", name, model_catalog())

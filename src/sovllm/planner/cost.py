@@ -5,7 +5,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from sovllm.planner.catalog import Hardware
+from sovllm.planner.errors import ScenarioError
+from sovllm.planner.specs import Hardware
 
 HOURS_PER_MONTH = 730.0
 
@@ -26,6 +27,42 @@ class CostParams:
     hosting_per_year: float = 12000.0  # rack space, network, support contract per server
     staff_per_year: float = 30000.0  # share of an operator for the deployment
     grid_kg_per_kwh: float = 0.25  # kg CO2e per kWh (EU-27 average is about 0.25)
+
+    def check(self) -> None:
+        """Raise ScenarioError naming the first price or factor that cannot be costed."""
+        if not self.currency.strip():
+            raise ScenarioError("currency", "give a currency label, e.g. EUR")
+        optional = (("gpu_price", self.gpu_price), ("cloud_price", self.cloud_price))
+        given = (
+            ("years", self.years),
+            ("pue", self.pue),
+            ("usd_rate", self.usd_rate),
+            ("electricity_price", self.electricity_price),
+            ("hosting_per_year", self.hosting_per_year),
+            ("staff_per_year", self.staff_per_year),
+            ("grid_kg_per_kwh", self.grid_kg_per_kwh),
+            *((k, v) for k, v in optional if v is not None),
+        )
+        for name, value in given:
+            if not math.isfinite(value):
+                raise ScenarioError(name, f"must be a finite number, got {value}")
+        for name, value in (("years", self.years), ("usd_rate", self.usd_rate)):
+            if not value > 0:
+                raise ScenarioError(name, f"must be above 0, got {value}")
+        if self.pue < 1:
+            raise ScenarioError(
+                "pue", f"must be at least 1 (facility power / IT power), got {self.pue}"
+            )
+        for name, value in (
+            ("electricity_price", self.electricity_price),
+            ("hosting_per_year", self.hosting_per_year),
+            ("staff_per_year", self.staff_per_year),
+            ("grid_kg_per_kwh", self.grid_kg_per_kwh),
+            ("gpu_price", self.gpu_price or 0.0),
+            ("cloud_price", self.cloud_price or 0.0),
+        ):
+            if value < 0:
+                raise ScenarioError(name, f"must be 0 or more, got {value}")
 
 
 @dataclass(frozen=True)

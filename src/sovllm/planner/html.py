@@ -4,17 +4,16 @@ comes from the `plan size --json` document, so the page and the JSON cannot disa
 
 from __future__ import annotations
 
-import html
 from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
 
 from sovllm.charts import CSS, Bar, line_chart, stacked_bars
-from sovllm.planner.catalog import get_engine, get_hardware
 from sovllm.planner.cost import CostParams
-from sovllm.planner.errors import PlannerError
+from sovllm.planner.html_fmt import X, esc, money, num, table
+from sovllm.planner.html_method import assumptions, validation_section
 from sovllm.planner.search import SWEEP_FACTORS, SweepPoint
-from sovllm.planner.validation import METRIC_GROUP, RowError, summarise
+from sovllm.planner.validation import RowError
 
 # The recommendation and the cheapest alternatives: enough to see the trade-off, few enough
 # that the curves stay apart.
@@ -32,13 +31,6 @@ body{padding:0 16px;box-sizing:border-box}code{white-space:nowrap}
 )
 
 
-X = "\u00d7"  # the multiplication sign
-
-
-def _e(x: Any) -> str:
-    return html.escape(str(x))
-
-
 def charted(doc: dict[str, Any]) -> list[dict[str, Any]]:
     """The candidates the page draws, in the JSON's order: the recommendation first."""
     rec = doc.get("recommendation")
@@ -47,14 +39,6 @@ def charted(doc: dict[str, Any]) -> list[dict[str, Any]]:
 
 def label(c: dict[str, Any]) -> str:
     return f"{c['gpu']} {c['precision']} TP={c['tp']} {X}{c['replicas']}"
-
-
-def money(v: float | None) -> str:
-    return "-" if v is None else f"{v:,.0f}"
-
-
-def num(v: float | None, digits: int) -> str:
-    return "-" if v is None else f"{v:,.{digits}f}"
 
 
 def render(
@@ -70,9 +54,9 @@ def render(
     title = f"sovllm plan size · {inp['model']} for {inp['users']} users"
     parts = [
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
-        f"<title>{_e(title)}</title><style>{_PAGE_CSS}</style></head><body>",
-        f"<h1>{_e(title)}</h1>",
-        f"<p>Prompts {_e(inp['prompt_tokens'])} tokens, answers {_e(inp['output_tokens'])} "
+        f"<title>{esc(title)}</title><style>{_PAGE_CSS}</style></head><body>",
+        f"<h1>{esc(title)}</h1>",
+        f"<p>Prompts {esc(inp['prompt_tokens'])} tokens, answers {esc(inp['output_tokens'])} "
         f"tokens, think time {inp['think_time_s']:g} s"
         + (
             f", {inp['cached_prompt_fraction']:.0%} of each prompt in the prefix cache"
@@ -80,16 +64,16 @@ def render(
             else ""
         )
         + f". SLO: TTFT p95 ≤ {inp['ttft_p95_s']:g} s, TPOT p95 ≤ "
-        f"{inp['tpot_p95_s'] * 1000:g} ms. Engine profile <code>{_e(inp['engine'])}</code>"
-        + (f" ({_e(inp['engine_provenance'])})" if inp.get("engine_provenance") else "")
+        f"{inp['tpot_p95_s'] * 1000:g} ms. Engine profile <code>{esc(inp['engine'])}</code>"
+        + (f" ({esc(inp['engine_provenance'])})" if inp.get("engine_provenance") else "")
         + ".</p>",
     ]
     if doc.get("traffic"):
         t = doc["traffic"]
         parts.append(
             f"<p class='note'>Sized from this service's recorded traffic, "
-            f"{_e(t['first_arrival'])} to {_e(t['last_arrival'])}: {t['requests']} requests; "
-            f"peak hour from {_e(t['peak']['start'])}.</p>"
+            f"{esc(t['first_arrival'])} to {esc(t['last_arrival'])}: {t['requests']} requests; "
+            f"peak hour from {esc(t['peak']['start'])}.</p>"
         )
     parts.append(_verdict(doc))
     if cands:
@@ -99,8 +83,8 @@ def render(
         parts.append(_cost(cands))
         parts.append(_energy(cands, params))
     parts.append(_model_memory(doc))
-    parts.append(_assumptions(doc, cands, params))
-    parts.append(_validation(inp["engine"], validation))
+    parts.append(assumptions(doc, cands, params))
+    parts.append(validation_section(inp["engine"], validation))
     parts.append(_rejected(doc))
     parts.append("</body></html>")
     return "".join(parts)
@@ -112,34 +96,21 @@ def _verdict(doc: dict[str, Any]) -> str:
         return "<p class='best bad'>No configuration meets the SLO.</p>"
     cost = rec["cost"]
     return (
-        f"<p class='best'><strong>Buy {rec['gpus']} {X} {_e(rec['gpu'])}</strong>: "
-        f"{_e(rec['precision'])}, TP={rec['tp']}, {rec['replicas']} replica(s) of up to "
+        f"<p class='best'><strong>Buy {rec['gpus']} {X} {esc(rec['gpu'])}</strong>: "
+        f"{esc(rec['precision'])}, TP={rec['tp']}, {rec['replicas']} replica(s) of up to "
         f"{rec['users_per_replica']} users. TTFT p95 {num(rec['ttft_s']['p95'], 2)} s, TPOT p95 "
         f"{num(rec['tpot_s']['p95'] * 1000, 0)} ms. On premise {money(cost['onprem_per_year'])} "
-        f"{_e(cost['currency'])}/year against {money(cost['cloud_per_year'])} in the cloud.</p>"
+        f"{esc(cost['currency'])}/year against {money(cost['cloud_per_year'])} in the cloud.</p>"
     )
 
 
-def _table(head: Sequence[str], rows: Sequence[Sequence[str]], text_cols: int = 1) -> str:
-    """Cells are already escaped; the first `text_cols` columns are text, the others numbers."""
-    out = ["<table><tr>", *(f"<th>{h}</th>" for h in head), "</tr>"]
-    for row in rows:
-        out.append("<tr>")
-        for i, cell in enumerate(row):
-            cls = "" if i < text_cols else " class='n'"
-            out.append(f"<td{cls}>{cell}</td>")
-        out.append("</tr>")
-    out.append("</table>")
-    return "".join(out)
-
-
 def _candidates(cands: list[dict[str, Any]]) -> str:
-    cur = _e(cands[0]["cost"]["currency"])
+    cur = esc(cands[0]["cost"]["currency"])
     head = ["configuration", "GPUs", "users/replica", "TTFT p95 s", "TPOT p95 ms", "tok/s"]
     head += [f"on premise {cur}/year", f"cloud {cur}/year"]
     rows = [
         [
-            _e(label(c)) + (" (chosen)" if i == 0 else ""),
+            esc(label(c)) + (" (chosen)" if i == 0 else ""),
             str(c["gpus"]),
             str(c["users_per_replica"]),
             num(c["ttft_s"]["p95"], 2),
@@ -150,7 +121,7 @@ def _candidates(cands: list[dict[str, Any]]) -> str:
         ]
         for i, c in enumerate(cands)
     ]
-    return "<h2>Candidates (cheapest first)</h2>" + _table(head, rows)
+    return "<h2>Candidates (cheapest first)</h2>" + table(head, rows)
 
 
 def _latency(
@@ -211,7 +182,7 @@ def _memory(cands: list[dict[str, Any]]) -> str:
     head = ["configuration", *(n for n, _ in MEMORY_PARTS), "per GPU", "usable", "GPU memory"]
     rows = [
         [
-            _e(label(c)),
+            esc(label(c)),
             *(num(c["memory"][key], 2) for _, key in MEMORY_PARTS),
             num(c["memory"]["per_gpu_gb"], 2),
             num(c["memory"]["usable_gb"], 2),
@@ -224,7 +195,7 @@ def _memory(cands: list[dict[str, Any]]) -> str:
         "sequences hold at once; usable is the engine's share of the GPU's memory. GB are "
         "10<sup>9</sup> bytes.</p>"
         + stacked_bars("Memory per GPU (GB)", bars, "GB per GPU", xmlns=False)
-        + _table(head, rows)
+        + table(head, rows)
     )
 
 
@@ -262,11 +233,11 @@ def _cost(cands: list[dict[str, Any]]) -> str:
     rows = [[name, *(f(c) for c in cands)] for name, f in items]
     years = cands[0]["cost"]["years"]
     return (
-        f"<h2>Cost per year ({_e(cur)})</h2><p class='note'>On premise: the purchase spread "
+        f"<h2>Cost per year ({esc(cur)})</h2><p class='note'>On premise: the purchase spread "
         f"over {years:g} years, power at the wall, hosting and staff; cloud: the same GPUs "
         "rented around the clock.</p>"
         + stacked_bars(f"Cost per year ({cur})", bars, f"{cur} per year", xmlns=False)
-        + _table([f"{_e(cur)} per year", *(_e(label(c)) for c in cands)], rows)
+        + table([f"{esc(cur)} per year", *(esc(label(c)) for c in cands)], rows)
     )
 
 
@@ -285,7 +256,7 @@ def _energy(cands: list[dict[str, Any]], params: CostParams) -> str:
     return (
         f"<h2>Energy and CO2e</h2><p class='note'>Around the clock at the sized load, PUE "
         f"{params.pue:g}, {params.grid_kg_per_kwh:g} kg CO2e per kWh.</p>"
-        + _table(["", *(_e(label(c)) for c in cands)], rows)
+        + table(["", *(esc(label(c)) for c in cands)], rows)
     )
 
 
@@ -295,118 +266,14 @@ def _model_memory(doc: dict[str, Any]) -> str:
         return ""
     head = ["precision", "weights", "KV cache", "activations", "overhead", "total"]
     keys = ("weights_gb", "kv_gb", "activations_gb", "overhead_gb", "total_gb")
-    rows = [[_e(p), *(num(m[k], 1) for k in keys)] for p, m in mm.items()]
+    rows = [[esc(p), *(num(m[k], 1) for k in keys)] for p, m in mm.items()]
     users = doc["inputs"]["users"]
-    return f"<h2>One model copy with all {users} users resident (GB)</h2>" + _table(head, rows)
-
-
-def _assumptions(doc: dict[str, Any], cands: list[dict[str, Any]], params: CostParams) -> str:
-    inp = doc["inputs"]
-    p = params
-    cur = _e(p.currency)
-
-    def price(v: float | None) -> str:
-        return "the catalog's (USD, converted)" if v is None else f"{v:,.2f} {cur}"
-
-    recorded = bool(doc.get("traffic"))
-    from_file = "from file" in str(inp["prompt_tokens"])
-    lengths_by = "--from-usage" if recorded else "--lengths-from" if from_file else ""
-    rows = [
-        ["users", str(inp["users"]), "--from-usage" if recorded else "--users"],
-        ["prompt tokens", _e(inp["prompt_tokens"]), lengths_by or "--prompt-tokens"],
-        ["output tokens", _e(inp["output_tokens"]), lengths_by or "--output-tokens"],
-        [
-            "think time between requests",
-            f"{inp['think_time_s']:g} s",
-            "--from-usage" if recorded else "--think-time",
-        ],
-        ["precisions tried", _e(", ".join(inp["precisions"])), "--precisions"],
-        [
-            "latency curves at",
-            _e(", ".join(f"{f:g}" for f in SWEEP_FACTORS)) + f" {X} the users",
-            "fixed",
-        ],
-        ["currency per USD (catalog prices)", f"{p.usd_rate:g}", "--usd-rate"],
-        ["purchase price per GPU", price(p.gpu_price), "--gpu-price"],
-        ["cloud price per GPU-hour", price(p.cloud_price), "--cloud-price"],
-        ["purchase spread over", f"{p.years:g} years (straight line)", "--years"],
-        ["server per 8 GPUs", f"{p.server_overhead:.0%} of the GPUs' price", "fixed"],
-        ["electricity", f"{p.electricity_price:g} {cur} per kWh", "--electricity-price"],
-        ["PUE (facility power / IT power)", f"{p.pue:g}", "--pue"],
-        ["GPU draw under load", f"{p.load_power_fraction:.0%} of TDP", "fixed"],
-        ["host power per GPU (CPUs, fans, NICs)", f"{p.host_power_w_per_gpu:g} W", "fixed"],
-        ["hosting per server", f"{p.hosting_per_year:,.0f} {cur} per year", "--hosting-per-year"],
-        ["staff", f"{p.staff_per_year:,.0f} {cur} per year", "--staff-per-year"],
-        ["grid intensity", f"{p.grid_kg_per_kwh:g} kg CO2e per kWh", "--grid-intensity"],
-    ]
-    try:
-        eng = get_engine(inp["engine"])
-        rows.append(["engine factors", _e(eng.source), "--engine"])
-        if eng.fitted_on:
-            fitted = "; ".join(f"{k} on row {v}" for k, v in eng.fitted_on.items())
-            rows.append(["engine factors fitted", _e(fitted), "--engine"])
-    except PlannerError:
-        pass  # a document from another catalog: its name and provenance are printed above
-    for gpu in dict.fromkeys(c["gpu"] for c in cands):
-        try:
-            hw = get_hardware(gpu)
-        except PlannerError:
-            continue
-        rows.append([f"{_e(gpu)}", _e(f"{hw.source} ({hw.date})"), "--gpus"])
-    for row in rows:  # the flag (or "fixed") as code, one unbroken word
-        row[2] = f"<code>{_e(row[2])}</code>"
-    return "<h2>Assumptions</h2>" + _table(["assumption", "value", "set by"], rows, text_cols=3)
-
-
-def _validation(engine: str, errors: Sequence[RowError]) -> str:
-    head = f"<h2>Validation of the engine profile <code>{_e(engine)}</code></h2>"
-    if not errors:
-        return (
-            head + "<p class='bad'>No measured row uses this profile: its predictions are "
-            "unvalidated.</p>"
-        )
-    summary = [
-        [
-            _e(s.group),
-            _e(s.subset),
-            str(s.rows),
-            num(s.median_abs_pct, 1),
-            num(s.max_abs_pct, 1),
-            f"{s.worst_ratio:.2f}{X}",
-        ]
-        for s in summarise(list(errors))
-        if s.dataset == "all" and s.subset != "all"
-    ]
-    rows = [
-        [
-            _e(e.row.id),
-            _e(METRIC_GROUP[e.row.metric]),
-            f"{e.row.value:.4g}",
-            f"{e.predicted:.4g}",
-            f"{e.error_pct:+.1f}",
-            "fitted" if e.fitted else "",
-            _e(e.read_as),
-        ]
-        for e in errors
-    ]
-    return (
-        head + "<p class='note'>Absolute % error against published measurements; a fitted row was "
-        "used to set one factor, the held-out rows test the model. Sources: "
-        "<code>sovllm plan validate --json</code>.</p>"
-        + _table(
-            ["metric", "subset", "rows", "median %", "max %", "worst ratio"], summary, text_cols=2
-        )
-        + f"<details><summary>{len(rows)} rows</summary>"
-        + _table(
-            ["row", "metric", "measured", "predicted", "error %", "", "read as"], rows, text_cols=2
-        )
-        + "</details>"
-    )
+    return f"<h2>One model copy with all {users} users resident (GB)</h2>" + table(head, rows)
 
 
 def _rejected(doc: dict[str, Any]) -> str:
     rej = doc.get("rejected") or []
     if not rej:
         return ""
-    rows = [[_e(r["gpu"]), _e(r["precision"]), str(r["tp"]), _e(r["reason"])] for r in rej]
-    return "<h2>Rejected</h2>" + _table(["GPU", "precision", "TP", "reason"], rows, text_cols=4)
+    rows = [[esc(r["gpu"]), esc(r["precision"]), str(r["tp"]), esc(r["reason"])] for r in rej]
+    return "<h2>Rejected</h2>" + table(["GPU", "precision", "TP", "reason"], rows, text_cols=4)

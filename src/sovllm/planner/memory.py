@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from sovllm.planner.catalog import PRECISION_BYTES, Engine, Hardware, Model, scheduler_limits
+from sovllm.planner.specs import PRECISION_BYTES, Engine, Hardware, Model, scheduler_limits
 
 GB = 1e9
 BLOCK_TOKENS = 16

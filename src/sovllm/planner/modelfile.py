@@ -8,8 +8,8 @@ import struct
 from pathlib import Path
 from typing import IO, Any
 
-from sovllm.planner.catalog import Model
 from sovllm.planner.errors import PlannerError
+from sovllm.planner.specs import Model
 
 GGUF_MAGIC = b"GGUF"
 # GGUF value types -> struct format (strings and arrays are handled apart).

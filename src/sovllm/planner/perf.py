@@ -15,8 +15,8 @@ import math
 from dataclasses import dataclass
 from typing import Protocol
 
-from sovllm.planner.catalog import Engine, Hardware, Model
 from sovllm.planner.memory import kv_bytes_per_token, weight_bytes
+from sovllm.planner.specs import Engine, Hardware, Model
 
 ACT_BYTES = 2.0  # activations travel in bf16 through all-reduces
 COMBINE_P = 2.0

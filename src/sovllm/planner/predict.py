@@ -5,15 +5,65 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
-from sovllm.planner.catalog import Engine, Hardware, Model, scheduler_limits
+from sovllm.planner.errors import ScenarioError
 from sovllm.planner.memory import MemoryPlan, kv_dtype_bytes, plan_memory
 from sovllm.planner.perf import StepModel, make_step_model
 from sovllm.planner.simulator import SchedulerConfig, SimResult, simulate
+from sovllm.planner.specs import PRECISIONS, Engine, Hardware, Model, scheduler_limits
 from sovllm.planner.workload import Lengths, Load
+
+KV_PRECISIONS = ("auto", "bf16", "fp16", "fp8")
+
+
+def tp_problem(model: Model, tp: int) -> str:
+    """Why `tp` cannot shard this model, or ''."""
+    if model.heads % tp:
+        return f"TP={tp} does not divide the {model.heads} attention heads"
+    if model.kv_heads % tp and tp % model.kv_heads:
+        return f"TP={tp} and the {model.kv_heads} KV heads do not divide one another"
+    return ""
+
+
+def check_load(load: Load) -> None:
+    """Raise ScenarioError for a load the simulator cannot run."""
+    v = load.value
+    if load.kind in ("concurrency", "users") and v < 1:
+        raise ScenarioError("load.value", f"must be at least 1, got {v:g}")
+    if load.kind == "rate":
+        if not math.isfinite(v):
+            raise ScenarioError("load.value", f"must be a finite number, got {v}")
+        if not v > 0:
+            raise ScenarioError("load.value", f"must be above 0, got {v}")
+    think = load.think_time_s
+    if not math.isfinite(think):
+        raise ScenarioError("load.think", f"must be a finite number, got {think}")
+    if think < 0:
+        raise ScenarioError("load.think", f"must be 0 or more, got {think}")
+
+
+def check_context(model: Model, prompt: Lengths, output: Lengths) -> None:
+    """The longest prompt and answer must fit the model's context."""
+    need = prompt.hi + output.hi
+    if model.max_context is not None and need > model.max_context:
+        # A lognormal is planned up to its 99.9th percentile: say so, or the number surprises.
+        tail = (
+            " (a lognormal's 99.9th percentile)"
+            if "lognormal" in (prompt.kind, output.kind)
+            else ""
+        )
+        raise ScenarioError(
+            "lengths",
+            f"reach {need} tokens{tail}, beyond {model.name}'s context of "
+            f"{model.max_context} tokens",
+            subject="the prompt and output lengths",
+        )
 
 
 @dataclass(frozen=True)
 class Scenario:
+    """One deployment under one load. `check()` says what is wrong with it, in words a user
+    can act on; the CLI and `bench --compare-plan` build one and check it before predicting."""
+
     model: Model
     hw: Hardware
     engine: Engine
@@ -29,6 +79,48 @@ class Scenario:
     seed: int = 0
     max_num_seqs: int | None = None
     cached_fraction: float = 0.0  # share of each prompt served from the prefix cache
+
+    def check(self) -> None:
+        """Raise ScenarioError naming the first thing that cannot be planned."""
+        for name, value in (("tp", self.tp), ("pp", self.pp), ("num_gpus", self.num_gpus)):
+            if value < 1:
+                raise ScenarioError(name, f"must be at least 1, got {value}")
+        if self.num_gpus % (self.tp * self.pp):
+            raise ScenarioError(
+                "tp", f"TP x PP = {self.tp * self.pp} does not divide --num-gpus {self.num_gpus}"
+            )
+        for name, limit in (("requests", self.requests), ("max_num_seqs", self.max_num_seqs)):
+            if limit is not None and limit < 1:
+                raise ScenarioError(name, f"must be at least 1, got {limit}")
+        check_load(self.load)
+        if self.kv_precision not in KV_PRECISIONS:
+            raise ScenarioError(
+                "kv_precision",
+                f"unknown KV precision '{self.kv_precision}'; choose auto, bf16, fp16, fp8",
+            )
+        if self.precision not in PRECISIONS:
+            raise ScenarioError(
+                "precision",
+                f"unknown precision '{self.precision}'; choose from {', '.join(PRECISIONS)}",
+            )
+        if not 0 <= self.cached_fraction < 1:
+            raise ScenarioError(
+                "cached_fraction", f"must be at least 0 and below 1, got {self.cached_fraction}"
+            )
+        check_context(self.model, self.prompt, self.output)
+        why = tp_problem(self.model, self.tp)
+        if why:
+            raise ScenarioError("tp", why)
+        if self.pp > self.model.layers:
+            raise ScenarioError("pp", f"PP={self.pp} exceeds the {self.model.layers} layers")
+        if self.hw.kind == "cpu":
+            for name, degree in (("tp", self.tp), ("pp", self.pp)):
+                if degree > 1:
+                    raise ScenarioError(
+                        name,
+                        f"{self.hw.name} is one measured machine: {name.upper()} must be 1, "
+                        f"got {degree}",
+                    )
 
     @property
     def replicas(self) -> int:
@@ -49,7 +141,7 @@ class Scenario:
         base, extra = divmod(math.ceil(self.load.value), n)
         counts = [(base + 1, extra), (base, n - extra)]
         return [
-            (Load(self.load.kind, clients, self.load.think_time_s), replicas)
+            (replace(self.load, value=clients), replicas)
             for clients, replicas in counts
             if clients > 0 and replicas > 0
         ]

@@ -10,8 +10,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from sovllm.planner.catalog import Hardware
 from sovllm.planner.errors import PlannerError
+from sovllm.planner.specs import Hardware
 
 PROFILE_NAME = "cpu-local"
 SCHEMA_VERSION = 1

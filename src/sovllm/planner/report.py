@@ -9,12 +9,12 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from sovllm.planner.catalog import Engine
 from sovllm.planner.cost import CostReport
 from sovllm.planner.memory import MemoryPlan, plan_memory
 from sovllm.planner.predict import Prediction
 from sovllm.planner.search import Candidate, SizingResult
 from sovllm.planner.simulator import Stats
+from sovllm.planner.specs import Engine
 
 PREDICT_SCHEMA = "sovllm.plan.predict/v1"
 SIZE_SCHEMA = "sovllm.plan.size/v1"

@@ -6,29 +6,33 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, replace
 
-from sovllm.planner.catalog import PRECISION_BYTES, Engine, Hardware, Model
-from sovllm.planner.cost import CostParams, CostReport, cost_report
+from sovllm.planner.cost import CostReport, cost_report
 from sovllm.planner.memory import MemoryPlan
-from sovllm.planner.predict import Prediction, Scenario, memory_for, predict
-from sovllm.planner.workload import Lengths, Load
+from sovllm.planner.predict import Prediction, Scenario, memory_for, predict, tp_problem
+from sovllm.planner.question import SizingQuestion
+from sovllm.planner.slo import SLO
+from sovllm.planner.specs import PRECISION_BYTES, Engine, Hardware, Model
+from sovllm.planner.workload import Lengths, Load, ThinkTime
 
 TP_CHOICES = (1, 2, 4, 8)
 
 
-@dataclass(frozen=True)
-class Slo:
-    ttft_p95_s: float
-    tpot_p95_s: float
-
-    def violation(self, pred: Prediction) -> str:
-        sim = pred.sim
-        if sim is None:
-            return pred.memory.reason or "does not fit"
-        if sim.ttft.p95 > self.ttft_p95_s:
-            return f"TTFT p95 {sim.ttft.p95:.2f} s > {self.ttft_p95_s:g} s"
-        if sim.tpot.p95 > self.tpot_p95_s:
-            return f"TPOT p95 {sim.tpot.p95 * 1000:.0f} ms > {self.tpot_p95_s * 1000:g} ms"
-        return ""
+def violation(slo: SLO, pred: Prediction) -> str:
+    """Why the prediction misses the SLO's TTFT and TPOT terms, or '' when it meets them (the
+    simulator gives those two; a bench SLO's other metrics are not the planner's to judge)."""
+    sim = pred.sim
+    if sim is None:
+        return pred.memory.reason or "does not fit"
+    for c in slo.constraints:
+        if c.metric not in ("ttft", "tpot"):
+            continue
+        value = getattr(getattr(sim, c.metric), c.stat, None)
+        if not isinstance(value, float) or value <= c.limit_s:
+            continue
+        if c.metric == "ttft":
+            return f"TTFT {c.stat} {value:.2f} s > {c.limit_s:g} s"
+        return f"TPOT {c.stat} {value * 1000:.0f} ms > {c.limit_s * 1000:g} ms"
+    return ""
 
 
 @dataclass(frozen=True)
@@ -59,7 +63,7 @@ class SizingResult:
     prompt: Lengths
     output: Lengths
     think_time_s: float
-    slo: Slo
+    slo: SLO
     engine: Engine
     feasible: list[Candidate] = field(default_factory=list)
     rejected: list[Candidate] = field(default_factory=list)
@@ -70,52 +74,30 @@ class SizingResult:
         return self.feasible[0] if self.feasible else None
 
 
-def tp_problem(model: Model, tp: int) -> str:
-    """Why `tp` cannot shard this model, or ''."""
-    if model.heads % tp:
-        return f"TP={tp} does not divide the {model.heads} attention heads"
-    if model.kv_heads % tp and tp % model.kv_heads:
-        return f"TP={tp} and the {model.kv_heads} KV heads do not divide one another"
-    return ""
-
-
-def _scenario(
-    model: Model,
-    hw: Hardware,
-    engine: Engine,
-    precision: str,
-    tp: int,
-    users: int,
-    prompt: Lengths,
-    output: Lengths,
-    think: float,
-    requests: int | None,
-    cached_fraction: float = 0.0,
-) -> Scenario:
+def _scenario(q: SizingQuestion, hw: Hardware, precision: str, tp: int, users: int) -> Scenario:
     return Scenario(
-        model=model,
+        model=q.model,
         hw=hw,
-        engine=engine,
+        engine=q.engine,
         precision=precision,
         tp=tp,
         pp=1,
         num_gpus=tp,
-        prompt=prompt,
-        output=output,
-        load=Load("users", users, think),
-        requests=requests,
-        cached_fraction=cached_fraction,
+        prompt=q.prompt,
+        output=q.output,
+        load=Load("users", users, ThinkTime.exponential(q.think_time_s)),
+        cached_fraction=q.cached_fraction,
     )
 
 
-def max_users(make: Scenario, slo: Slo, upper: int, requests: int | None = None) -> tuple[int, str]:
+def max_users(make: Scenario, slo: SLO, upper: int, requests: int | None = None) -> tuple[int, str]:
     """The largest user count in [1, upper] meeting the SLO (0 if none), and the reason the next
     one fails."""
 
     def ok(u: int) -> str:
         n = requests if requests is not None else u + max(3 * u, 200)
-        s = replace(make, load=Load("users", u, make.load.think_time_s), requests=n)
-        return slo.violation(predict(s))
+        s = replace(make, load=Load("users", u, make.load.think), requests=n)
+        return violation(slo, predict(s))
 
     first = ok(1)
     if first:
@@ -133,35 +115,28 @@ def max_users(make: Scenario, slo: Slo, upper: int, requests: int | None = None)
     return lo, f"at {hi} users: {why}" if why else ""
 
 
-def size(
-    model: Model,
-    engine: Engine,
-    gpus: list[Hardware],
-    precisions: list[str],
-    users: int,
-    prompt: Lengths,
-    output: Lengths,
-    think_time_s: float,
-    slo: Slo,
-    cost: CostParams,
-    max_tp: int = 8,
-    rank_by: str = "onprem",
-    cached_fraction: float = 0.0,
-) -> SizingResult:
+def size(q: SizingQuestion) -> SizingResult:
+    """For each GPU x precision x TP, the most users one replica serves within the SLO, then
+    the replicas for all the users; ranked by cost."""
+    model, users, slo = q.model, q.users, q.slo
     result = SizingResult(
-        model, users, prompt, output, think_time_s, slo, engine, cached_fraction=cached_fraction
+        model,
+        users,
+        q.prompt,
+        q.output,
+        q.think_time_s,
+        slo,
+        q.engine,
+        cached_fraction=q.cached_fraction,
     )
-    for hw in gpus:
-        for precision in precisions:
+    for hw in q.gpus:
+        for precision in q.precisions:
             for tp in TP_CHOICES:
-                if tp > max_tp or tp_problem(model, tp):
+                if tp > q.max_tp or tp_problem(model, tp):
                     continue
                 if tp > 1 and hw.kind == "cpu":
                     continue  # a measured machine: one box serves one replica
-                base = _scenario(
-                    model, hw, engine, precision, tp, users, prompt, output, think_time_s, None,
-                    cached_fraction,
-                )  # fmt: skip
+                base = _scenario(q, hw, precision, tp, users)
                 mem = memory_for(base)
                 if not mem.fits:
                     result.rejected.append(
@@ -173,29 +148,16 @@ def size(
                     result.rejected.append(Candidate(hw, precision, tp, 0, 0, None, mem, None, why))
                     continue
                 replicas = math.ceil(users / per)
-                deployed = _scenario(
-                    model,
-                    hw,
-                    engine,
-                    precision,
-                    tp,
-                    users,
-                    prompt,
-                    output,
-                    think_time_s,
-                    None,
-                    cached_fraction,
-                )
-                deployed = replace(deployed, num_gpus=replicas * tp)
+                deployed = replace(base, num_gpus=replicas * tp)
                 pred = predict(deployed)
                 c = cost_report(
-                    hw, replicas * tp, pred.output_tokens_per_s, cost, pred.requests_per_s
+                    hw, replicas * tp, pred.output_tokens_per_s, q.cost, pred.requests_per_s
                 )
                 result.feasible.append(
                     Candidate(hw, precision, tp, per, replicas, pred, pred.memory, c, why)
                 )
 
-    _rank(result, rank_by)
+    _rank(result, q.rank_by)
     return result
 
 
@@ -214,34 +176,20 @@ def _rank(result: SizingResult, rank_by: str) -> None:
 MAX_REPLAY_REPLICAS = 64
 
 
-def size_replay(
-    model: Model,
-    engine: Engine,
-    gpus: list[Hardware],
-    precisions: list[str],
-    trace: Load,
-    users: int,
-    prompt: Lengths,
-    output: Lengths,
-    think_time_s: float,
-    slo: Slo,
-    cost: CostParams,
-    max_tp: int = 8,
-    rank_by: str = "onprem",
-) -> SizingResult:
+def size_replay(q: SizingQuestion) -> SizingResult:
     """For each GPU x precision x TP, the fewest replicas that serve the recorded requests
-    (`trace`: their arrivals; `prompt` and `output`: their lengths, request k taking value k)
-    within the SLO, found by doubling then bisecting; then ranked by cost as `size` ranks."""
-    result = SizingResult(model, users, prompt, output, think_time_s, slo, engine)
-    for hw in gpus:
-        for precision in precisions:
+    (`q.trace`: their arrivals; `q.prompt` and `q.output`: their lengths, request k taking value
+    k) within the SLO, found by doubling then bisecting; then ranked by cost as `size` ranks."""
+    assert q.trace is not None, "size_replay sizes a recorded trace"
+    model, users, slo, trace = q.model, q.users, q.slo, q.trace
+    result = SizingResult(model, users, q.prompt, q.output, q.think_time_s, slo, q.engine)
+    for hw in q.gpus:
+        for precision in q.precisions:
             for tp in TP_CHOICES:
-                if tp > max_tp or tp_problem(model, tp) or (tp > 1 and hw.kind == "cpu"):
+                if tp > q.max_tp or tp_problem(model, tp) or (tp > 1 and hw.kind == "cpu"):
                     continue
-                base = _scenario(
-                    model, hw, engine, precision, tp, 1, prompt, output, think_time_s, None
-                )
-                base = replace(base, load=trace)
+                # The recorded requests carry no cached share (`--from-usage` has none).
+                base = replace(_scenario(q, hw, precision, tp, 1), load=trace, cached_fraction=0.0)
                 mem = memory_for(base)
                 if not mem.fits:
                     result.rejected.append(
@@ -253,10 +201,10 @@ def size_replay(
                     return predict(replace(base, num_gpus=n * tp))
 
                 n, pred = 1, run(1)
-                while slo.violation(pred) and n < MAX_REPLAY_REPLICAS:
+                while violation(slo, pred) and n < MAX_REPLAY_REPLICAS:
                     n = min(2 * n, MAX_REPLAY_REPLICAS)
                     pred = run(n)
-                why = slo.violation(pred)
+                why = violation(slo, pred)
                 if why:
                     reason = f"{MAX_REPLAY_REPLICAS} replicas still miss the SLO: {why}"
                     result.rejected.append(
@@ -267,14 +215,14 @@ def size_replay(
                 while hi - lo > 1:
                     mid = (lo + hi) // 2
                     p = run(mid)
-                    if slo.violation(p):
+                    if violation(slo, p):
                         lo = mid
                     else:
                         hi, pred = mid, p
-                c = cost_report(hw, hi * tp, pred.output_tokens_per_s, cost, pred.requests_per_s)
+                c = cost_report(hw, hi * tp, pred.output_tokens_per_s, q.cost, pred.requests_per_s)
                 per = math.ceil(users / hi)
                 result.feasible.append(Candidate(hw, precision, tp, per, hi, pred, pred.memory, c))
-    _rank(result, rank_by)
+    _rank(result, q.rank_by)
     return result
 
 
@@ -301,15 +249,25 @@ def latency_sweep(r: SizingResult, c: Candidate, counts: list[int]) -> list[Swee
     simulator cannot finish ends the sweep (the points before it stand)."""
     from sovllm.planner.simulator import SimulationError
 
-    base = _scenario(
-        r.model, c.hw, r.engine, c.precision, c.tp, 1, r.prompt, r.output, r.think_time_s, None,
-        r.cached_fraction,
-    )  # fmt: skip
-    base = replace(base, num_gpus=c.replicas * c.tp)
+    base = Scenario(
+        model=r.model,
+        hw=c.hw,
+        engine=r.engine,
+        precision=c.precision,
+        tp=c.tp,
+        pp=1,
+        num_gpus=c.replicas * c.tp,
+        prompt=r.prompt,
+        output=r.output,
+        load=Load("users", 1, ThinkTime.exponential(r.think_time_s)),
+        cached_fraction=r.cached_fraction,
+    )
     points: list[SweepPoint] = []
     for users in counts:
         try:
-            pred = predict(replace(base, load=Load("users", users, r.think_time_s)))
+            pred = predict(
+                replace(base, load=Load("users", users, ThinkTime.exponential(r.think_time_s)))
+            )
         except SimulationError:
             break
         if pred.sim is None:

@@ -17,7 +17,6 @@ from pathlib import Path
 import yaml
 
 from sovllm.planner.catalog import (
-    PRECISIONS,
     engine_catalog,
     get_engine,
     get_hardware,
@@ -27,7 +26,8 @@ from sovllm.planner.catalog import (
 from sovllm.planner.errors import PlannerError
 from sovllm.planner.perf import StepWork
 from sovllm.planner.predict import Prediction, Scenario, predict, step_model_for
-from sovllm.planner.workload import Lengths, Load
+from sovllm.planner.specs import PRECISIONS
+from sovllm.planner.workload import Lengths, Load, ThinkTime
 
 METRICS = (
     "output_tokens_per_s",
@@ -176,7 +176,7 @@ def parse_load(text: str) -> Load:
         return Load("rate", float(value))
     if kind == "users":
         users, _, think = value.partition("/")
-        return Load("users", float(users), float(think or 0))
+        return Load("users", float(users), ThinkTime.exponential(float(think or 0)))
     raise ValueError(f"unknown load '{text}'")
 
 

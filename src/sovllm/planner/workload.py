@@ -9,8 +9,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-LoadKind = Literal["offline", "concurrency", "rate", "users", "trace"]
+LoadKind = Literal["offline", "concurrency", "rate", "users", "trace", "replay"]
 LengthKind = Literal["uniform", "lognormal", "file"]
+
+# The forms --input-tokens/--prompt-tokens/--output-tokens take, in `plan` and in `bench`.
+LENGTHS_HELP = "N, MIN-MAX (uniform) or lognormal:MEDIAN,P95 (seeded draws)."
 
 # z of the 95th and 99.9th percentiles of the standard normal distribution.
 Z95 = 1.6448536269514722
@@ -55,7 +58,7 @@ class Lengths:
         if lo < 1:
             raise ValueError(f"token counts must be at least 1, got '{text}'")
         if lo > hi:
-            raise ValueError(f"range minimum {lo} is above its maximum {hi}")
+            raise ValueError(f"the range minimum {lo} is above the maximum {hi}")
         return cls(lo, hi)
 
     @classmethod
@@ -94,7 +97,7 @@ class Lengths:
             return below + self.hi * (1.0 - _phi((c - mu) / s))
         return (self.lo + self.hi) / 2
 
-    def sample(self, rng: random.Random, index: int) -> int:
+    def sample(self, rng: random.Random, index: int = 0) -> int:
         """Length of request `index`; random kinds draw from `rng`, a file takes its line."""
         if self.kind == "file":
             return self.values[index % len(self.values)]
@@ -152,12 +155,82 @@ def read_lengths_file(path: Path) -> tuple[Lengths, Lengths]:
 
 
 @dataclass(frozen=True)
+class ThinkTime:
+    """Seconds a user waits between an answer and the next question.
+
+    "5" is exponential with mean 5 s (memoryless, as users who read at their own pace);
+    "2-8" is uniform; "0" sends the next turn at once.
+    """
+
+    lo: float
+    hi: float
+    kind: Literal["exponential", "uniform"]
+
+    @classmethod
+    def exponential(cls, mean_s: float) -> ThinkTime:
+        return cls(mean_s, mean_s, "exponential")
+
+    @classmethod
+    def parse(cls, text: str) -> ThinkTime:
+        """'S' or 'MIN-MAX' seconds. Raises ValueError with a message fit for a usage error."""
+        parts = text.strip().split("-")
+        try:
+            values = [float(p) for p in parts]
+        except ValueError:
+            raise ValueError(f"expected seconds S or MIN-MAX, got '{text}'") from None
+        if len(values) not in (1, 2) or not all(math.isfinite(v) and v >= 0 for v in values):
+            raise ValueError(f"expected seconds S or MIN-MAX, 0 or more, got '{text}'")
+        if len(values) == 1:
+            return cls.exponential(values[0])
+        if values[0] > values[1]:
+            raise ValueError(f"the minimum {values[0]:g} is above the maximum {values[1]:g}")
+        return cls(values[0], values[1], "uniform")
+
+    @property
+    def mean(self) -> float:
+        return (self.lo + self.hi) / 2
+
+    def sample(self, rng: random.Random) -> float:
+        if self.kind == "uniform":
+            return rng.uniform(self.lo, self.hi)
+        return rng.expovariate(1 / self.lo) if self.lo > 0 else 0.0
+
+    def __str__(self) -> str:
+        if self.kind == "uniform":
+            return f"{self.lo:g}-{self.hi:g} s uniform"
+        return f"{self.lo:g} s exponential"
+
+
+NO_THINK = ThinkTime.exponential(0.0)
+
+
+@dataclass(frozen=True)
 class Load:
+    """The load pattern, as the bench drives it and the planner simulates it.
+
+    `value` is the concurrency C, the rate R (requests/s), the users U, or a replay's speed.
+    `turns`, `burstiness`, `max_concurrency` and `replay_path` shape what the bench sends; the
+    planner's simulator reads the kind, the value, the think time and a trace's `arrivals`.
+    """
+
     kind: LoadKind
-    value: float = 0.0  # concurrency C, rate R (req/s) or users U
-    think_time_s: float = 0.0
+    value: float = 0.0
+    think: ThinkTime = NO_THINK
     # A trace: the recorded requests' arrival times (s from the first), replayed as they came.
     arrivals: tuple[float, ...] = ()
+    turns: int = 1
+    burstiness: float = 1.0  # gamma shape of the gaps between arrivals; 1 is Poisson
+    max_concurrency: int | None = None
+    replay_path: str | None = None  # a bench trace file, replayed at `value` times its speed
+
+    @property
+    def think_time_s(self) -> float:
+        return self.think.mean
+
+    @property
+    def unit(self) -> str:
+        units = {"users": "users", "rate": "req/s", "concurrency": "in flight", "replay": "x"}
+        return units.get(self.kind, "")
 
     def describe(self) -> str:
         if self.kind == "offline":
@@ -165,7 +238,26 @@ class Load:
         if self.kind == "concurrency":
             return f"concurrency {self.value:g}"
         if self.kind == "rate":
-            return f"Poisson {self.value:g} req/s"
+            shape = "Poisson" if self.burstiness == 1 else f"gamma(k={self.burstiness:g})"
+            cap = f", at most {self.max_concurrency} in flight" if self.max_concurrency else ""
+            return f"{shape} {self.value:g} req/s{cap}"
         if self.kind == "trace":
             return f"replay of {len(self.arrivals)} recorded requests"
-        return f"{self.value:g} users, think {self.think_time_s:g} s"
+        if self.kind == "replay":
+            return f"replay of {self.replay_path} at {self.value:g}x"
+        users = f"{self.value:g} user" + ("" if self.value == 1 else "s")
+        turns = f", {self.turns} turns" if self.turns > 1 else ""
+        return f"{users}, think {self.think}{turns}"
+
+    def as_json(self) -> dict[str, object]:
+        doc: dict[str, object] = {"mode": self.kind, "value": self.value}
+        if self.kind == "users":
+            doc |= {
+                "think_time_s": {"kind": self.think.kind, "lo": self.think.lo, "hi": self.think.hi},
+                "turns": self.turns,
+            }
+        if self.kind == "rate":
+            doc |= {"burstiness": self.burstiness, "max_concurrency": self.max_concurrency}
+        if self.kind == "replay":
+            doc |= {"path": self.replay_path, "speed": self.value}
+        return doc

@@ -57,9 +57,12 @@ class Child:
                 # PARENT_ENV lets a sovllm worker exit when the gateway dies without a word.
                 env = {**os.environ, **self.env, PARENT_ENV: str(os.getpid())}
                 self._proc = subprocess.Popen(
-                    self.argv, env=env, stdout=out, stderr=subprocess.STDOUT,
+                    self.argv,
+                    env=env,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
                     start_new_session=True,
-                )  # fmt: skip
+                )
 
     @property
     def pid(self) -> int | None:

@@ -43,6 +43,17 @@ class ModelNotServedError(EngineError):
         )
 
 
+@dataclasses.dataclass(frozen=True)
+class Routed:
+    """What routing a request needs, from opening it to each failover's next replica."""
+
+    model: str
+    request: GenerationRequest
+    key: str | None
+    """The affinity key (prefix_affinity), if any."""
+    prompt_tokens: int
+
+
 class Pool:
     def __init__(
         self,
@@ -106,9 +117,13 @@ class Pool:
         return any(r.healthy for r in self.replicas)
 
     async def open(
-        self, name: str, request: GenerationRequest, key: str | None, prompt_tokens: int,
+        self,
+        name: str,
+        request: GenerationRequest,
+        key: str | None,
+        prompt_tokens: int,
         queue_timeout_s: float | None = None,
-    ) -> PoolStream:  # fmt: skip
+    ) -> PoolStream:
         """Route the request and open its stream; raise an EngineError if no replica takes it.
 
         `key` is the request's affinity key (prefix_affinity), `prompt_tokens` its count.
@@ -116,7 +131,7 @@ class Pool:
         with an error; one still queued is dropped before it costs compute.
         """
         timeout = min(queue_timeout_s or math.inf, self.settings.queue_timeout_s)
-        stream = PoolStream(self, name, request, key, prompt_tokens, timeout)
+        stream = PoolStream(self, Routed(name, request, key, prompt_tokens), timeout)
         await stream.connect()
         return stream
 
@@ -126,14 +141,12 @@ class Pool:
             raise ModelNotServedError(name, self.model_ids)
         return replicas
 
-    async def _connect(
-        self, name: str, request: GenerationRequest, key: str | None, prompt_tokens: int,
-        tried: set[str],
-    ) -> tuple[Replica, RequestStream]:  # fmt: skip
+    async def _connect(self, routed: Routed, tried: set[str]) -> tuple[Replica, RequestStream]:
+        name = routed.model
         candidates = [r for r in self._of(name) if r.healthy and r.name not in tried]
         full: list[QueueFullError] = []
         errors: list[str] = []
-        for replica in self.policy.order(candidates, key):
+        for replica in self.policy.order(candidates, routed.key):
             if len(tried) >= self.settings.max_attempts:
                 break
             if (
@@ -145,7 +158,7 @@ class Pool:
             tried.add(replica.name)
             replica.outstanding += 1
             try:
-                stream = await replica.backend.open(request, prompt_tokens)
+                stream = await replica.backend.open(routed.request, routed.prompt_tokens)
             except QueueFullError as exc:
                 replica.outstanding -= 1
                 full.append(exc)
@@ -203,13 +216,10 @@ class PoolStream:
     whichever replica the request is on, including one it has just moved to.
     """
 
-    def __init__(
-        self, pool: Pool, name: str, request: GenerationRequest, key: str | None,
-        prompt_tokens: int, timeout_s: float,
-    ) -> None:  # fmt: skip
-        self.request_id = request.request_id
-        self.prompt_tokens = prompt_tokens
-        self._pool, self._name, self._request, self._key = pool, name, request, key
+    def __init__(self, pool: Pool, routed: Routed, timeout_s: float) -> None:
+        self.request_id = routed.request.request_id
+        self.prompt_tokens = routed.prompt_tokens
+        self._pool, self._routed = pool, routed
         self._tried: set[str] = set()
         self.replica: Replica | None = None
         self._inner: RequestStream | None = None
@@ -227,11 +237,9 @@ class PoolStream:
 
     async def connect(self) -> None:
         """Open the request on the next replica in the policy's order (EngineError if none)."""
-        self.replica, self._inner = await self._pool._connect(
-            self._name, self._request, self._key, self.prompt_tokens, self._tried
-        )
+        self.replica, self._inner = await self._pool._connect(self._routed, self._tried)
         self.replica.streams.add(self)
-        self._pool.policy.remember(self._key, self.replica.name)
+        self._pool.policy.remember(self._routed.key, self.replica.name)
         if self._cancelled or self._expired:
             self._inner.cancel()  # cut, left or timed out while it was moving
 
@@ -249,8 +257,11 @@ class PoolStream:
             fail(reason)
 
     def _timeout_output(self) -> GenerationOutput:
-        return self._final(0, f"the request waited {self._timeout_s:g} s without a first token "
-                              "and was dropped (queue timeout)")  # fmt: skip
+        return self._final(
+            0,
+            f"the request waited {self._timeout_s:g} s without a first token "
+            "and was dropped (queue timeout)",
+        )
 
     async def __aiter__(self) -> AsyncIterator[GenerationOutput]:
         completion = 0
@@ -285,8 +296,9 @@ class PoolStream:
                     if self._expired:
                         yield self._timeout_output()
                         return
-                    log.warning("retrying %s after %s failed: %s",
-                                self.request_id, self.replica.name, exc)  # fmt: skip
+                    log.warning(
+                        "retrying %s after %s failed: %s", self.request_id, self.replica.name, exc
+                    )
                     try:
                         await self.connect()
                     except EngineError as again:
@@ -298,9 +310,11 @@ class PoolStream:
     def _final(self, completion: int, error: str) -> GenerationOutput:
         now = time.perf_counter()
         reason: FinishReason = "abort" if self._cancelled else "error"
-        return GenerationOutput("", (), self.prompt_tokens, completion, reason,
-                                Timings(self._arrival, finished=now), None if self._cancelled
-                                else error, now)  # fmt: skip
+        timings = Timings(self._arrival, finished=now)
+        message = None if self._cancelled else error
+        return GenerationOutput(
+            "", (), self.prompt_tokens, completion, reason, timings, message, now
+        )
 
     def _release(self) -> None:
         if self._inner is not None:

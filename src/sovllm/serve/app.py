@@ -1,4 +1,5 @@
-"""The FastAPI application factory."""
+"""The FastAPI application factory: the API's and the web front end's routes around one gateway
+state, with the middleware and the background jobs (retention, stops, access log)."""
 
 from __future__ import annotations
 
@@ -15,11 +16,15 @@ from fastapi.responses import JSONResponse
 from sovllm import __version__
 from sovllm.api import errors
 from sovllm.api.admin_routes import router as admin_router
+from sovllm.api.audit_routes import router as audit_router
 from sovllm.api.auth import identify
 from sovllm.api.failsafe import RequestGuard
+from sovllm.api.me import router as me_router
 from sovllm.api.openai_routes import router as openai_router
-from sovllm.api.state import AppState, app_state
+from sovllm.api.oversight_routes import router as oversight_router
+from sovllm.api.state import app_state
 from sovllm.config import Settings
+from sovllm.gateway.state import AppState
 from sovllm.governance import retention
 from sovllm.governance.access import AccessGuard
 from sovllm.governance.audit.log import AuditLog
@@ -64,17 +69,22 @@ def create_app(settings: Settings, pool: Pool, db: Database, audit: AuditLog) ->
         oversight = Oversight(db)
         oversight.apply(await to_thread.run_sync(oversight.refresh))
         access = AccessGuard(settings.security.auth_failures_per_minute)
-        app.state.sovllm = AppState(settings, pool, metrics, db, audit, vault, oversight,
-                                    access=access)  # fmt: skip
-        tasks = [asyncio.create_task(_retention(app.state.sovllm)),
-                 asyncio.create_task(oversight.run()),
-                 asyncio.create_task(access.run(audit))]  # fmt: skip
+        state = AppState(settings, pool, metrics, db, audit, vault, oversight, access=access)
+        app.state.sovllm = state
+        tasks = [
+            asyncio.create_task(_retention(state)),
+            asyncio.create_task(oversight.run()),
+            asyncio.create_task(access.run(audit)),
+        ]
         try:
             yield
         finally:
             for task in tasks:
                 task.cancel()
             await pool.shutdown()
+            # Requests' settlements and kept content still under way go in before the log
+            # closes (each is a database write and, for content, an audit entry).
+            await state.background.drain()
             # The open minute's refusals go in before the log writes its last checkpoint.
             access.flush(audit, everything=True)
             audit.close()
@@ -88,6 +98,9 @@ def create_app(settings: Settings, pool: Pool, db: Database, audit: AuditLog) ->
     errors.install(app)
     app.include_router(openai_router)
     app.include_router(admin_router)
+    app.include_router(audit_router)
+    app.include_router(oversight_router)
+    app.include_router(me_router)
     app.include_router(web_router)
     # Request ids, and an OpenAI-shaped answer to any unexpected exception (innermost, so its
     # answers pass CORS and the security headers).
@@ -97,9 +110,12 @@ def create_app(settings: Settings, pool: Pool, db: Database, audit: AuditLog) ->
     origins = settings.cors_allow_origins
     if origins:
         app.add_middleware(
-            CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST"],
-            allow_headers=["Authorization", "Content-Type"], expose_headers=EXPOSED_HEADERS,
-        )  # fmt: skip
+            CORSMiddleware,
+            allow_origins=origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type"],
+            expose_headers=EXPOSED_HEADERS,
+        )
     app.add_middleware(SecurityHeaders)
 
     @app.get("/health", include_in_schema=True)

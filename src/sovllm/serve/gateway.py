@@ -12,7 +12,6 @@ import uvicorn
 from sqlalchemy.exc import SQLAlchemyError
 
 from sovllm import datadir
-from sovllm.api.app import create_app
 from sovllm.config import Settings
 from sovllm.engines.llamacpp.model import ModelLoadError
 from sovllm.governance import bootstrap
@@ -20,7 +19,8 @@ from sovllm.governance.audit import PseudonymKeyError, open_audit
 from sovllm.governance.privacy import pii
 from sovllm.governance.privacy.masterkey import MasterKeyError
 from sovllm.serve import build
-from sovllm.serve.build import PoolConfigError
+from sovllm.serve.app import create_app
+from sovllm.serve.replicas import PoolConfigError, describe, plan
 from sovllm.store.db import Database, DatabaseConfigError, database_url, hide_password
 from sovllm.store.migrate import upgrade
 
@@ -69,11 +69,11 @@ def run_server(
     # The pool probes every replica twice a second: keep httpx's per-request lines out.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
-        plans = build.plan(settings, replicas, config_file)
+        plans = plan(settings, replicas, config_file)
     except PoolConfigError as exc:
         raise ServeError(str(exc)) from None
     if dry_run:
-        print(build.describe(plans), flush=True)
+        print(describe(plans), flush=True)
         return
     try:
         datadir.prepare(settings)  # LoosePermissions in strict mode: the CLI exits with 2

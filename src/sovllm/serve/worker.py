@@ -142,9 +142,12 @@ def run_worker(settings: Settings) -> None:
     )
     app = create_worker_app(engine, token)
     config = uvicorn.Config(
-        app, host=settings.host, port=settings.port, log_level=settings.log_level,
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
         timeout_graceful_shutdown=int(settings.shutdown_grace_s),
-    )  # fmt: skip
+    )
     try:
         uvicorn.Server(config).run()
     except ModelLoadError as exc:

@@ -13,16 +13,11 @@ from sqlalchemy import text
 
 from sovllm.governance.audit import merkle
 from sovllm.governance.audit.checkpoint import Checkpoint, Signer
+from sovllm.governance.audit.export import export_lines, verify_export
 from sovllm.governance.audit.log import AuditLog, instant
-from sovllm.governance.audit.verify import (
-    IntegrityError,
-    Report,
-    export_lines,
-    inclusion,
-    search,
-    verify_database,
-    verify_export,
-)
+from sovllm.governance.audit.lookup import IntegrityError, inclusion, search
+from sovllm.governance.audit.report import Report
+from sovllm.governance.audit.verify import verify_database
 from sovllm.store import migrate
 from sovllm.store.db import Database
 from tests.conftest import fresh_database_url
@@ -189,20 +184,29 @@ def test_migration_0006_makes_an_older_log_verify(database_url_any: str, signer:
         with db.transaction() as s:
             for i in range(3):
                 at = time.time() + i / 7  # not a whole microsecond
-                body = canonical({"v": 1, "seq": i, "time": utc(at), "kind": "admin",
-                                  "request_id": None, "i": i})  # fmt: skip
+                body = canonical(
+                    {"v": 1, "seq": i, "time": utc(at), "kind": "admin", "request_id": None, "i": i}
+                )
                 leaves.append(merkle.leaf_hash(body))
                 s.execute(
-                    text("INSERT INTO audit_entries (seq, at, kind, request_id, body, leaf_hash) "
-                         "VALUES (:s, :at, 'admin', NULL, :b, :h)"),
+                    text(
+                        "INSERT INTO audit_entries (seq, at, kind, request_id, body, leaf_hash) "
+                        "VALUES (:s, :at, 'admin', NULL, :b, :h)"
+                    ),
                     {"s": i, "at": at, "b": body.decode(), "h": leaves[-1].hex()},
-                )  # fmt: skip
+                )
             s.execute(
-                text("INSERT INTO audit_checkpoints (size, root, note, compact, at) "
-                     "VALUES (3, :r, :n, :c, :at)"),
-                {"r": merkle.root(leaves).hex(), "c": _compact_of(leaves), "at": time.time(),
-                 "n": signer.sign(Checkpoint("test-log", 3, merkle.root(leaves)))},
-            )  # fmt: skip
+                text(
+                    "INSERT INTO audit_checkpoints (size, root, note, compact, at) "
+                    "VALUES (3, :r, :n, :c, :at)"
+                ),
+                {
+                    "r": merkle.root(leaves).hex(),
+                    "c": _compact_of(leaves),
+                    "at": time.time(),
+                    "n": signer.sign(Checkpoint("test-log", 3, merkle.root(leaves))),
+                },
+            )
         migrate.upgrade(db)
         report = verify_database(db, signer.verifier)
         assert report.ok and (report.size, report.checkpoints) == (3, 1), report.problems

@@ -27,14 +27,11 @@ from sovllm.governance.audit.checkpoint import (
     parse,
     verify,
 )
+from sovllm.governance.audit.export import export_lines, verify_export
 from sovllm.governance.audit.keys import rotate_signing_key
 from sovllm.governance.audit.log import KEY_KIND
-from sovllm.governance.audit.verify import (
-    export_lines,
-    inclusion,
-    verify_database,
-    verify_export,
-)
+from sovllm.governance.audit.lookup import inclusion
+from sovllm.governance.audit.verify import verify_database
 from sovllm.governance.privacy.masterkey import write_key
 from sovllm.store.db import Database
 from tests.conftest import wait_until
@@ -140,8 +137,13 @@ def test_rotation_under_load_is_followed_and_verifies_from_either_key(
     cp = verify(str(proof["checkpoint"]), new)
     (e,) = proof["entries"]  # type: ignore[misc]
     assert cp.size > done.entry and cp.root.hex() == proof["root_hash"]
-    assert merkle.verify_inclusion(e["seq"], cp.size, bytes.fromhex(e["leaf_hash"]),
-                                   [bytes.fromhex(p) for p in e["proof"]], cp.root)  # fmt: skip
+    assert merkle.verify_inclusion(
+        e["seq"],
+        cp.size,
+        bytes.fromhex(e["leaf_hash"]),
+        [bytes.fromhex(p) for p in e["proof"]],
+        cp.root,
+    )
 
     # Pseudonyms did not change: their key is its own file, made from the old derivation.
     assert keyed_hash(open_audit(g.settings, db), "user", b"alice") == pseudonym
@@ -158,8 +160,10 @@ def test_a_retired_key_signing_after_the_transition_fails(gateways: Gateways, db
     g.stop()
     assert verify_database(db, g.old).ok
     with db.read() as s:
-        leaves = [bytes.fromhex(h) for (h,) in s.execute(
-            text("SELECT leaf_hash FROM audit_entries ORDER BY seq"))]  # fmt: skip
+        leaves = [
+            bytes.fromhex(h)
+            for (h,) in s.execute(text("SELECT leaf_hash FROM audit_entries ORDER BY seq"))
+        ]
     forged = old_signer.sign(Checkpoint(g.settings.audit.origin, len(leaves), merkle.root(leaves)))
     for key in (g.old, Verifier.decode(done.new_key)):
         report = verify_database(db, key, against=forged)
@@ -183,8 +187,10 @@ def test_a_transition_forged_without_the_current_key_fails_for_every_key(
     log, current = g.logs[0], Verifier.decode(done.new_key)
     mallory = Signer(g.settings.audit.origin, Ed25519PrivateKey.generate())
     log.signer = mallory
-    log.append(KEY_KIND, {"actor": ACTOR, "old_key": current.encode(),
-                          "new_key": mallory.verifier.encode()}).result(timeout=30)  # fmt: skip
+    log.append(
+        KEY_KIND,
+        {"actor": ACTOR, "old_key": current.encode(), "new_key": mallory.verifier.encode()},
+    ).result(timeout=30)
     log.append("request.begin", {"who": "forged"}, "forged").result(timeout=30)
     log.checkpoint()  # signed by mallory alone
     for key in (g.old, current):
@@ -237,8 +243,13 @@ def test_a_gateway_without_the_new_key_signs_nothing(gateways: Gateways, db: Dat
 
 
 def sovllm(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "sovllm", *args], capture_output=True,
-                          text=True, timeout=120, env={**os.environ, **env})  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "sovllm", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **env},
+    )
 
 
 def test_cli_rotates_and_verify_accepts_either_key(tmp_path: Path, database_url_any: str) -> None:

@@ -14,19 +14,14 @@ from hypothesis import strategies as st
 from sqlalchemy import text
 
 from sovllm.governance.audit.checkpoint import Checkpoint, CheckpointError, Signer, verify
+from sovllm.governance.audit.checkpoint_checks import check_checkpoints
+from sovllm.governance.audit.entry_checks import check_leaves
+from sovllm.governance.audit.export import ExportError, export_lines, verify_export
 from sovllm.governance.audit.log import AuditLog
-from sovllm.governance.audit.verify import (
-    Columns,
-    ExportError,
-    Report,
-    Row,
-    check_checkpoints,
-    check_leaves,
-    export_lines,
-    inclusion,
-    verify_database,
-    verify_export,
-)
+from sovllm.governance.audit.lookup import inclusion
+from sovllm.governance.audit.report import Report
+from sovllm.governance.audit.rows import Columns, Row
+from sovllm.governance.audit.verify import verify_database
 from sovllm.store.db import Database
 
 
@@ -82,8 +77,10 @@ def test_an_edit_in_the_database_is_named(db: Database, signer: Signer) -> None:
     fill(db, signer, 9)
     with db.transaction() as s:
         body = s.execute(text("SELECT body FROM audit_entries WHERE seq = 5")).scalar_one()
-        s.execute(text("UPDATE audit_entries SET body = :b WHERE seq = 5"),
-                  {"b": body.replace('"i":5', '"i":6')})  # fmt: skip
+        s.execute(
+            text("UPDATE audit_entries SET body = :b WHERE seq = 5"),
+            {"b": body.replace('"i":5', '"i":6')},
+        )
     report = verify_database(db, signer.verifier)
     assert not report.ok and report.first_bad == 5
 
@@ -160,8 +157,9 @@ def _signed_log(signer: Signer, n: int) -> tuple[list[Row], list[str]]:
     for i in range(n):
         at, time_text = stamp(1_700_000_000.123456 + i)
         rid = f"req-{i}"
-        data = canonical({"v": 1, "seq": i, "kind": "k", "i": i, "time": time_text,
-                          "request_id": rid})  # fmt: skip
+        data = canonical(
+            {"v": 1, "seq": i, "kind": "k", "i": i, "time": time_text, "request_id": rid}
+        )
         rows.append(Row(i, data.decode(), merkle.leaf_hash(data).hex(), Columns(at, "k", rid)))
     leaves = [bytes.fromhex(r.leaf_hash) for r in rows]
     notes = [
@@ -217,9 +215,11 @@ def test_any_tampering_is_detected(signer: Signer, n: int, how: str, data: st.Da
         rows[i], rows[j] = dataclasses.replace(rows[j], seq=i), dataclasses.replace(row, seq=j)
     elif how == "insert":
         fake = row.body.replace('"i":', '"i":-1000')
-        rows = [*rows[:i], dataclasses.replace(row, body=fake,
-                                               leaf_hash=merkle.leaf_hash(fake.encode()).hex()),
-                *[dataclasses.replace(r, seq=r.seq + 1) for r in rows[i:]]]  # fmt: skip
+        rows = [
+            *rows[:i],
+            dataclasses.replace(row, body=fake, leaf_hash=merkle.leaf_hash(fake.encode()).hex()),
+            *[dataclasses.replace(r, seq=r.seq + 1) for r in rows[i:]],
+        ]
     elif how == "truncate":
         rows = rows[:i]
     report = _verify(rows, notes, signer)

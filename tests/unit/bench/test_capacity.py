@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 
 from sovllm.bench import capacity as cap
-from sovllm.bench.config import SLO, Load
+from sovllm.planner.slo import SLO
+from sovllm.planner.workload import Load
 
 
 def summary(value: float, rps: float) -> dict[str, Any]:
@@ -49,12 +50,12 @@ async def test_search_when_nothing_meets_or_everything_does() -> None:
 
 
 def test_capacity_line() -> None:
-    slo = SLO.parse("--slo", "ttft_p95=1.0")
+    slo = SLO.parse("ttft_p95=1.0")
     assert (
         cap.capacity_line(37, Load("users", 10), slo, 1)
         == "this deployment serves 37 users at TTFT p95 ≤ 1.0 s"
     )
-    two = SLO.parse("--slo", "ttft_p95=1.0,tpot_p95=0.1")
+    two = SLO.parse("ttft_p95=1.0,tpot_p95=0.1")
     assert cap.capacity_line(2.5, Load("rate", 1), two, 0.05) == (
         "this deployment serves 2.5 req/s at TTFT p95 ≤ 1.0 s and TPOT p95 ≤ 0.1 s"
     )
@@ -73,7 +74,7 @@ async def test_sweep_stops_when_the_slo_breaks() -> None:
         threshold_probe(4, calls),
         Load("users", 32),
         [1, 2, 4, 8, 16, 32],
-        SLO.parse("--slo", "ttft=1"),
+        SLO.parse("ttft=1"),
     )
     assert calls == [1, 2, 4, 8] and "SLO broken at 8" in why
     assert [o.met for o in outcomes] == [True, True, True, False]

@@ -53,6 +53,8 @@ def bench_json(stub: Stub, *args: str) -> dict[str, Any]:
         (["--concurrency", "0"], "--concurrency", "at least 1"),
         (["--prompt-tokens", "500-300"], "--prompt-tokens", "minimum 500 is above the maximum 300"),
         (["--output-tokens", "0"], "--output-tokens", "at least 1"),
+        (["--output-tokens", "lognormal:50,20"], "--output-tokens", "P95 must be above"),
+        (["--prompt-tokens", "lognormal:abc"], "--prompt-tokens", "lognormal:MEDIAN,P95"),
         (["--users", "2", "--rate", "3"], "--users/--rate", "give one load"),
         (["--rate", "-1"], "--rate", "above 0"),
         (["--think-time", "9-1"], "--think-time", "above the maximum"),
@@ -252,14 +254,22 @@ def test_ctrl_c_writes_a_partial_report(stub: Stub, tmp_path: Path) -> None:
 
 
 def test_compare_plan_sets_prediction_beside_measurement(
-    stub: Stub, monkeypatch: pytest.MonkeyPatch
+    stub: Stub, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     from sovllm.bench import compare
+    from sovllm.engines.llamacpp.calibrate import RateSample
+    from sovllm.planner.predict import Scenario
+    from sovllm.planner.profile import build_profile, profile_path, save_profile
+    from sovllm.planner.workload import Lengths, ThinkTime
 
-    seen: list[list[str]] = []
+    # A cpu-local profile, so that the planner's scenario can be built on that hardware.
+    monkeypatch.setenv("SOVLLM_DATA_DIR", str(tmp_path))
+    rates = [RateSample(b, 300.0, 80.0 + 10 * b) for b in (1, 2, 4)]
+    save_profile(build_profile(rates, "smollm2-135m", threads=1), profile_path(tmp_path))
+    seen: list[Scenario] = []
 
-    def fake_predict(args: list[str]) -> dict[str, Any]:
-        seen.append(args)
+    def fake_predict(s: Scenario) -> dict[str, Any]:
+        seen.append(s)
         return {
             "fits": True,
             "ttft_s": {"p50": 0.001, "p95": 0.002},
@@ -268,30 +278,49 @@ def test_compare_plan_sets_prediction_beside_measurement(
             "requests_per_s": 25.0,
         }
 
-    monkeypatch.setattr(compare, "run_predict", fake_predict)
+    monkeypatch.setattr(compare, "predict_doc", fake_predict)
     code, out = bench(
-        "--url", stub.base_url, *FAST, "--users", "3", "--think-time", "0.05", "--turns", "1",
-        "--duration", "0.5", "--compare-plan", "--plan-model", "smollm2-135m",
-    )  # fmt: skip
+        "--url",
+        stub.base_url,
+        *FAST,
+        "--users",
+        "3",
+        "--think-time",
+        "0.05",
+        "--turns",
+        "1",
+        "--duration",
+        "0.5",
+        "--compare-plan",
+        "--plan-model",
+        "smollm2-135m",
+        "--output-tokens",
+        "lognormal:4,9",
+    )
     assert code == 0, out
-    (args,) = seen
-    flags = dict(zip(args[::2], args[1::2], strict=True))
-    assert flags == {
-        "--model": "smollm2-135m",
-        "--gpu": "cpu-local",
-        "--engine": "llamacpp",
-        "--input-tokens": "20-30",
-        "--output-tokens": "4-4",
-        "--users": "3",
-        "--think-time": "0.05",
-    }
+    # In process: the planner gets the bench's own lengths and load, a lognormal as such.
+    (s,) = seen
+    assert (s.model.name, s.hw.name, s.engine.name) == ("smollm2-135m", "cpu-local", "llamacpp")
+    assert s.prompt == Lengths(20, 30)
+    assert s.output == Lengths.parse("lognormal:4,9")
+    assert (s.load.kind, s.load.value, s.load.think) == ("users", 3, ThinkTime.exponential(0.05))
+    assert compare.command(s)[:3] == ["sovllm", "plan", "predict"]
+    assert "lognormal:4,9" in compare.command(s)
     assert "Plan (cpu-local) vs measured" in out and "TTFT p95 (s)" in out and "%" in out
 
 
 def test_capacity_for_a_rate(stub: Stub) -> None:
     doc = bench_json(
-        stub, "--rate", "20", "--capacity", "--capacity-max", "40", "--slo", "e2e_p99=5",
-        "--duration", "0.3",
-    )  # fmt: skip
+        stub,
+        "--rate",
+        "20",
+        "--capacity",
+        "--capacity-max",
+        "40",
+        "--slo",
+        "e2e_p99=5",
+        "--duration",
+        "0.3",
+    )
     assert doc["capacity"]["best"] == 40
     assert doc["capacity"]["line"] == "this deployment serves 40 req/s at E2E p99 ≤ 5.0 s"

@@ -10,7 +10,8 @@ import time
 import pytest
 
 from sovllm.bench import client as client_mod
-from sovllm.bench.client import BenchClient, RequestRecord, TargetError
+from sovllm.bench.client import BenchClient, TargetError
+from sovllm.bench.record import RequestRecord
 from tests.unit.bench.stub import TEMPLATE_OVERHEAD, Stub, stub_server
 
 

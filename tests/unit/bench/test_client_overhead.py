@@ -11,11 +11,13 @@ noisy. The figure for docs/bench.md comes from benchmarks/bench_client_overhead.
 from __future__ import annotations
 
 from sovllm.bench.client import BenchClient
-from sovllm.bench.config import SLO, Lengths, Load, RunBounds, Workload
+from sovllm.bench.config import RunBounds, Workload
 from sovllm.bench.metrics import percentile, summarise
 from sovllm.bench.prompts import fit
 from sovllm.bench.runner import Run
 from sovllm.bench.workload import open_loop
+from sovllm.planner.slo import SLO
+from sovllm.planner.workload import Lengths, Load
 from tests.unit.bench.stub import TEMPLATE_OVERHEAD, Stub
 
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 
 from sovllm.bench import compare
+from sovllm.planner.workload import Lengths, Load, ThinkTime
 
 PREDICTION = {
     "fits": True,
@@ -44,58 +46,66 @@ def test_missing_prediction_fields_are_none() -> None:
     assert all(r["predicted"] is None and r["error_pct"] is None for r in rows)
 
 
-def test_in_process_prediction_is_what_the_command_prints() -> None:
-    # The planner's Python API and `sovllm plan predict --json` must agree (issue #3's contract).
-    args = [
-        "--model", "llama-3.1-8b", "--gpu", "h100-sxm", "--engine", "vllm",
-        "--input-tokens", "300-500", "--output-tokens", "100", "--users", "20", "--think-time", "5",
-    ]  # fmt: skip
-    inside = compare.predict_in_process(args)
-    assert inside == compare.predict_subprocess(args)
+def _session(
+    turns: int,
+    cached: float | None,
+    model: str = "smollm2-135m-instruct",
+    output: str = "64",
+    kind: str = "users",
+) -> Any:
+    # The parts of a finished bench session that the comparison reads.
+    from types import SimpleNamespace as NS
+
+    load = Load(kind, 4, ThinkTime.exponential(5.0), turns=turns)  # type: ignore[arg-type]
+    tokens = {"prompt": {"count": 10, "min": 100, "max": 600}, "cached_prompt_fraction": cached}
+    workload = NS(prompt=Lengths(100, 200), output=Lengths.parse(output))
+    return NS(
+        options=NS(model="m", workload=workload),
+        target=NS(model=model),
+        main=NS(result=NS(load=load), summary={"tokens": tokens}),
+    )
+
+
+def test_the_prediction_is_what_the_recorded_command_prints() -> None:
+    # In process, with no flags in between; the recorded command reproduces it exactly.
+    from typer.testing import CliRunner
+
+    from sovllm.cli.main import app
+
+    session = _session(1, 0.6, model="llama-3.1-8b", output="lognormal:64,200")
+    s = compare.scenario(session, "h100-sxm", None)
+    inside = compare.predict_doc(s)
+    assert inside["inputs"]["output_tokens"] == "lognormal:64,200"
+    assert inside["inputs"]["cached_prompt_fraction"] == 0.6
     assert inside["ttft_s"]["p95"] > 0 and inside["output_tokens_per_s"] > 0
-    # A measured prefix-cache share travels too, and shortens the prefill the planner charges.
-    cached_args = [*args, "--cached-prompt-fraction", "0.600"]
-    cached = compare.predict_in_process(cached_args)
-    assert cached == compare.predict_subprocess(cached_args)
-    assert cached["inputs"]["cached_prompt_fraction"] == 0.6
-    assert cached["ttft_s"]["mean"] < inside["ttft_s"]["mean"]
+    cmd = compare.command(s)
+    result = CliRunner().invoke(app, cmd[1:])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output) == inside
 
 
 def test_a_planner_that_cannot_answer_is_a_message(
     tmp_path: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("SOVLLM_DATA_DIR", str(tmp_path))
-    args = [
-        "--model", "smollm2-135m", "--gpu", "cpu-local", "--engine", "llamacpp",
-        "--input-tokens", "40", "--output-tokens", "8", "--concurrency", "2",
-    ]  # fmt: skip
+    monkeypatch.setenv("SOVLLM_DATA_DIR", str(tmp_path))  # no cpu-local profile here
     with pytest.raises(compare.PlanUnavailable, match="calibrate"):
-        compare.run_predict(args)
-    with pytest.raises(compare.PlanUnavailable, match="calibrate"):
-        compare.predict_subprocess(args)
-
-
-def _session(turns: int, cached: float | None) -> Any:
-    # The parts of a finished bench session that predict_args reads.
-    from types import SimpleNamespace as NS
-
-    lengths = NS(lo=100, hi=200)
-    load = NS(mode="users", turns=turns, value=4, think=NS(mean=5.0))
-    tokens = {"prompt": {"count": 10, "min": 100, "max": 600}, "cached_prompt_fraction": cached}
-    return NS(
-        options=NS(model="m", workload=NS(prompt=lengths, output=NS(lo=64, hi=64))),
-        target=NS(model="smollm2-135m-instruct"),
-        main=NS(result=NS(load=load), summary={"tokens": tokens}),
-    )
+        compare.scenario(_session(1, None, model="smollm2-135m"), "cpu-local", None)
+    with pytest.raises(compare.PlanUnavailable, match="replayed trace"):
+        compare.scenario(_session(1, None, kind="replay"), "h100-sxm", "llama-3.1-8b")
+    # The scenario is checked before it is predicted: the answer cannot outgrow the context.
+    long = _session(1, None, model="llama-2-70b", output="lognormal:2000,4000")
+    with pytest.raises(compare.PlanUnavailable, match="context"):
+        compare.scenario(long, "h100-sxm", None)
+    cmp = compare.compare(_session(1, None, kind="replay"), "h100-sxm", "llama-3.1-8b")
+    assert cmp == {"hardware": "h100-sxm", "error": "the planner has no model of a replayed trace"}
 
 
 @pytest.mark.parametrize(
-    ("cached", "flag"), [(0.5625, "0.562"), (1.0, "0.990"), (0.0, None), (None, None)]
+    ("cached", "share"), [(0.5625, 0.562), (1.0, 0.99), (0.0, 0.0), (None, 0.0)]
 )
-def test_the_measured_cache_share_goes_to_the_planner(
-    cached: float | None, flag: str | None
-) -> None:
-    args = compare.predict_args(_session(3, cached), "cpu-local", None)
-    flags = dict(zip(args[::2], args[1::2], strict=True))
-    assert flags.get("--cached-prompt-fraction") == flag
-    assert flags["--input-tokens"] == "100-600"  # the prompts the server saw
+def test_the_measured_cache_share_goes_to_the_planner(cached: float | None, share: float) -> None:
+    s = compare.scenario(_session(3, cached), "h100-sxm", "llama-3.1-8b")
+    assert s.cached_fraction == share
+    assert s.prompt == Lengths(100, 600)  # the prompts the server saw
+    flag = "--cached-prompt-fraction"
+    assert (flag in compare.command(s)) == bool(share)

@@ -7,9 +7,10 @@ import math
 import pytest
 
 from sovllm.bench import metrics
-from sovllm.bench.client import RequestRecord
-from sovllm.bench.config import SLO, Load
+from sovllm.bench.record import RequestRecord
 from sovllm.bench.runner import RunResult
+from sovllm.planner.slo import SLO
+from sovllm.planner.workload import Load
 
 
 def done(
@@ -128,7 +129,7 @@ def test_summary_of_a_small_run() -> None:
         failed(5, 5.0, "HTTP 500"),
         failed(6, 5.5, "timeout"),
     ]
-    s = metrics.summarise(result(records, warmup_end=1.0), SLO.parse("--slo", "ttft_p50=0.5"))
+    s = metrics.summarise(result(records, warmup_end=1.0), SLO.parse("ttft_p50=0.5"))
     assert s["requests"] == {"measured": 6, "ok": 3, "error": 3, "incomplete": 0, "warmup": 1}
     assert s["errors"] == {"HTTP 500": 2, "timeout": 1}
     # window: warmup end (1.0) to the last end (6.001)
@@ -171,7 +172,7 @@ def test_idle_time_at_the_end_is_part_of_the_window() -> None:
 
 def test_slo_met_and_goodput_without_failures() -> None:
     records = [done(i, float(i), [i + 0.1 * (i + 1), i + 1.0], tokens=10) for i in range(10)]
-    slo = SLO.parse("--slo", "ttft_p90=0.95,tpot_p50=0.1")
+    slo = SLO.parse("ttft_p90=0.95,tpot_p50=0.1")
     s = metrics.summarise(result(records), slo)
     ttft = s["slo"]["terms"][0]
     assert ttft["value_s"] == pytest.approx(
@@ -198,7 +199,7 @@ def test_interrupted_run_drops_only_the_requests_it_cancelled() -> None:
 def test_itl_slo_uses_each_requests_own_gaps() -> None:
     smooth = done(0, 0.0, [0.1, 0.2, 0.3, 0.4])
     stall = done(1, 0.0, [0.1, 0.2, 0.3, 2.0])
-    slo = SLO.parse("--slo", "itl_p99=0.5")
+    slo = SLO.parse("itl_p99=0.5")
     assert metrics.request_meets(smooth, slo)
     assert not metrics.request_meets(stall, slo)
 

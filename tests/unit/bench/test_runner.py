@@ -9,12 +9,15 @@ from collections.abc import Sequence
 
 import pytest
 
-from sovllm.bench.client import BenchClient, RequestRecord
-from sovllm.bench.config import SLO, Lengths, Load, RunBounds, ThinkTime, Workload
+from sovllm.bench.client import BenchClient
+from sovllm.bench.config import RunBounds, Workload
 from sovllm.bench.metrics import summarise
 from sovllm.bench.prompts import fit
+from sovllm.bench.record import RequestRecord
 from sovllm.bench.runner import Run, RunResult
 from sovllm.bench.workload import driver_for
+from sovllm.planner.slo import SLO
+from sovllm.planner.workload import Lengths, Load, ThinkTime
 from tests.conftest import wait_until_async
 from tests.unit.bench.stub import TEMPLATE_OVERHEAD, Stub
 
@@ -28,10 +31,11 @@ async def run(
     model: str = "stub",
     interrupt: asyncio.Event | None = None,
     prompt: Lengths = Lengths(20, 30),
+    output: Lengths = Lengths(3, 6),
 ) -> RunResult:
     async with BenchClient(stub.base_url, None, 64, bounds.request_timeout_s) as c:
         target = await c.discover(model)
-        workload = Workload(prompt=prompt, output=Lengths(3, 6), seed=11)
+        workload = Workload(prompt=prompt, output=output, seed=11)
         r = Run(c, target, workload, load, bounds, CAL, seed=11)
         return await r.execute(driver_for(load), interrupt)
 
@@ -60,6 +64,31 @@ async def test_request_cap_ends_an_open_loop_run(stub: Stub) -> None:
     # Arrivals are scheduled ahead of time; the client's lateness is queue delay.
     scheduled = [r.scheduled for r in res.records]
     assert scheduled == sorted(scheduled)
+
+
+async def test_lognormal_lengths_are_drawn_per_request(stub: Stub) -> None:
+    # Each request draws its prompt and its answer length from the seeded lognormal; the stub
+    # counts tokens exactly, so what was sent is what was drawn.
+    prompt, output = Lengths.parse("lognormal:40,90"), Lengths.parse("lognormal:8,20")
+    load, bounds = Load("rate", 200.0), RunBounds(30.0, 60, warmup_s=0.0)
+    res = await run(stub, load, bounds, prompt=prompt, output=output)
+    assert len(res.records) == 60 and all(r.status == "ok" for r in res.records)
+    asked = [r.output_tokens_target for r in res.records]
+    assert all(r.output_tokens == r.output_tokens_target for r in res.records)
+    assert all(r.prompt_tokens == r.prompt_tokens_target for r in res.records)
+    prompts = [r.prompt_tokens for r in res.records if r.prompt_tokens is not None]
+    # Varied, within the distribution's clipped range [1, 99.9th percentile] (a prompt cannot
+    # be shorter than the chat template), and around the medians asked for.
+    assert len(set(asked)) > 5 and len(set(prompts)) > 10
+    assert all(1 <= n <= output.hi for n in asked)
+    assert all(TEMPLATE_OVERHEAD < n <= prompt.hi for n in prompts)
+    assert 4 <= sorted(asked)[30] <= 16 and 25 <= sorted(prompts)[30] <= 65
+    # The seed decides the lengths: the same run draws them again.
+    again = await run(stub, load, bounds, prompt=prompt, output=output)
+    assert [r.output_tokens_target for r in again.records] == asked
+    assert sorted(r.prompt_tokens_target or 0 for r in again.records) == sorted(
+        r.prompt_tokens_target or 0 for r in res.records
+    )
 
 
 async def test_duration_and_warmup(stub: Stub) -> None:

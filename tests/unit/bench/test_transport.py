@@ -26,8 +26,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from sovllm.bench import transport as transport_mod
-from sovllm.bench.client import BenchClient, RequestRecord
+from sovllm.bench import http_body, http_conn
+from sovllm.bench.client import BenchClient
+from sovllm.bench.record import RequestRecord
 from sovllm.bench.transport import LeanTransport
 from tests.unit.bench.stub import Stub
 
@@ -51,7 +52,7 @@ class _NoSocket:
         pass
 
 
-class _Fed(transport_mod._Connection):
+class _Fed(http_conn.Connection):
     """A connection whose reads are the given pieces, then the end of the stream."""
 
     def __init__(self, pieces: Iterable[bytes]) -> None:
@@ -85,7 +86,7 @@ async def read_fed(pieces: list[bytes]) -> tuple[int, list[bytes], LeanTransport
     conn = _Fed(pieces)
     pool._open.add(conn)
     status, _, _, _, framing, length, keep = await pool._read_head(conn, REQUEST, None)
-    body = transport_mod._Body(pool, conn, REQUEST, None, framing, length, keep)
+    body = http_body.Body(pool._release, conn, REQUEST, None, framing, length, keep)
     parts = [part async for part in body]
     return status, parts, pool, conn
 

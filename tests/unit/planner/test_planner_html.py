@@ -156,16 +156,26 @@ def test_the_curves_cross_the_slo_where_the_sizing_says(
     # The recommendation meets the SLO at the users sized for; by 4x them TP=4 misses it.
     from sovllm.planner.catalog import get_engine, get_hardware, get_model
     from sovllm.planner.cost import CostParams
+    from sovllm.planner.question import SizingQuestion
     from sovllm.planner.search import latency_sweep, size, sweep_users
     from sovllm.planner.slo import SLO
     from sovllm.planner.workload import Lengths
 
     _, doc = article
     r = size(
-        get_model("llama-3.3-70b"), get_engine("vllm"), [get_hardware("a100-80gb-sxm")],
-        ["fp16"], 100, Lengths.parse("300-500"), Lengths.parse("200"), 30.0, SLO.p95(0.5, 0.05),
-        CostParams(),
-    )  # fmt: skip
+        SizingQuestion(
+            model=get_model("llama-3.3-70b"),
+            engine=get_engine("vllm"),
+            gpus=(get_hardware("a100-80gb-sxm"),),
+            precisions=("fp16",),
+            users=100,
+            prompt=Lengths.parse("300-500"),
+            output=Lengths.parse("200"),
+            think_time_s=30.0,
+            slo=SLO.p95(0.5, 0.05),
+            cost=CostParams(),
+        )
+    )
     best = r.best
     assert best is not None and best.prediction is not None and best.prediction.sim is not None
     counts = sweep_users(100)
@@ -303,10 +313,18 @@ def test_an_unvalidated_profile_says_so() -> None:
 
 def _inputs() -> dict[str, Any]:
     return {
-        "model": "m", "users": 3, "prompt_tokens": "10", "output_tokens": "5",
-        "cached_prompt_fraction": 0.0, "think_time_s": 1.0, "ttft_p95_s": 1.0, "tpot_p95_s": 0.1,
-        "engine": "sglang", "engine_provenance": "", "precisions": ["bf16"],
-    }  # fmt: skip
+        "model": "m",
+        "users": 3,
+        "prompt_tokens": "10",
+        "output_tokens": "5",
+        "cached_prompt_fraction": 0.0,
+        "think_time_s": 1.0,
+        "ttft_p95_s": 1.0,
+        "tpot_p95_s": 0.1,
+        "engine": "sglang",
+        "engine_provenance": "",
+        "precisions": ["bf16"],
+    }
 
 
 def test_every_text_is_escaped(article: tuple[str, dict[str, Any]]) -> None:
@@ -354,6 +372,7 @@ def test_a_replayed_sizing_is_swept_over_its_recorded_lengths() -> None:
     from sovllm.planner.catalog import get_engine, get_hardware, get_model
     from sovllm.planner.cost import CostParams
     from sovllm.planner.html import render
+    from sovllm.planner.question import SizingQuestion
     from sovllm.planner.report import size_json
     from sovllm.planner.search import latency_sweep, size_replay, sweep_users
     from sovllm.planner.slo import SLO
@@ -364,9 +383,21 @@ def test_a_replayed_sizing_is_swept_over_its_recorded_lengths() -> None:
     prompt = Lengths.from_values([200 + 50 * (i % 7) for i in range(n)])
     output = Lengths.from_values([20 + 30 * (i % 5) for i in range(n)])
     r = size_replay(
-        get_model("llama-3.1-8b"), get_engine("vllm"), [get_hardware("h100-sxm")], ["bf16"],
-        trace, 8, prompt, output, 5.0, SLO.p95(1.0, 0.1), CostParams(), max_tp=1,
-    )  # fmt: skip
+        SizingQuestion(
+            model=get_model("llama-3.1-8b"),
+            engine=get_engine("vllm"),
+            gpus=(get_hardware("h100-sxm"),),
+            precisions=("bf16",),
+            users=8,
+            prompt=prompt,
+            output=output,
+            think_time_s=5.0,
+            slo=SLO.p95(1.0, 0.1),
+            cost=CostParams(),
+            max_tp=1,
+            trace=trace,
+        )
+    )
     assert r.best is not None
     points = latency_sweep(r, r.best, sweep_users(r.users))
     assert [p.users for p in points] == [2, 4, 6, 8, 12, 16, 24, 32]

@@ -136,9 +136,16 @@ def test_lognormal_lengths_have_the_median_and_p95_given() -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["lognormal:", "lognormal:200", "lognormal:200,100", "lognormal:0.5,9", "lognormal:a,b",
-     "lognormal:200,inf", "lognormal:200,900,1000"],
-)  # fmt: skip
+    [
+        "lognormal:",
+        "lognormal:200",
+        "lognormal:200,100",
+        "lognormal:0.5,9",
+        "lognormal:a,b",
+        "lognormal:200,inf",
+        "lognormal:200,900,1000",
+    ],
+)
 def test_bad_lognormal_forms_are_rejected(text: str) -> None:
     with pytest.raises(ValueError, match="lognormal"):
         Lengths.parse(text)

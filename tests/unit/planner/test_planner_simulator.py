@@ -6,7 +6,7 @@ import pytest
 
 from sovllm.planner.perf import StepWork
 from sovllm.planner.simulator import SchedulerConfig, simulate
-from sovllm.planner.workload import Lengths, Load
+from sovllm.planner.workload import Lengths, Load, ThinkTime
 
 
 class FixedStep:
@@ -96,7 +96,11 @@ def test_poisson_overload_makes_ttft_grow() -> None:
 def test_closed_loop_users_obey_littles_law() -> None:
     users, think = 40, 5.0
     res = simulate(
-        LinearStep(), BIG, Load("users", users, think), Lengths(300, 500), Lengths(100, 100)
+        LinearStep(),
+        BIG,
+        Load("users", users, ThinkTime.exponential(think)),
+        Lengths(300, 500),
+        Lengths(100, 100),
     )
     assert res.requests_per_s == pytest.approx(users / (think + res.e2e.mean), rel=1e-6)
     # Fewer requests are in flight than there are users, because most of them are thinking.
@@ -116,7 +120,7 @@ def test_a_thousand_requests_simulate_quickly() -> None:
     simulate(
         LinearStep(),
         BIG,
-        Load("users", 200, 10.0),
+        Load("users", 200, ThinkTime.exponential(10.0)),
         Lengths(300, 500),
         Lengths(100, 300),
         requests=1000,
@@ -167,8 +171,15 @@ class RecordingStep(FixedStep):
 def test_a_cached_prefix_is_attended_and_read() -> None:
     step = RecordingStep()
     cfg = SchedulerConfig(max_num_seqs=8, max_num_batched_tokens=256, kv_token_capacity=10**6)
-    simulate(step, cfg, Load("concurrency", 1), Lengths(1000, 1000), Lengths(2, 2), requests=1,
-             cached_fraction=0.8)  # fmt: skip
+    simulate(
+        step,
+        cfg,
+        Load("concurrency", 1),
+        Lengths(1000, 1000),
+        Lengths(2, 2),
+        requests=1,
+        cached_fraction=0.8,
+    )
     prefill = next(w for w in step.work if w.prefill_tokens)
     assert prefill.prefill_tokens == 200
     assert prefill.prefill_attn == pytest.approx(200 * (800 + 100))
@@ -180,7 +191,12 @@ def test_a_cached_prompt_without_a_chunk_is_still_waiting() -> None:
     # cached, gets no chunk; as vLLM counts, it waits, so at most four run at once.
     cfg = SchedulerConfig(max_num_seqs=8, max_num_batched_tokens=4, kv_token_capacity=10**6)
     res = simulate(
-        FixedStep(0.01), cfg, Load("offline"), Lengths(8, 8), Lengths(100, 100), requests=8,
+        FixedStep(0.01),
+        cfg,
+        Load("offline"),
+        Lengths(8, 8),
+        Lengths(100, 100),
+        requests=8,
         cached_fraction=0.5,
-    )  # fmt: skip
+    )
     assert res.peak_running == 4

@@ -17,6 +17,7 @@ from sqlalchemy import update
 
 from sovllm.engines.base import GenerationOutput, ModelInfo, SamplingParams, Timings
 from sovllm.governance import identity as idn
+from sovllm.governance import tenants
 from sovllm.governance.audit import records
 from sovllm.governance.audit.checkpoint import Signer
 from sovllm.governance.audit.log import AuditLog
@@ -57,8 +58,8 @@ class Service:
         self.clock = Clock()
         signer = Signer.load_or_create(tmp / "signing.key", "test-log")
         self.log = AuditLog(db, signer, "test-log", clock=self.clock)
-        idn.create_tenant(db, "clinic")
-        self.raw_key, _ = idn.create_key(db, "clinic", idn.Role.USER)
+        tenants.create_tenant(db, "clinic")
+        self.raw_key, _ = tenants.create_key(db, "clinic", idn.Role.USER)
         self.n = 0
 
     def answer(self, at: float, prompt: int, completion: int, user: str) -> str:
@@ -69,9 +70,18 @@ class Service:
         )
         self.clock.now = at
         begin = records.request_begin(
-            principal, "/v1/chat/completions", MODEL, SamplingParams(), prompt, completion,
-            "h", user, {},
-        )  # fmt: skip
+            records.Begin(
+                principal=principal,
+                route="/v1/chat/completions",
+                model=MODEL,
+                sampling=SamplingParams(),
+                prompt_tokens=prompt,
+                reserved_tokens=completion,
+                prompt_hash="h",
+                user_pseudonym=user,
+                pii_found={},
+            )
+        )
         self.log.append("request.begin", begin, rid).result(timeout=30)
         timings = Timings(arrival=0.0, scheduled=0.01, first_token=0.3, finished=E2E_S)
         out = GenerationOutput("", (), prompt, completion, "stop", timings)
@@ -184,8 +194,11 @@ def test_a_trace_replays_each_request_with_its_own_lengths_over_the_replicas() -
 def _sovllm(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "sovllm", *args],
-        capture_output=True, text=True, timeout=300, env={**os.environ, **env},
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **env},
+    )
 
 
 SIZE = ["plan", "size", "--model", "llama-3.1-8b", "--gpus", "h100-sxm", "--precisions", "bf16"]
@@ -255,20 +268,34 @@ def test_replay_sizing_finds_the_fewest_replicas_that_meet_the_slo() -> None:
     from dataclasses import replace
 
     from sovllm.planner.cost import CostParams
-    from sovllm.planner.search import Slo, size_replay
+    from sovllm.planner.question import SizingQuestion
+    from sovllm.planner.search import size_replay, violation
+    from sovllm.planner.slo import SLO
 
     # A burst: 120 requests of 4,000-token prompts within two seconds.
     n = 120
     trace = Load("trace", n, arrivals=tuple(i / 60 for i in range(n)))
     prompt, output = Lengths.from_values([4000] * n), Lengths.from_values([100] * n)
-    slo = Slo(ttft_p95_s=1.0, tpot_p95_s=0.1)
+    slo = SLO.p95(ttft_s=1.0, tpot_s=0.1)
     cost = CostParams()
     result = size_replay(
-        get_model("llama-3.1-8b"), get_engine("vllm"), [get_hardware("h100-sxm")], ["bf16"],
-        trace, 12, prompt, output, 0.0, slo, cost, max_tp=1,
-    )  # fmt: skip
+        SizingQuestion(
+            model=get_model("llama-3.1-8b"),
+            engine=get_engine("vllm"),
+            gpus=(get_hardware("h100-sxm"),),
+            precisions=("bf16",),
+            users=12,
+            prompt=prompt,
+            output=output,
+            think_time_s=0.0,
+            slo=slo,
+            cost=cost,
+            max_tp=1,
+            trace=trace,
+        )
+    )
     best = result.best
     assert best is not None and best.prediction is not None
-    assert best.replicas > 1 and not slo.violation(best.prediction)
+    assert best.replicas > 1 and not violation(slo, best.prediction)
     fewer = replace(best.prediction.scenario, num_gpus=best.replicas - 1)
-    assert slo.violation(predict(fewer))
+    assert violation(slo, predict(fewer))

@@ -84,8 +84,10 @@ def test_purge_removes_only_content_past_retention(db: Database, tmp_path: Path)
     v.store("new", "user:a", "full", "prompt", "new text")
     day = 86400.0
     with db.transaction() as s:
-        s.execute(text("UPDATE stored_content SET created_at = :t WHERE request_id = 'old'"),
-                  {"t": time.time() - 40 * day})  # fmt: skip
+        s.execute(
+            text("UPDATE stored_content SET created_at = :t WHERE request_id = 'old'"),
+            {"t": time.time() - 40 * day},
+        )
     assert v.purge(30) == 1
     assert v.read("old") == [] and v.read("new")[0].text == "new text"
     # A simulated clock 31 days on: the rest goes too.

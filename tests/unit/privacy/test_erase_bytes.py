@@ -37,8 +37,13 @@ def sqlite_bytes(data_dir: Path) -> bytes:
 
 def sovllm_cli(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "SOVLLM_DATA_DIR": str(data_dir)}
-    return subprocess.run([sys.executable, "-m", "sovllm", *args], capture_output=True,
-                          text=True, env=env, timeout=120)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "sovllm", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
 
 
 @dataclass
@@ -128,7 +133,14 @@ def test_privacy_erase_cli_leaves_no_byte_of_the_key_on_disk(tmp_path: Path) -> 
 
 def test_privacy_erase_names_a_bad_configuration_without_a_trace(tmp_path: Path) -> None:
     (tmp_path / "bad.toml").write_text("retention:\n  audit_days: 30\n")
-    run = sovllm_cli(tmp_path / "data", "privacy", "erase", "--subject", "alice",
-                     "--config", str(tmp_path / "bad.toml"))  # fmt: skip
+    run = sovllm_cli(
+        tmp_path / "data",
+        "privacy",
+        "erase",
+        "--subject",
+        "alice",
+        "--config",
+        str(tmp_path / "bad.toml"),
+    )
     assert run.returncode == 2
     assert "retention.audit_days" in run.stderr and "Traceback" not in run.stderr

@@ -235,8 +235,13 @@ def test_a_gateway_with_a_superseded_mounted_master_wraps_nothing(
 
 
 def sovllm(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "sovllm", *args], capture_output=True,
-                          text=True, timeout=120, env={**os.environ, **env})  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "sovllm", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **env},
+    )
 
 
 def test_cli_rotates_and_records_who(tmp_path: Path, database_url_any: str) -> None:
@@ -247,8 +252,9 @@ def test_cli_rotates_and_records_who(tmp_path: Path, database_url_any: str) -> N
     db = Database(database_url_any)
     try:
         with db.read() as s:
-            body = s.scalar(text("SELECT body FROM audit_entries WHERE kind = "
-                                 "'privacy.master_key_rotated'"))  # fmt: skip
+            body = s.scalar(
+                text("SELECT body FROM audit_entries WHERE kind = 'privacy.master_key_rotated'")
+            )
         assert body is not None and '"cli":' in body and '"new_key":' in body
     finally:
         db.dispose()
@@ -258,8 +264,11 @@ def test_cli_refuses_a_mounted_master_key(tmp_path: Path, database_url_any: str)
     secret = tmp_path / "secret.key"
     secret.write_text("A" * 43 + "=\n")
     secret.chmod(0o400)
-    env = {"SOVLLM_DATA_DIR": str(tmp_path / "data"), "SOVLLM_DATABASE_URL": database_url_any,
-           "SOVLLM_PRIVACY__MASTER_KEY_FILE": str(secret)}  # fmt: skip
+    env = {
+        "SOVLLM_DATA_DIR": str(tmp_path / "data"),
+        "SOVLLM_DATABASE_URL": database_url_any,
+        "SOVLLM_PRIVACY__MASTER_KEY_FILE": str(secret),
+    }
     out = sovllm(env, "privacy", "rotate-master-key")
     assert out.returncode == 1
     assert f"privacy.master_key_file {secret}" in out.stderr and "--new-key-file" in out.stderr

@@ -54,8 +54,10 @@ def test_a_wrong_check_digit_is_not_personal_data(kind: str, value: str) -> None
 
 
 def test_more_formats() -> None:
-    text = ("Card 5500-0000-0000-0004, IBAN GB82WEST12345698765432, "
-            "NIE X1234567L, call +1 (555) 123-4567 or write to a.b@c.eu")  # fmt: skip
+    text = (
+        "Card 5500-0000-0000-0004, IBAN GB82WEST12345698765432, "
+        "NIE X1234567L, call +1 (555) 123-4567 or write to a.b@c.eu"
+    )
     _, counts = mask(text)
     assert counts == {"payment_card": 1, "iban": 1, "es_dni_nie": 1, "phone": 1, "email": 1}
 
@@ -126,7 +128,7 @@ def test_detectors_load_from_module_function_specs_or_say_why_not(
         "    return [Finding('staff_id', m.start(), m.end())"
         " for m in re.finditer(r'EMP-\\d{6}', text)]\n"
         "value = 3\n"
-    )  # fmt: skip
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     pii.load_detector("staff_ids:detect")
     assert mask("ask EMP-123456 about it") == ("ask [STAFF_ID] about it", Counter(staff_id=1))
@@ -141,10 +143,18 @@ def test_detectors_load_from_module_function_specs_or_say_why_not(
 
 
 def test_serve_names_a_detector_it_cannot_load(tmp_path: Path) -> None:
-    env = {**os.environ, "SOVLLM_DATA_DIR": str(tmp_path),
-           "SOVLLM_PRIVACY__DETECTORS": '["no_such_module_here:detect"]'}  # fmt: skip
-    out = subprocess.run([sys.executable, "-m", "sovllm", "serve", "--port", "0"],
-                         capture_output=True, text=True, env=env, timeout=120)  # fmt: skip
+    env = {
+        **os.environ,
+        "SOVLLM_DATA_DIR": str(tmp_path),
+        "SOVLLM_PRIVACY__DETECTORS": '["no_such_module_here:detect"]',
+    }
+    out = subprocess.run(
+        [sys.executable, "-m", "sovllm", "serve", "--port", "0"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert out.returncode != 0
     assert "privacy.detectors" in out.stderr and "no_such_module_here" in out.stderr
     assert "Traceback" not in out.stderr

@@ -39,8 +39,10 @@ ACTOR = {"cli": "tester", "host": "here"}
 
 def recorded(db: Database) -> list[str]:
     with db.read() as s:
-        rows = s.execute(text("SELECT body FROM audit_entries WHERE kind = :k ORDER BY seq"),
-                         {"k": PSEUDONYM_KEY_KIND}).scalars()  # fmt: skip
+        rows = s.execute(
+            text("SELECT body FROM audit_entries WHERE kind = :k ORDER BY seq"),
+            {"k": PSEUDONYM_KEY_KIND},
+        ).scalars()
         return [str(b) for b in rows]
 
 
@@ -88,8 +90,7 @@ def test_a_missing_or_other_key_on_a_recording_log_is_refused(db: Database, tmp_
         open_audit(settings, db)
     other = tmp_path / "other.key"
     write_key(other, os.urandom(32))
-    mounted = load_settings(None, data_dir=tmp_path / "data",
-                            privacy={"pseudonym_key_file": other})  # fmt: skip
+    mounted = load_settings(None, data_dir=tmp_path / "data", privacy={"pseudonym_key_file": other})
     with pytest.raises(PseudonymKeyError, match=f"put the key with id {key_id(first)}") as err:
         open_audit(mounted, db)
     assert str(other) in str(err.value) and "\n" not in str(err.value)
@@ -129,8 +130,11 @@ def test_gateways_starting_together_read_one_whole_key(db: Database, tmp_path: P
         t.join(timeout=60)
     assert not errors, errors
     assert len(set(keys)) == 1 and len(keys) == 8
-    assert sorted(p.name for p in pseudonym_key_path(settings).parent.iterdir()
-                  if p.name.startswith("pseudonym")) == ["pseudonym.key"]  # fmt: skip
+    assert sorted(
+        p.name
+        for p in pseudonym_key_path(settings).parent.iterdir()
+        if p.name.startswith("pseudonym")
+    ) == ["pseudonym.key"]
 
 
 def test_erasure_from_another_data_folder_reaches_every_epoch(db: Database, tmp_path: Path) -> None:
@@ -141,8 +145,9 @@ def test_erasure_from_another_data_folder_reaches_every_epoch(db: Database, tmp_
     vault.store("r-old", erasure.subject_for(log, "alice", ""), "full", "prompt", "old epoch")
     vault.store("r-bob", erasure.subject_for(log, "bob", ""), "full", "prompt", "bob's")
     assert log.pseudonyms_retired is not None
-    rotate_pseudonym_key(log, pseudonym_key_path(a), log.pseudonyms_retired, {"actor": ACTOR},
-                         vault=vault)  # fmt: skip
+    rotate_pseudonym_key(
+        log, pseudonym_key_path(a), log.pseudonyms_retired, {"actor": ACTOR}, vault=vault
+    )
     vault.store("r-new", erasure.subject_for(log, "alice", ""), "full", "prompt", "new epoch")
     b = load_settings(None, data_dir=tmp_path / "b")
     for path in (key_path, master_key_path, pseudonym_key_path):
@@ -208,13 +213,20 @@ def test_loose_reports_side_files_and_retired_keys(tmp_path: Path) -> None:
 
 
 def sovllm(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "sovllm", *args], capture_output=True,
-                          text=True, timeout=120, env={**os.environ, **env})  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "sovllm", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **env},
+    )
 
 
 def test_cli_refuses_a_wrong_pseudonym_key_in_one_line(tmp_path: Path) -> None:
-    env = {"SOVLLM_DATA_DIR": str(tmp_path / "data"),
-           "SOVLLM_DATABASE_URL": f"sqlite:///{tmp_path / 'shared.db'}"}  # fmt: skip
+    env = {
+        "SOVLLM_DATA_DIR": str(tmp_path / "data"),
+        "SOVLLM_DATABASE_URL": f"sqlite:///{tmp_path / 'shared.db'}",
+    }
     assert sovllm(env, "privacy", "purge").returncode == 0
     path = tmp_path / "data" / "audit" / "pseudonym.key"
     path.unlink()

@@ -44,8 +44,13 @@ def test_rotation_starts_an_epoch_followed_by_every_gateway(db: Database, tmp_pa
         while not stop.is_set():
             i = written[0]
             try:
-                vault.store(f"load-{i}", erasure.subject_for(b, f"u{i % 5}", ""), "full",
-                            "prompt", f"load {i}")  # fmt: skip
+                vault.store(
+                    f"load-{i}",
+                    erasure.subject_for(b, f"u{i % 5}", ""),
+                    "full",
+                    "prompt",
+                    f"load {i}",
+                )
                 b.append("request.begin", {"user": keyed_hash(b, "user", b"u")}, f"load-{i}")
             except Exception as exc:  # the test fails on it, naming it
                 errors.append(exc)
@@ -56,8 +61,9 @@ def test_rotation_starts_an_epoch_followed_by_every_gateway(db: Database, tmp_pa
     thread.start()
     wait_until(lambda: written[0] >= 10 or errors, "the load's first writes", 30)
     assert a.pseudonyms_retired is not None
-    done = rotate_pseudonym_key(a, pseudonym_key_path(settings), a.pseudonyms_retired,
-                                {"actor": ACTOR})  # fmt: skip
+    done = rotate_pseudonym_key(
+        a, pseudonym_key_path(settings), a.pseudonyms_retired, {"actor": ACTOR}
+    )
     target = written[0] + 10
     wait_until(lambda: written[0] >= target or errors, "writes after the rotation", 30)
     stop.set()
@@ -103,8 +109,9 @@ def test_interrupted_rotation_resumes_without_a_second_entry(db: Database, tmp_p
     new = os.urandom(32)
     write_key(next_path(path), new)
     log.append(KIND, {"actor": ACTOR, "epoch": 2, "key_id": key_id(new)}).result(timeout=30)
-    again = rotate_pseudonym_key(open_audit(settings, db), path, log.pseudonyms_retired,
-                                 {"actor": ACTOR})  # fmt: skip
+    again = rotate_pseudonym_key(
+        open_audit(settings, db), path, log.pseudonyms_retired, {"actor": ACTOR}
+    )
     assert again.resumed and again.epoch == 2 and again.key_id == key_id(new)
     with db.read() as s:
         assert s.scalar(text(f"SELECT count(*) FROM audit_entries WHERE kind = '{KIND}'")) == 2
@@ -112,8 +119,13 @@ def test_interrupted_rotation_resumes_without_a_second_entry(db: Database, tmp_p
 
 
 def sovllm(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "sovllm", *args], capture_output=True,
-                          text=True, timeout=120, env={**os.environ, **env})  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "sovllm", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **env},
+    )
 
 
 def test_cli_rotates_or_refuses_a_mounted_key(tmp_path: Path, database_url_any: str) -> None:

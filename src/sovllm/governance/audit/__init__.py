@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from sovllm.config import ConfigError, Settings
+from sovllm.governance.audit import records
 from sovllm.governance.audit.checkpoint import Signer
 from sovllm.governance.audit.log import (
     KEY_KIND,
@@ -65,8 +66,10 @@ _ANY_OF_KIND = SQL("SELECT seq FROM audit_entries WHERE kind IN (:a, :b) LIMIT 1
 def recorded_pseudonym_key(db: Database) -> str | None:
     """The id of the pseudonym key the log last recorded (created or rotated to), if any."""
     with raw_transaction(db) as tx:
-        row = tx.one(_NEWEST_PSEUDONYM_KEY,
-                     {"created": PSEUDONYM_KEY_KIND, "rotated": PSEUDONYM_ROTATED_KIND})  # fmt: skip
+        row = tx.one(
+            _NEWEST_PSEUDONYM_KEY,
+            {"created": PSEUDONYM_KEY_KIND, "rotated": PSEUDONYM_ROTATED_KIND},
+        )
     return None if row is None else str(json.loads(row[0])["key_id"])
 
 
@@ -119,7 +122,7 @@ def open_pseudonym_key(settings: Settings, log: AuditLog) -> bytes:
     key = read_key(path)
     recorded = recorded_pseudonym_key(log.db)
     if recorded is None:
-        log.append(PSEUDONYM_KEY_KIND, {"key_id": key_id(key)}).result(timeout=30)
+        log.append(PSEUDONYM_KEY_KIND, records.pseudonym_key(key_id(key))).result(timeout=30)
     elif recorded != key_id(key):
         side = next_path(path)  # a rotation between its audit entry and its file swap
         if side.exists() and key_id(read_key(side)) == recorded:
@@ -134,10 +137,10 @@ def open_pseudonym_key(settings: Settings, log: AuditLog) -> bytes:
 
 def open_audit(settings: Settings, db: Database) -> AuditLog:
     signer = open_signer(settings)
+    every, seconds = settings.audit.checkpoint_every, settings.audit.checkpoint_seconds
     log = AuditLog(
-        db, signer, settings.audit.origin,
-        settings.audit.checkpoint_every, settings.audit.checkpoint_seconds,
-    )  # fmt: skip
+        db, signer, settings.audit.origin, checkpoint_every=every, checkpoint_seconds=seconds
+    )
     log.key_file = key_path(settings)
     log.pseudonym_key = open_pseudonym_key(settings, log)
     log.pseudonym_file = pseudonym_key_path(settings)

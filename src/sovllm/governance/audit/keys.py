@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from sovllm.governance.audit.checkpoint import Signer
 from sovllm.governance.audit.log import KEY_KIND, AuditLog
-from sovllm.governance.audit.verify import latest_of_kind
+from sovllm.governance.audit.lookup import latest_of_kind
 from sovllm.governance.privacy.masterkey import swap, write_key
 
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sovllm.governance.audit import merkle
+from sovllm.governance.audit import merkle, records
 from sovllm.governance.audit.checkpoint import Checkpoint, CheckpointError, Signer, sign_by
 from sovllm.store.db import Database
 from sovllm.store.raw import SQL, RawTransaction, raw_transaction
@@ -232,14 +232,25 @@ class AuditLog:
     ) -> None:
         at_column, time_text = stamp(at)
         body = {
-            "v": SCHEMA_VERSION, "seq": seq, "time": time_text,
-            "kind": kind, "request_id": request_id, **fields,
-        }  # fmt: skip
+            "v": SCHEMA_VERSION,
+            "seq": seq,
+            "time": time_text,
+            "kind": kind,
+            "request_id": request_id,
+            **fields,
+        }
         data = canonical(body)
-        tx.run(_INSERT, {
-            "seq": seq, "at": at_column, "kind": kind, "rid": request_id,
-            "body": data.decode(), "leaf": merkle.leaf_hash(data).hex(),
-        })  # fmt: skip
+        tx.run(
+            _INSERT,
+            {
+                "seq": seq,
+                "at": at_column,
+                "kind": kind,
+                "rid": request_id,
+                "body": data.decode(),
+                "leaf": merkle.leaf_hash(data).hex(),
+            },
+        )
 
     # -- checkpoints ---------------------------------------------------------------------
 
@@ -269,10 +280,15 @@ class AuditLog:
         merkle.extend(compact, new)
         size, root = start + len(new), merkle.compact_root(compact)
         note = sign_by(Checkpoint(self.origin, size, root), signers)
-        tx.run(_INSERT_CHECKPOINT, {
-            "size": size, "root": root.hex(), "note": note,
-            "compact": json.dumps([[n, h.hex()] for n, h in compact]),
-        })  # fmt: skip
+        tx.run(
+            _INSERT_CHECKPOINT,
+            {
+                "size": size,
+                "root": root.hex(),
+                "note": note,
+                "compact": json.dumps([[n, h.hex()] for n, h in compact]),
+            },
+        )
         return note
 
     def current_signer(self) -> Signer:
@@ -314,9 +330,11 @@ class AuditLog:
             self.lock(tx)
             self._follow_rotation(tx)
             old = self.signer
-            seq = self.append_in(tx, KEY_KIND, {
-                **fields, "old_key": old.verifier.encode(), "new_key": new.verifier.encode(),
-            })  # fmt: skip
+            seq = self.append_in(
+                tx,
+                KEY_KIND,
+                records.signing_key_rotated(fields, old.verifier.encode(), new.verifier.encode()),
+            )
             note = self._checkpoint_in(tx, [old, new])
         self.signer = new
         self._since_checkpoint = 0

@@ -128,8 +128,14 @@ class ContentVault:
             key = AESGCM.generate_key(bit_length=256)
             wrapped = wrap(master, subject, key)
             if row is None:
-                s.add(SubjectKey(subject=subject, created_at=time.time(), wrapped_key=wrapped,
-                                 master_id=master_id))  # fmt: skip
+                s.add(
+                    SubjectKey(
+                        subject=subject,
+                        created_at=time.time(),
+                        wrapped_key=wrapped,
+                        master_id=master_id,
+                    )
+                )
             else:
                 row.wrapped_key, row.erased_at, row.master_id = wrapped, None, master_id
             return key
@@ -141,10 +147,13 @@ class ContentVault:
         the old key goes."""
         other = s.scalar(
             select(SubjectKey.master_id)
-            .where(SubjectKey.wrapped_key.is_not(None), SubjectKey.master_id.is_not(None),
-                   SubjectKey.master_id != master_id)
+            .where(
+                SubjectKey.wrapped_key.is_not(None),
+                SubjectKey.master_id.is_not(None),
+                SubjectKey.master_id != master_id,
+            )
             .limit(1)
-        )  # fmt: skip
+        )
         if other is None:
             return
         try:
@@ -177,29 +186,43 @@ class ContentVault:
         nonce = secrets.token_bytes(12)
         sealed = AESGCM(key).encrypt(nonce, text.encode(), f"{request_id}|{part}".encode())
         with self.db.transaction() as s:
-            s.add(StoredContent(
-                request_id=request_id, part=part, subject=subject, policy=policy,
-                nonce=nonce.hex(), ciphertext=base64.b64encode(sealed).decode(),
-                created_at=time.time(),
-            ))  # fmt: skip
+            s.add(
+                StoredContent(
+                    request_id=request_id,
+                    part=part,
+                    subject=subject,
+                    policy=policy,
+                    nonce=nonce.hex(),
+                    ciphertext=base64.b64encode(sealed).decode(),
+                    created_at=time.time(),
+                )
+            )
         return True
 
     def read(self, request_id: str) -> list[Content]:
         with self.db.read() as s:
-            rows = list(s.scalars(
-                select(StoredContent).where(StoredContent.request_id == request_id)
-                .order_by(StoredContent.id)
-            ))  # fmt: skip
+            rows = list(
+                s.scalars(
+                    select(StoredContent)
+                    .where(StoredContent.request_id == request_id)
+                    .order_by(StoredContent.id)
+                )
+            )
         out = []
         for row in rows:
             key = self._subject_key(row.subject, create=False)
             text = None
             if key is not None:
                 try:
-                    text = AESGCM(key).decrypt(
-                        bytes.fromhex(row.nonce), base64.b64decode(row.ciphertext),
-                        f"{row.request_id}|{row.part}".encode(),
-                    ).decode()  # fmt: skip
+                    text = (
+                        AESGCM(key)
+                        .decrypt(
+                            bytes.fromhex(row.nonce),
+                            base64.b64decode(row.ciphertext),
+                            f"{row.request_id}|{row.part}".encode(),
+                        )
+                        .decode()
+                    )
                 except InvalidTag:  # sealed under a key since destroyed
                     text = None
             out.append(Content(row.request_id, row.part, row.policy, text))
@@ -215,13 +238,15 @@ class ContentVault:
         now = time.time()
         with self.db.transaction() as s:
             count = s.scalar(
-                select(func.count()).select_from(StoredContent)
+                select(func.count())
+                .select_from(StoredContent)
                 .where(StoredContent.subject == subject)
-            )  # fmt: skip
+            )
             s.execute(
-                update(SubjectKey).where(SubjectKey.subject == subject)
+                update(SubjectKey)
+                .where(SubjectKey.subject == subject)
                 .values(wrapped_key=None, erased_at=now)
-            )  # fmt: skip
+            )
         if self.db.backend != "sqlite":
             where = (
                 "PostgreSQL keeps the old row version until VACUUM, and its WAL and backups "
@@ -243,10 +268,13 @@ class ContentVault:
             result = s.execute(delete(StoredContent).where(StoredContent.created_at < cutoff))
             s.execute(
                 update(SubjectKey)
-                .where(SubjectKey.subject.startswith(RETIRED_PSEUDONYM, autoescape=True),
-                       SubjectKey.created_at < cutoff, SubjectKey.wrapped_key.is_not(None))
+                .where(
+                    SubjectKey.subject.startswith(RETIRED_PSEUDONYM, autoescape=True),
+                    SubjectKey.created_at < cutoff,
+                    SubjectKey.wrapped_key.is_not(None),
+                )
                 .values(wrapped_key=None, erased_at=now)
-            )  # fmt: skip
+            )
         return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
     # -- retired pseudonym keys ---------------------------------------------------------
@@ -262,17 +290,24 @@ class ContentVault:
             lock_for_new_key(self.db, s)
             master_id, master = self.masters.current()
             self._check_not_superseded(s, master_id)
-            s.add(SubjectKey(subject=subject, created_at=time.time(), master_id=master_id,
-                             wrapped_key=wrap(master, subject, key)))  # fmt: skip
+            s.add(
+                SubjectKey(
+                    subject=subject,
+                    created_at=time.time(),
+                    master_id=master_id,
+                    wrapped_key=wrap(master, subject, key),
+                )
+            )
 
     def retired_pseudonym_keys(self) -> tuple[list[bytes], set[str]]:
         """The retired pseudonym keys kept in the database, and the ids of those purged (their
         epochs' content is gone: nothing left to erase)."""
         with self.db.read() as s:
             rows = s.execute(
-                select(SubjectKey.subject, SubjectKey.wrapped_key, SubjectKey.master_id)
-                .where(SubjectKey.subject.startswith(RETIRED_PSEUDONYM, autoescape=True))
-            ).all()  # fmt: skip
+                select(SubjectKey.subject, SubjectKey.wrapped_key, SubjectKey.master_id).where(
+                    SubjectKey.subject.startswith(RETIRED_PSEUDONYM, autoescape=True)
+                )
+            ).all()
         keys = [unwrap(self.masters.get(m), sub, w) for sub, w, m in rows if w is not None]
         purged = {str(sub).removeprefix(RETIRED_PSEUDONYM) for sub, w, _ in rows if w is None}
         return keys, purged

@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 from sovllm.governance.audit import keyed_hash, keyed_hashes_under, retired_pseudonym_keys
+from sovllm.governance.audit import records as entries
 from sovllm.governance.audit.log import PSEUDONYM_ROTATED_KIND, AuditLog, canonical, utc
 from sovllm.governance.privacy.content import ContentVault
 from sovllm.governance.privacy.masterkey import key_id
@@ -68,10 +69,8 @@ def erase(
         for digest in keyed_hashes_under(earlier, "user", subject.encode()):
             records += vault.erase("user:" + digest[:40]).content_records
     seq = audit.append(
-        "privacy.erase",
-        {"actor": actor, "subject": sid, "content_records": records,
-         "old_key_bytes": erased.old_key_bytes},
-    ).result(timeout=30)  # fmt: skip
+        entries.ERASE, entries.privacy_erase(actor, sid, records, erased.old_key_bytes)
+    ).result(timeout=30)
     receipt = {
         "schema": RECEIPT_SCHEMA,
         "log": audit.origin,
@@ -85,5 +84,8 @@ def erase(
     }
     signer = audit.current_signer()  # never a key retired by another process's rotation
     signature = signer.sign_bytes(canonical(receipt))
-    return {**receipt, "signature": base64.b64encode(signature).decode(),
-            "verifier_key": signer.verifier.encode()}  # fmt: skip
+    return {
+        **receipt,
+        "signature": base64.b64encode(signature).decode(),
+        "verifier_key": signer.verifier.encode(),
+    }

@@ -49,8 +49,11 @@ def iban(value: str) -> bool:
     return int(number) % 97 == 1
 
 
-_CF_ODD = [1, 0, 5, 7, 9, 13, 15, 17, 19, 21, 2, 4, 18, 20, 11, 3, 6, 8, 12, 14, 16, 10, 22, 25,
-           24, 23]  # fmt: skip
+# What a character in an odd position counts (a digit counts as the letter at its index).
+_CF_ODD = [
+    *(1, 0, 5, 7, 9, 13, 15, 17, 19, 21),  # A-J, and 0-9
+    *(2, 4, 18, 20, 11, 3, 6, 8, 12, 14, 16, 10, 22, 25, 24, 23),  # K-Z
+]
 
 
 def codice_fiscale(value: str) -> bool:

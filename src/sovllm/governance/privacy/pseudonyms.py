@@ -32,8 +32,9 @@ from typing import Any
 
 from sqlalchemy import func, select
 
+from sovllm.governance.audit import records
 from sovllm.governance.audit.log import PSEUDONYM_ROTATED_KIND, AuditLog
-from sovllm.governance.audit.verify import latest_of_kind
+from sovllm.governance.audit.lookup import latest_of_kind
 from sovllm.governance.privacy.content import ContentVault
 from sovllm.governance.privacy.masterkey import key_id, next_path, read_key, swap, write_key
 from sovllm.store.schema import AuditEntry
@@ -64,9 +65,13 @@ def _retire(path: Path, key: bytes) -> None:
 
 
 def rotate_pseudonym_key(
-    log: AuditLog, path: Path, retired: Path, fields: Mapping[str, Any],
-    new_key_file: Path | None = None, vault: ContentVault | None = None,
-) -> PseudonymsRotated:  # fmt: skip
+    log: AuditLog,
+    path: Path,
+    retired: Path,
+    fields: Mapping[str, Any],
+    new_key_file: Path | None = None,
+    vault: ContentVault | None = None,
+) -> PseudonymsRotated:
     """Rotate the key in `path` (see the module doc); with `new_key_file` (the key file is a
     mounted secret its owner swaps) record the epoch of that key and write no key file."""
     old = read_key(path)
@@ -91,7 +96,7 @@ def rotate_pseudonym_key(
         with log.db.read() as s:
             before = s.scalar(select(func.count()).where(AuditEntry.kind == KIND)) or 0
         epoch = int(before) + 1
-        seq = log.append(KIND, {**fields, "epoch": epoch, "key_id": key_id(new)}).result(30)
+        seq = log.append(KIND, records.pseudonyms_rotated(fields, epoch, key_id(new))).result(30)
     if new_key_file is None:
         swap(side, path)
     log.pseudonym_key = new  # this process: at once

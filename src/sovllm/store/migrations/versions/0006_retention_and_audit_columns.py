@@ -35,10 +35,12 @@ def _normalize_at() -> None:
     last = -1
     while True:
         rows = conn.execute(
-            sa.text("SELECT seq, at, body FROM audit_entries WHERE seq > :last AND body IS NOT "
-                    "NULL ORDER BY seq LIMIT :n"),
+            sa.text(
+                "SELECT seq, at, body FROM audit_entries WHERE seq > :last AND body IS NOT "
+                "NULL ORDER BY seq LIMIT :n"
+            ),
             {"last": last, "n": _PAGE},
-        ).all()  # fmt: skip
+        ).all()
         if not rows:
             return
         changes = []

@@ -1,0 +1,108 @@
+"""One admitted request from its stream's first output to its settlement, ended exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import AsyncGenerator
+
+from anyio import to_thread
+
+from sovllm.engines.base import GenerationOutput
+from sovllm.gateway.admit import Admitted
+from sovllm.gateway.content import Keep, store
+from sovllm.gateway.state import AppState
+from sovllm.governance import quotas
+from sovllm.governance.audit import keyed_hash, records
+
+
+class Run:
+    """`outputs()` passes the engine's outputs on with metrics.
+
+    The request's begin entry in the audit log is durable before its first output is passed
+    on. Usage is settled before the final output is passed on, so a client's next request
+    already sees this one's tokens and a free concurrency slot. `end()` is the one place a
+    request is let go of; it also runs for a response whose body never started (a client gone
+    first). Watching the client is the caller's: it calls `cancel()` when the client leaves.
+    """
+
+    def __init__(self, state: AppState, admitted: Admitted) -> None:
+        self.state, self.admitted = state, admitted
+        self.stream = admitted.stream
+        self._last: GenerationOutput | None = None
+        self._text: list[str] = []
+        self._ended = False
+        self._failed = False
+
+    def cancel(self) -> None:
+        """The client left: stop generating (the output stream then ends with `abort`)."""
+        self.stream.cancel()
+
+    async def outputs(self) -> AsyncGenerator[GenerationOutput, None]:
+        state, flight = self.state, self.admitted.flight
+        previous: float | None = None
+        try:
+            async for out in self.stream:
+                if self._last is None:
+                    await asyncio.wrap_future(self.admitted.begin)
+                if out.finish_reason == "abort" and flight.stopped_by is not None:
+                    out = dataclasses.replace(out, finish_reason="stop")  # cut by the stop switch
+                self._last = out
+                self._text.append(out.text)
+                state.metrics.observe_token(flight.model, previous, out)
+                if out.token_ids:
+                    previous = out.time
+                if out.finished:
+                    state.metrics.observe_finished(flight.model, out)
+                    self._ended = True
+                    await to_thread.run_sync(
+                        quotas.settle,
+                        state.db,
+                        self.admitted.ticket,
+                        out.prompt_tokens,
+                        out.completion_tokens,
+                    )
+                    self._finish(out, "stopped" if flight.stopped_by is not None else None)
+                yield out
+        except Exception:
+            self._failed = True  # failsafe.RequestGuard answers it; request.end says "error"
+            raise
+        finally:
+            self.end()
+
+    def end(self) -> None:
+        """Let go of the request if it has not ended: the client left (idempotent)."""
+        self.stream.close()
+        if self._ended:
+            return
+        self._ended = True
+        # Settle in the background with what was generated so far.
+        used = self._last.completion_tokens if self._last is not None else 0
+        ticket, prompt_tokens = self.admitted.ticket, self.stream.prompt_tokens
+        work = to_thread.run_sync(quotas.settle, self.state.db, ticket, prompt_tokens, used)
+        self.state.background.add(work)
+        self._finish(self._last, "error" if self._failed else "client_disconnected")
+
+    def _finish(self, out: GenerationOutput | None, outcome: str | None) -> None:
+        request_id = self.stream.request_id
+        self.state.oversight.untrack(request_id)
+        text = "".join(self._text)
+        audit_end(self.state, request_id, out, text, self.admitted.keep, outcome)
+
+
+def audit_end(
+    state: AppState,
+    request_id: str,
+    out: GenerationOutput | None,
+    text: str,
+    keep: Keep,
+    outcome: str | None = None,
+) -> None:
+    """The request's `request.end` entry, and its answer kept under the tenant's policy."""
+    if outcome is None:
+        outcome = "error" if out is not None and out.error else "completed"
+    digest = keyed_hash(state.audit, "response", text.encode())
+    fields = records.request_end(out, outcome, digest, keep.policy)
+    state.audit.append(records.END, fields, request_id)
+    if keep.policy != "none":
+        state.background.add(to_thread.run_sync(store, state, request_id, keep, "response", text))
