@@ -13,6 +13,7 @@ from sovllm.bench.cli import bench
 from sovllm.cli.admin import db_app, keys_app, tenants_app, usage
 from sovllm.cli.audit import audit_app
 from sovllm.cli.common import EXIT_FAILED, EXIT_USAGE, ConfigOpt, fail, open_db, record_read
+from sovllm.cli.deploy import deploy_app
 from sovllm.cli.oversight import resume, stop, stops
 from sovllm.cli.privacy import privacy_app
 from sovllm.config import ConfigError, Settings, load_settings
@@ -26,6 +27,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(plan_app, name="plan")
+app.add_typer(deploy_app, name="deploy")
 app.command("bench")(bench)
 app.add_typer(tenants_app, name="tenants")
 app.add_typer(keys_app, name="keys")
