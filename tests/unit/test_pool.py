@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,6 +14,7 @@ from sovllm.config import load_settings
 from sovllm.engines.base import (
     ChatMessage,
     EngineStats,
+    EngineUnavailableError,
     GenerationOutput,
     GenerationRequest,
     ModelInfo,
@@ -19,9 +22,13 @@ from sovllm.engines.base import (
     Timings,
 )
 from sovllm.pool import wire
+from sovllm.pool.replica import Replica
+from sovllm.pool.router import ModelNotServedError
 from sovllm.pool.routing import Policy, affinity_key
 from sovllm.pool.settings import RoutingSettings
 from sovllm.serve import build, replicas
+from tests.unit.test_pool_streams import GOOD, MODEL, chunk, http_backend, make_pool, upstream
+from tests.unit.test_pool_streams import request as one_request
 
 
 @dataclass
@@ -224,3 +231,125 @@ def test_token_estimate_without_a_tokenizer_is_about_four_characters_a_token() -
     assert build.estimate_tokens(GenerationRequest("r", SamplingParams(), prompt="x" * 400)) == 101
     assert build.estimate_tokens(GenerationRequest("r", SamplingParams(), prompt=[1, 2])) == 2
     assert build.estimate_tokens(chat("y" * 40)) == 11 + 4 + 2
+
+
+def test_a_joining_replica_takes_only_the_keys_rendezvous_hashing_gives_it() -> None:
+    """Discovery adds replicas while the gateway runs: a new conversation's place moves only
+    where the newcomer outranks every other replica on its key, and a remembered
+    conversation stays home."""
+    policy = Policy(RoutingSettings(policy="prefix_affinity"))
+    replicas = [R(f"r{i}") for i in range(4)]
+    keys = [f"k{i}" for i in range(400)]
+    before = {k: policy.order(replicas, k)[0].name for k in keys}
+    grown = [*replicas, R("10.0.0.9:8000")]
+    after = {k: policy.order(grown, k)[0].name for k in keys}
+    moved = {k for k in keys if after[k] != before[k]}
+    assert {after[k] for k in moved} == {"10.0.0.9:8000"}
+    assert 40 < len(moved) < 130  # about a fifth
+    remembering = Policy(RoutingSettings(policy="prefix_affinity"))
+    for k in keys:
+        remembering.remember(k, before[k])
+    assert all(remembering.order(grown, k)[0].name == before[k] for k in keys)
+
+
+def test_discovery_settings_are_checked_and_named(tmp_path: Path) -> None:
+    from sovllm.config import ConfigError
+
+    dns = {"name": "vllm.sovllm.svc.cluster.local", "port": 8000}
+    ok = load_settings(
+        data_dir=tmp_path, replicas=[{"kind": "vllm", "model": "m", "discovery": dns}]
+    )
+    assert ok.replicas[0].discovery is not None and ok.replicas[0].discovery.interval_s == 5
+    bad = [
+        ({"kind": "vllm", "model": "m", "url": "http://a:1/v1", "discovery": dns}, "exclude"),
+        ({"kind": "vllm", "discovery": dns}, "needs 'model'"),
+        ({"kind": "openai", "model": "m", "discovery": {**dns, "port": 0}}, r"discovery\.port"),
+        ({"kind": "openai", "model": "m", "discovery": {**dns, "kind": "k8s"}}, r"discovery\.kind"),
+        ({"kind": "vllm", "model": "m", "count": 2, "discovery": dns}, "'count'"),
+        ({"kind": "vllm", "model": "m", "port": 9, "discovery": dns}, "discovery.port"),
+        ({"kind": "vllm", "model": "m", "discovery": {**dns, "nameserver": "x"}}, "nameserver"),
+        ({"kind": "vllm", "model": "m", "discovery": {**dns, "nameserver": "h:70000"}}, "1-65535"),
+    ]
+    for entry, message in bad:
+        with pytest.raises(ConfigError, match=message):
+            load_settings(data_dir=tmp_path, replicas=[entry])
+
+
+def test_a_discovered_group_is_planned_described_and_its_members_checked(tmp_path: Path) -> None:
+    dns = {"name": "vllm-x.ns.svc.cluster.local", "port": 8000, "interval_s": 2}
+    settings = load_settings(
+        data_dir=tmp_path,
+        replicas=[
+            {"kind": "vllm", "name": "big", "model": "m", "discovery": dns},
+            {"kind": "embedded", "discovery": {**dns, "nameserver": "127.0.0.1:53"}},
+        ],
+    )
+    big, workers = replicas.plan(settings)
+    assert (big.argv, workers.argv, workers.kind) == (None, None, "embedded")
+    text = replicas.describe([big, workers])
+    assert "big: vllm replicas of 'm' discovered from DNS name vllm-x.ns.svc" in text
+    assert "every 2 s, asking 127.0.0.1:53" in text
+    one = replicas.member(big, "10.1.2.3:8000", [])
+    assert (one.name, one.url, one.health_url) == (
+        "big-10.1.2.3:8000",
+        "http://10.1.2.3:8000/v1",
+        "http://10.1.2.3:8000/health",
+    )
+    assert replicas.member(workers, "10.1.2.3:8000", []).url == "http://10.1.2.3:8000"
+    with pytest.raises(replicas.PoolConfigError, match="egress_allow"):
+        replicas.member(big, "8.8.8.8:8000", [])  # a discovered address outside the allow-list
+    assert replicas.member(big, "8.8.8.8:8000", ["8.8.8.8"]).url == "http://8.8.8.8:8000/v1"
+
+
+async def test_a_draining_replica_finishes_its_streams_then_leaves_and_a_joiner_serves() -> None:
+    release = asyncio.Event()
+
+    async def slow() -> AsyncIterator[bytes]:
+        yield chunk("Hel")
+        await release.wait()
+        for part in GOOD[1:]:
+            yield part
+
+    pool, seen = make_pool(slow, GOOD)  # round robin: the first request goes to r0
+    await asyncio.gather(*(r.probe() for r in pool.replicas))
+    held = await pool.open(MODEL, one_request(), None, 3)
+    outs = aiter(held)
+    assert held.replica is not None and held.replica.name == "r0"
+    assert (await anext(outs)).text == "Hel"
+    pool.drain("r0")
+    assert [(r.name, r.draining) for r in pool.replicas] == [("r0", True), ("r1", False)]
+    for _ in range(3):
+        other = await pool.open(MODEL, one_request(), None, 3)
+        assert other.replica is not None and other.replica.name == "r1"
+        assert [o async for o in other][-1].finish_reason == "stop"
+    release.set()
+    rest = [o async for o in outs]
+    assert "".join(o.text for o in rest) == " there" and rest[-1].finish_reason == "stop"
+    assert [r.name for r in pool.replicas] == ["r1"]  # nothing in flight on r0: it left
+
+    settings = pool.settings
+    backend = http_backend(upstream(GOOD, seen, "r2"), settings)
+    await pool.add(Replica("r2", "openai", "", MODEL, backend, lambda r: 3, settings))
+    assert [(r.name, r.state) for r in pool.replicas] == [("r1", "healthy"), ("r2", "healthy")]
+    names = set()
+    for _ in range(2):
+        stream = await pool.open(MODEL, one_request(), None, 3)
+        assert stream.replica is not None
+        names.add(stream.replica.name)
+        assert [o async for o in stream][-1].finish_reason == "stop"
+    assert names == {"r1", "r2"}
+    await pool.shutdown()
+
+
+async def test_a_discovered_group_without_members_is_unavailable_not_unknown() -> None:
+    pool, _ = make_pool()
+
+    async def never() -> None:
+        await asyncio.Event().wait()
+
+    pool.follow("big", "DNS name vllm-x", never)
+    assert pool.model_ids == ["big"]
+    with pytest.raises(EngineUnavailableError, match="DNS name vllm-x has none ready"):
+        pool.model("big")
+    with pytest.raises(ModelNotServedError):
+        pool.model("other")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import httpx
 import pytest
@@ -349,3 +349,141 @@ async def test_cancellation_while_connecting_still_propagates() -> None:
         await opening
     r0 = pool.replicas[0]
     assert r0.outstanding == 0 and r0.failures == 0 and r0.state == "healthy"
+
+
+def queued_probes(release: asyncio.Event) -> httpx.MockTransport:
+    """An upstream that serves one request at a time: once a request came, its /models probe
+    waits for `release`, as the request's first token does."""
+    busy = asyncio.Event()
+
+    async def handle(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/models"):
+            if busy.is_set():
+                await release.wait()
+            return httpx.Response(200, json={"data": [{"id": MODEL}]})
+        busy.set()
+
+        async def body() -> AsyncIterator[bytes]:
+            await release.wait()
+            for part in GOOD:
+                yield part
+
+        return httpx.Response(
+            200, stream=_Stream(body()), headers={"content-type": "text/event-stream"}
+        )
+
+    return httpx.MockTransport(handle)
+
+
+async def test_a_probe_queued_behind_a_request_does_not_cut_it_off() -> None:
+    """llama.cpp's own server: while it computes a request's first token, its health probe
+    waits. The replica stays (the request is not failed over); an idle replica whose probe does
+    not answer still leaves the pool."""
+    settings = RoutingSettings(policy="round_robin", probe_timeout_s=0.05, failure_threshold=2)
+    release = asyncio.Event()
+    backend = http_backend(queued_probes(release), settings)
+    replica = Replica("r0", "openai", "", MODEL, backend, lambda r: 3, settings)
+    pool = Pool([replica], settings)
+    await replica.probe()
+    stream = await pool.open(MODEL, request(), None, 3)
+    for _ in range(3):  # each times out, more than the threshold
+        await replica.probe()
+    assert replica.state == "healthy" and replica.failures == 0
+    release.set()
+    outs = [out async for out in stream]
+    assert "".join(o.text for o in outs) == "Hello there" and outs[-1].error is None
+    release.clear()  # the same silence from an idle replica is a failure
+    for _ in range(2):
+        await replica.probe()
+    assert replica.state == "unhealthy"
+    release.set()
+
+
+async def test_a_busy_replica_silent_past_the_grace_leaves_the_pool() -> None:
+    """A replica that hangs with requests in flight still leaves: after `busy_probe_grace_s`
+    without an output, its timed-out probes open the breaker and the request fails over."""
+    settings = RoutingSettings(
+        policy="round_robin", probe_timeout_s=0.05, failure_threshold=2, busy_probe_grace_s=0.1
+    )
+    release = asyncio.Event()
+    hung = Replica(
+        "r0",
+        "openai",
+        "",
+        MODEL,
+        http_backend(queued_probes(release), settings),
+        lambda r: 3,
+        settings,
+    )
+    seen: list[str] = []
+    good = Replica(
+        "r1",
+        "openai",
+        "",
+        MODEL,
+        http_backend(upstream(GOOD, seen, "r1"), settings),
+        lambda r: 3,
+        settings,
+    )
+    pool = Pool([hung, good], settings)
+    await asyncio.gather(hung.probe(), good.probe())
+    stream = await pool.open(MODEL, request(), None, 3)
+    assert stream.replica is hung
+    await asyncio.wait_for(_until(lambda: hung.state == "unhealthy", hung.probe), timeout=10)
+    outs = [out async for out in stream]
+    assert "".join(o.text for o in outs) == "Hello there" and seen == ["r1"]
+    release.set()
+
+
+async def test_a_replica_whose_tokens_stop_with_its_probes_leaves_at_once() -> None:
+    """Once tokens flow, a hang is found as fast as on an idle replica, grace or not."""
+    # An hour of grace: only the rule for flowing tokens can open the breaker by the deadline.
+    settings = RoutingSettings(
+        policy="round_robin", probe_timeout_s=0.05, failure_threshold=2, busy_probe_grace_s=3600
+    )
+    frozen = asyncio.Event()
+
+    async def handle(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/models"):
+            if frozen.is_set():
+                await asyncio.Event().wait()  # a frozen process: never answers
+            return httpx.Response(200, json={"data": [{"id": MODEL}]})
+
+        async def body() -> AsyncIterator[bytes]:
+            yield chunk("Hel")
+            frozen.set()
+            await asyncio.Event().wait()
+            yield b""
+
+        return httpx.Response(
+            200, stream=_Stream(body()), headers={"content-type": "text/event-stream"}
+        )
+
+    replica = Replica(
+        "r0",
+        "openai",
+        "",
+        MODEL,
+        http_backend(httpx.MockTransport(handle), settings),
+        lambda r: 3,
+        settings,
+    )
+    pool = Pool([replica], settings)
+    await replica.probe()
+    stream = await pool.open(MODEL, request(), None, 3)
+    outs: list[GenerationOutput] = []
+
+    async def read() -> None:
+        async for out in stream:
+            outs.append(out)
+
+    reader = asyncio.create_task(read())
+    await asyncio.wait_for(frozen.wait(), timeout=10)
+    await asyncio.wait_for(_until(lambda: replica.state == "unhealthy", replica.probe), 10)
+    await asyncio.wait_for(reader, timeout=10)
+    assert outs[0].text == "Hel" and outs[-1].finish_reason == "error"
+
+
+async def _until(done: Callable[[], bool], step: Callable[[], Awaitable[None]]) -> None:
+    while not done():
+        await step()

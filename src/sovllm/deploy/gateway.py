@@ -20,7 +20,6 @@ from sovllm.deploy.kube import (
     tmp_volume,
 )
 from sovllm.deploy.vllm import PORT as VLLM_PORT
-from sovllm.deploy.vllm import balanced_name
 from sovllm.deploy.yamlout import Document, Noted
 
 COMPONENT = "gateway"
@@ -32,8 +31,10 @@ SECRETS_DIR = "/etc/sovllm/secrets"
 DATA_DIR = "/var/lib/sovllm/data"
 
 
-def vllm_url(ctx: Context) -> str:
-    return f"http://{balanced_name(ctx)}.{ctx.namespace}.svc.cluster.local:{VLLM_PORT}/v1"
+def vllm_discovery(ctx: Context) -> dict[str, Any]:
+    """The headless Service's name: one A record per ready pod, followed by the pool."""
+    name = f"{ctx.group}.{ctx.namespace}.svc.cluster.local"
+    return {"kind": "dns", "name": name, "port": VLLM_PORT, "interval_s": 5}
 
 
 def settings_file(ctx: Context) -> dict[str, Any]:
@@ -58,9 +59,9 @@ def settings_file(ctx: Context) -> dict[str, Any]:
         {
             "kind": "vllm",
             "name": ctx.group,
-            # The balanced Service: until the pool discovers the headless Service's A records
-            # one by one (`discovery: {kind: dns}`), kube-proxy picks a ready pod per connection.
-            "url": vllm_url(ctx),
+            # Each ready pod is a replica of its own (routing, prefix affinity, draining), not
+            # one balanced Service address over all of them.
+            "discovery": vllm_discovery(ctx),
             "model": ctx.served_model_name,
         }
     ]

@@ -195,7 +195,11 @@ class DnsDiscovery:
         `apply` fails on is not taken: the next round finds it again."""
         while True:
             before = self.members
-            change = await self.poll()
+            try:
+                change = await self.poll()
+            except Exception:  # a resolver bug must not stop the group following its name
+                log.exception("discovery: resolving %s failed", self.target.name)
+                change = Change()
             if change:
                 try:
                     await apply(change)

@@ -24,6 +24,13 @@ State = Literal["starting", "healthy", "unhealthy"]
 
 
 class Failable(Protocol):
+    """A request in flight on a replica (router.PoolStream)."""
+
+    @property
+    def started(self) -> bool:
+        """An output has come from the replica for it."""
+        ...
+
     def replica_down(self, reason: str) -> None: ...
 
 
@@ -61,6 +68,8 @@ class Replica:
         self.streams: set[Failable] = set()
         """Requests in flight here, ended as replica failures when the breaker opens."""
         self._exited: str | None = None
+        self.draining = False
+        """Left its group (discovery): takes no new request, leaves once none is in flight."""
 
     @property
     def stats(self) -> EngineStats | None:
@@ -109,9 +118,14 @@ class Replica:
         try:
             result = await asyncio.wait_for(self.backend.probe(), self._settings.probe_timeout_s)
         except TimeoutError:
-            # A busy server that answers one request at a time (llama.cpp's, for one) queues
-            # the probe behind its work: tokens still flowing prove it alive.
-            if time.monotonic() - self.progress_at > self._settings.probe_timeout_s:
+            # A server that answers one request at a time (llama.cpp's, for one) queues the
+            # probe behind its work. While every request on it still waits for its first
+            # output (a prefill), taking a request proves it alive for the grace; once tokens
+            # flow, their stopping with the probe's is a hang, found as fast as when idle.
+            s = self._settings
+            prefilling = bool(self.streams) and not any(r.started for r in self.streams)
+            quiet = s.busy_probe_grace_s if prefilling else s.probe_timeout_s
+            if time.monotonic() - self.progress_at > quiet:
                 self.failed(
                     f"no answer to the health probe within {self._settings.probe_timeout_s} s"
                 )
@@ -141,6 +155,7 @@ class Replica:
             "url": self.url,
             "model": self.model_id,
             "state": self.state,
+            "draining": self.draining,
             "running": stats.running if stats else None,
             "waiting": stats.waiting if stats else None,
             "outstanding": self.outstanding,

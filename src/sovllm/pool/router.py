@@ -1,10 +1,10 @@
 """The gateway's replica pool: picks a replica per request and retries before the first token.
 
 The API sees one object: it asks for a model's info, counts a prompt's tokens, and opens a
-request stream. Behind it, each model has one or more replicas, each with its own health and
-load. A request that fails on its replica before any token has reached the client is sent to
-the next replica in the policy's order, and the client never notices; once tokens have left,
-a failure ends the stream with an error output.
+request stream. Behind it, each model has replicas, each with its own health and load. A
+request that fails on its replica before any token has reached the client is sent to the next
+replica in the policy's order, unnoticed; once tokens have left, a failure ends the stream with
+an error output.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ import dataclasses
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from typing import Any
 
 from sovllm.engines.base import (
     EngineError,
@@ -55,6 +56,9 @@ class Routed:
 
 
 class Pool:
+    """The replicas, fixed or coming and going (discovery: `add`, `drain`). `replicas` is
+    replaced, never changed in place: the metrics and admin listing iterate over one list."""
+
     def __init__(
         self,
         replicas: Sequence[Replica],
@@ -64,14 +68,17 @@ class Pool:
         self.replicas = list(replicas)
         self.settings = settings
         self.policy = Policy(settings)
-        self._tasks: list[asyncio.Task[None]] = []
+        self._probes: dict[str, asyncio.Task[None]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._groups: dict[str, str] = {}  # a discovered group's model: where its replicas are
+        self._followers: list[Callable[[], Coroutine[Any, Any, None]]] = []
         self._on_shutdown = on_shutdown
 
     # -- what the API asks -------------------------------------------------------------
 
     @property
     def model_ids(self) -> list[str]:
-        return list(dict.fromkeys(r.model_id for r in self.replicas))
+        return list(dict.fromkeys([*(r.model_id for r in self.replicas), *self._groups]))
 
     def models(self) -> list[ModelInfo]:
         """The models with at least one replica that has been seen serving."""
@@ -83,9 +90,7 @@ class Pool:
 
     def model(self, name: str) -> ModelInfo:
         """The model's info, or ModelNotServedError naming the models there are."""
-        known = [r for r in self.replicas if r.model_id == name]
-        if not known:
-            raise ModelNotServedError(name, self.model_ids)
+        known = self._of(name)
         info = next((r.info for r in known if r.healthy and r.info), None)
         info = info or next((r.info for r in known if r.info), None)
         if info is None:
@@ -137,13 +142,19 @@ class Pool:
 
     def _of(self, name: str) -> list[Replica]:
         replicas = [r for r in self.replicas if r.model_id == name]
+        if not replicas and name in self._groups:
+            raise EngineUnavailableError(
+                f"no replica of '{name}' is available: {self._groups[name]} has none ready"
+            )
         if not replicas:
             raise ModelNotServedError(name, self.model_ids)
         return replicas
 
     async def _connect(self, routed: Routed, tried: set[str]) -> tuple[Replica, RequestStream]:
         name = routed.model
-        candidates = [r for r in self._of(name) if r.healthy and r.name not in tried]
+        candidates = [
+            r for r in self._of(name) if r.healthy and not r.draining and r.name not in tried
+        ]
         full: list[QueueFullError] = []
         errors: list[str] = []
         for replica in self.policy.order(candidates, routed.key):
@@ -160,25 +171,25 @@ class Pool:
             try:
                 stream = await replica.backend.open(routed.request, routed.prompt_tokens)
             except QueueFullError as exc:
-                replica.outstanding -= 1
+                self.let_go(replica)
                 full.append(exc)
                 continue
             except EngineUnavailableError as exc:
-                replica.outstanding -= 1
+                self.let_go(replica)
                 replica.failed(str(exc), hard=True)
                 errors.append(f"{replica.name}: {exc}")
                 continue
             except EngineError:  # the request's fault (400, context length): no replica takes it
-                replica.outstanding -= 1
+                self.let_go(replica)
                 raise
             except Exception as exc:  # anything else opening it is the replica's: try the next
-                replica.outstanding -= 1
+                self.let_go(replica)
                 failure = replica_failure(exc, f"opening a request on {replica.name}")
                 replica.failed(str(failure), hard=failure.hard)
                 errors.append(f"{replica.name}: {failure}")
                 continue
             except BaseException:  # cancelled: propagate
-                replica.outstanding -= 1
+                self.let_go(replica)
                 raise
             return replica, stream
         if full:
@@ -189,14 +200,65 @@ class Pool:
 
     # -- lifecycle ---------------------------------------------------------------------
 
+    def follow(
+        self, model_id: str, source: str, run: Callable[[], Coroutine[Any, Any, None]]
+    ) -> None:
+        """A group whose replicas come and go: `run` (started with the pool) adds and drains
+        them. Its model is served, if unavailable, while it has none."""
+        self._groups[model_id] = source
+        self._followers.append(run)
+
     async def start(self) -> None:
         """Load in-process engines, probe every replica once, then keep probing."""
         await asyncio.gather(*(r.backend.start() for r in self.replicas))
         await asyncio.gather(*(r.probe() for r in self.replicas))
-        self._tasks = [asyncio.create_task(r.probe_forever()) for r in self.replicas]
+        self._probes = {r.name: asyncio.create_task(r.probe_forever()) for r in self.replicas}
+        for run in self._followers:
+            self._spawn(run())
+
+    async def add(self, replica: Replica) -> None:
+        """A replica that joined: probed once, then probed and routed to like the others.
+        One of the same name still draining takes traffic again instead."""
+        same = next((r for r in self.replicas if r.name == replica.name), None)
+        if same is not None:
+            same.draining = False
+            return
+        await replica.backend.start()
+        await replica.probe()
+        self.replicas = [*self.replicas, replica]
+        self._probes[replica.name] = asyncio.create_task(replica.probe_forever())
+        log.info("replica %s joined the pool (%s)", replica.name, replica.state)
+
+    def drain(self, name: str) -> None:
+        """The replica takes no new request, and leaves once those in flight have ended."""
+        replica = next((r for r in self.replicas if r.name == name), None)
+        if replica is None:
+            return
+        replica.draining = True
+        log.info("replica %s drains (%d requests in flight)", name, replica.outstanding)
+        self._leave_if_drained(replica)
+
+    def let_go(self, replica: Replica) -> None:  # a request no longer holds the replica
+        replica.outstanding -= 1
+        self._leave_if_drained(replica)
+
+    def _leave_if_drained(self, replica: Replica) -> None:
+        if not (replica.draining and replica.outstanding == 0 and replica in self.replicas):
+            return
+        self.replicas = [r for r in self.replicas if r is not replica]
+        probing = self._probes.pop(replica.name, None)
+        if probing is not None:
+            probing.cancel()
+        self._spawn(replica.backend.close())
+        log.info("replica %s left the pool", replica.name)
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def shutdown(self) -> None:
-        for task in self._tasks:
+        for task in [*self._probes.values(), *self._tasks]:
             task.cancel()
         for r in self.replicas:
             await r.backend.close()
@@ -234,11 +296,14 @@ class PoolStream:
         self._sent = False
         """A token has been passed on: from here, a failure cannot be hidden by a retry."""
         self._down: str | None = None
+        self._started = False
 
     async def connect(self) -> None:
         """Open the request on the next replica in the policy's order (EngineError if none)."""
         self.replica, self._inner = await self._pool._connect(self._routed, self._tried)
         self.replica.streams.add(self)
+        self.replica.progress_at = time.monotonic()  # it took the request: alive
+        self._started = False  # on this replica
         self._pool.policy.remember(self._routed.key, self.replica.name)
         if self._cancelled or self._expired:
             self._inner.cancel()  # cut, left or timed out while it was moving
@@ -249,6 +314,11 @@ class PoolStream:
             self._expired = True
             if self._inner is not None:
                 self._inner.cancel()
+
+    @property
+    def started(self) -> bool:
+        """An output has come from the replica for this request (see Replica.probe)."""
+        return self._started
 
     def replica_down(self, reason: str) -> None:
         """The replica's breaker opened while this request was on it."""
@@ -271,6 +341,7 @@ class PoolStream:
                 try:
                     async for out in self._inner:
                         self.replica.progress_at = time.monotonic()
+                        self._started = True
                         if out.finish_reason == "abort" and self._expired and not self._sent:
                             yield self._timeout_output()
                             return
@@ -321,8 +392,8 @@ class PoolStream:
             assert self.replica is not None
             self._inner.cancel()
             self._inner = None
-            self.replica.outstanding -= 1
             self.replica.streams.discard(self)
+            self._pool.let_go(self.replica)
 
     def close(self) -> None:
         """Let go of the replica (idempotent): for a stream that is never read, too."""

@@ -4,9 +4,38 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 RoutingPolicy = Literal["round_robin", "least_outstanding", "prefix_affinity"]
+
+
+class DiscoverySettings(BaseModel):
+    """A replica group whose members are the addresses a DNS name resolves to (a Kubernetes
+    headless Service: one per ready pod), followed while the gateway runs."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["dns"] = Field("dns", description="How members are found: dns (A records).")
+    name: str = Field(
+        ...,
+        min_length=1,
+        pattern=r"^[A-Za-z0-9.-]+$",
+        description="The name to resolve, e.g. vllm-llama70b.sovllm.svc.cluster.local.",
+    )
+    port: int = Field(..., ge=1, le=65535, description="The port every member serves on.")
+    interval_s: float = Field(5.0, gt=0, le=3600, description="How often the name is resolved.")
+    nameserver: str | None = Field(
+        None,
+        pattern=r"^[^:]+:[0-9]{1,5}$",
+        description="host:port of a DNS server asked directly (default: the system resolver).",
+    )
+
+    @field_validator("nameserver")
+    @classmethod
+    def _port_in_range(cls, value: str | None) -> str | None:
+        if value is not None and not 1 <= int(value.rsplit(":", 1)[1]) <= 65535:
+            raise ValueError("the nameserver's port must be 1-65535")
+        return value
 
 
 class ReplicaSettings(BaseModel):
@@ -23,6 +52,11 @@ class ReplicaSettings(BaseModel):
         None,
         description="Base URL of a running server (openai: required; vllm, embedded: attach "
         "to it instead of starting one), e.g. http://127.0.0.1:8100/v1.",
+    )
+    discovery: DiscoverySettings | None = Field(
+        None,
+        description="Instead of 'url': the running servers a DNS name resolves to, joining "
+        "and leaving as it changes (vllm, openai, or attached sovllm workers).",
     )
     port: int | None = Field(
         None, ge=1, le=65535, description="Port of a started child (default: a free one)."
@@ -61,8 +95,10 @@ class ReplicaSettings(BaseModel):
 
     @model_validator(mode="after")
     def _coherent(self) -> ReplicaSettings:
-        if self.kind == "openai" and self.url is None:
-            raise ValueError("an openai replica needs 'url'")
+        if self.discovery is not None:
+            self._discovered()
+        if self.kind == "openai" and self.url is None and self.discovery is None:
+            raise ValueError("an openai replica needs 'url' (or 'discovery')")
         if self.kind == "openai" and self.model is None:
             raise ValueError("an openai replica needs 'model' (the upstream's model id)")
         if self.kind == "vllm" and self.model is None and self.url is None:
@@ -72,6 +108,17 @@ class ReplicaSettings(BaseModel):
         if self.port is not None and self.count != 1:
             raise ValueError("'port' names one replica's port: use count 1 per port")
         return self
+
+    def _discovered(self) -> None:
+        """A discovered group attaches to servers someone else runs: sovllm starts none."""
+        if self.url is not None:
+            raise ValueError("'url' and 'discovery' exclude each other: a replica is one or other")
+        if "count" in self.model_fields_set:
+            raise ValueError("'count' applies to started replicas; 'discovery' finds its own")
+        if self.port is not None:
+            raise ValueError("'port' applies to a started replica; use 'discovery.port'")
+        if self.kind == "vllm" and self.model is None:
+            raise ValueError("a discovered vllm replica needs 'model' (the model vLLM serves)")
 
 
 class RoutingSettings(BaseModel):
@@ -95,6 +142,14 @@ class RoutingSettings(BaseModel):
     )
     probe_interval_s: float = Field(0.5, gt=0, le=60, description="Active health probe period.")
     probe_timeout_s: float = Field(1.0, gt=0, le=60)
+    busy_probe_grace_s: float = Field(
+        30.0,
+        gt=0,
+        description="A replica with requests in flight whose probe times out stays in the pool "
+        "while it sent something (an output, or took a request) in this many seconds: a server "
+        "that answers one request at a time (llama.cpp's) queues its probe behind its work, "
+        "even before a first token.",
+    )
     failure_threshold: int = Field(
         2, ge=1, description="Consecutive failures (probes or requests) that open the breaker."
     )

@@ -1,8 +1,11 @@
 """From a replica plan (serve/replicas.py) to a running pool: start the children, wait until
-each answers, and build the pool over all replicas with a backend each."""
+each answers, and build the pool over all replicas with a backend each. A discovered group
+follows its DNS name (pool/discovery.py) while the pool runs: members join and drain."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import math
 import os
 import secrets
@@ -21,9 +24,12 @@ from sovllm.engines.llamacpp.tokenizer import Tokenizer
 from sovllm.pool import wire
 from sovllm.pool.backends import Backend, LocalBackend, OpenAIBackend, WorkerBackend
 from sovllm.pool.children import Child, ChildStartError, stop_all
+from sovllm.pool.discovery import Change, DnsDiscovery, DnsTarget
 from sovllm.pool.replica import Replica
 from sovllm.pool.router import Pool
-from sovllm.serve.replicas import PoolConfigError, ReplicaPlan, port_free
+from sovllm.serve.replicas import PoolConfigError, ReplicaPlan, member, port_free
+
+log = logging.getLogger("sovllm.pool.discovery")
 
 
 def start(settings: Settings, plans: list[ReplicaPlan]) -> Pool:
@@ -69,9 +75,9 @@ def _pool(settings: Settings, plans: list[ReplicaPlan], token: str, children: li
     replicas = []
     by_name = {c.name: c for c in children}
     for p in plans:
-        backend, count = _backend(settings, p, token, client)
-        replica = Replica(p.name, p.kind, p.url, p.model_id, backend, count, settings.routing)
-        replica.max_outstanding = p.max_outstanding
+        if p.discovery is not None:
+            continue
+        replica = _replica(settings, p, *_backend(settings, p, token, client))
         started = by_name.get(p.name)
         if started is not None:
             started.on_exit = replica.child_exited
@@ -79,7 +85,69 @@ def _pool(settings: Settings, plans: list[ReplicaPlan], token: str, children: li
             started.supervise()
         replicas.append(replica)
     grace = settings.shutdown_grace_s
-    return Pool(replicas, settings.routing, lambda: stop_all(children, grace))
+    pool = Pool(replicas, settings.routing, lambda: stop_all(children, grace))
+    for p in plans:
+        if p.discovery is not None:
+            _follow(settings, pool, p, client)
+    return pool
+
+
+def _replica(
+    settings: Settings, p: ReplicaPlan, backend: Backend, count: Callable[[GenerationRequest], int]
+) -> Replica:
+    replica = Replica(p.name, p.kind, p.url, p.model_id, backend, count, settings.routing)
+    replica.max_outstanding = p.max_outstanding
+    return replica
+
+
+def _follow(settings: Settings, pool: Pool, group: ReplicaPlan, client: httpx.AsyncClient) -> None:
+    """Follow a discovered group: an address joins once the health probe a replica of the group
+    would get passes (and if the egress allow-list lets it: else it is refused and logged
+    once), an address that vanishes drains."""
+    d = group.discovery
+    assert d is not None
+    server = None
+    if d.nameserver is not None:
+        host, port = d.nameserver.rsplit(":", 1)
+        server = (host, int(port))
+    count = _counter(group)
+    refused: set[str] = set()
+
+    def plan_of(address: str) -> ReplicaPlan | None:
+        try:
+            return member(group, address, settings.egress_allow)
+        except PoolConfigError as exc:
+            if address not in refused:
+                refused.add(address)
+                log.warning("discovery: %s refused: %s", address, exc)
+            return None
+
+    async def probe(address: str) -> bool:
+        p = plan_of(address)
+        if p is None:
+            return False
+        try:
+            answer = await asyncio.wait_for(
+                _remote(settings, p, "", client).probe(), settings.routing.probe_timeout_s
+            )
+        except Exception as exc:  # not serving yet: the next round asks again
+            log.info("discovery: %s does not answer its probe yet: %r", p.name, exc)
+            return False
+        if answer.model.id != p.model_id:
+            log.warning("discovery: %s serves %r, not %r", p.name, answer.model.id, p.model_id)
+            return False
+        return True
+
+    async def apply(change: Change) -> None:
+        for address in sorted(change.left):
+            pool.drain(f"{group.name}-{address}")
+        for address in sorted(change.joined):
+            p = plan_of(address)
+            if p is not None:
+                await pool.add(_replica(settings, p, _remote(settings, p, "", client), count))
+
+    found = DnsDiscovery(DnsTarget(d.name, d.port, d.interval_s, server), probe)
+    pool.follow(group.model_id, f"DNS name {d.name}", lambda: found.run(apply))
 
 
 def in_process(engine: LlamaCppEngine, settings: Settings) -> Pool:
@@ -106,12 +174,21 @@ def _backend(
             resolve_model(p.model), settings.engine, p.model_id, cache_dir=cache
         )
         return LocalBackend(engine), engine.count_tokens
-    count = Tokenizer(p.tokenizer).count if p.tokenizer is not None else estimate_tokens
+    return _remote(settings, p, token, client), _counter(p)
+
+
+def _counter(p: ReplicaPlan) -> Callable[[GenerationRequest], int]:
+    return Tokenizer(p.tokenizer).count if p.tokenizer is not None else estimate_tokens
+
+
+def _remote(
+    settings: Settings, p: ReplicaPlan, token: str, client: httpx.AsyncClient
+) -> WorkerBackend | OpenAIBackend:
     # A started child holds the gateway's token; an attached server, the one its setting names.
     key = token if p.argv is not None else os.environ.get(p.api_key_env or "") or None
     stall = settings.routing.stall_timeout_s
     if p.kind == "embedded":
-        return WorkerBackend(p.url, key, client, stall), count
+        return WorkerBackend(p.url, key, client, stall)
     info = ModelInfo(
         id=p.model_id,
         path=p.url,
@@ -121,7 +198,7 @@ def _backend(
         owned_by=p.kind,
     )
     vllm = p.kind == "vllm"
-    return OpenAIBackend(p.url, p.model, info, key, client, p.health_url, vllm, stall), count
+    return OpenAIBackend(p.url, p.model, info, key, client, p.health_url, vllm, stall)
 
 
 def estimate_tokens(request: GenerationRequest) -> int:

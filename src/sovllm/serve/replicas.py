@@ -1,11 +1,13 @@
 """From the settings to the replicas to run: names, URLs, models, command lines, egress.
 
 `plan()` is pure: it resolves every replica's name, URL, model and command line, and is what
-`sovllm serve --dry-run` prints (`describe()`). serve/build.py's `start()` runs that plan.
+`sovllm serve --dry-run` prints (`describe()`). serve/build.py's `start()` runs that plan. A
+discovered group (`discovery`) is one plan, the template of its members (`member()`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import os
 import shlex
@@ -18,7 +20,7 @@ from urllib.parse import urlsplit
 from sovllm.config import Settings
 from sovllm.engines.catalog import ModelNotFoundError, ModelSource, resolve_model
 from sovllm.pool import wire
-from sovllm.pool.settings import ReplicaSettings
+from sovllm.pool.settings import DiscoverySettings, ReplicaSettings
 
 
 class PoolConfigError(Exception):
@@ -40,6 +42,8 @@ class ReplicaPlan:
     api_key_env: str | None = None
     context_length: int = 0
     max_outstanding: int | None = None
+    discovery: DiscoverySettings | None = None
+    """A discovered group: its members are the servers this DNS name resolves to."""
 
 
 def _free_port(host: str) -> int:
@@ -71,7 +75,8 @@ def plan(
         served = settings.served_model_name or source.name
         return [ReplicaPlan("local", "local", "in-process", served, str(source.path))]
     plans: list[ReplicaPlan] = []
-    workers = sum(e.count for e in entries if e.kind == "embedded" and e.url is None)
+    started = [e for e in entries if e.url is None and e.discovery is None]
+    workers = sum(e.count for e in started if e.kind == "embedded")
     gpu = 0
     numbered: dict[str, int] = {}
     for entry in entries:
@@ -82,7 +87,9 @@ def plan(
                 base = {"embedded": "worker", "vllm": "vllm", "openai": "upstream"}[entry.kind]
                 numbered[base] = numbered.get(base, -1) + 1
                 name = f"{base}-{numbered[base]}"
-            if entry.kind == "embedded" and entry.url is None:
+            if entry.discovery is not None:
+                plans.append(_discovered(settings, entry, name))
+            elif entry.kind == "embedded" and entry.url is None:
                 plans.append(_embedded(settings, entry, name, workers, config_file))
             elif entry.kind == "embedded":
                 plans.append(_attached_worker(settings, entry, name))
@@ -144,7 +151,8 @@ def _attached_worker(settings: Settings, entry: ReplicaSettings, name: str) -> R
     """A `sovllm worker` someone else started (another host, a container): the pool joins it."""
     assert entry.url is not None
     url = entry.url.rstrip("/")
-    check_egress(url, settings.egress_allow, name)
+    if entry.discovery is None:
+        check_egress(url, settings.egress_allow, name)
     try:
         source = resolve_model(entry.model or settings.model)
     except ModelNotFoundError as exc:
@@ -161,6 +169,42 @@ def _attached_worker(settings: Settings, entry: ReplicaSettings, name: str) -> R
         api_key_env=entry.api_key_env,
         max_outstanding=entry.max_outstanding,
     )
+
+
+def _discovered(settings: Settings, entry: ReplicaSettings, name: str) -> ReplicaPlan:
+    """The template of a discovered group's members: servers someone else runs (vLLM pods, an
+    OpenAI-compatible upstream, or sovllm workers), attached to, never started."""
+    assert entry.discovery is not None
+    found = f"dns://{entry.discovery.name}:{entry.discovery.port}"
+    if entry.kind == "embedded":
+        attached = _attached_worker(settings, entry.model_copy(update={"url": found}), name)
+        return dataclasses.replace(attached, health_url=None, discovery=entry.discovery)
+    upstream = entry.model or ""
+    if entry.kind == "vllm":
+        upstream = entry.served_model_name or upstream
+    return ReplicaPlan(
+        name,
+        entry.kind,
+        found,
+        entry.served_model_name or upstream,
+        upstream,
+        tokenizer=_tokenizer(entry),
+        api_key_env=entry.api_key_env,
+        context_length=entry.max_model_len or 0,
+        max_outstanding=entry.max_outstanding,
+        discovery=entry.discovery,
+    )
+
+
+def member(group: ReplicaPlan, address: str, allow: list[str]) -> ReplicaPlan:
+    """One server of a discovered group, at `address` (host:port), named after both (stable
+    while it stays); PoolConfigError if the address is outside the egress allow-list."""
+    base = f"http://{address}"
+    url = base if group.kind == "embedded" else base + "/v1"
+    name = f"{group.name}-{address}"
+    check_egress(url, allow, name)
+    health = None if group.kind == "openai" else base + "/health"
+    return dataclasses.replace(group, name=name, url=url, health_url=health, discovery=None)
 
 
 def _vllm(entry: ReplicaSettings, name: str, first_gpu: int) -> ReplicaPlan:
@@ -281,6 +325,14 @@ def describe(plans: list[ReplicaPlan]) -> str:
     """What `sovllm serve --dry-run` prints: each replica, and the command that starts it."""
     lines = []
     for p in plans:
+        if p.discovery is not None:
+            d = p.discovery
+            server = f", asking {d.nameserver}" if d.nameserver else ""
+            lines.append(
+                f"{p.name}: {p.kind} replicas of '{p.model_id}' discovered from DNS name "
+                f"{d.name} (port {d.port}, every {d.interval_s:g} s{server})"
+            )
+            continue
         lines.append(f"{p.name}: {p.kind} replica of '{p.model_id}' at {p.url}")
         if p.argv is not None:
             shown = sorted((k, v) for k, v in p.env.items() if k != wire.TOKEN_ENV)

@@ -280,21 +280,24 @@ def _matches(selector: dict[str, Any], labels: dict[str, str]) -> bool:
     return True
 
 
-def test_the_gateway_reaches_vllm_by_a_name_that_always_resolves(article_plan: Path) -> None:
-    """The gateway's url is the balanced ClusterIP Service over the vLLM pods (a headless name
-    has no address while no pod is ready, and the gateway checks its replicas' names at start);
-    each ServiceMonitor scrapes one Service, so no pod is scraped twice."""
+def test_the_gateway_discovers_the_vllm_pods_by_the_headless_name(article_plan: Path) -> None:
+    """The gateway's replica group is discovered from the headless Service's name (one A record
+    per ready pod: each pod a replica of its own); each ServiceMonitor scrapes one Service, so
+    no pod is scraped twice."""
     ctx = Context(read_plan(article_plan), load_deploy_settings(None, []))
     objs = _plain(ctx)
     config = next(o for o in objs if o["metadata"]["name"] == "sovllm-gateway-config")
     (replica,) = yaml.safe_load(config["data"]["sovllm.yaml"])["replicas"]
-    host = replica["url"].split("//")[1].split(".")[0]
+    assert "url" not in replica and replica["discovery"]["kind"] == "dns"
+    host, namespace = replica["discovery"]["name"].split(".")[:2]
+    assert replica["discovery"]["name"] == f"{host}.{namespace}.svc.cluster.local"
+    assert namespace == ctx.namespace and replica["discovery"]["port"] == 8000
     services = {o["metadata"]["name"]: o for o in by_kind(objs, "Service")}
     vllm = next(o for o in by_kind(objs, "Deployment") if o["metadata"]["name"].startswith("vllm-"))
     pod_labels = vllm["spec"]["template"]["metadata"]["labels"]
-    assert services[host]["spec"].get("clusterIP") != "None"
+    assert services[host]["spec"]["clusterIP"] == "None"
     assert services[host]["spec"]["selector"] == pod_labels
-    assert services[vllm["metadata"]["name"]]["spec"]["clusterIP"] == "None"
+    assert host == vllm["metadata"]["name"]
     for monitor in by_kind(objs, "ServiceMonitor"):
         selected = [
             name
