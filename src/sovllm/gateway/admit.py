@@ -31,8 +31,8 @@ from sovllm.governance.identity import Principal, Role
 from sovllm.governance.oversight import Flight
 from sovllm.governance.privacy import pii
 from sovllm.governance.privacy.erasure import subject_for
-from sovllm.pool.router import PoolStream
 from sovllm.pool.routing import affinity_key
+from sovllm.pool.stream import PoolStream
 
 log = logging.getLogger("sovllm.gateway")
 

@@ -24,7 +24,7 @@ State = Literal["starting", "healthy", "unhealthy"]
 
 
 class Failable(Protocol):
-    """A request in flight on a replica (router.PoolStream)."""
+    """A request in flight on a replica (stream.PoolStream)."""
 
     @property
     def started(self) -> bool:
