@@ -15,6 +15,12 @@ if [ ! -x /usr/bin/chromium ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
 fi
+# The alert rules are checked with the real promtool, and one test runs a real Prometheus.
+if ! command -v promtool >/dev/null 2>&1; then
+  echo "installing Prometheus from Debian's packages" >&2
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+fi
 $BIN/ruff format --check src tests benchmarks
 $BIN/ruff check src tests benchmarks
 $BIN/mypy

@@ -12,6 +12,7 @@ import os
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import platformdirs
 import yaml
@@ -206,6 +207,37 @@ class ComplianceSettings(BaseModel):
     )
 
 
+class TelemetrySettings(BaseModel):
+    """OpenTelemetry traces and metrics (docs/observability.md): off unless an endpoint is set."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    otlp_endpoint: str | None = Field(
+        None,
+        description="OTLP/HTTP (protobuf) collector base URL, e.g. http://127.0.0.1:4318 "
+        "(/v1/traces and /v1/metrics are appended); subject to 'egress_allow'. None: "
+        "nothing is recorded or sent.",
+    )
+    service_name: str = Field("sovllm", min_length=1, description="The spans' service.name.")
+    sample_ratio: float = Field(
+        1.0, ge=0, le=1, description="Share of traces kept (a caller's sampled flag wins)."
+    )
+
+    @field_validator("otlp_endpoint")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        try:
+            _ = parts.port  # raises on a port that is not a number
+        except ValueError:
+            raise ValueError("not an http(s) URL: its port is not a number") from None
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("not an http(s) URL with a host, e.g. http://127.0.0.1:4318")
+        return value
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
@@ -242,12 +274,18 @@ class Settings(BaseSettings):
         "browser; none by default: only the service's own pages.",
     )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["text", "json"] = Field(
+        "text",
+        description="json: one JSON object a line per log event, with the request id and the "
+        "trace id (docs/observability.md).",
+    )
     engine: EngineSettings = Field(default_factory=EngineSettings)
     audit: AuditSettings = Field(default_factory=AuditSettings)
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
     privacy: PrivacySettings = Field(default_factory=PrivacySettings)
     compliance: ComplianceSettings = Field(default_factory=ComplianceSettings)
     security: SecuritySettings = Field(default_factory=SecuritySettings)
+    telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
     replicas: list[ReplicaSettings] = Field(
         default_factory=list,
         description="The replica pool; empty: one embedded engine inside the gateway process.",

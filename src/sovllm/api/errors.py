@@ -164,13 +164,22 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     return (f"Invalid value for '{param}': {msg}" if param else msg), param
 
 
+def counted(request: Request, error: APIError) -> JSONResponse:
+    """The answer, counted in `sovllm:request_errors` (the dashboard's errors, quota refusals
+    and stops)."""
+    state = getattr(request.app.state, "sovllm", None)
+    if state is not None:  # None only before the lifespan has built the state
+        state.metrics.observe_error(error.status, error.body.code)
+    return error.response()
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(APIError)
     async def _api_error(request: Request, exc: APIError) -> JSONResponse:
-        return exc.response()
+        return counted(request, exc)
 
     async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
-        return from_domain(request, exc).response()
+        return counted(request, from_domain(request, exc))
 
     for kind in DOMAIN_ERRORS:
         app.add_exception_handler(kind, _domain_error)
@@ -178,12 +187,12 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         message, param = _validation_message(exc)
-        return APIError(400, message, param=param).response()
+        return counted(request, APIError(400, message, param=param))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
-        return APIError(exc.status_code, str(exc.detail), kind).response()
+        return counted(request, APIError(exc.status_code, str(exc.detail), kind))
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -52,6 +52,7 @@ from sovllm.engines.base import (
 from sovllm.gateway.admit import Admitted, Call, admit
 from sovllm.gateway.run import Run
 from sovllm.governance.identity import Principal
+from sovllm.observability import logs
 
 router = APIRouter()
 AI_GENERATED_HEADER = "x-sovllm-ai-generated"
@@ -111,6 +112,7 @@ async def _start(
 ) -> tuple[Run, _AnswerInfo]:
     """From the parsed request to a run on a replica (gateway/admit.py does the work)."""
     request.state.request_id = gen.request_id  # what any error answer and its audit entry name
+    logs.bind_request(gen.request_id)  # and every log line written for it (log_format: json)
     check_key_present(request)
     call = Call(
         gen=gen,

@@ -1,16 +1,21 @@
 """What Prometheus scrapes (ServiceMonitors for the gateway and the vLLM pods) and the alerts
-it raises (a PrometheusRule). Metric names are the gateway's (observability/metrics.py,
-pool_metrics.py) and vLLM's own."""
+it raises (a PrometheusRule: the shipped alerts.yaml and the cluster's own). Metric names are
+the gateway's (observability/) and vLLM's own."""
 
 from __future__ import annotations
 
+from importlib import resources
 from typing import Any
+
+import yaml
 
 from sovllm.deploy import gateway, scaling, vllm
 from sovllm.deploy.kube import Context, labels, meta
 from sovllm.deploy.yamlout import Document, Noted
 
 COMPONENT = "monitoring"
+ALERTS = "alerts.yaml"
+SLO_RECORD = "sovllm:ttft_p95_slo_seconds"
 
 
 def service_monitor(ctx: Context, name: str, component: str, group: str | None) -> Document:
@@ -38,27 +43,28 @@ def _alert(name: str, expr: str, duration: str, severity: str, summary: Any) -> 
     }
 
 
-def rules(ctx: Context) -> Document:
+def shipped_rules() -> dict[str, Any]:
+    """The alert rules of deploy/prometheus/alerts.yaml, as the package ships them
+    (src/sovllm/deploy/alerts.yaml: the one source; tests keep the two files identical)."""
+    text = resources.files("sovllm.deploy").joinpath(ALERTS).read_text(encoding="utf-8")
+    loaded: dict[str, Any] = yaml.safe_load(text)
+    return loaded
+
+
+def _with_plan_slo(ctx: Context, groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The shipped groups with the TTFT objective set to the plan's."""
     slo = ctx.plan.ttft_p95_slo_s
-    ttft = (
-        "histogram_quantile(0.95, sum by (le) "
-        "(rate(sovllm:time_to_first_token_seconds_bucket[5m])))"
-    )
+    for group in groups:
+        for rule in group["rules"]:
+            if rule.get("record") == SLO_RECORD:
+                rule["expr"] = Noted(f"vector({slo.value})", f"{ctx.plan.kind}: {slo.source}")
+    return groups
+
+
+def rules(ctx: Context) -> Document:
+    """The shipped alerts (docs/observability.md), and the ones only a cluster has: a gateway
+    pod that does not answer, and vLLM's queue at the scaling ceiling."""
     alerts = [
-        _alert(
-            "SovllmReplicaDown",
-            "sovllm:replica_healthy == 0",
-            "5m",
-            "critical",
-            "Replica {{ $labels.replica }} takes no traffic (its breaker is open).",
-        ),
-        _alert(
-            "SovllmTTFTOverSLO",
-            f"{ttft} > {slo.value}",
-            "10m",
-            "warning",
-            Noted(f"TTFT p95 over {slo.value} s for 10 minutes.", f"{ctx.plan.kind}: {slo.source}"),
-        ),
         _alert(
             "SovllmGatewayDown",
             f'up{{namespace="{ctx.namespace}",service="{gateway.NAME}"}} == 0',
@@ -82,16 +88,14 @@ def rules(ctx: Context) -> Document:
                 ),
             )
         )
+    groups = _with_plan_slo(ctx, shipped_rules()["groups"])
     obj = {
         "apiVersion": "monitoring.coreos.com/v1",
         "kind": "PrometheusRule",
         "metadata": meta(ctx, "sovllm", COMPONENT),
-        "spec": {"groups": [{"name": "sovllm", "rules": alerts}]},
+        "spec": {"groups": [*groups, {"name": "sovllm-cluster", "rules": alerts}]},
     }
-    header = (
-        "A small honest set. No audit-write alert: the gateway exports no metric for audit",
-        "writes yet.",
-    )
+    header = ("The groups of deploy/prometheus/alerts.yaml, then the cluster's own alerts.",)
     return Document(obj, header)
 
 

@@ -31,6 +31,8 @@ from sovllm.governance.identity import Principal, Role
 from sovllm.governance.oversight import Flight
 from sovllm.governance.privacy import pii
 from sovllm.governance.privacy.erasure import subject_for
+from sovllm.observability import tracing
+from sovllm.observability.tracing import RequestTrace
 from sovllm.pool.routing import affinity_key
 from sovllm.pool.stream import PoolStream
 
@@ -74,6 +76,8 @@ class Admitted:
     begin: concurrent.futures.Future[int]
     """The `request.begin` entry's write: durable before the first token leaves."""
     created: int
+    trace: RequestTrace
+    """The request's span (no-op unless telemetry is on), ended with its `request.end`."""
 
 
 async def admit(state: AppState, call: Call) -> Admitted:
@@ -83,10 +87,23 @@ async def admit(state: AppState, call: Call) -> Admitted:
     was reserved by then is released, and a refusal after authentication is in the audit log,
     durable, before this raises.
     """
+    chat = call.gen.messages is not None
+    trace = tracing.start_request(state.telemetry, chat, call.model, call.gen.sampling)
+    try:
+        with trace.current():  # the replica gets the request span's `traceparent`
+            return await _admit(state, call, trace)
+    except BaseException as exc:
+        trace.refused(exc)
+        raise
+
+
+async def _admit(state: AppState, call: Call, trace: RequestTrace) -> Admitted:
     info = state.pool.model(call.model)
     prompt_tokens = state.pool.count_tokens(info.id, call.gen)
     budget = info.context_length - prompt_tokens if call.max_tokens is None else call.max_tokens
-    principal, ticket = await _identify_and_admit(state, call, info, prompt_tokens + max(budget, 0))
+    with trace.child("admission"):
+        reserved = prompt_tokens + max(budget, 0)
+        principal, ticket = await _identify_and_admit(state, call, info, reserved)
     sent = dataclasses.replace(call.gen, flow=principal.tenant, weight=principal.tenant_weight)
     try:
         gen = await _masked(state, call, principal, sent) if principal.mask_prompts else sent
@@ -96,8 +113,11 @@ async def admit(state: AppState, call: Call) -> Admitted:
     except BaseException:
         await to_thread.run_sync(quotas.release, state.db, ticket)
         raise
+    replica = stream.replica.name if stream.replica is not None else None
+    trace.admitted(call.gen.request_id, info.id, principal.tenant, replica)
     try:
-        return await _begin(state, call, info, principal, ticket, sent, gen, stream, prompt_tokens)
+        begun = _Begun(call, info, principal, ticket, sent, gen, stream, prompt_tokens, trace)
+        return await _begin(state, begun)
     except BaseException:
         stream.close()
         await to_thread.run_sync(quotas.release, state.db, ticket)
@@ -191,22 +211,29 @@ def _pii_counts(gen: GenerationRequest) -> dict[str, int] | str:
         return "detection_failed"
 
 
-async def _begin(
-    state: AppState,
-    call: Call,
-    info: ModelInfo,
-    principal: Principal,
-    ticket: quotas.Ticket,
-    sent: GenerationRequest,
-    gen: GenerationRequest,
-    stream: PoolStream,
-    prompt_tokens: int,
-) -> Admitted:
-    """The request is on a replica: record its beginning, and track it for the stop switch.
+@dataclass(frozen=True)
+class _Begun:
+    """A request just put on a replica, for `_begin`.
 
     `sent` is the request as the client sent it (what the audit entry's hash and counts
     describe); `gen` as it goes to the model (masked), which is what the content policy keeps.
     """
+
+    call: Call
+    info: ModelInfo
+    principal: Principal
+    ticket: quotas.Ticket
+    sent: GenerationRequest
+    gen: GenerationRequest
+    stream: PoolStream
+    prompt_tokens: int
+    trace: RequestTrace
+
+
+async def _begin(state: AppState, b: _Begun) -> Admitted:
+    """The request is on a replica: record its beginning, and track it for the stop switch."""
+    call, info, principal, ticket, sent, gen = b.call, b.info, b.principal, b.ticket, b.sent, b.gen
+    stream, prompt_tokens = b.stream, b.prompt_tokens
     audit, vault = state.audit, state.vault
     policy = vault.cached_policy(principal.tenant_id)
     if policy is None:
@@ -232,4 +259,5 @@ async def _begin(
         state.background.add(work)
     flight = Flight(info.id, principal.tenant, stream.cancel)
     state.oversight.track(sent.request_id, flight)
-    return Admitted(call, principal, ticket, info, stream, flight, keep, written, int(time.time()))
+    created = int(time.time())
+    return Admitted(call, principal, ticket, info, stream, flight, keep, written, created, b.trace)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import dataclasses
+import logging
 from collections.abc import AsyncGenerator
 
 from anyio import to_thread
@@ -14,6 +16,8 @@ from sovllm.gateway.content import Keep, store
 from sovllm.gateway.state import AppState
 from sovllm.governance import quotas
 from sovllm.governance.audit import keyed_hash, records
+
+log = logging.getLogger("sovllm.gateway")
 
 
 class Run:
@@ -87,7 +91,21 @@ class Run:
         request_id = self.stream.request_id
         self.state.oversight.untrack(request_id)
         text = "".join(self._text)
-        audit_end(self.state, request_id, out, text, self.admitted.keep, outcome)
+        written = audit_end(self.state, request_id, out, text, self.admitted.keep, outcome)
+        tokens = (out.prompt_tokens, out.completion_tokens) if out is not None else (0, 0)
+        # One searchable line a request: ids, names and counts, never content or the user.
+        log.info(
+            "request %s ended (%s): tenant %s, model %s, %d prompt + %d completion tokens",
+            request_id,
+            outcome or (out.finish_reason if out is not None else None),
+            self.admitted.principal.tenant,
+            self.admitted.info.id,
+            *tokens,
+        )
+        trace, replica = self.admitted.trace, self.stream.replica
+        if replica is not None:  # a failover may have moved it since admission
+            trace.span.set_attribute("sovllm.replica", replica.name)
+        trace.end(out, outcome or "completed", written)
 
 
 def audit_end(
@@ -97,12 +115,15 @@ def audit_end(
     text: str,
     keep: Keep,
     outcome: str | None = None,
-) -> None:
-    """The request's `request.end` entry, and its answer kept under the tenant's policy."""
+) -> concurrent.futures.Future[int]:
+    """The request's `request.end` entry, and its answer kept under the tenant's policy.
+
+    Returns the entry's write (its span in the trace ends when it is durable)."""
     if outcome is None:
         outcome = "error" if out is not None and out.error else "completed"
     digest = keyed_hash(state.audit, "response", text.encode())
     fields = records.request_end(out, outcome, digest, keep.policy)
-    state.audit.append(records.END, fields, request_id)
+    written = state.audit.append(records.END, fields, request_id)
     if keep.policy != "none":
         state.background.add(to_thread.run_sync(store, state, request_id, keep, "response", text))
+    return written

@@ -12,6 +12,7 @@ from sovllm.governance.access import AccessGuard
 from sovllm.governance.audit.log import AuditLog
 from sovllm.governance.oversight import Oversight
 from sovllm.governance.privacy.content import ContentVault
+from sovllm.observability import tracing
 from sovllm.observability.metrics import Metrics
 from sovllm.pool.router import Pool
 from sovllm.store.db import Database
@@ -29,6 +30,8 @@ class AppState:
     vault: ContentVault
     oversight: Oversight
     access: AccessGuard
+    telemetry: tracing.Telemetry = field(default_factory=tracing.disabled)
+    """Traces and GenAI metrics (observability/tracing.py): no-op unless export is on."""
     background: Background = field(default_factory=lambda: Background())
 
 

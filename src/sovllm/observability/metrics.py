@@ -58,6 +58,11 @@ class Metrics:
             "Time between consecutive generated tokens of one request.",
             ITL_BUCKETS,
         )
+        self._tpot = histogram(
+            "sovllm:time_per_output_token_seconds",
+            "Mean time per output token after the first, per request (vLLM's TPOT).",
+            ITL_BUCKETS,
+        )
         self._e2e = histogram(
             "sovllm:e2e_request_latency_seconds",
             "Time from arrival to the last token.",
@@ -78,7 +83,22 @@ class Metrics:
             [*labels, "finished_reason"],
             registry=r,
         )
-        labelled = (self._ttft, self._itl, self._e2e, self._queue, self._prompt, self._generation)
+        self._errors = Counter(
+            "sovllm:request_errors",
+            "Error answers, by HTTP status and OpenAI error code (quota refusals: 429 with a "
+            "quota's code; stops: 503 service_stopped).",
+            ["status", "code"],
+            registry=r,
+        )
+        labelled = (
+            self._ttft,
+            self._itl,
+            self._tpot,
+            self._e2e,
+            self._queue,
+            self._prompt,
+            self._generation,
+        )
         for name in models:  # every model's series exist from the start, at zero
             for family in labelled:
                 family.labels(name)
@@ -99,9 +119,16 @@ class Metrics:
             self._queue.labels(model).observe(t.scheduled - t.arrival)
         if t.finished is not None:
             self._e2e.labels(model).observe(t.finished - t.arrival)
+            if t.first_token is not None and out.completion_tokens > 1:
+                decode = max(t.finished - t.first_token, 0.0)
+                self._tpot.labels(model).observe(decode / (out.completion_tokens - 1))
         self._prompt.labels(model).inc(out.prompt_tokens)
         self._generation.labels(model).inc(out.completion_tokens)
         self._success.labels(model, out.finish_reason or "unknown").inc()
+
+    def observe_error(self, status: int, code: str | None) -> None:
+        """Called by the API's error handlers (api/errors.py) for each error answer."""
+        self._errors.labels(str(status), code or "none").inc()
 
     def render(self) -> bytes:
         return bytes(generate_latest(self.registry))

@@ -30,9 +30,13 @@ from sovllm.governance.access import AccessGuard
 from sovllm.governance.audit.log import AuditLog
 from sovllm.governance.oversight import Oversight
 from sovllm.governance.privacy.content import open_vault
+from sovllm.observability import tracing
+from sovllm.observability.audit_metrics import AuditCollector
 from sovllm.observability.key_metrics import KeyAgeCollector, key_files
 from sovllm.observability.metrics import CONTENT_TYPE, Metrics
 from sovllm.observability.pool_metrics import PoolCollector
+from sovllm.observability.service_metrics import DataVolumeCollector, StopsCollector
+from sovllm.observability.tracing import Telemetry
 from sovllm.pool.router import Pool
 from sovllm.store.db import Database
 from sovllm.web.routes import router as web_router
@@ -55,8 +59,18 @@ async def _retention(state: AppState) -> None:
         await asyncio.sleep(settings.purge_every_s)
 
 
-def create_app(settings: Settings, pool: Pool, db: Database, audit: AuditLog) -> FastAPI:
-    """Build the app around a replica pool, which the app's lifespan starts and stops."""
+def create_app(
+    settings: Settings,
+    pool: Pool,
+    db: Database,
+    audit: AuditLog,
+    telemetry: Telemetry | None = None,
+) -> FastAPI:
+    """Build the app around a replica pool, which the app's lifespan starts and stops.
+
+    `telemetry`: where traces and GenAI metrics go (serve/gateway.open_telemetry); none by
+    default. FastAPI's own HTTP telemetry runs on the same providers."""
+    telemetry = telemetry or tracing.disabled()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -68,8 +82,11 @@ def create_app(settings: Settings, pool: Pool, db: Database, audit: AuditLog) ->
         vault = open_vault(settings, db)
         oversight = Oversight(db)
         oversight.apply(await to_thread.run_sync(oversight.refresh))
+        metrics.registry.register(StopsCollector(oversight))
+        metrics.registry.register(AuditCollector(db))
+        metrics.registry.register(DataVolumeCollector(settings.data_dir))
         access = AccessGuard(settings.security.auth_failures_per_minute)
-        state = AppState(settings, pool, metrics, db, audit, vault, oversight, access=access)
+        state = AppState(settings, pool, metrics, db, audit, vault, oversight, access, telemetry)
         app.state.sovllm = state
         tasks = [
             asyncio.create_task(_retention(state)),
@@ -88,12 +105,14 @@ def create_app(settings: Settings, pool: Pool, db: Database, audit: AuditLog) ->
             # The open minute's refusals go in before the log writes its last checkpoint.
             access.flush(audit, everything=True)
             audit.close()
+            telemetry.shutdown()  # after the log: the last requests' spans end with its writes
 
     app = FastAPI(
         title="sovllm",
         version=__version__,
         description="OpenAI-compatible API of a private, compliant LLM service.",
         lifespan=lifespan,
+        telemetry=telemetry.fastapi(),
     )
     errors.install(app)
     app.include_router(openai_router)

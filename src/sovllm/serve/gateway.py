@@ -18,9 +18,10 @@ from sovllm.governance import bootstrap
 from sovllm.governance.audit import PseudonymKeyError, open_audit
 from sovllm.governance.privacy import pii
 from sovllm.governance.privacy.masterkey import MasterKeyError
+from sovllm.observability import logs, tracing
 from sovllm.serve import build
 from sovllm.serve.app import create_app
-from sovllm.serve.replicas import PoolConfigError, describe, plan
+from sovllm.serve.replicas import PoolConfigError, check_egress, describe, plan
 from sovllm.store.db import Database, DatabaseConfigError, database_url, hide_password
 from sovllm.store.migrate import upgrade
 
@@ -52,6 +53,25 @@ def open_database(settings: Settings) -> Database:
     return db
 
 
+def open_telemetry(settings: Settings, role: str = "") -> tracing.Telemetry:
+    """The telemetry pipeline: none without `telemetry.otlp_endpoint`, and an endpoint outside
+    loopback and private networks only where `egress_allow` lists it. `role` ("worker")
+    is appended to the service name, so a trace shows which process a span comes from."""
+    t = settings.telemetry
+    if t.otlp_endpoint is None:
+        return tracing.disabled()
+    setting = "invalid setting 'telemetry.otlp_endpoint'"
+    try:
+        check_egress(t.otlp_endpoint, settings.egress_allow, "telemetry", subject=setting)
+    except PoolConfigError as exc:
+        raise ServeError(str(exc)) from None
+    return tracing.exporting(
+        tracing.ExportSettings(
+            t.otlp_endpoint, "-".join(filter(None, [t.service_name, role])), t.sample_ratio
+        )
+    )
+
+
 def _first_line(exc: Exception) -> str:
     text = str(getattr(exc, "orig", None) or exc)
     return text.strip().splitlines()[0] if text.strip() else exc.__class__.__name__
@@ -63,9 +83,7 @@ def run_server(
     dry_run: bool = False,
     config_file: Path | None = None,
 ) -> None:
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logs.configure(settings.log_level, settings.log_format)
     # The pool probes every replica twice a second: keep httpx's per-request lines out.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
@@ -95,6 +113,7 @@ def run_server(
                 "(pip install 'sovllm[presidio]')"
             ) from None
     check_port(settings.host, settings.port)
+    telemetry = open_telemetry(settings)
     db = open_database(settings)
     try:
         key_file = bootstrap.create_first_key(db, settings.data_dir)
@@ -110,12 +129,13 @@ def run_server(
         pool = build.start(settings, plans)
     except PoolConfigError as exc:
         raise ServeError(str(exc)) from None
-    app = create_app(settings, pool, db, audit)
+    app = create_app(settings, pool, db, audit, telemetry)
     config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
+        log_config=logs.uvicorn_config(settings.log_format),
         # SIGTERM: stop accepting, let requests in flight finish, then stop the replicas.
         timeout_graceful_shutdown=math.ceil(settings.shutdown_grace_s),
         # X-Forwarded-For only from the configured proxies (uvicorn's default trusts

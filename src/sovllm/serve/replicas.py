@@ -239,7 +239,7 @@ def _vllm(entry: ReplicaSettings, name: str, first_gpu: int) -> ReplicaPlan:
         "vllm",
         base + "/v1",
         served,
-        entry.model,
+        served,  # what requests ask vLLM for: its --served-model-name, not the weights' path
         argv=argv,
         env={"CUDA_VISIBLE_DEVICES": gpus},
         health_url=base + "/health",
@@ -283,24 +283,25 @@ def _tokenizer(entry: ReplicaSettings) -> Path | None:
         raise PoolConfigError(f"invalid setting 'tokenizer': {exc}") from None
 
 
-def check_egress(url: str, allow: list[str], name: str) -> None:
-    """Refuse an upstream outside loopback and private networks unless it is allowed."""
+def check_egress(url: str, allow: list[str], name: str, subject: str | None = None) -> None:
+    """Refuse an upstream outside loopback and private networks unless it is allowed.
+
+    `subject` names what is refused in the message (default: the replica `name`)."""
+    who = subject or f"replica '{name}'"
     parts = urlsplit(url)
     try:
         port = parts.port
     except ValueError:
         port = -1
     if parts.scheme not in ("http", "https") or not parts.hostname or port == -1:
-        raise PoolConfigError(f"replica '{name}': url {url!r} is not an http(s) URL")
+        raise PoolConfigError(f"{who}: url {url!r} is not an http(s) URL")
     host = parts.hostname
     if host in allow:
         return
     try:
         infos = socket.getaddrinfo(host, port or 80, proto=socket.IPPROTO_TCP)
     except socket.gaierror as exc:
-        raise PoolConfigError(
-            f"replica '{name}': cannot resolve {host!r}: {exc.strerror}"
-        ) from None
+        raise PoolConfigError(f"{who}: cannot resolve {host!r}: {exc.strerror}") from None
     networks = []
     for item in allow:
         try:
@@ -315,7 +316,7 @@ def check_egress(url: str, allow: list[str], name: str) -> None:
         if any(address in net for net in networks):
             continue
         raise PoolConfigError(
-            f"replica '{name}': {url} resolves to {address}, outside loopback and private "
+            f"{who}: {url} resolves to {address}, outside loopback and private "
             "networks; nothing leaves the machine unless the host or its network is listed in "
             "'egress_allow'"
         )

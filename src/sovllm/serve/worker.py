@@ -34,10 +34,12 @@ from sovllm.engines.base import (
 from sovllm.engines.catalog import ModelNotFoundError, resolve_model
 from sovllm.engines.llamacpp.engine import LlamaCppEngine
 from sovllm.engines.llamacpp.model import ModelLoadError
+from sovllm.observability import logs, tracing
 from sovllm.observability.metrics import CONTENT_TYPE, Metrics
+from sovllm.observability.tracing import Telemetry
 from sovllm.pool import wire
 from sovllm.pool.children import PARENT_ENV
-from sovllm.serve.gateway import ServeError, check_port
+from sovllm.serve.gateway import ServeError, check_port, open_telemetry
 
 
 def _error(status: int, message: str, type_: str, **extra: Any) -> JSONResponse:
@@ -54,8 +56,13 @@ def error_for(exc: EngineError) -> JSONResponse:
     return _error(503, str(exc), "unavailable")
 
 
-def create_worker_app(engine: LlamaCppEngine, token: str | None) -> FastAPI:
+def create_worker_app(
+    engine: LlamaCppEngine, token: str | None, telemetry: Telemetry | None = None
+) -> FastAPI:
+    """The worker's app. With `telemetry` on, a request that brings a `traceparent` (the
+    gateway's request span) gets its HTTP span and an engine span in the same trace."""
     metrics: list[Metrics] = []
+    telemetry = telemetry or tracing.disabled()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -65,8 +72,14 @@ def create_worker_app(engine: LlamaCppEngine, token: str | None) -> FastAPI:
             yield
         finally:
             engine.shutdown()
+            telemetry.shutdown()
 
-    app = FastAPI(title="sovllm worker", version=__version__, lifespan=lifespan)
+    app = FastAPI(
+        title="sovllm worker",
+        version=__version__,
+        lifespan=lifespan,
+        telemetry=telemetry.fastapi(),
+    )
 
     @app.middleware("http")
     async def authenticate(request: Request, call_next: Any) -> Response:
@@ -108,6 +121,8 @@ def create_worker_app(engine: LlamaCppEngine, token: str | None) -> FastAPI:
             # Starlette cancels this generator when the gateway disconnects: the slot is freed.
             try:
                 async for out in stream:
+                    if out.finished:
+                        tracing.engine_span(telemetry, engine.model.id, out)
                     yield json.dumps(wire.output_to_json(out)).encode() + b"\n"
             finally:
                 stream.cancel()
@@ -118,9 +133,7 @@ def create_worker_app(engine: LlamaCppEngine, token: str | None) -> FastAPI:
 
 
 def run_worker(settings: Settings) -> None:
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logs.configure(settings.log_level, settings.log_format)
     try:
         source = resolve_model(settings.model)
     except ModelNotFoundError as exc:
@@ -136,16 +149,18 @@ def run_worker(settings: Settings) -> None:
     except OSError as exc:
         raise ServeError(f"cannot create data_dir {settings.data_dir}: {exc.strerror}") from None
     check_port(settings.host, settings.port)
+    telemetry = open_telemetry(settings, "worker")
     _exit_with_parent()
     engine = LlamaCppEngine(
         source, settings.engine, settings.served_model_name, cache_dir=settings.data_dir / "cache"
     )
-    app = create_worker_app(engine, token)
+    app = create_worker_app(engine, token, telemetry)
     config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
+        log_config=logs.uvicorn_config(settings.log_format),
         timeout_graceful_shutdown=int(settings.shutdown_grace_s),
     )
     try:

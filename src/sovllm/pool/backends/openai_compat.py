@@ -19,6 +19,7 @@ from sovllm.engines.base import (
     RequestStream,
     Timings,
 )
+from sovllm.observability.tracing import traceparent
 from sovllm.pool.backends.base import Probe, ReplicaFailure
 from sovllm.pool.backends.http import HttpStream, Remote, get, get_json, send
 
@@ -83,7 +84,8 @@ class OpenAIBackend(Remote):
                 request.prompt if isinstance(request.prompt, str) else list(request.prompt or [])
             )
             path = "/completions"
-        req = self._client.build_request("POST", self.url + path, json=body, headers=self._headers)
+        headers = {**self._headers, **traceparent()}  # vLLM continues the trace
+        req = self._client.build_request("POST", self.url + path, json=body, headers=headers)
         response = await send(self._client, req)
         chat = request.messages is not None
 

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 import httpx
 
 from sovllm.engines.base import GenerationOutput, GenerationRequest, RequestStream
+from sovllm.observability.tracing import traceparent
 from sovllm.pool import wire
 from sovllm.pool.backends.base import Probe
 from sovllm.pool.backends.http import HttpStream, Remote, get_json, send
@@ -24,7 +25,7 @@ class WorkerBackend(Remote):
             "POST",
             self.url + wire.GENERATE_PATH,
             json=wire.request_to_json(request),
-            headers=self._headers,
+            headers={**self._headers, **traceparent()},  # the worker continues the trace
         )
         response = await send(self._client, req)
         return HttpStream(
