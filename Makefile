@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 export CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
 STAMP := $(VENV)/.installed
 
-.PHONY: install serve test lint bench clean
+.PHONY: install serve test test-peers peers lint bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,8 +23,17 @@ install: $(STAMP)
 serve: $(STAMP)
 	$(BIN)/sovllm serve $(ARGS)
 
-test: $(STAMP)
+# The real peers tests/peers runs against (vLLM for CPU, llama.cpp's llama-server, the model
+# converted for each) go to ~/.cache/sovllm/peers ($$SOVLLM_PEERS_DIR), like pip's wheel cache:
+# a fresh machine pays the install once, later runs reuse it in seconds.
+peers: $(STAMP)
+	scripts/peers/install.sh
+
+test: $(STAMP) peers
 	scripts/test.sh
+
+test-peers: $(STAMP) peers
+	$(BIN)/pytest -m peers tests/peers
 
 lint: $(STAMP)
 	$(BIN)/ruff format --check src tests benchmarks

@@ -178,6 +178,14 @@ def test_plan_names_ports_threads_and_gpus(tmp_path: Path) -> None:
     assert "vllm serve m" in text and build.wire.TOKEN_ENV not in text
 
 
+def test_a_started_vllm_is_asked_for_its_served_name(tmp_path: Path) -> None:
+    entry = {"kind": "vllm", "model": "/weights/smol-hf", "served_model_name": "smol"}
+    [plan] = replicas.plan(load_settings(data_dir=tmp_path, replicas=[entry]))
+    assert plan.argv is not None and plan.argv[1:3] == ["serve", "/weights/smol-hf"]
+    # vLLM serves (and lists in /v1/models) only --served-model-name, never the path.
+    assert (plan.model_id, plan.model) == ("smol", "smol")
+
+
 def test_no_replicas_means_one_engine_in_process(tmp_path: Path) -> None:
     [only] = replicas.plan(load_settings(data_dir=tmp_path))
     assert (only.kind, only.argv) == ("local", None)

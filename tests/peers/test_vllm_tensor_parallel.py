@@ -1,0 +1,75 @@
+"""A real vLLM replica with tensor parallelism (TP=3 over gloo, on CPU), started by sovllm.
+
+SmolLM2-135M has 9 attention heads: vLLM refuses TP=2 and accepts TP=3, three workers on the
+two cores (VLLM_CPU_OMP_THREADS_BIND gives each its core). It takes about four minutes to
+start and is slow, so one test covers it: the command line, readiness, chat, vLLM's gauges in
+the pool, and SIGTERM stopping every worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import MODEL_ID, Server, free_port, run_server, wait_until
+from tests.integration.test_pool import Outcome, chat_stream, pool, until
+from tests.peers.peers import FORCED, client, cmdline, reap, session_pids
+from tests.peers.test_vllm_replica import (
+    ENV,
+    START_S,
+    Gateway,
+    check_what_runs,
+    vllm_replica,
+    write_config,
+)
+
+pytestmark = [pytest.mark.peers, pytest.mark.slow]
+TP_ENV = {**ENV, "VLLM_CPU_OMP_THREADS_BIND": "0|1|0"}
+
+
+def test_a_tensor_parallel_vllm_replica(tmp_path: Path) -> None:
+    config = write_config(tmp_path, [vllm_replica(free_port(), tp=3)])
+    gateway: list[int] = []
+    try:
+        with run_server(tmp_path, TP_ENV, ("--config", str(config)), START_S + 60) as srv:
+            gateway.append(srv.process.pid)
+            check_tensor_parallel_replica(srv, Gateway(srv, config, tmp_path))
+    finally:
+        for pid in gateway:
+            reap(pid)
+
+
+def check_tensor_parallel_replica(srv: Server, gw: Gateway) -> None:
+    check_what_runs(gw, ["vllm-0"])
+    pid = pool(srv)["replicas"][0]["pid"]
+    argv = cmdline(pid)
+    assert argv[argv.index("--tensor-parallel-size") + 1] == "3"
+    # Three tensor-parallel workers beside the API server and its engine core.
+    assert len(session_pids(pid)) >= 4, session_pids(pid)
+    reply = client(srv).chat.completions.create(
+        model=MODEL_ID,
+        messages=[{"role": "user", "content": "What is the capital of France?"}],
+        max_tokens=8,
+        temperature=0,
+    )
+    assert reply.choices[0].message.content and reply.usage is not None
+
+    async def run() -> Outcome:
+        async with httpx.AsyncClient(timeout=300) as http:
+            started = asyncio.Event()
+            task = asyncio.create_task(
+                chat_stream(http, srv, "Essay", 24, first=started, extra=FORCED)
+            )
+            await asyncio.wait_for(started.wait(), 300)
+            await until(lambda: pool(srv)["replicas"][0]["running"] == 1, "running", 60)
+            return await task
+
+    outcome = asyncio.run(run())
+    assert outcome.error is None and outcome.completion_tokens == 24
+    srv.process.send_signal(signal.SIGTERM)
+    assert srv.process.wait(timeout=120) in (0, -signal.SIGTERM)
+    wait_until(lambda: not session_pids(pid), "every vLLM process to end", 60)
