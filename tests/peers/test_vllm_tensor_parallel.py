@@ -27,7 +27,7 @@ from tests.peers.test_vllm_replica import (
     write_config,
 )
 
-pytestmark = [pytest.mark.peers, pytest.mark.slow]
+pytestmark = [pytest.mark.peers, pytest.mark.slow, pytest.mark.tensor_parallel]
 TP_ENV = {**ENV, "VLLM_CPU_OMP_THREADS_BIND": "0|1|0"}
 
 
