@@ -24,5 +24,4 @@ fi
 $BIN/ruff format --check src tests benchmarks
 $BIN/ruff check src tests benchmarks
 $BIN/mypy
-# The TP=3 vLLM test (`make test-peers`) is left out until its race is fixed: docs/performance.md.
-exec $BIN/pytest -m "not tensor_parallel" "$@"
+exec $BIN/pytest "$@"

@@ -209,7 +209,9 @@ def check_cut_and_drain(srv: Server) -> None:
         assert srv.admin("POST", "/resume", json={"scope": "all"}).status_code == 200
     assert all(o.error is None and o.finish == "stop" for o in outcomes), outcomes
     assert max(o.ended for o in outcomes) - stopped < 2.0, outcomes
-    assert all(o.completion_tokens is not None and o.completion_tokens < 750 for o in outcomes)
+    assert all(o.completion_tokens is not None and o.completion_tokens < 750 for o in outcomes), (
+        outcomes
+    )
     # The peers dropped the sequences when the gateway hung up: nothing runs there any more.
     wait_until(lambda: all(r["outstanding"] == 0 for r in pool(srv)["replicas"]), "no flights")
     wait_until(lambda: all(not r["running"] for r in pool(srv)["replicas"]), "idle peers", 60)

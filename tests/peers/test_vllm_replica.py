@@ -42,7 +42,9 @@ START_S = 900.0
 ENV = {"VLLM_CPU_KVCACHE_SPACE": "1", "SOVLLM_ENGINE__THREADS": "1"}
 
 
-def vllm_replica(port: int, tp: int = 1) -> dict[str, Any]:
+def vllm_replica(port: int, tp: int = 1, cores: str | None = None) -> dict[str, Any]:
+    """`cores`: the CPU cores its worker binds to. Two replicas left to vLLM's default bind to
+    the same core, where one can starve the other of any progress for half a minute."""
     return {
         "kind": "vllm",
         "executable": peer("SOVLLM_PEER_VLLM"),
@@ -54,6 +56,7 @@ def vllm_replica(port: int, tp: int = 1) -> dict[str, Any]:
         "tensor_parallel_size": tp,
         # bf16 as converted; eager: the compile cache never loads on CPU, eager starts faster.
         "extra_args": ["--dtype", "bfloat16", "--enforce-eager"],
+        "env": {"VLLM_CPU_OMP_THREADS_BIND": cores} if cores is not None else {},
     }
 
 
@@ -64,9 +67,10 @@ class Gateway:
     tmp: Path
 
 
-def write_config(tmp: Path, replicas: list[dict[str, Any]]) -> Path:
+def write_config(tmp: Path, replicas: list[dict[str, Any]], **routing_: Any) -> Path:
     config = tmp / "sovllm.yaml"
     routing = {"policy": "prefix_affinity", "start_timeout_s": START_S, "probe_interval_s": 1}
+    routing |= routing_
     config.write_text(json.dumps({"routing": routing, "replicas": replicas}))
     return config
 
@@ -74,7 +78,8 @@ def write_config(tmp: Path, replicas: list[dict[str, Any]]) -> Path:
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     tmp = tmp_path_factory.mktemp("vllm")
-    config = write_config(tmp, [vllm_replica(free_port()), vllm_replica(free_port())])
+    replicas = [vllm_replica(free_port(), cores="0"), vllm_replica(free_port(), cores="1")]
+    config = write_config(tmp, replicas)
     gateway: list[int] = []
     try:
         with run_server(tmp, ENV, ("--config", str(config)), START_S + 60) as srv:
@@ -116,10 +121,26 @@ def test_chat_streamed_and_not_with_usage_and_cached_tokens(pair: Gateway) -> No
     check_chat(pair.srv, {"vllm-0", "vllm-1"})
 
 
+def running_by_replica(text: str) -> dict[str, float]:
+    """sovllm:replica_num_requests_running by replica name, from one /metrics text."""
+    found = {}
+    for line in text.splitlines():
+        if line.startswith("sovllm:replica_num_requests_running{"):
+            labels, value = line.rsplit(" ", 1)
+            found[labels.split('replica="', 1)[1].split('"', 1)[0]] = float(value)
+    return found
+
+
 def test_vllm_gauges_reach_the_pool(pair: Gateway) -> None:
     srv = pair.srv
+    texts: list[str] = []
 
-    async def run() -> tuple[Outcome, dict[str, Any]]:
+    def one_running() -> bool:
+        """One /metrics text (never two reads that may disagree) shows the request running."""
+        texts.append(httpx.get(f"{srv.url}/metrics", headers=srv.auth, timeout=10).text)
+        return sorted(running_by_replica(texts[-1]).values()) == [0.0, 1.0]
+
+    async def run() -> Outcome:
         async with httpx.AsyncClient(timeout=300) as http:
             started = asyncio.Event()
             task = asyncio.create_task(
@@ -127,21 +148,15 @@ def test_vllm_gauges_reach_the_pool(pair: Gateway) -> None:
             )
             await asyncio.wait_for(started.wait(), 300)
             # `running` is what vLLM's /metrics says, scraped by the probe.
-            await until(
-                lambda: sum(r["running"] or 0 for r in pool(srv)["replicas"]) == 1,
-                "vLLM to report the request running",
-                60,
-            )
-            text = httpx.get(f"{srv.url}/metrics", headers=srv.auth, timeout=10).text
-            busy = next(r for r in pool(srv)["replicas"] if r["running"])
-            return await task, {"text": text, "busy": busy}
+            await until(one_running, "vLLM to report the request running", 60)
+            return await task
 
-    outcome, seen = asyncio.run(run())
+    outcome = asyncio.run(run())
     assert outcome.error is None and outcome.finish == "length"
-    text, busy = seen["text"], seen["busy"]
-    labels = f'kind="vllm",model_name="{MODEL_ID}",replica="{busy["name"]}"'
-    assert f"sovllm:replica_num_requests_running{{{labels}}} 1.0" in text, text
-    assert f'sovllm:num_requests_running{{model_name="{MODEL_ID}"}} 1.0' in text
+    text = texts[-1]
+    busy = [name for name, n in running_by_replica(text).items() if n == 1.0]
+    assert busy == [outcome.replica], (busy, outcome)
+    assert f'sovllm:num_requests_running{{model_name="{MODEL_ID}"}} 1.0' in text, text
     # The prefix cache counters are vLLM's: the repeated prompt of the chat test hit.
     assert srv.metric("prefix_cache_queries_total") > 0
     assert srv.metric("prefix_cache_hits_total") > 0

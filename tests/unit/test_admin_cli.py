@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import text
 
 from sovllm.governance import identity as idn
+from sovllm.governance import tenants
 from sovllm.store.db import Database
 
 
@@ -135,3 +136,27 @@ def test_each_change_from_the_command_line_is_an_admin_entry(
     ]  # the refused create has none
     assert entries[0]["target"]["weight"] == 2.0 and entries[0]["target"]["rpm"] is None
     assert set(entries[0]["actor"]) == {"cli", "host"}
+
+
+def test_privacy_settings_from_the_command_line_are_admin_entries(
+    env: dict[str, str], database_url_any: str
+) -> None:
+    """`privacy policy|mask` change a tenant as `tenants` does: one entry each, then the change."""
+    assert sovllm(env, "tenants", "create", "ward").returncode == 0
+    assert sovllm(env, "privacy", "policy", "ward", "redacted").returncode == 0
+    assert sovllm(env, "privacy", "mask", "ward", "true").returncode == 0
+    unknown = sovllm(env, "privacy", "policy", "nobody", "full")
+    assert unknown.returncode == 1 and "nobody" in unknown.stderr
+    db = Database(database_url_any)
+    with db.read() as s:
+        rows = s.execute(
+            text("SELECT body FROM audit_entries WHERE kind = 'admin' ORDER BY seq")
+        ).all()
+    entries = [json.loads(body) for (body,) in rows]
+    assert [(e["action"], e["target"]) for e in entries[1:]] == [
+        ("tenant.update", {"name": "ward", "content_policy": "redacted"}),
+        ("tenant.update", {"name": "ward", "mask_prompts": True}),
+    ]  # the refused change has none
+    assert set(entries[1]["actor"]) == {"cli", "host"}
+    [ward] = [t for t in tenants.list_tenants(db) if t.name == "ward"]
+    assert ward.content_policy == "redacted" and ward.mask_prompts is True

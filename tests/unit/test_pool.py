@@ -178,6 +178,36 @@ def test_plan_names_ports_threads_and_gpus(tmp_path: Path) -> None:
     assert "vllm serve m" in text and build.wire.TOKEN_ENV not in text
 
 
+def test_a_started_replica_gets_its_own_environment(tmp_path: Path) -> None:
+    """Two vLLMs on one CPU each bound to their own core, as two on GPUs get their own GPUs;
+    the environment is part of the command line the dry run prints."""
+    from sovllm.config import ConfigError
+
+    bind = "VLLM_CPU_OMP_THREADS_BIND"
+    settings = load_settings(
+        data_dir=tmp_path,
+        replicas=[
+            {"kind": "vllm", "model": "m", "env": {bind: "0"}},
+            {"kind": "vllm", "model": "m", "env": {bind: "1", "CUDA_VISIBLE_DEVICES": ""}},
+            {"kind": "embedded", "env": {"SOVLLM_ENGINE__THREADS": "1"}},
+        ],
+    )
+    plans = replicas.plan(settings)
+    assert [p.env.get(bind) for p in plans] == ["0", "1", None]
+    assert (
+        plans[0].env["CUDA_VISIBLE_DEVICES"] == "0" and plans[1].env["CUDA_VISIBLE_DEVICES"] == ""
+    )
+    assert plans[2].env["SOVLLM_ENGINE__THREADS"] == "1" and "SOVLLM_MODEL" in plans[2].env
+    assert f"{bind}=0 " in replicas.describe(plans)
+    attached = {"kind": "openai", "url": "http://127.0.0.1:9/v1", "model": "up", "env": {"A": "1"}}
+    with pytest.raises(ConfigError, match="'env' applies to a replica sovllm starts"):
+        load_settings(data_dir=tmp_path, replicas=[attached])
+    with pytest.raises(ConfigError, match="not an environment variable name"):
+        load_settings(
+            data_dir=tmp_path, replicas=[{"kind": "vllm", "model": "m", "env": {"A=B": "1"}}]
+        )
+
+
 def test_a_started_vllm_is_asked_for_its_served_name(tmp_path: Path) -> None:
     entry = {"kind": "vllm", "model": "/weights/smol-hf", "served_model_name": "smol"}
     [plan] = replicas.plan(load_settings(data_dir=tmp_path, replicas=[entry]))

@@ -8,9 +8,10 @@ from typing import Annotated
 
 import typer
 
-from sovllm.cli.common import ConfigOpt, cli_actor, fail, open_db
+from sovllm.cli.common import ConfigOpt, audit_writer, cli_actor, fail, open_db
 from sovllm.config import ConfigError, Settings, load_settings
-from sovllm.governance import retention
+from sovllm.governance import identity as idn
+from sovllm.governance import retention, tenancy
 from sovllm.governance.audit import open_audit, pseudonym_key_path, records
 from sovllm.governance.audit.checkpoint import CheckpointError
 from sovllm.governance.audit.log import AuditLog
@@ -19,8 +20,6 @@ from sovllm.governance.privacy.content import (
     POLICIES,
     master_key_path,
     open_vault,
-    set_masking,
-    set_policy,
 )
 from sovllm.governance.privacy.masterkey import MasterKeyError, Rotated, next_path, rotate
 from sovllm.store.db import Database
@@ -31,6 +30,16 @@ def _audit(settings: Settings, db: Database) -> AuditLog:
         return open_audit(settings, db)
     except ConfigError as exc:  # e.g. a pseudonym key file the log does not record
         raise fail(str(exc), 2) from None
+
+
+def _change(config: Path | None, change: tenancy.TenantChange) -> None:
+    """A tenant's privacy setting, changed as the admin API changes it: one `tenant.update`
+    audit entry with the CLI's actor, then the change."""
+    db = open_db(config)
+    try:
+        tenancy.update_tenant(db, audit_writer(config, db), cli_actor(), change)
+    except (idn.IdentityError, LookupError) as exc:
+        raise fail(str(exc)) from None
 
 
 privacy_app = typer.Typer(
@@ -84,11 +93,7 @@ def policy(
     """Set what of a tenant's prompts and answers is kept (encrypted per data subject)."""
     if value not in POLICIES:
         raise typer.BadParameter(f"must be one of {', '.join(POLICIES)}", param_hint="VALUE")
-    db = open_db(config)
-    try:
-        set_policy(db, tenant, value)
-    except LookupError as exc:
-        raise fail(str(exc)) from None
+    _change(config, tenancy.TenantChange(tenant, content_policy=value))
     typer.echo(f"tenant {tenant}: content policy {value}")
 
 
@@ -97,11 +102,7 @@ def mask(
     tenant: str, on: Annotated[bool, typer.Argument(help="true or false")], config: ConfigOpt = None
 ) -> None:
     """Mask personal data before a tenant's prompts reach the model (unmaskable ones refused)."""
-    db = open_db(config)
-    try:
-        set_masking(db, tenant, on)
-    except LookupError as exc:
-        raise fail(str(exc)) from None
+    _change(config, tenancy.TenantChange(tenant, mask_prompts=on))
     typer.echo(f"tenant {tenant}: prompts masked before the model: {'on' if on else 'off'}")
 
 

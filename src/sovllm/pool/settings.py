@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -92,9 +93,25 @@ class ReplicaSettings(BaseModel):
     enable_prefix_caching: bool = True
     extra_args: list[str] = Field(default_factory=list, description="More vLLM flags.")
     executable: str = Field("vllm", description="The vLLM command.")
+    env: dict[str, str] = Field(
+        default_factory=dict,
+        description="Environment of a started replica, over what sovllm sets (e.g. "
+        "VLLM_CPU_OMP_THREADS_BIND: on a CPU, replicas on one machine each need their own "
+        "cores, as on GPUs each gets its own devices).",
+    )
+
+    @field_validator("env")
+    @classmethod
+    def _env_names(cls, env: dict[str, str]) -> dict[str, str]:
+        for key in env:
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+                raise ValueError(f"{key!r} is not an environment variable name")
+        return env
 
     @model_validator(mode="after")
     def _coherent(self) -> ReplicaSettings:
+        if self.env and (self.kind == "openai" or self.url is not None or self.discovery):
+            raise ValueError("'env' applies to a replica sovllm starts, not to one it attaches to")
         if self.discovery is not None:
             self._discovered()
         if self.kind == "openai" and self.url is None and self.discovery is None:

@@ -133,6 +133,7 @@ def _embedded(
     if "threads" not in settings.engine.model_fields_set and workers > 1:
         # N workers each spinning cpu_count threads would fight over the cores.
         env["SOVLLM_ENGINE__THREADS"] = str(max(1, (os.cpu_count() or 1) // workers))
+    env.update(entry.env)
     url = f"http://{host}:{port}"
     return ReplicaPlan(
         name,
@@ -241,7 +242,7 @@ def _vllm(entry: ReplicaSettings, name: str, first_gpu: int) -> ReplicaPlan:
         served,
         served,  # what requests ask vLLM for: its --served-model-name, not the weights' path
         argv=argv,
-        env={"CUDA_VISIBLE_DEVICES": gpus},
+        env={"CUDA_VISIBLE_DEVICES": gpus, **entry.env},
         health_url=base + "/health",
         tokenizer=_tokenizer(entry),
         context_length=entry.max_model_len or 0,
