@@ -15,6 +15,12 @@ if [ ! -x /usr/bin/chromium ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
 fi
+# The compliance report's PDF is checked by its text, with poppler's pdftotext.
+if ! command -v pdftotext >/dev/null 2>&1; then
+  echo "installing poppler-utils (pdftotext) from Debian's packages" >&2
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq poppler-utils >/dev/null
+fi
 # The alert rules are checked with the real promtool, and one test runs a real Prometheus.
 if ! command -v promtool >/dev/null 2>&1; then
   echo "installing Prometheus from Debian's packages" >&2

@@ -24,8 +24,12 @@ from pydantic_settings import (
 )
 
 from sovllm.engines.llamacpp.settings import EngineSettings
+from sovllm.governance.provenance.settings import ModelsSettings
+from sovllm.observability.energy.settings import EnergySettings
 from sovllm.pool.settings import ReplicaSettings, RoutingSettings
+from sovllm.server_settings import ServerSettings
 from sovllm.store.db import hide_password
+from sovllm.tls_settings import TlsSettings
 
 ENV_PREFIX = "SOVLLM_"
 # The YAML file of the load_settings() call in progress; read by Settings' source list.
@@ -53,6 +57,13 @@ class AuditSettings(BaseModel):
         description="Ed25519 signing key (32 random bytes, base64), e.g. a mounted secret: "
         "sovllm reads it and never writes it. Default: data_dir/audit/signing.key, made at "
         "first start (0600). Gateways that share a database must share this file.",
+    )
+    durability: Literal["process_crash", "power_loss"] = Field(
+        "process_crash",
+        description="What a committed entry survives. process_crash: a crash of sovllm or "
+        "of the OS process (SQLite synchronous=NORMAL). power_loss: a power cut too (SQLite "
+        "synchronous=FULL: the WAL is synced at every commit; group commit keeps the append "
+        "rate, docs/reliability.md). PostgreSQL's defaults already survive a power cut.",
     )
     checkpoint_every: int = Field(1000, ge=1, description="Sign a checkpoint every N entries.")
     checkpoint_seconds: float = Field(
@@ -284,8 +295,12 @@ class Settings(BaseSettings):
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
     privacy: PrivacySettings = Field(default_factory=PrivacySettings)
     compliance: ComplianceSettings = Field(default_factory=ComplianceSettings)
+    models: ModelsSettings = Field(default_factory=ModelsSettings)
     security: SecuritySettings = Field(default_factory=SecuritySettings)
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    tls: TlsSettings = Field(default_factory=TlsSettings)
+    energy: EnergySettings = Field(default_factory=EnergySettings)
     replicas: list[ReplicaSettings] = Field(
         default_factory=list,
         description="The replica pool; empty: one embedded engine inside the gateway process.",

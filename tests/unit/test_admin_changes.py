@@ -87,6 +87,7 @@ def test_tenant_and_key_changes_write_one_admin_entry_each(db: Database) -> None
                 "weight": 2.0,
                 "content_policy": "none",
                 "mask_prompts": False,
+                "review_policy": "none",
             },
         ),
         ("key.create", {"key_id": key.id, "prefix": key.prefix, "tenant": "lab", "role": "user"}),

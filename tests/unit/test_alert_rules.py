@@ -36,7 +36,7 @@ def test_the_shipped_copy_is_the_canonical_one() -> None:
 def test_promtool_checks_the_rules() -> None:
     done = promtool("check", "rules", RULES)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "SUCCESS: 9 rules found" in done.stdout
+    assert "SUCCESS: 11 rules found" in done.stdout
 
 
 def test_promtool_unit_tests_pass() -> None:
@@ -54,6 +54,8 @@ def test_every_alert_the_issue_asks_for_is_there() -> None:
         "SovllmAuditVerifyFailed",
         "SovllmDataVolumeNearlyFull",
         "SovllmStopEngaged",
+        "SovllmIncidentReportDue",
+        "SovllmClockUnsynchronized",
     }
 
 

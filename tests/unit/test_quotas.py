@@ -147,11 +147,33 @@ def test_upgrading_carries_the_open_windows_into_buckets(database_url_any: str) 
     try:
         migrate.upgrade(old, "0004")
         name = f"t{uuid.uuid4().hex[:8]}"
-        tenants.create_tenant(old, name, idn.Limits(rpm=3))
-        raw, _ = tenants.create_key(old, name, idn.Role.USER, idn.Limits(tpm=1000))
-        p = idn.authenticate(old, raw)
+        minted = tenants.mint_key()
         now = float(int(time.time()))
         with old.engine.begin() as conn:
+            # The tenant and key as the 0004 schema has them (today's models have more columns).
+            conn.execute(
+                text(
+                    "INSERT INTO tenants (name, created_at, weight, rpm, content_policy, "
+                    "mask_prompts) VALUES (:name, :now, 1.0, 3, 'none', :mask)"
+                ),
+                {"name": name, "now": now, "mask": False},
+            )
+            tenant_id = conn.execute(
+                text("SELECT id FROM tenants WHERE name = :name"), {"name": name}
+            ).scalar_one()
+            conn.execute(
+                text(
+                    "INSERT INTO api_keys (id, tenant_id, role, key_hash, prefix, created_at, tpm) "
+                    "VALUES (:id, :tenant, 'user', :hash, :prefix, :now, 1000)"
+                ),
+                {
+                    "id": minted.id,
+                    "tenant": tenant_id,
+                    "hash": idn.hash_key(minted.raw),
+                    "prefix": minted.prefix,
+                    "now": now,
+                },
+            )
             for i, (at, tokens) in enumerate(
                 [(now - 10.25, 300), (now - 10.75, 200), (now - 5, 100)]
             ):
@@ -162,13 +184,14 @@ def test_upgrading_carries_the_open_windows_into_buckets(database_url_any: str) 
                     ),
                     {
                         "rid": f"r{i}",
-                        "key": p.key_id,
-                        "tenant": p.tenant_id,
+                        "key": minted.id,
+                        "tenant": tenant_id,
                         "at": at,
                         "tokens": tokens,
                     },
                 )
         migrate.upgrade(old)
+        p = idn.authenticate(old, minted.raw)
         with old.engine.connect() as conn:
             rows = conn.execute(
                 text(

@@ -8,9 +8,10 @@ from collections.abc import Mapping
 from typing import Any, Generic, Literal, TypeVar
 
 from fastapi import Depends, Request
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 
 from sovllm.api.auth import ADMIN_ROLES, AUDIT_ROLES, require
+from sovllm.api.schemas import no_lone_surrogates
 from sovllm.api.state import AppState, app_state
 from sovllm.governance.audit import records
 from sovllm.governance.identity import Principal
@@ -24,6 +25,12 @@ Auditor = Depends(require(AUDIT_ROLES))
 
 class Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _valid_unicode(cls, data: Any) -> Any:
+        no_lone_surrogates(data)  # a name or reason that could not be stored: 400, not 500
+        return data
 
 
 class ListOf(BaseModel, Generic[T]):

@@ -66,6 +66,10 @@ def _limits(lim: idn.Limits) -> LimitsOut:
 
 
 Policy = Literal["none", "redacted", "full"]
+REVIEW_POLICY = (
+    "Human review of answers: none, sample:P (P% of answers reviewed after delivery) or hold "
+    "(answers held until a reviewer approves them; docs/oversight.md)."
+)
 
 
 class TenantCreate(LimitsIn):
@@ -77,12 +81,14 @@ class TenantCreate(LimitsIn):
     mask_prompts: bool = Field(
         False, description="Mask personal data before prompts reach the model."
     )
+    review_policy: str = Field("none", max_length=16, description=REVIEW_POLICY)
 
 
 class TenantUpdate(LimitsIn):
     weight: float | None = Field(None, gt=0)
     content_policy: Policy | None = None
     mask_prompts: bool | None = None
+    review_policy: str | None = Field(None, max_length=16, description=REVIEW_POLICY)
 
 
 class TenantOut(BaseModel):
@@ -95,6 +101,7 @@ class TenantOut(BaseModel):
     active_keys: int
     content_policy: str
     mask_prompts: bool
+    review_policy: str
 
 
 class KeyCreate(LimitsIn):
@@ -143,6 +150,7 @@ def _tenant(t: idn.TenantInfo) -> TenantOut:
         active_keys=t.active_keys,
         content_policy=t.content_policy,
         mask_prompts=t.mask_prompts,
+        review_policy=t.review_policy,
     )
 
 
@@ -171,7 +179,12 @@ async def list_tenants(request: Request) -> ListOf[TenantOut]:
 async def create_tenant(body: TenantCreate, request: Request) -> TenantOut:
     state = app_state(request)
     new = tenancy.NewTenant(
-        body.name, body.to_limits(), body.weight, body.content_policy, body.mask_prompts
+        body.name,
+        body.to_limits(),
+        body.weight,
+        body.content_policy,
+        body.mask_prompts,
+        body.review_policy,
     )
     t = await to_thread.run_sync(
         tenancy.create_tenant, state.db, writer(state), actor(request), new
@@ -183,7 +196,12 @@ async def create_tenant(body: TenantCreate, request: Request) -> TenantOut:
 async def update_tenant(name: str, body: TenantUpdate, request: Request) -> TenantOut:
     state = app_state(request)
     change = tenancy.TenantChange(
-        name, body.changes(), body.weight, body.content_policy, body.mask_prompts
+        name,
+        body.changes(),
+        body.weight,
+        body.content_policy,
+        body.mask_prompts,
+        body.review_policy,
     )
     t = await to_thread.run_sync(
         tenancy.update_tenant, state.db, writer(state), actor(request), change

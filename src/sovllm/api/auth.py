@@ -24,6 +24,8 @@ __all__ = ["ADMIN_ROLES", "ANY_ROLE", "AUDIT_ROLES", "INFERENCE_ROLES", "bearer"
 AUDIT_ROLES = frozenset({Role.AUDITOR, Role.ADMIN})
 ADMIN_ROLES = frozenset({Role.ADMIN})
 ANY_ROLE = frozenset(Role)
+STAFF_ROLES = ANY_ROLE - {Role.USER}
+"""The roles that may reach an /admin route at all (each route then checks its own)."""
 
 
 def _throttle(request: Request) -> None:
@@ -52,7 +54,10 @@ def require(roles: frozenset[Role]) -> Callable[[Request], Awaitable[Principal]]
     """A FastAPI dependency: the caller's principal, if their role is one of `roles`."""
 
     async def dependency(request: Request) -> Principal:
-        principal = await identify(request)
+        # api/admin_gate.py has identified an /admin caller already: one database trip.
+        principal: Principal | None = getattr(request.state, "principal", None)
+        if principal is None:
+            principal = await identify(request)
         if principal.role not in roles:
             raise Forbidden(principal.role, roles)
         request.state.principal = principal

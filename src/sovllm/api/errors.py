@@ -26,7 +26,7 @@ from sovllm.engines.base import (
     QueueFullError,
 )
 from sovllm.gateway.errors import MaskingFailed, PromptNotCheckable, Stopped
-from sovllm.governance import identity, oversight
+from sovllm.governance import identity, incidents, oversight, review
 from sovllm.governance.access import presented_prefix
 from sovllm.governance.audit.checkpoint import CheckpointError
 from sovllm.governance.identity import AuthError
@@ -75,8 +75,10 @@ DOMAIN_ERRORS = (
     identity.IdentityError,
     oversight.NotServed,
     oversight.NotStopped,
+    incidents.IncidentError,
     ErasureError,
     CheckpointError,
+    review.NotHoldable,
 )
 
 
@@ -102,6 +104,8 @@ def from_domain(request: Request, exc: Exception) -> APIError:
         return APIError(400, str(exc), param="prompt", code="masking_failed")
     if isinstance(exc, MaskingFailed):
         return APIError(503, str(exc), "server_error", code="masking_failed")
+    if isinstance(exc, review.NotHoldable):
+        return APIError(400, str(exc), param="stream", code="review_hold")
     if isinstance(exc, EngineError):
         return from_engine_error(exc)
     return _admin_refusal(exc)
@@ -113,13 +117,21 @@ def _admin_refusal(exc: Exception) -> APIError:
     erased), 400 anything else the identity rules refuse (a bad name, limit or weight)."""
     if isinstance(exc, oversight.NotServed):
         return APIError(404, str(exc), param="target")
-    if isinstance(exc, (identity.NotFound, oversight.NotStopped)):
+    if isinstance(exc, (identity.NotFound, oversight.NotStopped, incidents.IncidentNotFound)):
         return APIError(404, str(exc))
     if isinstance(
-        exc, (identity.AlreadyExists, identity.HasLiveKeys, ErasureError, CheckpointError)
+        exc,
+        (
+            identity.AlreadyExists,
+            identity.HasLiveKeys,
+            ErasureError,
+            CheckpointError,
+            incidents.IncidentConflict,
+            review.ReviewConflict,
+        ),
     ):
         return APIError(409, str(exc))
-    if isinstance(exc, identity.IdentityError):
+    if isinstance(exc, (identity.IdentityError, incidents.IncidentError)):
         return APIError(400, str(exc))
     raise TypeError(f"not a domain error: {type(exc).__name__}")
 
@@ -146,6 +158,12 @@ def from_engine_error(exc: EngineError) -> APIError:
 
 
 _NOT_AN_OBJECT = {"model_attributes_type", "dict_type", "model_type"}
+_HTTP_CODES = {413: "request_too_large", 408: "request_timeout"}
+# What FastAPI's "There was an error parsing the body" was, by its cause.
+_UNPARSED: dict[type[BaseException], str] = {
+    UnicodeDecodeError: "The request body is not valid UTF-8.",
+    RecursionError: "The request body's JSON is nested too deeply.",
+}
 
 
 def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
@@ -192,7 +210,13 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
-        return counted(request, APIError(exc.status_code, str(exc.detail), kind))
+        code = _HTTP_CODES.get(exc.status_code)
+        # Its headers go with it: a 405's Allow, a 413's Connection: close.
+        headers = dict(exc.headers or {})
+        cause = exc.__cause__
+        message = str(exc.detail) if cause is None else _UNPARSED.get(type(cause), str(exc.detail))
+        error = APIError(exc.status_code, message, kind, code=code, headers=headers)
+        return counted(request, error)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

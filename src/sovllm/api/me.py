@@ -31,6 +31,8 @@ class Me(BaseModel):
     """none, redacted or full: what the service keeps of prompts and answers for this tenant (encrypted per subject)."""
     content_retention_days: int
     mask_prompts: bool
+    review_policy: str
+    """none, sample:P or hold: human review of this tenant's answers (docs/oversight.md)."""
     key_limits: LimitsOut
     tenant_limits: LimitsOut
 
@@ -56,6 +58,7 @@ async def who_am_i(request: Request, principal: Principal = Depends(require(ANY_
         content_policy=policy,
         content_retention_days=state.settings.retention.content_days,
         mask_prompts=principal.mask_prompts,
+        review_policy=principal.review_policy,
         key_limits=_limits(principal.key_limits),
         tenant_limits=_limits(principal.tenant_limits),
     )

@@ -42,6 +42,7 @@ from sovllm.api.schemas import (
     _SamplingFields,
 )
 from sovllm.api.state import app_state
+from sovllm.api.stored_completions import held_response
 from sovllm.engines.base import (
     ChatMessage,
     GenerationOutput,
@@ -83,6 +84,10 @@ async def chat_completions(
     if body.stream:
         return _sse(request, run, answer, _chat_chunk)
     result = await _collect(request, run)
+    if run.held is not None:  # the tenant holds answers for review: this one is not sent
+        await run.held
+        pending = ChatCompletion(**answer.fields(), choices=[], usage=result.usage)
+        return held_response(pending.body(), answer.headers)
     message = AssistantMessage(content=result.text)
     choice = ChatChoice(message=message, finish_reason=result.finish_reason)
     reply = ChatCompletion(**answer.fields(), choices=[choice], usage=result.usage)
@@ -123,6 +128,7 @@ async def _start(
         user=body.user,
         session=request.headers.get("x-session-id"),
         queue_timeout_s=_queue_timeout(request),
+        stream=body.stream,
     )
     state = app_state(request)
     admitted = await admit(state, call)

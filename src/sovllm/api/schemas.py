@@ -15,11 +15,46 @@ from pydantic import (
 )
 
 MAX_STOP_STRINGS = 16
+MAX_MESSAGES = 2048
+"""OpenAI's own limit; more messages than that cannot fit a context, and counting their tokens
+(the chat template over all of them) takes seconds past a few thousand."""
+INT32_MAX = 2**31 - 1
+"""The engine's counts and token ids are 32-bit; larger numbers are refused, not truncated."""
+INT64 = 2**63
+
+
+def no_lone_surrogates(data: Any) -> None:
+    """JSON may escape half a UTF-16 pair ("\\ud800"), which is no character: such a string
+    cannot be encoded, tokenized or stored. Refused (400) wherever it is in a request body;
+    the message names where, never the string (an answer quoting it could not be encoded).
+    A loop, not recursion: the body may be nested as deep as the JSON parser allows."""
+    stack: list[tuple[Any, str]] = [(data, "")]
+    while stack:
+        value, path = stack.pop()
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                where = path if path.startswith("a key") else f"'{path or 'body'}'"
+                raise ValueError(f"{where} holds a lone UTF-16 surrogate: not Unicode") from None
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                # The item's path names the key: the key is checked first (popped first).
+                stack.append((item, f"{path}.{key}" if path else str(key)))
+                stack.append((key, f"a key of '{path}'" if path else "a key of the body"))
+        elif isinstance(value, list):
+            stack.extend((item, f"{path}[{i}]") for i, item in enumerate(value))
 
 
 class _Request(BaseModel):
     # Unknown fields are ignored, as OpenAI-compatible servers do, so clients can send extras.
     model_config = ConfigDict(extra="ignore")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _valid_unicode(cls, data: Any) -> Any:
+        no_lone_surrogates(data)
+        return data
 
 
 class TextPart(BaseModel):
@@ -48,11 +83,11 @@ class StreamOptions(BaseModel):
 
 class _SamplingFields(_Request):
     model: str = Field(min_length=1)
-    max_tokens: int | None = Field(None, ge=1)
+    max_tokens: int | None = Field(None, ge=1, le=INT32_MAX)
     temperature: float = Field(1.0, ge=0.0, le=2.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
-    top_k: int = Field(0, ge=0, description="vLLM extension: 0 disables top-k.")
-    seed: int | None = None
+    top_k: int = Field(0, ge=0, le=INT32_MAX, description="vLLM extension: 0 disables top-k.")
+    seed: int | None = Field(None, ge=-INT64, lt=INT64)
     stop: str | list[str] | None = None
     n: int = 1
     stream: bool = False
@@ -60,7 +95,9 @@ class _SamplingFields(_Request):
     user: str | None = Field(None, max_length=256)
     logit_bias: dict[str, Annotated[float, Field(ge=-100, le=100)]] | None = None
     ignore_eos: bool = Field(False, description="vLLM extension: keep generating past EOS.")
-    min_tokens: int = Field(0, ge=0, description="vLLM extension: no EOS before this many.")
+    min_tokens: int = Field(
+        0, ge=0, le=INT32_MAX, description="vLLM extension: no EOS before this many."
+    )
 
     @field_validator("n")
     @classmethod
@@ -80,7 +117,9 @@ class _SamplingFields(_Request):
     @classmethod
     def _bias_keys(cls, value: dict[str, float] | None) -> dict[str, float] | None:
         for key in value or {}:
-            if not key.lstrip("-").isdigit():
+            # ASCII digits only: str.isdigit() takes "²", which int() then refuses.
+            digits = key.removeprefix("-")
+            if not (digits.isascii() and digits.isdigit() and int(digits) <= INT32_MAX):
                 raise ValueError(f"logit_bias keys must be token ids, got {key!r}")
         return value
 
@@ -95,8 +134,8 @@ class _SamplingFields(_Request):
 
 
 class ChatCompletionRequest(_SamplingFields):
-    messages: list[ChatMessageIn] = Field(min_length=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
+    messages: list[ChatMessageIn] = Field(min_length=1, max_length=MAX_MESSAGES)
+    max_completion_tokens: int | None = Field(None, ge=1, le=INT32_MAX)
     logprobs: bool = False
 
     @field_validator("logprobs")
@@ -115,7 +154,7 @@ class ChatCompletionRequest(_SamplingFields):
 
 class CompletionRequest(_SamplingFields):
     prompt: str | list[str] | list[int]
-    max_tokens: int | None = Field(16, ge=1)
+    max_tokens: int | None = Field(16, ge=1, le=INT32_MAX)
     echo: bool = False
     logprobs: int | None = None
 

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 from rich.table import Table
 
+from sovllm.bench.energy import predicted_per_token
 from sovllm.planner.errors import ScenarioError
 from sovllm.planner.workload import Lengths
 
@@ -23,6 +24,12 @@ ROWS: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
     ("TPOT p50 (s)", ("tpot_s", "p50"), ("latency_s", "tpot", "p50")),
     ("output tokens/s", ("output_tokens_per_s",), ("throughput", "output_tokens_per_s")),
     ("requests/s", ("requests_per_s",), ("throughput", "requests_per_s")),
+)
+# Only where the server reports energy (bench/energy.py).
+ENERGY_ROW = (
+    "joules/output token",
+    ("joules_per_output_token",),
+    ("energy", "joules_per_output_token"),
 )
 
 
@@ -47,7 +54,8 @@ def error_pct(predicted: float | None, measured: float | None) -> float | None:
 
 def rows(prediction: dict[str, Any], summary: dict[str, Any]) -> list[dict[str, Any]]:
     out = []
-    for name, plan_path, bench_path in ROWS:
+    energy = [ENERGY_ROW] if "energy" in summary else []
+    for name, plan_path, bench_path in (*ROWS, *energy):
         p, m = _dig(prediction, plan_path), _dig(summary, bench_path)
         err = error_pct(p, m)
         out.append(
@@ -145,6 +153,8 @@ def compare(session: Session, hardware: str, plan_model: str | None) -> dict[str
     if prediction.get("fits") is False:
         why = prediction.get("reason") or "the model does not fit"
         return {"hardware": hardware, "command": command(s), "error": f"the planner says: {why}"}
+    rate = _dig(prediction, ("output_tokens_per_s",))
+    prediction["joules_per_output_token"] = predicted_per_token(s.hw.tdp_w, s.num_gpus, rate)
     out: dict[str, Any] = {
         "hardware": hardware,
         "command": command(s),

@@ -237,6 +237,13 @@ def print_summary(console: Console, doc: dict[str, Any]) -> None:
         f"usage.completion_tokens; as asked for {tok['output_target_check']['exact']}"
         f"/{tok['output_target_check']['checked']}",
     )
+    energy = s.get("energy")
+    if energy is not None:  # the server reports energy (sovllm:energy_joules_total)
+        thr.add_row(
+            "joules per output token",
+            _num(energy["joules_per_output_token"], 3),
+            f"Δ sovllm:energy_joules_total / output tokens; {', '.join(energy['sources'])}",
+        )
     console.print(thr)
 
     slo = s["slo"]

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
 from sovllm.bench import capacity as cap
+from sovllm.bench import energy
 from sovllm.bench.client import BenchClient, Target
 from sovllm.bench.config import RunBounds, Workload
 from sovllm.bench.metrics import summarise
@@ -156,9 +157,14 @@ async def execute(options: Options, ui: UI, session: Session) -> Session:
             load = replace(o.load, value=value)
             label = load.describe()
             run = Run(client, target, o.workload, load, o.bounds, calibration, o.workload.seed)
+            joules_before = await energy.scrape(o.url, o.api_key)
             with ui.live(run, label):
                 result = await run.execute(driver_for(load), interrupt)
             summary = summarise(result, o.slo)
+            joules_after = await energy.scrape(o.url, o.api_key)
+            used = energy.summarise(joules_before, joules_after, result.records)
+            if used is not None:
+                summary["energy"] = used
             session.levels.append(Level(label, value, result, summary))
             if result.interrupted:
                 session.interrupted = True

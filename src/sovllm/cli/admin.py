@@ -23,6 +23,7 @@ from sovllm.cli.common import (
 from sovllm.config import ConfigError, load_settings
 from sovllm.governance import bootstrap, tenancy, tenants
 from sovllm.governance import identity as idn
+from sovllm.governance.usage import UsageRow, energy_by_tenant_day
 from sovllm.governance.usage import usage as usage_rows
 
 tenants_app = typer.Typer(help="Create, list and delete tenants.", no_args_is_help=True)
@@ -63,11 +64,15 @@ def tenants_create(
     max_concurrent: Count = None,
     monthly_tokens: Count = None,
     weight: Annotated[float, typer.Option(min=0.001, help="Share under contention.")] = 1.0,
+    review_policy: Annotated[
+        str, typer.Option(help="Human review: none, hold or sample:P (docs/oversight.md).")
+    ] = "none",
     config: ConfigOpt = None,
 ) -> None:
     """Create a tenant (a department sharing the service)."""
     db = open_db(config)
-    new = tenancy.NewTenant(name, _limits(rpm, tpm, max_concurrent, monthly_tokens), weight)
+    limits = _limits(rpm, tpm, max_concurrent, monthly_tokens)
+    new = tenancy.NewTenant(name, limits, weight, review_policy=review_policy)
     try:
         t = tenancy.create_tenant(db, audit_writer(config, db), cli_actor(), new)
     except idn.IdentityError as exc:
@@ -84,10 +89,10 @@ def tenants_list(
     if as_json:
         typer.echo(json.dumps([dataclasses.asdict(t) for t in rows], indent=2))
         return
-    table = Table("tenant", "weight", "limits", "active keys", "created")
+    table = Table("tenant", "weight", "limits", "review", "active keys", "created")
     for t in rows:
-        limits = _limits_text(t.limits)
-        table.add_row(t.name, f"{t.weight:g}", limits, str(t.active_keys), _when(t.created_at))
+        limits, keys, created = _limits_text(t.limits), str(t.active_keys), _when(t.created_at)
+        table.add_row(t.name, f"{t.weight:g}", limits, t.review_policy, keys, created)
     Console().print(table)
 
 
@@ -112,7 +117,9 @@ def tenants_delete(
 @keys_app.command("create")
 def keys_create(
     tenant: Annotated[str, typer.Option(help="Tenant; created if it does not exist.")],
-    role: Annotated[idn.Role, typer.Option(help="user, auditor or admin.")] = idn.Role.USER,
+    role: Annotated[
+        idn.Role, typer.Option(help="user, auditor, admin or reviewer.")
+    ] = idn.Role.USER,
     rpm: Count = None,
     tpm: Count = None,
     max_concurrent: Count = None,
@@ -213,6 +220,9 @@ def usage(
     tenant: Annotated[str | None, typer.Option()] = None,
     since: Annotated[str | None, typer.Option(help="First day, YYYY-MM-DD.")] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
+    energy: Annotated[
+        bool, typer.Option("--energy", help="Joules, kWh and CO2e per tenant and day.")
+    ] = False,
     config: ConfigOpt = None,
 ) -> None:
     """Requests and tokens per key, tenant and day."""
@@ -220,6 +230,9 @@ def usage(
     db = open_db(config)
     rows = usage_rows(db, tenant, first)
     record_read(config, db, "usage", {"tenant": tenant, "since": since}, len(rows))
+    if energy:
+        _energy_report(rows, as_json)
+        return
     if as_json:
         typer.echo(json.dumps([dataclasses.asdict(r) for r in rows], indent=2))
         return
@@ -227,6 +240,28 @@ def usage(
     for r in rows:
         counts = (str(r.requests), str(r.prompt_tokens), str(r.completion_tokens))
         table.add_row(r.day, r.tenant, r.key_prefix + "…", *counts)
+    Console().print(table)
+
+
+def _energy_report(rows: list[UsageRow], as_json: bool) -> None:
+    sums = energy_by_tenant_day(rows)
+    if as_json:
+        out = [dataclasses.asdict(e) | {"kwh": e.kwh} for e in sums]
+        typer.echo(json.dumps(out, indent=2))
+        return
+    table = Table("day", "tenant", "requests", "joules", "kWh", "CO2e g", "source")
+    for e in sums:
+        # A month rolled up past retention keeps its joules but not their source.
+        source = e.source or ("rolled up" if len(e.day) == 7 else "none")
+        table.add_row(
+            e.day,
+            e.tenant,
+            str(e.requests),
+            f"{e.joules:.1f}",
+            f"{e.kwh:.6f}",
+            f"{e.co2e_g:.3f}",
+            source,
+        )
     Console().print(table)
 
 

@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from sovllm.cli.common import ConfigOpt, cli_actor, fail, open_db, parse_date, record_read
+from sovllm.cli.models import allowlist_problems
 from sovllm.config import ConfigError, load_settings
 from sovllm.governance.audit import key_path, open_audit, open_signer
 from sovllm.governance.audit.checkpoint import CheckpointError, Verifier
@@ -87,7 +88,12 @@ def verify(
         _finish(report)
         return
     log = _log(config)
+    tampered = allowlist_problems(log)  # the model allow-list is signed with the log's key
+    for line in tampered:
+        typer.echo(f"FAIL: {line}")
     _finish(verify_database(log.db, _verifier(key, log), against_note))
+    if tampered:
+        raise typer.Exit(1)
 
 
 @audit_app.command("prove")

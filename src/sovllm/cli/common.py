@@ -40,7 +40,9 @@ def open_db(config: Path | None) -> Database:
     """The service's database, migrated, as the server opens it (a bad setting exits 2)."""
     try:
         settings = load_settings(config)
-        db = Database(database_url(settings.database_url, settings.data_dir))
+        db = Database(
+            database_url(settings.database_url, settings.data_dir), settings.audit.durability
+        )
         upgrade(db)
     except (ConfigError, DatabaseConfigError) as exc:
         raise fail(str(exc), EXIT_USAGE) from None

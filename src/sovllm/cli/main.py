@@ -12,10 +12,16 @@ from sovllm import __version__
 from sovllm.bench.cli import bench
 from sovllm.cli.admin import db_app, keys_app, tenants_app, usage
 from sovllm.cli.audit import audit_app
-from sovllm.cli.common import EXIT_FAILED, EXIT_USAGE, ConfigOpt, fail, open_db, record_read
+from sovllm.cli.backup import backup, restore
+from sovllm.cli.common import EXIT_FAILED, EXIT_USAGE, ConfigOpt, fail
+from sovllm.cli.compliance import compliance_app
 from sovllm.cli.deploy import deploy_app
+from sovllm.cli.evaluate import evaluate
+from sovllm.cli.incident import incident_app
+from sovllm.cli.models import models_app
 from sovllm.cli.oversight import resume, stop, stops
 from sovllm.cli.privacy import privacy_app
+from sovllm.cli.review import review_app
 from sovllm.config import ConfigError, Settings, load_settings
 from sovllm.planner.cli import plan_app
 
@@ -34,36 +40,17 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(db_app, name="db")
 app.add_typer(audit_app, name="audit")
 app.add_typer(privacy_app, name="privacy")
+app.add_typer(review_app, name="review")
+app.add_typer(incident_app, name="incident")
+app.add_typer(models_app, name="models")
+app.command("eval")(evaluate)
 app.command("usage")(usage)
 app.command("stop")(stop)
 app.command("resume")(resume)
 app.command("stops")(stops)
-compliance_app = typer.Typer(help="Compliance documents from the live configuration.")
+app.command("backup")(backup)
+app.command("restore")(restore)
 app.add_typer(compliance_app, name="compliance")
-
-
-@compliance_app.command("records")
-def compliance_records(
-    output: Annotated[str, typer.Option("--format", help="md or json.")] = "md",
-    config: Annotated[Path | None, typer.Option("--config")] = None,
-) -> None:
-    """Print the GDPR Art. 30 record of processing built from the configuration and the
-    tenants' content policies in the database."""
-    import json
-
-    from sovllm.governance.records import record_of_processing, to_markdown
-
-    if output not in {"md", "json"}:
-        raise typer.BadParameter("must be md or json", param_hint="--format")
-    try:
-        settings = load_settings(config)
-    except ConfigError as exc:
-        raise fail(str(exc), EXIT_USAGE) from None
-    db = open_db(config)
-    record = record_of_processing(settings, db)
-    # Reading the record is an audited access (`access.read`).
-    record_read(config, db, "records.art30", {"format": output}, 1)
-    typer.echo(json.dumps(record, indent=2) if output == "json" else to_markdown(record))
 
 
 def _show_version(value: bool) -> None:

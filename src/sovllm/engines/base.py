@@ -107,6 +107,17 @@ class EngineStats:
     """Of those, tokens reused from the cache instead of computed."""
 
 
+class StepObserver(Protocol):
+    """Told of each engine step, on the engine thread (the energy meter: what a step used is
+    shared among its sequences by their tokens). Must be quick and must not raise."""
+
+    def step_started(self) -> None: ...
+
+    def step_finished(self, tokens: Sequence[tuple[str, int]]) -> None:
+        """The step ran: (request id, tokens it processed) for each sequence in it."""
+        ...
+
+
 class RequestStream(Protocol):
     """The handle of one submitted request: iterate its outputs, or cancel it."""
 

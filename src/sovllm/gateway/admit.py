@@ -25,7 +25,7 @@ from sovllm.engines.base import ChatMessage, GenerationRequest, ModelInfo
 from sovllm.gateway.content import Keep, prompt_text, store
 from sovllm.gateway.errors import MaskingFailed, PromptNotCheckable, Stopped
 from sovllm.gateway.state import AppState
-from sovllm.governance import quotas
+from sovllm.governance import quotas, review
 from sovllm.governance.audit import keyed_hash, records
 from sovllm.governance.identity import Principal, Role
 from sovllm.governance.oversight import Flight
@@ -57,6 +57,8 @@ class Call:
     session: str | None = None
     """The `x-session-id` header, for prefix-affinity routing."""
     queue_timeout_s: float | None = None
+    stream: bool = False
+    """The answer is streamed (a tenant that holds answers for review refuses that)."""
 
 
 @dataclass(frozen=True)
@@ -135,6 +137,7 @@ async def _identify_and_admit(
             raise Stopped(stop)
         if principal.mask_prompts and not _checkable(call.gen):
             raise PromptNotCheckable(principal)
+        review.check_holdable(principal, call.stream, call.gen.messages is not None)
 
     request_id = call.gen.request_id
     try:
@@ -162,6 +165,11 @@ async def _identify_and_admit(
             "pii": "token_ids_not_checkable",
             "masked_before_model": False,
         }
+        fields = records.request_rejected(exc.principal, call.route, policy)
+        await asyncio.wrap_future(state.audit.append(records.REJECTED, fields, request_id))
+        raise
+    except review.NotHoldable as exc:  # refused before admission, like the one above
+        policy = {"quota": "not_checked", "review": "hold_needs_non_streamed_chat"}
         fields = records.request_rejected(exc.principal, call.route, policy)
         await asyncio.wrap_future(state.audit.append(records.REJECTED, fields, request_id))
         raise

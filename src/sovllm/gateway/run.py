@@ -5,17 +5,20 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import dataclasses
+import functools
 import logging
 from collections.abc import AsyncGenerator
 
 from anyio import to_thread
 
 from sovllm.engines.base import GenerationOutput
+from sovllm.gateway import review_queue
 from sovllm.gateway.admit import Admitted
 from sovllm.gateway.content import Keep, store
 from sovllm.gateway.state import AppState
 from sovllm.governance import quotas
 from sovllm.governance.audit import keyed_hash, records
+from sovllm.observability.energy import Energy
 
 log = logging.getLogger("sovllm.gateway")
 
@@ -37,6 +40,11 @@ class Run:
         self._text: list[str] = []
         self._ended = False
         self._failed = False
+        self._energy: Energy | None = None
+        # In flight from now: a replica's queueing and prefill count for it (energy meter).
+        state.energy.tokens(self.stream.request_id, 0)
+        self.held: asyncio.Task[None] | None = None
+        """Under a review policy of hold: the answer's sealing (gateway/review_queue.py)."""
 
     def cancel(self) -> None:
         """The client left: stop generating (the output stream then ends with `abort`)."""
@@ -51,6 +59,7 @@ class Run:
                     await asyncio.wrap_future(self.admitted.begin)
                 if out.finish_reason == "abort" and flight.stopped_by is not None:
                     out = dataclasses.replace(out, finish_reason="stop")  # cut by the stop switch
+                self._count_tokens(out)
                 self._last = out
                 self._text.append(out.text)
                 state.metrics.observe_token(flight.model, previous, out)
@@ -59,8 +68,9 @@ class Run:
                 if out.finished:
                     state.metrics.observe_finished(flight.model, out)
                     self._ended = True
+                    self._energy = self._take_energy()
                     await to_thread.run_sync(
-                        quotas.settle,
+                        functools.partial(quotas.settle, energy=self._energy),
                         state.db,
                         self.admitted.ticket,
                         out.prompt_tokens,
@@ -83,7 +93,9 @@ class Run:
         # Settle in the background with what was generated so far.
         used = self._last.completion_tokens if self._last is not None else 0
         ticket, prompt_tokens = self.admitted.ticket, self.stream.prompt_tokens
-        work = to_thread.run_sync(quotas.settle, self.state.db, ticket, prompt_tokens, used)
+        self._energy = self._take_energy()
+        settle = functools.partial(quotas.settle, energy=self._energy)
+        work = to_thread.run_sync(settle, self.state.db, ticket, prompt_tokens, used)
         self.state.background.add(work)
         self._finish(self._last, "error" if self._failed else "client_disconnected")
 
@@ -91,7 +103,9 @@ class Run:
         request_id = self.stream.request_id
         self.state.oversight.untrack(request_id)
         text = "".join(self._text)
-        written = audit_end(self.state, request_id, out, text, self.admitted.keep, outcome)
+        keep, energy = self.admitted.keep, self._energy
+        written = audit_end(self.state, request_id, out, text, keep, outcome, energy)
+        self.held = review_queue.after(self.state, self.admitted, out, text, outcome)
         tokens = (out.prompt_tokens, out.completion_tokens) if out is not None else (0, 0)
         # One searchable line a request: ids, names and counts, never content or the user.
         log.info(
@@ -107,6 +121,19 @@ class Run:
             trace.span.set_attribute("sovllm.replica", replica.name)
         trace.end(out, outcome or "completed", written)
 
+    def _count_tokens(self, out: GenerationOutput) -> None:
+        """Tell the energy meter the tokens this output brought: the prompt's computed part
+        with the first, then each generated token (replicas whose steps it cannot see)."""
+        before = self._last.completion_tokens if self._last is not None else 0
+        n = out.completion_tokens - before
+        if self._last is None:
+            n += max(0, out.prompt_tokens - out.cached_tokens)
+        self.state.energy.tokens(self.stream.request_id, n)
+
+    def _take_energy(self) -> Energy | None:
+        tenant, model = self.admitted.principal.tenant, self.admitted.info.id
+        return self.state.energy.finish(self.stream.request_id, tenant, model)
+
 
 def audit_end(
     state: AppState,
@@ -115,6 +142,7 @@ def audit_end(
     text: str,
     keep: Keep,
     outcome: str | None = None,
+    energy: Energy | None = None,
 ) -> concurrent.futures.Future[int]:
     """The request's `request.end` entry, and its answer kept under the tenant's policy.
 
@@ -122,7 +150,7 @@ def audit_end(
     if outcome is None:
         outcome = "error" if out is not None and out.error else "completed"
     digest = keyed_hash(state.audit, "response", text.encode())
-    fields = records.request_end(out, outcome, digest, keep.policy)
+    fields = records.request_end(out, outcome, digest, keep.policy, energy)
     written = state.audit.append(records.END, fields, request_id)
     if keep.policy != "none":
         state.background.add(to_thread.run_sync(store, state, request_id, keep, "response", text))

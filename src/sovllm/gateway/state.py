@@ -13,6 +13,8 @@ from sovllm.governance.audit.log import AuditLog
 from sovllm.governance.oversight import Oversight
 from sovllm.governance.privacy.content import ContentVault
 from sovllm.observability import tracing
+from sovllm.observability.energy import EnergyMeter
+from sovllm.observability.energy import disabled as no_energy
 from sovllm.observability.metrics import Metrics
 from sovllm.pool.router import Pool
 from sovllm.store.db import Database
@@ -32,6 +34,8 @@ class AppState:
     access: AccessGuard
     telemetry: tracing.Telemetry = field(default_factory=tracing.disabled)
     """Traces and GenAI metrics (observability/tracing.py): no-op unless export is on."""
+    energy: EnergyMeter = field(default_factory=no_energy)
+    """Each request's joules (observability/energy/): records nothing unless a counter reads."""
     background: Background = field(default_factory=lambda: Background())
 
 

@@ -32,6 +32,8 @@ class Role(enum.StrEnum):
     USER = "user"
     AUDITOR = "auditor"
     ADMIN = "admin"
+    REVIEWER = "reviewer"
+    """Reviews answers under the tenant's review policy (governance/review.py); no inference."""
 
 
 class IdentityError(Exception):
@@ -87,6 +89,8 @@ class Principal:
     tenant_limits: Limits
     tenant_weight: float
     mask_prompts: bool = False
+    review_policy: str = "none"
+    """The tenant's review policy as stored (governance/review.py parses it)."""
 
     def actor(self) -> dict[str, str]:
         """Who acted, for an audit entry: the key's id, tenant and role (never the key)."""
@@ -121,6 +125,7 @@ class TenantInfo:
     active_keys: int
     content_policy: str = "none"
     mask_prompts: bool = False
+    review_policy: str = "none"
 
 
 def hash_key(raw: str) -> str:
@@ -137,7 +142,8 @@ def new_secret() -> str:
 PRINCIPAL_SQL = (
     "SELECT k.id, k.key_hash, k.role, k.revoked_at, k.expires_at, "
     "k.rpm, k.tpm, k.max_concurrent, k.monthly_tokens, "
-    "t.id, t.name, t.weight, t.rpm, t.tpm, t.max_concurrent, t.monthly_tokens, t.mask_prompts "
+    "t.id, t.name, t.weight, t.rpm, t.tpm, t.max_concurrent, t.monthly_tokens, t.mask_prompts, "
+    "t.review_policy "
     "FROM api_keys k JOIN tenants t ON t.id = k.tenant_id WHERE k.key_hash = :digest"
 )
 _PRINCIPAL = text(PRINCIPAL_SQL)
@@ -181,6 +187,7 @@ def principal_from_row(row: tuple[Any, ...] | None, digest: str) -> Principal:
         tenant_limits=Limits(*row[12:16]),
         tenant_weight=weight,
         mask_prompts=bool(mask),
+        review_policy=row[17] or "none",
     )
 
 

@@ -8,6 +8,9 @@ prompt + max_tokens; settlement replaces the reservation with what was used.
 The check and the insert that follows it run under one lock, so concurrent admissions from any
 number of processes see each other: SQLite's BEGIN IMMEDIATE (the file's write lock) or
 PostgreSQL's row locks on the key and its tenant (always taken in that order).
+
+One job, one file (a little over 400 lines): admission, settlement and release share the
+window arithmetic, the SQL and the lock order, and a deadlock comes from their disagreeing.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from sovllm.governance.identity import (
     principal_from_row,
     principal_shape,
 )
+from sovllm.observability.energy.meter import Energy
 from sovllm.store.db import Database
 from sovllm.store.raw import SQL, RawTransaction, raw_transaction
 
@@ -92,10 +96,17 @@ _FORGET = (
 _END_INFLIGHT = SQL("DELETE FROM inflight WHERE request_id = :rid")
 _COUNT_USAGE = SQL(
     "INSERT INTO usage_daily (day, key_id, tenant_id, requests, prompt_tokens, "
-    "completion_tokens) VALUES (:day, :key, :tenant, 1, :prompt, :completion) "
+    "completion_tokens, energy_joules, energy_co2e_g, energy_source) "
+    "VALUES (:day, :key, :tenant, 1, :prompt, :completion, :joules, :co2e, :source) "
     "ON CONFLICT (day, key_id) DO UPDATE SET requests = usage_daily.requests + 1, "
     "prompt_tokens = usage_daily.prompt_tokens + excluded.prompt_tokens, "
-    "completion_tokens = usage_daily.completion_tokens + excluded.completion_tokens"
+    "completion_tokens = usage_daily.completion_tokens + excluded.completion_tokens, "
+    "energy_joules = usage_daily.energy_joules + excluded.energy_joules, "
+    "energy_co2e_g = usage_daily.energy_co2e_g + excluded.energy_co2e_g, "
+    # A day's requests read from one source keep its name; from several, `mixed`.
+    "energy_source = CASE WHEN excluded.energy_source IN ('', usage_daily.energy_source) "
+    "THEN usage_daily.energy_source WHEN usage_daily.energy_source = '' "
+    "THEN excluded.energy_source ELSE 'mixed' END"
 )
 _PRINCIPAL = SQL(PRINCIPAL_SQL)
 _PRINCIPAL_LOCKED = SQL(PRINCIPAL_SQL + " FOR UPDATE")
@@ -378,12 +389,16 @@ def settle(
     prompt_tokens: int,
     completion_tokens: int,
     now: float | None = None,
+    energy: Energy | None = None,
 ) -> None:
-    """Replace the reservation with actual usage and count it for the day."""
+    """Replace the reservation with actual usage and count it (and its energy) for the day."""
     now = time.time() if now is None else now
     day = dt.datetime.fromtimestamp(now, dt.UTC).date().isoformat()
     row = {"rid": ticket.request_id, "day": day, "key": ticket.key_id, "tenant": ticket.tenant_id}
     row |= {"prompt": prompt_tokens, "completion": completion_tokens}
+    row |= {"joules": 0.0, "co2e": 0.0, "source": ""}
+    if energy is not None:
+        row |= {"joules": energy.joules, "co2e": energy.co2e_g or 0.0, "source": energy.source}
     with raw_transaction(db) as s:
         if s.changed(_END_INFLIGHT, row):
             used = prompt_tokens + completion_tokens

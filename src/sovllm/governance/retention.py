@@ -52,15 +52,19 @@ _PRUNE = SQL(
 # Deleting first (and reading what was deleted) makes a second gateway's run find nothing.
 _TAKE_OLD_USAGE = SQL(
     "DELETE FROM usage_daily WHERE day < :before "
-    "RETURNING tenant_id, day, requests, prompt_tokens, completion_tokens"
+    "RETURNING tenant_id, day, requests, prompt_tokens, completion_tokens, energy_joules, "
+    "energy_co2e_g"
 )
 _ADD_MONTH = SQL(
-    "INSERT INTO usage_monthly (month, tenant_id, requests, prompt_tokens, completion_tokens) "
-    "VALUES (:month, :tenant, :requests, :prompt, :completion) "
+    "INSERT INTO usage_monthly (month, tenant_id, requests, prompt_tokens, completion_tokens, "
+    "energy_joules, energy_co2e_g) "
+    "VALUES (:month, :tenant, :requests, :prompt, :completion, :joules, :co2e) "
     "ON CONFLICT (month, tenant_id) DO UPDATE SET "
     "requests = usage_monthly.requests + excluded.requests, "
     "prompt_tokens = usage_monthly.prompt_tokens + excluded.prompt_tokens, "
-    "completion_tokens = usage_monthly.completion_tokens + excluded.completion_tokens"
+    "completion_tokens = usage_monthly.completion_tokens + excluded.completion_tokens, "
+    "energy_joules = usage_monthly.energy_joules + excluded.energy_joules, "
+    "energy_co2e_g = usage_monthly.energy_co2e_g + excluded.energy_co2e_g"
 )
 
 
@@ -141,21 +145,25 @@ def roll_up_usage(audit: AuditLog, days: int, actor: dict[str, str], now: float)
         rows = tx.all(_TAKE_OLD_USAGE, {"before": before})
         if not rows:
             return 0
-        sums: dict[tuple[str, int], list[int]] = {}
-        for tenant_id, day, requests, prompt, completion in rows:
-            acc = sums.setdefault((str(day)[:7], int(tenant_id)), [0, 0, 0])
+        sums: dict[tuple[str, int], list[float]] = {}
+        for tenant_id, day, requests, prompt, completion, joules, co2e in rows:
+            acc = sums.setdefault((str(day)[:7], int(tenant_id)), [0, 0, 0, 0.0, 0.0])
             acc[0] += int(requests)
             acc[1] += int(prompt)
             acc[2] += int(completion)
-        for (month, tenant), (requests, prompt, completion) in sorted(sums.items()):
+            acc[3] += float(joules)
+            acc[4] += float(co2e)
+        for (month, tenant), (requests, prompt, completion, joules, co2e) in sorted(sums.items()):
             tx.run(
                 _ADD_MONTH,
                 {
                     "month": month,
                     "tenant": tenant,
-                    "requests": requests,
-                    "prompt": prompt,
-                    "completion": completion,
+                    "requests": int(requests),
+                    "prompt": int(prompt),
+                    "completion": int(completion),
+                    "joules": joules,
+                    "co2e": co2e,
                 },
             )
         audit.append_in(

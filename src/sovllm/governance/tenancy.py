@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from sovllm.governance import identity as idn
-from sovllm.governance import tenants
+from sovllm.governance import review, tenants
 from sovllm.governance.audit import records
 from sovllm.governance.privacy.content import set_masking, set_policy
 from sovllm.store.db import Database
@@ -30,6 +30,8 @@ class NewTenant:
     weight: float = 1.0
     content_policy: str = "none"
     mask_prompts: bool = False
+    review_policy: str = "none"
+    """none, sample:P or hold (governance/review.py)."""
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,7 @@ class TenantChange:
     weight: float | None = None
     content_policy: str | None = None
     mask_prompts: bool | None = None
+    review_policy: str | None = None
 
 
 @dataclass(frozen=True)
@@ -61,16 +64,18 @@ def create_tenant(
     db: Database, write: records.Write, actor: Actor, new: NewTenant
 ) -> idn.TenantInfo:
     tenants.check_new_tenant(db, new.name, new.limits, new.weight)
+    review_policy = str(review.parse_policy(new.review_policy))
     target = {
         "name": new.name,
         **dataclasses.asdict(new.limits),
         "weight": new.weight,
         "content_policy": new.content_policy,
         "mask_prompts": new.mask_prompts,
+        "review_policy": review_policy,
     }
     _record(write, actor, "tenant.create", target)
     return tenants.create_tenant(
-        db, new.name, new.limits, new.weight, new.content_policy, new.mask_prompts
+        db, new.name, new.limits, new.weight, new.content_policy, new.mask_prompts, review_policy
     )
 
 
@@ -79,10 +84,14 @@ def update_tenant(
 ) -> idn.TenantInfo:
     """Apply what `change` names; the entry names exactly that."""
     tenants.check_tenant_change(db, change.name, change.limits, change.weight)
+    review_policy = change.review_policy
+    if review_policy is not None:
+        review_policy = str(review.parse_policy(review_policy))
     named = {
         "weight": change.weight,
         "content_policy": change.content_policy,
         "mask_prompts": change.mask_prompts,
+        "review_policy": review_policy,
     }
     given = {k: v for k, v in named.items() if v is not None}
     _record(write, actor, "tenant.update", {"name": change.name, **change.limits, **given})
@@ -91,6 +100,8 @@ def update_tenant(
         set_policy(db, change.name, change.content_policy)
     if change.mask_prompts is not None:
         set_masking(db, change.name, change.mask_prompts)
+    if review_policy is not None:
+        review.set_policy(db, change.name, review_policy)
     return tenants.update_tenant(db, change.name)
 
 

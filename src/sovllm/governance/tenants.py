@@ -77,6 +77,7 @@ def create_tenant(
     weight: float = 1.0,
     content_policy: str = "none",
     mask_prompts: bool = False,
+    review_policy: str = "none",
 ) -> TenantInfo:
     _validate_new_tenant(name, limits, weight)
     try:
@@ -91,6 +92,7 @@ def create_tenant(
                 monthly_tokens=limits.monthly_tokens,
                 content_policy=content_policy,
                 mask_prompts=mask_prompts,
+                review_policy=review_policy,
             )
             s.add(row)
             s.flush()
@@ -133,7 +135,15 @@ def _tenant_info(row: Tenant, active_keys: int) -> TenantInfo:
     policy = row.content_policy or "none"
     limits = _limits_of(row)
     return TenantInfo(
-        row.id, row.name, row.created_at, row.weight, limits, active_keys, policy, row.mask_prompts
+        row.id,
+        row.name,
+        row.created_at,
+        row.weight,
+        limits,
+        active_keys,
+        policy,
+        row.mask_prompts,
+        row.review_policy or "none",
     )
 
 

@@ -22,10 +22,53 @@ class UsageRow:
     requests: int
     prompt_tokens: int
     completion_tokens: int
+    energy_joules: float = 0.0
+    energy_co2e_g: float = 0.0
+    energy_source: str = ""
+    """measured:rapl|nvml|dcgm, estimated, mixed, or empty (no energy; a rolled-up month)."""
 
     @property
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(frozen=True)
+class EnergyRow:
+    """A tenant's energy on one day (or one rolled-up month)."""
+
+    day: str
+    tenant: str
+    requests: int
+    joules: float
+    co2e_g: float
+    source: str
+
+    @property
+    def kwh(self) -> float:
+        return self.joules / 3.6e6
+
+
+def energy_by_tenant_day(rows: list[UsageRow]) -> list[EnergyRow]:
+    """Sum the keys' rows per tenant and day; the source is `mixed` where they differ."""
+    out: dict[tuple[str, str], EnergyRow] = {}
+    for r in rows:
+        seen = out.get((r.day, r.tenant))
+        if seen is None:
+            out[(r.day, r.tenant)] = EnergyRow(
+                r.day, r.tenant, r.requests, r.energy_joules, r.energy_co2e_g, r.energy_source
+            )
+            continue
+        sources = {seen.source, r.energy_source} - {""}
+        source = sources.pop() if len(sources) == 1 else ("mixed" if sources else "")
+        out[(r.day, r.tenant)] = EnergyRow(
+            r.day,
+            r.tenant,
+            seen.requests + r.requests,
+            seen.joules + r.energy_joules,
+            seen.co2e_g + r.energy_co2e_g,
+            source,
+        )
+    return sorted(out.values(), key=lambda e: (e.day, e.tenant))
 
 
 def usage(db: Database, tenant: str | None = None, since: dt.date | None = None) -> list[UsageRow]:
@@ -53,10 +96,31 @@ def usage(db: Database, tenant: str | None = None, since: dt.date | None = None)
         days = s.execute(q).all()
         rolled = s.execute(months).all()
     out = [
-        UsageRow(u.day, t, u.key_id, prefix, u.requests, u.prompt_tokens, u.completion_tokens)
+        UsageRow(
+            u.day,
+            t,
+            u.key_id,
+            prefix,
+            u.requests,
+            u.prompt_tokens,
+            u.completion_tokens,
+            u.energy_joules,
+            u.energy_co2e_g,
+            u.energy_source,
+        )
         for u, t, prefix in days
     ] + [
-        UsageRow(m.month, t, "", "", m.requests, m.prompt_tokens, m.completion_tokens)
+        UsageRow(
+            m.month,
+            t,
+            "",
+            "",
+            m.requests,
+            m.prompt_tokens,
+            m.completion_tokens,
+            m.energy_joules,
+            m.energy_co2e_g,
+        )
         for m, t in rolled
     ]
     # "2025-01" sorts before "2025-01-01": a month's rolled-up part comes before its later days.

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import signal
+import ssl
 import subprocess
 import threading
 import time
@@ -39,6 +40,8 @@ class Child:
     """Only what the child gets beyond the gateway's own environment."""
     health_url: str
     log_path: Path
+    verify: ssl.SSLContext | bool = True
+    """How the health check trusts an HTTPS child (a worker's pinned certificate)."""
     on_exit: Callable[[str], None] | None = None
     """Called from the watcher thread when the child dies: the replica leaves the pool."""
     restarts: int = 0
@@ -80,7 +83,8 @@ class Child:
                     f"replica '{self.name}' exited with code {code} while starting: {self.tail()}"
                 )
             try:
-                if httpx.get(self.health_url, timeout=2, trust_env=False).status_code == 200:
+                answer = httpx.get(self.health_url, timeout=2, trust_env=False, verify=self.verify)
+                if answer.status_code == 200:
                     return
             except Exception:  # not up yet; below httpx, a dying peer can raise other types
                 pass

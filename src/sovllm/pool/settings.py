@@ -86,6 +86,13 @@ class ReplicaSettings(BaseModel):
         description="A GGUF file whose vocabulary counts this upstream's tokens exactly; "
         "without one, prompts are estimated at 4 characters a token for admission.",
     )
+    weights_sha256: str | None = Field(
+        None,
+        pattern=r"^[0-9a-f]{64}$",
+        description="The SHA-256 of the weights this replica serves (a file's, or a folder's as "
+        "`sovllm models approve` computes it): how a replica sovllm does not start is checked "
+        "against the model allow-list (models.allow_list); a started one is hashed instead.",
+    )
     # vLLM's own flags, by their names.
     tensor_parallel_size: int = Field(1, ge=1, le=64)
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1)

@@ -15,14 +15,21 @@ from fastapi.responses import JSONResponse
 
 from sovllm import __version__
 from sovllm.api import errors
+from sovllm.api.admin_gate import AdminGate
 from sovllm.api.admin_routes import router as admin_router
 from sovllm.api.audit_routes import router as audit_router
 from sovllm.api.auth import identify
+from sovllm.api.energy_routes import router as energy_router
 from sovllm.api.failsafe import RequestGuard
+from sovllm.api.incident_routes import router as incident_router
+from sovllm.api.limits import BodyLimit
 from sovllm.api.me import router as me_router
+from sovllm.api.model_routes import router as model_router
 from sovllm.api.openai_routes import router as openai_router
 from sovllm.api.oversight_routes import router as oversight_router
+from sovllm.api.review_routes import router as review_router
 from sovllm.api.state import app_state
+from sovllm.api.stored_completions import router as stored_completions_router
 from sovllm.config import Settings
 from sovllm.gateway.state import AppState
 from sovllm.governance import retention
@@ -32,11 +39,17 @@ from sovllm.governance.oversight import Oversight
 from sovllm.governance.privacy.content import open_vault
 from sovllm.observability import tracing
 from sovllm.observability.audit_metrics import AuditCollector
+from sovllm.observability.clock import ClockCollector, ClockWatch
+from sovllm.observability.energy import EnergyMeter
+from sovllm.observability.energy import disabled as no_energy
+from sovllm.observability.energy.metrics import EnergyCollector
+from sovllm.observability.incident_metrics import IncidentCollector
 from sovllm.observability.key_metrics import KeyAgeCollector, key_files
 from sovllm.observability.metrics import CONTENT_TYPE, Metrics
 from sovllm.observability.pool_metrics import PoolCollector
 from sovllm.observability.service_metrics import DataVolumeCollector, StopsCollector
 from sovllm.observability.tracing import Telemetry
+from sovllm.pool.backends.local import LocalBackend
 from sovllm.pool.router import Pool
 from sovllm.store.db import Database
 from sovllm.web.routes import router as web_router
@@ -65,12 +78,20 @@ def create_app(
     db: Database,
     audit: AuditLog,
     telemetry: Telemetry | None = None,
+    energy: EnergyMeter | None = None,
 ) -> FastAPI:
     """Build the app around a replica pool, which the app's lifespan starts and stops.
 
     `telemetry`: where traces and GenAI metrics go (serve/gateway.open_telemetry); none by
     default. FastAPI's own HTTP telemetry runs on the same providers."""
     telemetry = telemetry or tracing.disabled()
+    meter = energy or no_energy()
+    for replica in pool.replicas:  # engines in this process tell the meter of each step
+        if isinstance(replica.backend, LocalBackend):
+            # Tests run scripted stand-ins for the engine, which have no steps to tell of.
+            observe = getattr(replica.backend.engine, "observe_steps", None)
+            if observe is not None:
+                observe(meter)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -83,15 +104,25 @@ def create_app(
         oversight = Oversight(db)
         oversight.apply(await to_thread.run_sync(oversight.refresh))
         metrics.registry.register(StopsCollector(oversight))
+        metrics.registry.register(IncidentCollector(db))
+        # The clock's state goes into the log before the first request (ISO/IEC 27001 A.8.17).
+        clock = ClockWatch(audit)
+        await clock.check("start")
+        app.state.clock = clock
+        metrics.registry.register(ClockCollector(clock))
         metrics.registry.register(AuditCollector(db))
         metrics.registry.register(DataVolumeCollector(settings.data_dir))
+        metrics.registry.register(EnergyCollector(meter))
         access = AccessGuard(settings.security.auth_failures_per_minute)
-        state = AppState(settings, pool, metrics, db, audit, vault, oversight, access, telemetry)
+        state = AppState(
+            settings, pool, metrics, db, audit, vault, oversight, access, telemetry, energy=meter
+        )
         app.state.sovllm = state
         tasks = [
             asyncio.create_task(_retention(state)),
             asyncio.create_task(oversight.run()),
             asyncio.create_task(access.run(audit)),
+            asyncio.create_task(clock.run()),
         ]
         try:
             yield
@@ -106,6 +137,7 @@ def create_app(
             access.flush(audit, everything=True)
             audit.close()
             telemetry.shutdown()  # after the log: the last requests' spans end with its writes
+            meter.close()
 
     app = FastAPI(
         title="sovllm",
@@ -118,11 +150,22 @@ def create_app(
     app.include_router(openai_router)
     app.include_router(admin_router)
     app.include_router(audit_router)
+    app.include_router(energy_router)
+    app.include_router(model_router)
     app.include_router(oversight_router)
+    app.include_router(incident_router)
+    app.include_router(review_router)
+    app.include_router(stored_completions_router)
     app.include_router(me_router)
     app.include_router(web_router)
-    # Request ids, and an OpenAI-shaped answer to any unexpected exception (innermost, so its
-    # answers pass CORS and the security headers).
+    # A body over server.max_body_bytes is refused as it streams in (innermost: its 413 gets
+    # a request id and the headers below).
+    app.add_middleware(BodyLimit, max_bytes=settings.server.max_body_bytes)
+    # No key, a bad one or a `user` key gets no further into /admin/v1 than this (its body
+    # unread).
+    app.add_middleware(AdminGate)
+    # Request ids, and an OpenAI-shaped answer to any unexpected exception (inside CORS and
+    # the security headers, so its answers pass them).
     app.add_middleware(RequestGuard)
     # CORS stays closed (no cross-origin reads) unless the operator lists origins; CSP and
     # nosniff on every response (the outermost middleware).

@@ -10,6 +10,7 @@ import math
 import os
 import secrets
 import shutil
+import ssl
 import time
 from collections.abc import Callable
 from urllib.parse import urlsplit
@@ -27,6 +28,7 @@ from sovllm.pool.children import Child, ChildStartError, stop_all
 from sovllm.pool.discovery import Change, DnsDiscovery, DnsTarget
 from sovllm.pool.replica import Replica
 from sovllm.pool.router import Pool
+from sovllm.serve import tls
 from sovllm.serve.replicas import PoolConfigError, ReplicaPlan, member, port_free
 
 log = logging.getLogger("sovllm.pool.discovery")
@@ -35,6 +37,11 @@ log = logging.getLogger("sovllm.pool.discovery")
 def start(settings: Settings, plans: list[ReplicaPlan]) -> Pool:
     """Start the children, wait until each answers, and build the pool over all replicas."""
     token = secrets.token_urlsafe(24)
+    identity = None
+    if settings.tls.enabled and any(p.kind == "embedded" and p.argv is not None for p in plans):
+        # A certificate of this gateway's own for its workers (serve/tls.py says why).
+        name = f"workers-{settings.port or os.getpid()}"
+        identity = tls.make_worker_identity(settings.data_dir / "tls", name)
     children: list[Child] = []
     for p in plans:
         if p.argv is None:
@@ -51,13 +58,17 @@ def start(settings: Settings, plans: list[ReplicaPlan]) -> Pool:
         log_path = settings.data_dir / "logs" / f"replica-{p.name}.log"
         # The gateway's token guards every child: a worker checks it, vLLM too (VLLM_API_KEY).
         secret = {wire.TOKEN_ENV: token} if p.kind == "embedded" else {"VLLM_API_KEY": token}
-        children.append(Child(p.name, p.argv, {**p.env, **secret}, p.health_url, log_path))
+        child = Child(p.name, p.argv, {**p.env, **secret}, p.health_url, log_path)
+        if identity is not None and p.kind == "embedded":
+            child.env.update(identity.env())
+            child.verify = identity.client_context()
+        children.append(child)
     try:
         for child in children:
             child.start()
         for child in children:
             child.wait_ready(settings.routing.start_timeout_s)
-        return _pool(settings, plans, token, children)
+        return _pool(settings, plans, token, children, identity)
     except ChildStartError as exc:
         stop_all(children, 5)
         raise PoolConfigError(str(exc)) from None
@@ -66,18 +77,31 @@ def start(settings: Settings, plans: list[ReplicaPlan]) -> Pool:
         raise
 
 
-def _pool(settings: Settings, plans: list[ReplicaPlan], token: str, children: list[Child]) -> Pool:
-    client = httpx.AsyncClient(
-        timeout=httpx.Timeout(None, connect=settings.routing.connect_timeout_s),
-        limits=httpx.Limits(max_connections=None, max_keepalive_connections=1024),
-        trust_env=False,  # never a proxy: replicas are reached directly or not at all
-    )
+def _pool(
+    settings: Settings,
+    plans: list[ReplicaPlan],
+    token: str,
+    children: list[Child],
+    identity: tls.WorkerIdentity | None = None,
+) -> Pool:
+    def new_client(verify: ssl.SSLContext | bool = True) -> httpx.AsyncClient:
+        return httpx.AsyncClient(
+            timeout=httpx.Timeout(None, connect=settings.routing.connect_timeout_s),
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=1024),
+            trust_env=False,  # never a proxy: replicas are reached directly or not at all
+            verify=verify,
+        )
+
+    client = new_client()
+    # The workers this gateway started answer with its own certificate, and only it is trusted.
+    workers = client if identity is None else new_client(identity.client_context())
     replicas = []
     by_name = {c.name: c for c in children}
     for p in plans:
         if p.discovery is not None:
             continue
-        replica = _replica(settings, p, *_backend(settings, p, token, client))
+        own = p.argv is not None and p.kind == "embedded"
+        replica = _replica(settings, p, *_backend(settings, p, token, workers if own else client))
         started = by_name.get(p.name)
         if started is not None:
             started.on_exit = replica.child_exited
@@ -192,7 +216,7 @@ def _remote(
     info = ModelInfo(
         id=p.model_id,
         path=p.url,
-        sha256="",
+        sha256=p.weights_sha256,  # known when the model allow-list is on (serve/provenance.py)
         context_length=p.context_length,
         created=int(time.time()),
         owned_by=p.kind,

@@ -19,8 +19,10 @@ from sovllm.governance.audit import PseudonymKeyError, open_audit
 from sovllm.governance.privacy import pii
 from sovllm.governance.privacy.masterkey import MasterKeyError
 from sovllm.observability import logs, tracing
-from sovllm.serve import build
+from sovllm.observability.energy.counters import EnergyUnavailable
+from sovllm.serve import build, http_limits, provenance, tls
 from sovllm.serve.app import create_app
+from sovllm.serve.energy import open_energy
 from sovllm.serve.replicas import PoolConfigError, check_egress, describe, plan
 from sovllm.store.db import Database, DatabaseConfigError, database_url, hide_password
 from sovllm.store.migrate import upgrade
@@ -43,7 +45,9 @@ def check_port(host: str, port: int) -> None:
 def open_database(settings: Settings) -> Database:
     """Connect and migrate to the latest schema, or raise ServeError saying why not."""
     try:
-        db = Database(database_url(settings.database_url, settings.data_dir))
+        db = Database(
+            database_url(settings.database_url, settings.data_dir), settings.audit.durability
+        )
         upgrade(db)
     except DatabaseConfigError as exc:
         raise ServeError(f"invalid setting {exc}") from None
@@ -112,8 +116,16 @@ def run_server(
                 "invalid setting 'privacy.presidio': Presidio is not installed "
                 "(pip install 'sovllm[presidio]')"
             ) from None
+    try:  # a certificate or key that cannot be used stops here, naming the setting
+        https = tls.uvicorn_options(settings.tls)
+    except tls.TlsError as exc:
+        raise ServeError(str(exc)) from None
     check_port(settings.host, settings.port)
     telemetry = open_telemetry(settings)
+    try:
+        energy = open_energy(settings)
+    except (EnergyUnavailable, PoolConfigError) as exc:
+        raise ServeError(str(exc)) from None
     db = open_database(settings)
     try:
         key_file = bootstrap.create_first_key(db, settings.data_dir)
@@ -125,11 +137,15 @@ def run_server(
         audit = open_audit(settings, db)
     except (PseudonymKeyError, MasterKeyError) as exc:
         raise ServeError(str(exc)) from None
+    try:  # before any weights are loaded or any replica is started
+        provenance.check(settings, plans, audit)
+    except provenance.ModelNotApproved as exc:
+        raise ServeError(str(exc)) from None
     try:
         pool = build.start(settings, plans)
     except PoolConfigError as exc:
         raise ServeError(str(exc)) from None
-    app = create_app(settings, pool, db, audit, telemetry)
+    app = create_app(settings, pool, db, audit, telemetry, energy)
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -142,6 +158,9 @@ def run_server(
         # 127.0.0.1): the source address is what failed sign-ins are counted by.
         proxy_headers=bool(settings.security.trusted_proxies),
         forwarded_allow_ips=settings.security.trusted_proxies or None,
+        # Header size and read deadlines (server.*), which uvicorn does not bound.
+        http=http_limits.protocol(settings.server),
+        **https,  # tls.*: HTTPS only, client certificates where tls.client_ca is set
     )
     try:
         uvicorn.Server(config).run()

@@ -44,6 +44,12 @@ class ReplicaPlan:
     max_outstanding: int | None = None
     discovery: DiscoverySettings | None = None
     """A discovered group: its members are the servers this DNS name resolves to."""
+    entry: ReplicaSettings | None = None
+    """The settings it was planned from (None: the top-level model); serve/provenance.py
+    reads the weights to check from it."""
+    weights_sha256: str = ""
+    """Its weights' hash once the model allow-list check has identified them (a vllm or openai
+    replica's answers and audit entries carry it); "" when unchecked."""
 
 
 def _free_port(host: str) -> int:
@@ -98,6 +104,7 @@ def plan(
                 gpu += entry.tensor_parallel_size
             else:
                 plans.append(_upstream(settings, entry, name))
+            plans[-1].entry = entry
     names = [p.name for p in plans]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
@@ -134,7 +141,8 @@ def _embedded(
         # N workers each spinning cpu_count threads would fight over the cores.
         env["SOVLLM_ENGINE__THREADS"] = str(max(1, (os.cpu_count() or 1) // workers))
     env.update(entry.env)
-    url = f"http://{host}:{port}"
+    # With tls.* on, the gateway reaches the workers it starts over HTTPS too (serve/tls.py).
+    url = f"{'https' if settings.tls.enabled else 'http'}://{host}:{port}"
     return ReplicaPlan(
         name,
         "embedded",

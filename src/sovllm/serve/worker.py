@@ -39,6 +39,7 @@ from sovllm.observability.metrics import CONTENT_TYPE, Metrics
 from sovllm.observability.tracing import Telemetry
 from sovllm.pool import wire
 from sovllm.pool.children import PARENT_ENV
+from sovllm.serve import tls
 from sovllm.serve.gateway import ServeError, check_port, open_telemetry
 
 
@@ -148,6 +149,10 @@ def run_worker(settings: Settings) -> None:
         datadir.prepare(settings)  # the model cache goes under data_dir, private like the rest
     except OSError as exc:
         raise ServeError(f"cannot create data_dir {settings.data_dir}: {exc.strerror}") from None
+    try:  # the files its gateway made for it, else its own tls.* (a worker run by hand)
+        https = tls.worker_options() or tls.uvicorn_options(settings.tls)
+    except tls.TlsError as exc:
+        raise ServeError(str(exc)) from None
     check_port(settings.host, settings.port)
     telemetry = open_telemetry(settings, "worker")
     _exit_with_parent()
@@ -162,6 +167,7 @@ def run_worker(settings: Settings) -> None:
         log_level=settings.log_level,
         log_config=logs.uvicorn_config(settings.log_format),
         timeout_graceful_shutdown=int(settings.shutdown_grace_s),
+        **https,
     )
     try:
         uvicorn.Server(config).run()

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
@@ -53,20 +53,29 @@ def database_url(explicit: str | None, data_dir: Path) -> str:
     return f"sqlite:///{data_dir / SQLITE_FILE}"
 
 
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-    # Take control of transactions from pysqlite so every one starts with BEGIN IMMEDIATE:
-    # writers then queue on the file lock instead of failing mid-transaction, and a quota
-    # check and its insert happen under one lock across processes.
-    dbapi_conn.isolation_level = None
-    cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA synchronous=NORMAL")
-    cur.execute("PRAGMA busy_timeout=30000")
-    cur.execute("PRAGMA foreign_keys=ON")
-    # Deleted and overwritten content is zeroed, in its page and on the freelist, so an erased
-    # key's bytes do not linger in free space (GDPR Art. 17; see checkpoint_wal for the WAL).
-    cur.execute("PRAGMA secure_delete=ON")
-    cur.close()
+Durability = Literal["process_crash", "power_loss"]
+SYNCHRONOUS: dict[str, str] = {"process_crash": "NORMAL", "power_loss": "FULL"}
+"""In WAL mode, NORMAL loses no commit when the process dies, but a power cut may lose the last
+ones (the WAL is synced at checkpoints only); FULL syncs the WAL at every commit."""
+
+
+def _sqlite_pragmas(durability: Durability) -> Callable[[Any, Any], None]:
+    def on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # Take control of transactions from pysqlite so every one starts with BEGIN
+        # IMMEDIATE: writers then queue on the file lock instead of failing mid-transaction,
+        # and a quota check and its insert happen under one lock across processes.
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute(f"PRAGMA synchronous={SYNCHRONOUS[durability]}")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.execute("PRAGMA foreign_keys=ON")
+        # Deleted and overwritten content is zeroed, in its page and on the freelist, so an
+        # erased key's bytes do not linger in free space (GDPR Art. 17; checkpoint_wal: WAL).
+        cur.execute("PRAGMA secure_delete=ON")
+        cur.close()
+
+    return on_connect
 
 
 def _sqlite_begin(conn: Any) -> None:
@@ -77,27 +86,34 @@ def _sqlite_begin_deferred(conn: Any) -> None:
     conn.exec_driver_sql("BEGIN")
 
 
-def make_engine(url: str, readonly: bool = False) -> Engine:
+def make_engine(
+    url: str, readonly: bool = False, durability: Durability = "process_crash"
+) -> Engine:
+    """`durability` applies to SQLite; PostgreSQL's default (synchronous_commit on) already
+    survives a power cut."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database:
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
-        event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "connect", _sqlite_pragmas(durability))
         event.listen(engine, "begin", _sqlite_begin_deferred if readonly else _sqlite_begin)
         return engine
     return create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
 
 
 class Database:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, durability: Durability = "process_crash") -> None:
         self.url = url
-        self.engine = make_engine(url)
+        self.durability = durability
+        self.engine = make_engine(url, durability=durability)
         self.backend = self.engine.dialect.name
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         # SQLite reads need no write lock: a second engine whose transactions BEGIN DEFERRED.
         self._read_engine = (
-            make_engine(url, readonly=True) if self.backend == "sqlite" else self.engine
+            make_engine(url, readonly=True, durability=durability)
+            if self.backend == "sqlite"
+            else self.engine
         )
         self._reads = sessionmaker(self._read_engine, expire_on_commit=False)
 

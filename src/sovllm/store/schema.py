@@ -25,6 +25,8 @@ class Tenant(Base):
     """none: metadata and keyed hashes only; redacted: masked content; full: content."""
     mask_prompts: Mapped[bool] = mapped_column(Boolean, default=False)
     """Personal data is masked before prompts reach the model; unmaskable ones are refused."""
+    review_policy: Mapped[str] = mapped_column(String(16), default="none")
+    """none, sample:P (P% of answers reviewed after delivery) or hold (governance/review.py)."""
 
 
 class ApiKey(Base):
@@ -83,6 +85,11 @@ class UsageDaily(Base):
     requests: Mapped[int] = mapped_column(BigInteger, default=0)
     prompt_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
     completion_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    energy_joules: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    energy_co2e_g: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    energy_source: Mapped[str] = mapped_column(String(16), default="", server_default="")
+    """Where the day's joules were read (`measured:rapl`, `estimated`...); `mixed` when its
+    requests had different sources; empty when none had energy."""
 
 
 class UsageMonthly(Base):
@@ -96,6 +103,8 @@ class UsageMonthly(Base):
     requests: Mapped[int] = mapped_column(BigInteger, default=0)
     prompt_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
     completion_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    energy_joules: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    energy_co2e_g: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
 
 
 class AuditEntry(Base):
@@ -177,3 +186,109 @@ class Stop(Base):
     actor: Mapped[str] = mapped_column(Text)
     """Who stopped it, as JSON."""
     created_at: Mapped[float] = mapped_column(Float)
+
+
+class Incident(Base):
+    """A serious incident (AI Act Art. 73) or an information security incident (ISO/IEC 27001
+    A.5.24-A.5.28), from the deployer's awareness to its report and closure."""
+
+    __tablename__ = "incidents"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    severity: Mapped[str] = mapped_column(String(32))
+    """The class that sets the reporting deadline (governance/incidents.py SEVERITIES)."""
+    summary: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    """open, investigating, reported or closed."""
+    aware_at: Mapped[float] = mapped_column(Float)
+    """When the deployer became aware: the deadline runs from here."""
+    deadline_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    """None: a class with no report due to an authority."""
+    opened_at: Mapped[float] = mapped_column(Float)
+    reported_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    closed_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    actor: Mapped[str] = mapped_column(Text)
+    """Who opened it, as JSON."""
+
+
+class IncidentEvent(Base):
+    """What was done about an incident: its opening, each link and each status change."""
+
+    __tablename__ = "incident_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    incident_id: Mapped[str] = mapped_column(ForeignKey("incidents.id"), index=True)
+    at: Mapped[float] = mapped_column(Float)
+    action: Mapped[str] = mapped_column(String(16))
+    """open, link or status."""
+    status: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    note: Mapped[str] = mapped_column(Text, default="")
+    request_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    """A linked request (action link)."""
+    from_seq: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    to_seq: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    """A linked range of audit entries, both ends included (action link)."""
+    actor: Mapped[str] = mapped_column(Text)
+
+
+class ModelApproval(Base):
+    """A model's weights on the allow-list (governance/provenance/allowlist.py), signed with the
+    audit log's key over every other column, so an edit in the database is detected."""
+
+    __tablename__ = "model_allowlist"
+
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    """A file's SHA-256, or a folder's (engines/weights.py)."""
+    kind: Mapped[str] = mapped_column(String(8))
+    """file or folder."""
+    name: Mapped[str] = mapped_column(Text)
+    source: Mapped[str] = mapped_column(Text)
+    licence: Mapped[str] = mapped_column(Text)
+    files: Mapped[str] = mapped_column(Text)
+    """A folder's files and their SHA-256 (JSON); {} for a file."""
+    approved_by: Mapped[str] = mapped_column(Text)
+    """Who approved it, as JSON."""
+    approved_at: Mapped[float] = mapped_column(Float)
+    revoked_by: Mapped[str | None] = mapped_column(Text, nullable=True)
+    revoked_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    signature: Mapped[str] = mapped_column(Text)
+    """Ed25519 over the row's other columns (base64), by the key `verifier_key` names."""
+    verifier_key: Mapped[str] = mapped_column(Text)
+
+
+class Review(Base):
+    """An answer queued for human review (AI Act Art. 14(4)(b)-(d)): sampled after delivery, or
+    held until a reviewer approves it (governance/review.py)."""
+
+    __tablename__ = "reviews"
+
+    request_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(Integer, index=True)
+    key_id: Mapped[str] = mapped_column(String(32))
+    """The key that asked: the only one that may fetch the answer."""
+    mode: Mapped[str] = mapped_column(String(8))
+    """hold or sample."""
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    """pending, approved or overridden."""
+    route: Mapped[str] = mapped_column(String(64))
+    model: Mapped[str] = mapped_column(String(128))
+    weights_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    created: Mapped[int] = mapped_column(BigInteger)
+    """The completion's `created` (Unix seconds)."""
+    queued_at: Mapped[float] = mapped_column(Float, index=True)
+    finish_reason: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    prompt_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    completion_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    content_policy: Mapped[str] = mapped_column(String(16))
+    """The tenant's content policy when the answer was made: what a reviewer may read."""
+    subject: Mapped[str] = mapped_column(String(64))
+    """The data subject whose key seals the held answer (erasure shreds it)."""
+    nonce: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    sealed: Mapped[str | None] = mapped_column(Text, nullable=True)
+    """A held answer, sealed for delivery; NULL once delivered or overridden, and for samples."""
+    decided_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    reviewer: Mapped[str | None] = mapped_column(Text, nullable=True)
+    """Who decided, as JSON."""
+    note: Mapped[str | None] = mapped_column(Text, nullable=True)
+    delivered_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    """When the approved held answer went to its client."""

@@ -34,8 +34,13 @@ HEADERS: tuple[tuple[bytes, bytes], ...] = (
 )
 
 
+HSTS = (b"strict-transport-security", b"max-age=31536000")
+"""Sent over HTTPS only (RFC 6797 8.1): browsers then refuse plain HTTP to this host for a year."""
+
+
 class SecurityHeaders:
-    """Adds `HEADERS` to every HTTP response that does not already set them."""
+    """Adds `HEADERS` to every HTTP response that does not already set them, and `HSTS` to those
+    sent over HTTPS (tls.* on, or a trusted proxy's X-Forwarded-Proto)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -50,6 +55,8 @@ class SecurityHeaders:
                 headers = list(message.get("headers", []))
                 present = {name.lower() for name, _ in headers}
                 headers.extend(h for h in HEADERS if h[0] not in present)
+                if scope.get("scheme") == "https" and HSTS[0] not in present:
+                    headers.append(HSTS)
                 message["headers"] = headers
             await send(message)
 

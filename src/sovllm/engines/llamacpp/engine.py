@@ -30,6 +30,7 @@ from sovllm.engines.base import (
     GenerationRequest,
     InvalidRequestError,
     ModelInfo,
+    StepObserver,
 )
 from sovllm.engines.catalog import ModelSource, weights_sha256
 from sovllm.engines.llamacpp.chat_template import ChatTemplate
@@ -95,6 +96,7 @@ class LlamaCppEngine:
         self._runner: Runner | None = None
         self._template: ChatTemplate | None = None
         self._info: ModelInfo | None = None
+        self._steps: StepObserver | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -193,6 +195,10 @@ class LlamaCppEngine:
             prefix_cache_hits=s.slots.hits,
         )
 
+    def observe_steps(self, observer: StepObserver) -> None:
+        """Tell `observer` of every step from now on (the gateway's energy meter)."""
+        self._steps = observer
+
     # -- requests ----------------------------------------------------------------------
 
     def tokenize_request(self, request: GenerationRequest) -> list[int]:
@@ -282,6 +288,9 @@ class LlamaCppEngine:
         assert runner is not None and llm is not None
         if not step.items:
             return []
+        observer = self._steps
+        if observer is not None:
+            observer.step_started()
         to_sample = runner.decode(step.items)
         now = time.perf_counter()
         with self._lock:
@@ -293,6 +302,8 @@ class LlamaCppEngine:
                 token = runner.sample(seq, index)
                 out = seq.append_token(token, llm.piece(token), llm.is_eog(token), now)
                 outputs.append((seq, out))
+        if observer is not None:  # the step's work: its decode and its sampling
+            observer.step_finished([(i.seq.request_id, len(i.tokens)) for i in step.items])
         with self._lock:
             for seq, out in outputs:
                 if out.finished:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from sovllm.engines.base import GenerationOutput, ModelInfo, SamplingParams
 from sovllm.governance.identity import Principal
+from sovllm.observability.energy.meter import Energy
 
 if TYPE_CHECKING:  # the stop switch builds its entries here: no import cycle
     from sovllm.governance.audit.report import Report
@@ -80,8 +81,16 @@ def request_end(
     outcome: str,
     response_hash: str | None,
     content_policy: str = "none",
+    energy: Energy | None = None,
 ) -> dict[str, Any]:
     fields: dict[str, Any] = {"outcome": outcome}
+    if energy is not None:  # joules to the µJ, CO2e to the ng; co2e_g null without a grid
+        co2e = round(energy.co2e_g, 9) if energy.co2e_g is not None else None
+        fields["energy"] = {
+            "joules": round(energy.joules, 6),
+            "source": energy.source,
+            "co2e_g": co2e,
+        }
     if out is not None:
         fields["tokens"] = {"prompt": out.prompt_tokens, "completion": out.completion_tokens}
         fields["finish_reason"] = out.finish_reason
@@ -128,6 +137,23 @@ ERASE = "privacy.erase"
 PURGE = "privacy.purge"
 ERROR = "request.error"
 MASTER_ROTATED = "privacy.master_key_rotated"
+REVIEW_QUEUED = "review.queued"
+REVIEW_DECIDED = "review.decided"
+REVIEW_DELIVERED = "review.delivered"
+BACKUP = "store.backup"
+RESTORE = "store.restore"
+INCIDENT_OPEN = "incident.open"
+INCIDENT_LINK = "incident.link"
+INCIDENT_STATUS = "incident.status"
+CLOCK = "clock.sync"
+MODEL_APPROVE = "model.approve"
+MODEL_REVOKE = "model.revoke"
+MODEL_REFUSE = "model.refuse"
+MODEL_WARN = "model.warn"
+MODEL_EVAL = "model.eval"
+COMPLIANCE_REPORT = "compliance.report"
+"""The model allow-list's and evaluation's entries; their bodies are built in
+governance/provenance/entries.py (this file stays one screen per concern)."""
 
 
 def admin(actor: Actor, action: str, target: Mapping[str, object]) -> dict[str, Any]:

@@ -181,10 +181,7 @@ class ContentVault:
             except Exception as exc:
                 why = pii.describe_failure(exc)
                 raise NotKept(f"the {part} was not kept: masking it failed ({why})") from None
-        key = self._subject_key(subject, create=True)
-        assert key is not None
-        nonce = secrets.token_bytes(12)
-        sealed = AESGCM(key).encrypt(nonce, text.encode(), f"{request_id}|{part}".encode())
+        nonce, ciphertext = self.seal(subject, f"{request_id}|{part}", text)
         with self.db.transaction() as s:
             s.add(
                 StoredContent(
@@ -192,12 +189,34 @@ class ContentVault:
                     part=part,
                     subject=subject,
                     policy=policy,
-                    nonce=nonce.hex(),
-                    ciphertext=base64.b64encode(sealed).decode(),
+                    nonce=nonce,
+                    ciphertext=ciphertext,
                     created_at=time.time(),
                 )
             )
         return True
+
+    def seal(self, subject: str, label: str, text: str) -> tuple[str, str]:
+        """`text` sealed under its subject's key (made if new) and bound to `label`: the nonce
+        (hex) and the ciphertext (base64). Erasing the subject makes it unreadable."""
+        key = self._subject_key(subject, create=True)
+        assert key is not None
+        nonce = secrets.token_bytes(12)
+        sealed = AESGCM(key).encrypt(nonce, text.encode(), label.encode())
+        return nonce.hex(), base64.b64encode(sealed).decode()
+
+    def unseal(self, subject: str, label: str, nonce: str, ciphertext: str) -> str | None:
+        """What `seal` sealed; None once the subject was erased."""
+        key = self._subject_key(subject, create=False)
+        if key is None:
+            return None
+        try:
+            opened = AESGCM(key).decrypt(
+                bytes.fromhex(nonce), base64.b64decode(ciphertext), label.encode()
+            )
+        except InvalidTag:  # sealed under a key since destroyed
+            return None
+        return opened.decode()
 
     def read(self, request_id: str) -> list[Content]:
         with self.db.read() as s:
@@ -210,21 +229,8 @@ class ContentVault:
             )
         out = []
         for row in rows:
-            key = self._subject_key(row.subject, create=False)
-            text = None
-            if key is not None:
-                try:
-                    text = (
-                        AESGCM(key)
-                        .decrypt(
-                            bytes.fromhex(row.nonce),
-                            base64.b64decode(row.ciphertext),
-                            f"{row.request_id}|{row.part}".encode(),
-                        )
-                        .decode()
-                    )
-                except InvalidTag:  # sealed under a key since destroyed
-                    text = None
+            label = f"{row.request_id}|{row.part}"
+            text = self.unseal(row.subject, label, row.nonce, row.ciphertext)
             out.append(Content(row.request_id, row.part, row.policy, text))
         return out
 

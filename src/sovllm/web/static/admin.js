@@ -4,6 +4,11 @@
 
 import { ApiError, downloadText, getJSON, keyStore, request } from "./api.js";
 import { compact, stackedBars } from "./chart.js";
+import { watchClock } from "./clock.js";
+import { mountEnergy } from "./energy.js";
+import { mountIncidents } from "./incidents.js";
+import { mountModels } from "./models.js";
+import { mountReview } from "./review.js";
 import { formatSeconds, parseGauge, parseHistogram, quantile, subtract } from "./metrics.js";
 
 const keys = keyStore("sovllm.admin.key");
@@ -11,13 +16,15 @@ const $ = (id) => document.getElementById(id);
 const POLL_MS = 5000;
 const WINDOW_MS = 5 * 60 * 1000;
 const PANELS = {
-  admin: ["tenants", "keys", "usage", "latency", "secrets", "verify", "audit", "denied", "privacy"],
-  auditor: ["usage", "latency", "secrets", "verify", "audit", "denied", "privacy"],
+  admin: ["tenants", "keys", "usage", "energy", "latency", "secrets", "verify", "audit", "denied", "privacy", "incidents", "models", "review"],
+  auditor: ["usage", "energy", "latency", "secrets", "verify", "audit", "denied", "privacy", "incidents", "models"],
+  reviewer: ["review"],
 };
 const TITLES = {
   tenants: "Tenants", keys: "Keys", usage: "Usage", pool: "Pool", latency: "Latency",
   secrets: "Key ages",
   verify: "Integrity", audit: "Audit log", denied: "Sign-ins", privacy: "Erasure",
+  incidents: "Incidents", energy: "Energy", review: "Review", models: "Models",
 };
 
 const state = { key: null, me: null, tenants: [], timers: [], snapshots: [], models: new Set() };
@@ -100,7 +107,9 @@ async function signIn(key) {
   for (const name of visible) $(`panel-${name}`).hidden = false;
   renderNav(visible);
   await Promise.allSettled(visible.map((name) => LOADERS[name]?.()));
+  if (me.role === "reviewer") return; // the pool and the clock are not a reviewer's to read
   probePool(); // appears only if the server has a replica pool
+  watchClock({ key, timers: state.timers });
 }
 
 function renderNav(names) {
@@ -155,6 +164,8 @@ function editTenant(tenant) {
   form.elements.weight.value = tenant.weight;
   form.elements.content_policy.value = "";
   form.elements.mask_prompts.value = "";
+  form.elements.review_policy.value = "";
+  form.elements.review_policy.placeholder = `unchanged: ${tenant.review_policy}`;
   $("tenant-form-title").textContent = `Edit tenant ${tenant.name}`;
   $("tenant-submit").textContent = "Save tenant";
   $("tenant-cancel").hidden = false;
@@ -164,6 +175,7 @@ function editTenant(tenant) {
 function resetTenantForm() {
   const form = $("tenant-form");
   form.reset();
+  form.elements.review_policy.placeholder = "none, hold or sample:P";
   delete form.dataset.editing;
   form.elements.name.readOnly = false;
   $("tenant-form-title").textContent = "Create a tenant";
@@ -180,6 +192,8 @@ async function submitTenant(event) {
   const extra = {};
   if (f.get("content_policy")) extra.content_policy = f.get("content_policy");
   if (f.get("mask_prompts")) extra.mask_prompts = f.get("mask_prompts") === "true";
+  const review = String(f.get("review_policy") ?? "").trim(); // docs/oversight.md
+  if (review) extra.review_policy = review;
   const body = { ...limitsFrom(form), weight: Number(f.get("weight") || 1) };
   try {
     if (editing) {
@@ -685,6 +699,10 @@ const LOADERS = {
   verify: loadVerify,
   audit: searchAudit,
   denied: loadDenied,
+  incidents: () => mountIncidents({ key: state.key, role: state.me.role, timers: state.timers }),
+  energy: () => mountEnergy({ key: state.key }),
+  models: () => mountModels({ key: state.key }),
+  review: () => mountReview({ key: state.key, timers: state.timers }),
 };
 
 function wire() {

@@ -3,6 +3,7 @@
 
 import { ApiError, getJSON, keyStore, request, sseEvents, streamError } from "./api.js";
 import { renderInto } from "./markdown.js";
+import { POLL_MS, askHeld, pending, refreshReviews, reviewNote } from "./chat_review.js";
 import { ConversationStore, newConversation, titleFrom } from "./store.js";
 
 const MAX_TOKENS = 512; // per answer; what a quota reserves is the prompt plus this
@@ -120,6 +121,22 @@ function openConversation(conversation) {
   renderList();
   renderMessages();
   closeHistoryOnNarrow();
+  checkReviews(true);
+}
+
+// An answer's review (chat_review.js): looked up when a conversation opens, polled while pending.
+async function checkReviews(all) {
+  const conversation = state.conversation;
+  if (!conversation || state.controller) return;
+  if (!all && !conversation.messages.some(pending)) return;
+  // A tenant without review: look up only answers already known to be under review.
+  const known = (m) => m.review && m.review.status !== "none" && m.review.status !== "overridden";
+  if (state.me.review_policy === "none" && !conversation.messages.some(known)) return;
+  if (await refreshReviews(state.key, conversation, all) && state.conversation === conversation
+      && !state.controller) {
+    state.store.save(conversation);
+    renderMessages();
+  }
 }
 
 function renderList() {
@@ -189,6 +206,7 @@ function messageItem(message, last) {
     return li;
   }
   li.dataset.status = message.status;
+  if (message.review) li.dataset.review = message.review.status;
   if (message.status === "error") {
     li.classList.add("failed");
     meta.textContent = "Not answered";
@@ -256,6 +274,8 @@ function footer(message, last) {
     foot.append(usage);
   }
   foot.prepend(note);
+  const review = reviewNote(message);
+  if (review) foot.prepend(review);
   if (last && message.status !== "streaming") {
     const again = document.createElement("button");
     again.type = "button";
@@ -309,7 +329,8 @@ function stopGeneration() {
 async function generate() {
   const conversation = state.conversation;
   const history = conversation.messages
-    .filter((m) => m.role === "user" || (m.status !== "error" && m.content))
+    .filter((m) => m.role === "user"
+      || (m.status !== "error" && m.content && m.review?.status !== "overridden"))
     .map(({ role, content }) => ({ role, content }));
   const answer = { role: "assistant", content: "", status: "streaming" };
   conversation.messages.push(answer);
@@ -323,6 +344,14 @@ async function generate() {
   setBusy(true);
   announce("Generating an answer…");
   try {
+    if (state.me.review_policy === "hold") { // held for review: no stream, pending until approved
+      const held = await askHeld(state.key, { model: state.model.id, messages: history,
+        max_tokens: MAX_TOKENS, temperature: Number($("temperature").value) }, controller.signal);
+      Object.assign(answer, { provenance: held.provenance, usage: held.usage,
+        review: held.sovllm_review, status: "done" });
+      announce("The answer is held for review; it appears here once a reviewer approves it.");
+      return;
+    }
     const response = await request(state.key, "/v1/chat/completions", {
       method: "POST",
       signal: controller.signal,
@@ -460,6 +489,7 @@ function wire() {
 
 async function start() {
   wire();
+  setInterval(() => checkReviews(false), POLL_MS);
   const saved = keys.get();
   if (!saved) {
     $("api-key").focus();
