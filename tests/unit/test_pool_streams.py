@@ -487,3 +487,39 @@ async def test_a_replica_whose_tokens_stop_with_its_probes_leaves_at_once() -> N
 async def _until(done: Callable[[], bool], step: Callable[[], Awaitable[None]]) -> None:
     while not done():
         await step()
+
+
+async def test_a_timed_out_probe_leaves_no_stale_load_but_keeps_the_counters() -> None:
+    """vLLM's gauges as last read would stand for its load while its probes time out (a busy
+    CPU): the pool falls back to what it has in flight there, and keeps the cache counters."""
+    settings = RoutingSettings(policy="round_robin", probe_timeout_s=0.05, failure_threshold=9)
+    frozen = asyncio.Event()
+    gauges = (
+        'vllm:num_requests_running{model_name="m"} 3.0\n'
+        'vllm:num_requests_waiting{model_name="m"} 2.0\n'
+        'vllm:prefix_cache_queries_total{model_name="m"} 90.0\n'
+        'vllm:prefix_cache_hits_total{model_name="m"} 40.0\n'
+    )
+
+    async def handle(request: httpx.Request) -> httpx.Response:
+        if frozen.is_set():
+            await asyncio.Event().wait()  # a starved API server: never answers in time
+        if request.url.path.endswith("/models"):
+            return httpx.Response(200, json={"data": [{"id": MODEL}]})
+        return httpx.Response(200, text=gauges)
+
+    info = ModelInfo(MODEL, "", "", 0, 0)
+    client = httpx.AsyncClient(transport=httpx.MockTransport(handle))
+    backend = OpenAIBackend(
+        "http://10.0.0.1/v1", MODEL, info, None, client, health_url=None, vllm=True
+    )
+    replica = Replica("r0", "vllm", "", MODEL, backend, lambda r: 3, settings)
+    await replica.probe()
+    assert replica.stats is not None and (replica.stats.running, replica.stats.waiting) == (3, 2)
+    frozen.set()
+    replica.outstanding = 1
+    await replica.probe()
+    s = replica.stats
+    assert s is not None and (s.running, s.waiting) == (1, 0)
+    assert (s.prefix_cache_queries, s.prefix_cache_hits) == (90, 40)
+    assert replica.state == "healthy"

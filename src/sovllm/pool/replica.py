@@ -9,6 +9,7 @@ first that succeeds closes the breaker again.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -118,6 +119,11 @@ class Replica:
         try:
             result = await asyncio.wait_for(self.backend.probe(), self._settings.probe_timeout_s)
         except TimeoutError:
+            if self._stats is not None:
+                # The replica's last word on its load is stale now: until a probe answers,
+                # its load is what this gateway has in flight there (as for an upstream that
+                # reports none); its counters (the prefix cache's) keep their last values.
+                self._stats = dataclasses.replace(self._stats, running=self.outstanding, waiting=0)
             # A server that answers one request at a time (llama.cpp's, for one) queues the
             # probe behind its work. While every request on it still waits for its first
             # output (a prefill), taking a request proves it alive for the grace; once tokens
