@@ -59,10 +59,13 @@ def line_chart(
     hlines: Sequence[tuple[str, float]] = (),
     y_max: float | None = None,
     xmlns: bool = True,
+    size: tuple[int, int] = (_W, _H),
 ) -> str:
     """Lines over a shared x axis. `hlines`: (label, y) drawn dashed across the plot (limits such
     as an SLO), always inside the y range. `y_max`: values above it are drawn at the top edge
-    with an open triangle, so one runaway point does not flatten the rest."""
+    with an open triangle, so one runaway point does not flatten the rest. `size`: the SVG's
+    width and height in pixels."""
+    width, height = size
     points = [p for _, pts in series for p in pts if all(map(math.isfinite, p))]
     if not points:
         return (
@@ -80,7 +83,7 @@ def line_chart(
         x1 = x0 + 1
     if y1 <= y0:
         y1 = y0 + 1
-    pw, ph = _W - _M["l"] - _M["r"], _H - _M["t"] - _M["b"]
+    pw, ph = width - _M["l"] - _M["r"], height - _M["t"] - _M["b"]
 
     def sx(x: float) -> float:
         return _M["l"] + (x - x0) / (x1 - x0) * pw
@@ -89,9 +92,9 @@ def line_chart(
         return _M["t"] + ph - (min(y, y1) - y0) / (y1 - y0) * ph
 
     out = [
-        f'<svg viewBox="0 0 {_W} {_H}" width="{_W}" height="{_H}" role="img"'
+        f'<svg viewBox="0 0 {width} {height}" width="{width}" height="{height}" role="img"'
         f"{_XMLNS if xmlns else ''}><title>{html.escape(title)}</title>",
-        f'<text x="{_W / 2}" y="16" class="t">{html.escape(title)}</text>',
+        f'<text x="{width / 2}" y="16" class="t">{html.escape(title)}</text>',
     ]
     for t in nice_ticks(x0, x1):
         if x0 <= t <= x1:
@@ -109,7 +112,7 @@ def line_chart(
             )
     out.append(
         f'<rect x="{_M["l"]}" y="{_M["t"]}" width="{pw}" height="{ph}" class="frame"/>'
-        f'<text x="{_M["l"] + pw / 2}" y="{_H - 6}" class="xl">{html.escape(xlabel)}</text>'
+        f'<text x="{_M["l"] + pw / 2}" y="{height - 6}" class="xl">{html.escape(xlabel)}</text>'
         f'<text transform="translate(14 {_M["t"] + ph / 2}) rotate(-90)" class="xl">'
         f"{html.escape(ylabel)}</text>"
     )
@@ -148,7 +151,7 @@ def line_chart(
         )
     if clipped:
         out.append(
-            f'<text x="{_M["l"] + pw}" y="{_H - 6}" class="yt">△ above {fmt(y1)}, off the '
+            f'<text x="{_M["l"] + pw}" y="{height - 6}" class="yt">△ above {fmt(y1)}, off the '
             "scale</text>"
         )
     out.append("</svg>")
