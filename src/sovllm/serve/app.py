@@ -86,7 +86,9 @@ def create_app(
     default. FastAPI's own HTTP telemetry runs on the same providers."""
     telemetry = telemetry or tracing.disabled()
     meter = energy or no_energy()
-    for replica in pool.replicas:  # engines in this process tell the meter of each step
+    # Engines in this process tell the meter of each step; with no counter there is nothing
+    # to share, and the engine's step loop is spared the calls.
+    for replica in pool.replicas if meter.source is not None else ():
         if isinstance(replica.backend, LocalBackend):
             # Tests run scripted stand-ins for the engine, which have no steps to tell of.
             observe = getattr(replica.backend.engine, "observe_steps", None)

@@ -164,7 +164,7 @@ def _kind_section(log: AuditLog, title: str, kinds: tuple[str, ...], noun: str) 
     count, latest = _count(log, kinds), _latest(log, kinds)
     if not count:
         return Section(title, "missing", note=f"no {noun} recorded in the audit log")
-    facts = [(f"{noun}s recorded", str(count))]
+    facts = [("entries in the audit log", str(count))]
     facts += [(str(e.get("kind")), f"{_when_who(e)}: {_gist(e)}") for e in latest]
     return Section(title, "ok", facts)
 

@@ -3,6 +3,7 @@
 // header. All text from the server is set with textContent.
 
 import { ApiError, downloadText, getJSON, keyStore, request } from "./api.js";
+import { plain } from "./dom.js";
 import { compact, stackedBars } from "./chart.js";
 import { watchClock } from "./clock.js";
 import { mountEnergy } from "./energy.js";
@@ -58,10 +59,6 @@ function say(id, text, bad = false) {
   const el = $(id);
   el.textContent = text;
   el.classList.toggle("error", bad);
-}
-
-function plain(err) {
-  return err instanceof ApiError ? err.plain : String(err?.message ?? err);
 }
 
 function numberOrNull(value) {

@@ -3,19 +3,9 @@
 // catalog, never a measurement, and the table says so. The panel builds itself in
 // <section id="panel-energy">; text from the server is set with textContent.
 
-import { ApiError, getJSON } from "./api.js";
+import { getJSON } from "./api.js";
+import { el, plain } from "./dom.js";
 import { compact, stackedBars } from "./chart.js";
-
-function el(tag, props = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [name, value] of Object.entries(props)) {
-    if (name === "text") node.textContent = value;
-    else if (name === "class") node.className = value;
-    else node.setAttribute(name, value);
-  }
-  node.append(...children);
-  return node;
-}
 
 function isoDay(date) {
   return date.toISOString().slice(0, 10);
@@ -84,7 +74,7 @@ export async function mountEnergy({ key }) {
   }
 
   panel.reload = () => load().catch((err) => {
-    status.textContent = err instanceof ApiError ? err.plain : String(err?.message ?? err);
+    status.textContent = plain(err);
     status.classList.add("error");
   });
   form.addEventListener("submit", (event) => {

@@ -3,7 +3,8 @@
 // forms to open, link and move one on. Auditors read only. Text from the server is set with
 // textContent. The panel builds itself in <section id="panel-incidents">.
 
-import { ApiError, downloadText, getJSON, request } from "./api.js";
+import { downloadText, getJSON, request } from "./api.js";
+import { el, plain } from "./dom.js";
 
 const RELOAD_MS = 15000;
 const CLASSES = [
@@ -16,27 +17,12 @@ const CLASSES = [
 ];
 const NEXT = ["investigating", "reported", "closed"];
 
-function el(tag, props = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [name, value] of Object.entries(props)) {
-    if (name === "text") node.textContent = value;
-    else if (name === "class") node.className = value;
-    else node.setAttribute(name, value);
-  }
-  node.append(...children);
-  return node;
-}
-
 function field(label, control) {
   return el("label", {}, label, " ", control);
 }
 
 function select(name, options) {
   return el("select", { name }, ...options.map(([value, text]) => new Option(text, value)));
-}
-
-function plain(err) {
-  return err instanceof ApiError ? err.plain : String(err?.message ?? err);
 }
 
 /** "3.2 days", "5 h 12 min", "OVERDUE by 2 h 3 min". */

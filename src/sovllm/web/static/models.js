@@ -2,18 +2,8 @@
 // and the audit log) and the latest evaluation of each weights hash per suite. It builds itself
 // in <section id="panel-models">; text from the server is set with textContent.
 
-import { ApiError, getJSON } from "./api.js";
-
-function el(tag, props = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [name, value] of Object.entries(props)) {
-    if (name === "text") node.textContent = value;
-    else if (name === "class") node.className = value;
-    else node.setAttribute(name, value);
-  }
-  node.append(...children);
-  return node;
-}
+import { getJSON } from "./api.js";
+import { el, plain } from "./dom.js";
 
 function when(seconds) {
   return seconds ? new Date(seconds * 1000).toISOString().slice(0, 16).replace("T", " ") : "";
@@ -67,7 +57,7 @@ export async function mountModels({ key }) {
   }
 
   panel.reload = () => load().catch((err) => {
-    status.textContent = err instanceof ApiError ? err.plain : String(err?.message ?? err);
+    status.textContent = plain(err);
     status.classList.add("error");
   });
   return panel.reload();

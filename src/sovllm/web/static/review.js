@@ -4,25 +4,11 @@
 // tenant's. Every opening and decision is recorded in the audit log by the server. Text from the
 // server is set with textContent. The panel builds itself in <section id="panel-review">.
 
-import { ApiError, getJSON } from "./api.js";
+import { getJSON } from "./api.js";
+import { el, plain } from "./dom.js";
 
 const RELOAD_MS = 15000;
 const STATUSES = ["pending", "approved", "overridden"];
-
-function el(tag, props = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [name, value] of Object.entries(props)) {
-    if (name === "text") node.textContent = value;
-    else if (name === "class") node.className = value;
-    else node.setAttribute(name, value);
-  }
-  node.append(...children);
-  return node;
-}
-
-function plain(err) {
-  return err instanceof ApiError ? err.plain : String(err?.message ?? err);
-}
 
 function when(seconds) {
   if (seconds === null || seconds === undefined) return "—";
