@@ -198,7 +198,7 @@ def test_a_gateway_joins_a_worker_started_elsewhere(tmp_path: Path) -> None:
                                                        max_tokens=4)  # fmt: skip
             assert again.usage is not None and again.usage.prompt_tokens_details is not None
             cached = again.usage.prompt_tokens_details.cached_tokens
-            assert cached == again.usage.prompt_tokens - 1
+            assert cached == again.usage.prompt_tokens - 2  # its last two computed again
     finally:
         worker.terminate()
         worker.wait(timeout=30)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sovllm.engines.base import QueueFullError, SamplingParams
-from sovllm.engines.llamacpp.scheduler import Scheduler
+from sovllm.engines.llamacpp.scheduler import Scheduler, exact_chunk
 from sovllm.engines.llamacpp.sequence import Sequence, Status
 
 
@@ -171,3 +171,26 @@ def test_one_flow_is_never_preempted() -> None:
         emit(s)
     assert sched.schedule().swapped_out == []
     assert sched.preemptions == 0
+
+
+@pytest.mark.parametrize(
+    ("remaining", "budget", "size"),
+    [(40, 16, 16), (17, 16, 15), (2, 1, 0), (5, 1, 0), (1, 1, 1), (3, 2, 0), (3, 3, 3), (4, 3, 2)],
+)
+def test_an_exact_chunk_is_never_one_token_nor_leaves_one(
+    remaining: int, budget: int, size: int
+) -> None:
+    assert exact_chunk(remaining, min(remaining, budget)) == size
+
+
+def test_exact_prefill_chunks_under_a_budget_that_would_leave_one_token() -> None:
+    sched = Scheduler(slots=2, step_tokens=16, max_waiting=4, exact=True)
+    a = seq("a", 33)
+    sched.add(a)
+    sizes = []
+    while a.status is not Status.DECODE:
+        step = sched.schedule()
+        sizes.append(step.num_tokens)
+        sched.advance(step)
+    # 16 + 16 would leave one token for a chunk of its own.
+    assert sizes == [16, 15, 2]

@@ -123,3 +123,20 @@ def test_switched_off_nothing_is_reused_or_counted() -> None:
     table.release(0, CHAT, "t")
     assert table.take([*CHAT, 1], "t") == Taken(slot=0, keep=0, trim=True)
     assert (table.queries, table.hits) == (0, 0)
+
+
+def test_exact_reuse_keeps_only_prompt_positions_and_recomputes_two() -> None:
+    table = SlotTable(1, exact=True)
+    table.take(CHAT, "t")
+    # The slot holds the 100-token prompt and 20 tokens of its answer, decoded one by one.
+    answer = list(range(7000, 7020))
+    table.release(0, CHAT + answer, "t", prefilled=100)
+    next_turn = [*CHAT, *answer, 1, 2, 3]
+    # Only the prompt's positions are reused: the answer is computed again as a prompt chunk.
+    assert table.take(next_turn, "t") == Taken(slot=0, keep=100, trim=True)
+    table.release(0, CHAT, "t", prefilled=100)
+    # The same prompt again: its last two tokens are computed again, as one chunk.
+    assert table.take(CHAT, "t") == Taken(slot=0, keep=98, trim=True)
+    table.release(0, CHAT, "t", prefilled=100)
+    # A prompt of one or two tokens reuses nothing.
+    assert table.take(CHAT[:2], "t").keep == 0

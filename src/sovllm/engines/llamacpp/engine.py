@@ -119,6 +119,7 @@ class LlamaCppEngine:
             max_waiting=settings.max_waiting,
             preempt=settings.fair_share,
             prefix_cache=settings.prefix_cache and self._llm.can_trim,
+            exact=settings.deterministic,
         )
         bos = self._llm.token_text(self._llm.bos_token) if self._llm.bos_token >= 0 else ""
         eos = self._llm.token_text(self._llm.eos_token) if self._llm.eos_token >= 0 else ""
@@ -291,17 +292,15 @@ class LlamaCppEngine:
         observer = self._steps
         if observer is not None:
             observer.step_started()
-        to_sample = runner.decode(step.items)
+        # Only this thread touches a running sequence's tokens, so sampling needs no lock.
+        sampled = runner.run(step.items, by_length=self._settings.deterministic)
         now = time.perf_counter()
         with self._lock:
             self.scheduler.advance(step)
-        # Only this thread touches a running sequence's tokens, so sampling needs no lock.
         outputs = []
-        for seq, index in to_sample:
-            if not seq.cancelled:
-                token = runner.sample(seq, index)
-                out = seq.append_token(token, llm.piece(token), llm.is_eog(token), now)
-                outputs.append((seq, out))
+        for seq, token in sampled:
+            out = seq.append_token(token, llm.piece(token), llm.is_eog(token), now)
+            outputs.append((seq, out))
         if observer is not None:  # the step's work: its decode and its sampling
             observer.step_finished([(i.seq.request_id, len(i.tokens)) for i in step.items])
         with self._lock:

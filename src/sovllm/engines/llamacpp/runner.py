@@ -28,6 +28,28 @@ class Runner:
     def close(self) -> None:
         C.llama_batch_free(self._batch)
 
+    def run(self, items: list[StepItem], by_length: bool) -> list[tuple[Sequence, int]]:
+        """Decode a step and sample the sequences that want it: (sequence, sampled token), for
+        those not cancelled meanwhile.
+
+        `by_length`: one llama_decode call per length of item (the decode tokens, then each
+        length of prompt chunk). In one call, llama.cpp cuts the batch into ubatches of equal
+        tokens per sequence (of consecutive sequence ids), so a prompt chunk beside decode
+        tokens is computed a token at a time, and its last token can land in a ubatch of its
+        own: its logits then differ from a prefill's (benchmarks/llamacpp_rounding.py). Items of
+        one length, within the step's budget, are never cut. A call's logits are gone after the
+        next one: each call's outputs are sampled first.
+        """
+        groups: dict[int, list[StepItem]] = {}
+        for item in items:
+            groups.setdefault(len(item.tokens) if by_length else 0, []).append(item)
+        sampled = []
+        for _, group in sorted(groups.items()):
+            for seq, index in self.decode(group):
+                if not seq.cancelled:
+                    sampled.append((seq, self.sample(seq, index)))
+        return sampled
+
     def decode(self, items: list[StepItem]) -> list[tuple[Sequence, int]]:
         """Run the step; return (sequence, batch index of its logits) for those to sample."""
         batch = self._batch

@@ -65,13 +65,16 @@ class Scheduler:
         max_waiting: int,
         preempt: bool = True,
         prefix_cache: bool = True,
+        exact: bool = False,
     ) -> None:
         self.step_tokens = step_tokens
         self.max_waiting = max_waiting
         self.preempt = preempt
+        self.exact = exact
+        """Prompt chunks of at least two tokens, and exact prefix reuse (slots.py)."""
         self.waiting = FairQueue()
         self.running: list[Sequence] = []
-        self.slots = SlotTable(slots, prefix_cache)
+        self.slots = SlotTable(slots, prefix_cache, exact)
         self._completions: deque[float] = deque(maxlen=64)
         self.preemptions = 0
 
@@ -147,7 +150,12 @@ class Scheduler:
         seq.slot = slot
 
     def _prefill(self, step: Step, seq: Sequence, budget: int) -> int:
-        chunk = seq.next_prompt_chunk(budget)
+        size = min(seq.remaining_prompt, budget)
+        if self.exact:
+            size = exact_chunk(seq.remaining_prompt, size)
+            if size == 0:
+                return 0
+        chunk = seq.next_prompt_chunk(size)
         last = seq.n_computed + len(chunk) >= seq.prompt_len
         step.items.append(StepItem(seq, chunk, seq.n_computed, last))
         return len(chunk)
@@ -219,7 +227,17 @@ class Scheduler:
             # What the cache holds: the last sampled token is not decoded yet, and a
             # cancelled prefill stopped part way.
             cached = (seq.prompt + seq.output)[: seq.n_computed]
-            self.slots.release(seq.slot, cached, seq.owner)
+            self.slots.release(seq.slot, cached, seq.owner, min(seq.n_computed, seq.prompt_len))
         else:
             self.slots.release_empty(seq.slot)
         seq.slot = None
+
+
+def exact_chunk(remaining: int, size: int) -> int:
+    """The size of a prompt chunk that llama.cpp computes as a fresh prefill would: a token
+    alone in its ubatch rounds differently from one beside others of its prompt, so a chunk is
+    never one token long (but for a one-token prompt), and never leaves one token for later.
+    0: wait for a larger budget."""
+    if size < remaining and remaining - size == 1:
+        size -= 1
+    return 0 if size == 1 and remaining > 1 else size

@@ -45,7 +45,16 @@ class EngineSettings(BaseModel):
         "common prompt prefix (the earlier turns of a chat) instead of computing it again.",
     )
 
+    deterministic: bool = Field(
+        True,
+        description="The same greedy (or seeded) answer whatever the batch around a request and "
+        "whether its prefix was cached: prompt chunks are never one token long and run apart from "
+        "decode tokens, and only the prompt positions of a cached prefix are reused (not an "
+        "answer decoded token by token).",
+    )
+
     @property
     def batch_tokens(self) -> int:
-        """A step's real budget: every slot's decode token must fit one batch."""
-        return max(self.step_tokens, self.slots)
+        """A step's real budget: every slot's decode token must fit one batch, with two tokens
+        to spare for a prompt chunk (deterministic chunks are never one token long)."""
+        return max(self.step_tokens, self.slots + 1)

@@ -7,6 +7,13 @@ turns + answer + new message) thus skips most of its prefill.
 
 A prefix is reused only by a sequence of the same owner (the tenant) as the one that left it:
 otherwise a tenant could learn from its speed, or from `cached_tokens`, what another sent.
+
+`exact` reuse (the engine's `deterministic` setting) keeps a reused cache bit for bit what a
+fresh prefill would build. llama.cpp's CPU kernels round a token computed alone in its ubatch
+(a decode step) differently from one computed beside others of its sequence (a prompt chunk):
+so only positions a prompt chunk computed are reused (not the previous answer, which was
+decoded token by token), and at least the prompt's last two tokens are computed again, never
+a chunk of one. docs/performance.md has the measurement.
 """
 
 from __future__ import annotations
@@ -26,9 +33,11 @@ class _Cache:
     """What the slot's KV cache holds, position by position."""
     owner: str
     """Whose request left it there."""
+    prefilled: int
+    """Its first positions that a prompt chunk computed (the rest were decoded)."""
 
 
-_EMPTY = _Cache([], "")
+_EMPTY = _Cache([], "", 0)
 
 
 class Taken(NamedTuple):
@@ -48,9 +57,10 @@ class SlotTable:
     front slot; among equally long prefixes, the one nearest the front.
     """
 
-    def __init__(self, slots: int, prefix_cache: bool = True) -> None:
+    def __init__(self, slots: int, prefix_cache: bool = True, exact: bool = False) -> None:
         self.size = slots
         self.prefix_cache = prefix_cache
+        self.exact = exact
         self._free: OrderedDict[int, _Cache] = OrderedDict((s, _EMPTY) for s in range(slots))
         self.queries = 0
         """Prompt tokens of admitted new sequences (looked up in the cache)."""
@@ -75,24 +85,31 @@ class SlotTable:
         slot = next(iter(self._free))
         keep = 0
         if self.prefix_cache and reuse:
-            shared = {
-                s: common_prefix(c.tokens, prompt) if c.owner == owner else 0
-                for s, c in self._free.items()
-            }
+            shared = {s: self._reusable(c, prompt, owner) for s, c in self._free.items()}
             best = max(shared, key=lambda s: shared[s])  # the first max: least recently used
             if shared[best] >= MIN_REUSE:
                 slot = best
-            # The prompt's last token is computed again: sampling needs its logits.
-            keep = min(shared[slot], len(prompt) - 1)
+            # The prompt's last token is computed again: sampling needs its logits (exact
+            # reuse: its last two, as one chunk).
+            keep = max(min(shared[slot], len(prompt) - (2 if self.exact else 1)), 0)
             self.queries += len(prompt)
             self.hits += keep
         cached = self._free.pop(slot)
         return Taken(slot, keep, len(cached.tokens) > keep)
 
-    def release(self, slot: int, tokens: list[int], owner: str) -> None:
-        """A slot is free again, its cache holding `tokens` for `owner`: the most recently
-        used."""
-        self._free[slot] = _Cache(tokens, owner)
+    def _reusable(self, cache: _Cache, prompt: list[int], owner: str) -> int:
+        if cache.owner != owner:
+            return 0
+        shared = common_prefix(cache.tokens, prompt)
+        return min(shared, cache.prefilled) if self.exact else shared
+
+    def release(
+        self, slot: int, tokens: list[int], owner: str, prefilled: int | None = None
+    ) -> None:
+        """A slot is free again, its cache holding `tokens` for `owner`, the first `prefilled`
+        of them (all by default) computed by prompt chunks: the most recently used."""
+        done = len(tokens) if prefilled is None else prefilled
+        self._free[slot] = _Cache(tokens, owner, done)
         self._free.move_to_end(slot)
 
     def release_empty(self, slot: int) -> None:
