@@ -27,6 +27,7 @@ if ! command -v promtool >/dev/null 2>&1; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
 fi
+$BIN/python scripts/check_lock.py  # a requirements.lock pyproject.toml no longer matches fails CI
 $BIN/ruff format --check src tests benchmarks
 $BIN/ruff check src tests benchmarks
 $BIN/mypy
