@@ -1,19 +1,26 @@
 """Telemetry settings and their checks: off by default, an endpoint only past the egress list.
 
-The spans themselves are checked end to end against a real OTLP receiver
-(tests/integration/test_tracing.py).
+The request's span tree is checked here against the SDK's in-memory exporter, and end to end
+against a real OTLP receiver (tests/integration/test_tracing.py).
 """
 
 from __future__ import annotations
 
+from concurrent.futures import Future
+
 import pytest
+from opentelemetry import trace as otel_trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased, Sampler, TraceIdRatioBased
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import SpanContext, StatusCode, TraceFlags
 
 from sovllm.config import ConfigError, Settings, load_settings
 from sovllm.engines.base import GenerationOutput, SamplingParams, Timings
 from sovllm.observability import tracing
+from sovllm.observability.span_records import SpanRecords
 from sovllm.serve.gateway import ServeError, open_telemetry
 
 
@@ -83,3 +90,113 @@ def test_phases_follow_the_engine_clock_and_the_metrics_the_request() -> None:
         "gen_ai.response.finish_reasons": ("length",),
         "sovllm.prefix_cached_tokens": 2,
     }
+
+
+def _recording(
+    sampler: Sampler = ALWAYS_ON,
+) -> tuple[tracing.Telemetry, InMemorySpanExporter, TracerProvider]:
+    """Telemetry whose request spans (span_records.py) and SDK spans end in one exporter."""
+    exporter = InMemorySpanExporter()
+    processor = SimpleSpanProcessor(exporter)
+    provider = TracerProvider(sampler=sampler)
+    provider.add_span_processor(processor)
+    scope = InstrumentationScope("sovllm", "test", tracing.SCHEMA_URL)
+    records = SpanRecords(processor, provider.resource, scope, sampler)
+    telemetry = tracing.Telemetry(provider, tracing.disabled().meter_provider, records=records)
+    return telemetry, exporter, provider
+
+
+def test_a_request_span_and_its_children_are_recorded_under_the_http_span() -> None:
+    telemetry, exporter, provider = _recording()
+    out = GenerationOutput(
+        "", (), 7, 3, "length", Timings(10.0, 10.5, 11.0, 13.0), time=13.0, cached_tokens=2
+    )
+    written: Future[int] = Future()
+    with provider.get_tracer("fastapi").start_as_current_span("POST /v1/chat/completions") as http:
+        trace = tracing.start_request(telemetry, True, "m", SamplingParams(max_tokens=5))
+        with trace.current():
+            # The replicas continue the request span's trace, sampled.
+            span_id = format(trace.span.context.span_id, "016x")
+            assert tracing.traceparent()["traceparent"].endswith(f"-{span_id}-01")
+            with trace.child("admission"):
+                pass
+        trace.admitted("chatcmpl-1", "m", "acme", "worker-0")
+        trace.end(out, "completed", written)
+    # The request span waits for its audit write to be durable.
+    assert "chat m" not in {s.name for s in exporter.get_finished_spans()}
+    written.set_result(1)
+    spans = {s.name: s for s in exporter.get_finished_spans()}
+    assert set(spans) == {
+        "POST /v1/chat/completions",
+        "chat m",
+        "admission",
+        "queue wait",
+        "prefill",
+        "decode",
+        "audit write",
+    }
+    chat = spans["chat m"]
+    assert chat.parent is not None and chat.parent.span_id == http.get_span_context().span_id
+    assert {s.context.trace_id for s in spans.values()} == {http.get_span_context().trace_id}
+    for child in ("admission", "queue wait", "prefill", "decode", "audit write"):
+        parent = spans[child].parent
+        assert parent is not None and parent.span_id == chat.context.span_id, child
+    seconds = {n: ((spans[n].end_time or 0) - (spans[n].start_time or 0)) / 1e9 for n in spans}
+    assert seconds["prefill"] == pytest.approx(0.5, abs=1e-6)
+    assert seconds["decode"] == pytest.approx(2.0, abs=1e-6)
+    assert dict(chat.attributes or {}) == {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.provider.name": "sovllm",
+        "gen_ai.request.model": "m",
+        "gen_ai.request.temperature": 1.0,
+        "gen_ai.request.top_p": 1.0,
+        "gen_ai.request.max_tokens": 5,
+        "gen_ai.response.id": "chatcmpl-1",
+        "gen_ai.response.model": "m",
+        "sovllm.tenant": "acme",
+        "sovllm.replica": "worker-0",
+        "gen_ai.usage.input_tokens": 7,
+        "gen_ai.usage.output_tokens": 3,
+        "gen_ai.response.finish_reasons": ["length"],
+        "sovllm.prefix_cached_tokens": 2,
+    }
+    assert chat.status.status_code == StatusCode.UNSET
+    assert chat.instrumentation_scope is not None
+    assert chat.instrumentation_scope.schema_url == tracing.SCHEMA_URL
+
+
+def test_a_refusal_ends_the_span_in_error_naming_only_its_type() -> None:
+    telemetry, exporter, _ = _recording()
+    trace = tracing.start_request(telemetry, False, "m", SamplingParams())
+    trace.refused(PermissionError("a message that may quote the request"))
+    [span] = exporter.get_finished_spans()
+    assert span.name == "text_completion m" and span.parent is None
+    assert span.status.status_code == StatusCode.ERROR and not span.status.description
+    assert (span.attributes or {})["error.type"] == "PermissionError"
+
+
+@pytest.mark.parametrize("caller_sampled", [True, False])
+def test_the_callers_sampling_decision_is_followed(caller_sampled: bool) -> None:
+    telemetry, exporter, _ = _recording(ParentBased(TraceIdRatioBased(0.5)))
+    flags = TraceFlags(TraceFlags.SAMPLED if caller_sampled else TraceFlags.DEFAULT)
+    caller = SpanContext(0x1234, 0x5678, is_remote=True, trace_flags=flags)
+    with otel_trace.use_span(otel_trace.NonRecordingSpan(caller)):
+        trace = tracing.start_request(telemetry, True, "m", SamplingParams())
+        with trace.current():
+            # The decision goes on to the replicas either way.
+            assert tracing.traceparent()["traceparent"].endswith("-01" if caller_sampled else "-00")
+            with trace.child("admission"):
+                pass
+    trace.refused(RuntimeError())
+    names = sorted(s.name for s in exporter.get_finished_spans())
+    assert names == (["admission", "chat m"] if caller_sampled else [])
+    assert all(s.context.trace_id == 0x1234 for s in exporter.get_finished_spans())
+
+
+def test_a_root_request_span_is_sampled_by_the_ratio() -> None:
+    never, never_got, _ = _recording(ParentBased(TraceIdRatioBased(0.0)))
+    always, always_got, _ = _recording(ParentBased(TraceIdRatioBased(1.0)))
+    for telemetry in (never, always):
+        tracing.start_request(telemetry, True, "m", SamplingParams()).refused(RuntimeError())
+    assert never_got.get_finished_spans() == ()
+    assert [s.name for s in always_got.get_finished_spans()] == ["chat m"]

@@ -23,11 +23,12 @@ from typing import Any
 from fastapi.telemetry import TelemetryConfig
 from opentelemetry import context as otel_context
 from opentelemetry import metrics, trace
-from opentelemetry.trace import Span, StatusCode
+from opentelemetry.trace import Span
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from sovllm import __version__
 from sovllm.engines.base import GenerationOutput, SamplingParams, Timings
+from sovllm.observability.span_records import RecordedSpan, SpanRecords
 
 SEMCONV_VERSION = "1.44.0"
 """The semantic conventions pinned (GenAI's are "Development"): the schema FastAPI's HTTP spans
@@ -80,10 +81,13 @@ class Telemetry:
         tracer_provider: trace.TracerProvider,
         meter_provider: metrics.MeterProvider,
         shutdown: Callable[[], None] = lambda: None,
+        records: SpanRecords | None = None,
     ) -> None:
         self.tracer_provider, self.meter_provider = tracer_provider, meter_provider
         self.enabled = not isinstance(tracer_provider, trace.NoOpTracerProvider)
         self._shutdown = shutdown
+        self.records = records
+        """Where the request spans go (span_records.py); None: they are not recorded."""
         self.tracer = tracer_provider.get_tracer("sovllm", __version__, schema_url=SCHEMA_URL)
         meter = meter_provider.get_meter("sovllm", __version__, schema_url=SCHEMA_URL)
         self.ttft = meter.create_histogram(
@@ -115,7 +119,9 @@ class Telemetry:
         """FastAPI's own HTTP telemetry on these providers. Its log records are off: they carry
         exception messages, which can quote a request; the environment never turns export on
         (`auto_configure`): only `telemetry.otlp_endpoint` does, past the egress check. The
-        `probes` paths (health checks, scrapes: several a second) make no spans."""
+        `probes` paths (health checks, scrapes: several a second) make no spans. FastAPI's
+        operation spans (`fastapi.dependencies`, `fastapi.endpoint`) are off: two spans a
+        request that say nothing the HTTP span and the GenAI span below it do not."""
 
         def probe(scope: MutableMapping[str, Any]) -> bool:
             return scope.get("path") in probes
@@ -124,6 +130,7 @@ class Telemetry:
             "tracer_provider": self.tracer_provider,
             "meter_provider": self.meter_provider,
             "logs": False,
+            "operation_spans": False,
             "auto_configure": False,
             "exclude": probe,
         }
@@ -142,26 +149,37 @@ def exporting(settings: ExportSettings) -> Telemetry:
     """Spans and metrics exported over OTLP/HTTP to `settings.endpoint`."""
     from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, MeterProvider
     from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
     from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+    from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
     base = settings.endpoint.rstrip("/")
     resource = Resource.create({"service.name": settings.service_name})
     sampler = ParentBased(TraceIdRatioBased(settings.sample_ratio))
     tracer_provider = TracerProvider(resource=resource, sampler=sampler, shutdown_on_exit=False)
-    tracer_provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(f"{base}/v1/traces")))
+    spans = BatchSpanProcessor(OTLPSpanExporter(f"{base}/v1/traces"))
+    tracer_provider.add_span_processor(spans)
+    scope = InstrumentationScope("sovllm", __version__, SCHEMA_URL)
+    records = SpanRecords(spans, resource, scope, sampler)
     reader = PeriodicExportingMetricReader(OTLPMetricExporter(f"{base}/v1/metrics"))
-    meter_provider = MeterProvider([reader], resource=resource, shutdown_on_exit=False)
+    # No exemplars: the default filter offers every measurement taken under a sampled span to
+    # a reservoir, a sixth of a histogram record's cost, for trace links nothing here reads.
+    meter_provider = MeterProvider(
+        [reader],
+        resource=resource,
+        shutdown_on_exit=False,
+        exemplar_filter=AlwaysOffExemplarFilter(),
+    )
 
     def shutdown() -> None:
         tracer_provider.shutdown()
         meter_provider.shutdown()
 
-    return Telemetry(tracer_provider, meter_provider, shutdown)
+    return Telemetry(tracer_provider, meter_provider, shutdown, records)
 
 
 def traceparent() -> dict[str, str]:
@@ -187,33 +205,40 @@ def timing_spans(tracer: trace.Tracer, parent: Span, timings: Timings | None) ->
     if timings is None:
         return
     clock, ctx = _Clock(), trace.set_span_in_context(parent)
+    for name, start, end in _phases(timings):
+        span = tracer.start_span(name, ctx, start_time=clock.ns(start))
+        span.end(end_time=clock.ns(end))
+
+
+def _phases(timings: Timings) -> Iterator[tuple[str, float, float]]:
+    """Queue wait, prefill and decode, those the engine's clock saw begin and end."""
     prefill_from = timings.scheduled if timings.scheduled is not None else timings.arrival
-    phases = [
+    phases = (
         ("queue wait", timings.arrival, timings.scheduled),
         ("prefill", prefill_from, timings.first_token),
         ("decode", timings.first_token, timings.finished),
-    ]
+    )
     for name, start, end in phases:
         if start is not None and end is not None:
-            span = tracer.start_span(name, ctx, start_time=clock.ns(start))
-            span.end(end_time=clock.ns(end))
+            yield name, start, end
 
 
 @dataclass
 class RequestTrace:
     """One request's span (`chat {model}` or `text_completion {model}`), its children and its
-    GenAI metrics. Created at admission; `end()` closes it once the audit's end is written."""
+    GenAI metrics. Created at admission; `end()` closes it once the audit's end is written.
+    The spans are records (span_records.py), not SDK spans: cheap on the request path."""
 
     telemetry: Telemetry
-    span: Span
+    span: RecordedSpan
     attributes: dict[str, Any]
     """What the metrics carry: operation and models (low cardinality, no tenant)."""
     started: float = field(default_factory=time.perf_counter)
 
     @contextmanager
     def current(self) -> Iterator[None]:
-        """The request span as the current one: children and `traceparent()` see it."""
-        token = otel_context.attach(trace.set_span_in_context(self.span))
+        """The request span as the current one: `traceparent()` and log lines see it."""
+        token = otel_context.attach(trace.set_span_in_context(self.span.otel))
         try:
             yield
         finally:
@@ -221,25 +246,26 @@ class RequestTrace:
 
     @contextmanager
     def child(self, name: str) -> Iterator[None]:
-        with self.telemetry.tracer.start_as_current_span(
-            name,
-            trace.set_span_in_context(self.span),
-            record_exception=False,  # an exception's message may quote the request
-            set_status_on_exception=False,
-        ):
+        """A child span around the block (an exception passes through, unrecorded: its
+        message may quote the request)."""
+        records = self.telemetry.records
+        if records is None or not self.span.context.trace_flags.sampled:
             yield
+            return
+        start = time.time_ns()
+        try:
+            yield
+        finally:
+            records.child(self.span.context, name, start, time.time_ns())
 
     def admitted(self, request_id: str, model: str, tenant: str, replica: str | None) -> None:
         self.attributes["gen_ai.response.model"] = model
-        self.span.set_attributes(
-            {
-                "gen_ai.response.id": request_id,
-                "gen_ai.response.model": model,
-                "sovllm.tenant": tenant,
-            }
-        )
+        a = self.span.attributes
+        a["gen_ai.response.id"] = request_id
+        a["gen_ai.response.model"] = model
+        a["sovllm.tenant"] = tenant
         if replica is not None:
-            self.span.set_attribute("sovllm.replica", replica)
+            a["sovllm.replica"] = replica
 
     def refused(self, exc: BaseException) -> None:
         """Admission refused: the span ends in error, naming the refusal's type only (its
@@ -254,35 +280,37 @@ class RequestTrace:
 
     def _error(self, kind: str) -> None:
         self.attributes["error.type"] = kind
-        self.span.set_attribute("error.type", kind)
-        self.span.set_status(StatusCode.ERROR)
+        self.span.attributes["error.type"] = kind
+        self.span.set_error()
 
     def end(self, out: GenerationOutput | None, outcome: str, audit_write: Future[int]) -> None:
         """Usage, finish reason, the engine's phases and the metrics; the audit write is the
         last child, and the request's span ends when that entry is written."""
-        t = self.telemetry
+        t, span = self.telemetry, self.span
         if out is not None:
-            self.span.set_attributes(
-                {
-                    "gen_ai.usage.input_tokens": out.prompt_tokens,
-                    "gen_ai.usage.output_tokens": out.completion_tokens,
-                    "gen_ai.response.finish_reasons": [out.finish_reason or "error"],
-                    "sovllm.prefix_cached_tokens": out.cached_tokens,
-                }
-            )
-            timing_spans(t.tracer, self.span, out.timings)
+            a = span.attributes
+            a["gen_ai.usage.input_tokens"] = out.prompt_tokens
+            a["gen_ai.usage.output_tokens"] = out.completion_tokens
+            a["gen_ai.response.finish_reasons"] = [out.finish_reason or "error"]
+            a["sovllm.prefix_cached_tokens"] = out.cached_tokens
             _observe(t, self.attributes, out)
         if outcome != "completed":
-            self.span.set_attribute("sovllm.outcome", outcome)
+            span.attributes["sovllm.outcome"] = outcome
         if outcome == "error" or (out is not None and out.error):
             self._error("engine_error" if out is not None and out.error else outcome)
         t.duration.record(time.perf_counter() - self.started, self.attributes)
-        ctx = trace.set_span_in_context(self.span)
-        write = t.tracer.start_span("audit write", ctx)
+        records = t.records
+        if records is None or not span.context.trace_flags.sampled:
+            return
+        if out is not None and out.timings is not None:
+            clock = _Clock()
+            for name, start, end in _phases(out.timings):
+                records.child(span.context, name, clock.ns(start), clock.ns(end))
+        write_start = time.time_ns()
 
         def written(_: object) -> None:
-            write.end()
-            self.span.end()
+            records.child(span.context, "audit write", write_start, time.time_ns())
+            span.end()
 
         audit_write.add_done_callback(written)
 
@@ -315,7 +343,10 @@ def start_request(
     }
     if sampling.max_tokens is not None:
         span_attributes["gen_ai.request.max_tokens"] = sampling.max_tokens
-    span = telemetry.tracer.start_span(f"{operation} {model}", attributes=span_attributes)
+    records = telemetry.records
+    if records is None:
+        return RequestTrace(telemetry, RecordedSpan(None), attributes)
+    span = records.start(f"{operation} {model}", span_attributes)
     return RequestTrace(telemetry, span, attributes)
 
 
