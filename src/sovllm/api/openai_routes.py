@@ -314,6 +314,7 @@ class _RunResponse(StreamingResponse):
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         try:
+            await self._run.begun()  # the 200 goes out once the begin entry is durable
             await super().__call__(scope, receive, send)
         finally:
             self._run.end()

@@ -19,6 +19,7 @@ from sovllm.gateway.state import AppState
 from sovllm.governance import quotas
 from sovllm.governance.audit import keyed_hash, records
 from sovllm.observability.energy import Energy
+from sovllm.store.db import Database
 
 log = logging.getLogger("sovllm.gateway")
 
@@ -28,7 +29,8 @@ class Run:
 
     The request's begin entry in the audit log is durable before its first output is passed
     on. Usage is settled before the final output is passed on, so a client's next request
-    already sees this one's tokens and a free concurrency slot. `end()` is the one place a
+    already sees this one's tokens and a free concurrency slot, and after the end entry is
+    durable (`_settle_after`). `end()` is the one place a
     request is let go of; it also runs for a response whose body never started (a client gone
     first). Watching the client is the caller's: it calls `cancel()` when the client leaves.
     """
@@ -50,6 +52,15 @@ class Run:
         """The client left: stop generating (the output stream then ends with `abort`)."""
         self.stream.cancel()
 
+    async def begun(self) -> None:
+        """Wait until the begin entry is durable: a streamed answer's 200 waits for it, so a
+        client that holds a request id has its beginning in the log whatever crashes next."""
+        try:
+            await asyncio.wrap_future(self.admitted.begin)
+        except Exception:
+            self._failed = True  # the caller's end() then says "error"
+            raise
+
     async def outputs(self) -> AsyncGenerator[GenerationOutput, None]:
         state, flight = self.state, self.admitted.flight
         previous: float | None = None
@@ -69,14 +80,15 @@ class Run:
                     state.metrics.observe_finished(flight.model, out)
                     self._ended = True
                     self._energy = self._take_energy()
+                    outcome = "stopped" if flight.stopped_by is not None else None
+                    written = self._finish(out, outcome)
                     await to_thread.run_sync(
-                        functools.partial(quotas.settle, energy=self._energy),
+                        functools.partial(_settle_after, written, energy=self._energy),
                         state.db,
                         self.admitted.ticket,
                         out.prompt_tokens,
                         out.completion_tokens,
                     )
-                    self._finish(out, "stopped" if flight.stopped_by is not None else None)
                 yield out
         except Exception:
             self._failed = True  # failsafe.RequestGuard answers it; request.end says "error"
@@ -94,19 +106,28 @@ class Run:
         used = self._last.completion_tokens if self._last is not None else 0
         ticket, prompt_tokens = self.admitted.ticket, self.stream.prompt_tokens
         self._energy = self._take_energy()
-        settle = functools.partial(quotas.settle, energy=self._energy)
+        outcome = "error" if self._failed else "client_disconnected"
+        written = self._finish(self._last, outcome, (prompt_tokens, used))
+        settle = functools.partial(_settle_after, written, energy=self._energy)
         work = to_thread.run_sync(settle, self.state.db, ticket, prompt_tokens, used)
         self.state.background.add(work)
-        self._finish(self._last, "error" if self._failed else "client_disconnected")
 
-    def _finish(self, out: GenerationOutput | None, outcome: str | None) -> None:
+    def _finish(
+        self,
+        out: GenerationOutput | None,
+        outcome: str | None,
+        settled: tuple[int, int] | None = None,
+    ) -> concurrent.futures.Future[int]:
+        """The request's end in the log (its write returned), its review, its log line.
+        `settled`: the tokens its usage counts when no output came (see records.request_end)."""
         request_id = self.stream.request_id
         self.state.oversight.untrack(request_id)
         text = "".join(self._text)
         keep, energy = self.admitted.keep, self._energy
-        written = audit_end(self.state, request_id, out, text, keep, outcome, energy)
+        written = audit_end(self.state, request_id, out, text, keep, outcome, energy, settled)
         self.held = review_queue.after(self.state, self.admitted, out, text, outcome)
-        tokens = (out.prompt_tokens, out.completion_tokens) if out is not None else (0, 0)
+        tokens = (out.prompt_tokens, out.completion_tokens) if out is not None else settled
+        tokens = tokens or (0, 0)
         # One searchable line a request: ids, names and counts, never content or the user.
         log.info(
             "request %s ended (%s): tenant %s, model %s, %d prompt + %d completion tokens",
@@ -120,6 +141,7 @@ class Run:
         if replica is not None:  # a failover may have moved it since admission
             trace.span.set_attribute("sovllm.replica", replica.name)
         trace.end(out, outcome or "completed", written)
+        return written
 
     def _count_tokens(self, out: GenerationOutput) -> None:
         """Tell the energy meter the tokens this output brought: the prompt's computed part
@@ -135,6 +157,30 @@ class Run:
         return self.state.energy.finish(self.stream.request_id, tenant, model)
 
 
+def _settle_after(
+    written: concurrent.futures.Future[int],
+    db: Database,
+    ticket: quotas.Ticket,
+    prompt_tokens: int,
+    completion_tokens: int,
+    energy: Energy | None = None,
+) -> None:
+    """Settle once the request's end entry is durable (in a worker thread).
+
+    In this order a crash between the two leaves the request's in-flight row, and the next
+    gateway to start settles it from the end entry (governance/instances.py): usage always
+    matches the log. Settled first, a crash before the end's commit would leave usage that no
+    entry accounts for. Settled even if the entry failed: the reservation must not stay."""
+    try:
+        written.result(timeout=_END_WAIT_S)
+    except Exception:
+        log.exception("request %s: its end entry failed; settling anyway", ticket.request_id)
+    quotas.settle(db, ticket, prompt_tokens, completion_tokens, energy=energy)
+
+
+_END_WAIT_S = 60.0
+
+
 def audit_end(
     state: AppState,
     request_id: str,
@@ -143,6 +189,7 @@ def audit_end(
     keep: Keep,
     outcome: str | None = None,
     energy: Energy | None = None,
+    settled: tuple[int, int] | None = None,
 ) -> concurrent.futures.Future[int]:
     """The request's `request.end` entry, and its answer kept under the tenant's policy.
 
@@ -150,7 +197,7 @@ def audit_end(
     if outcome is None:
         outcome = "error" if out is not None and out.error else "completed"
     digest = keyed_hash(state.audit, "response", text.encode())
-    fields = records.request_end(out, outcome, digest, keep.policy, energy)
+    fields = records.request_end(out, outcome, digest, keep.policy, energy, settled)
     written = state.audit.append(records.END, fields, request_id)
     if keep.policy != "none":
         state.background.add(to_thread.run_sync(store, state, request_id, keep, "response", text))

@@ -9,7 +9,7 @@ The check and the insert that follows it run under one lock, so concurrent admis
 number of processes see each other: SQLite's BEGIN IMMEDIATE (the file's write lock) or
 PostgreSQL's row locks on the key and its tenant (always taken in that order).
 
-One job, one file (a little over 400 lines): admission, settlement and release share the
+One job, one file (about 400 lines; OpenAI's rate-limit headers are in rate_limit_headers.py): admission, settlement and release share the
 window arithmetic, the SQL and the lock order, and a deadlock comes from their disagreeing.
 """
 
@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import math
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from sovllm.governance.identity import (
     principal_from_row,
     principal_shape,
 )
+from sovllm.governance.rate_limit_headers import RateLimitHeaders as RateLimitHeaders
 from sovllm.observability.energy.meter import Energy
 from sovllm.store.db import Database
 from sovllm.store.raw import SQL, RawTransaction, raw_transaction
@@ -82,7 +84,7 @@ _ADJUST_BUCKETS = SQL(
 )
 _INSERT_INFLIGHT = SQL(
     "INSERT INTO inflight (request_id, key_id, tenant_id, started_at, lease_until, "
-    "reserved_tokens) VALUES (:rid, :key, :tenant, :now, :lease, :tokens)"
+    "reserved_tokens, owner) VALUES (:rid, :key, :tenant, :now, :lease, :tokens, :owner)"
 )
 _FORGET = (
     # One scope at a time, key first, for the same lock order as settlement.
@@ -119,40 +121,10 @@ WINDOW_S = 60
 before it: a request counts for between 60 and 61 s, so no 60-second span ever admits more than
 the limit (a refused client may wait up to a second longer than an exact window would make it)."""
 LEASE_S = 900.0
-"""An in-flight row of a gateway that died is ignored after this long."""
-
-
-@dataclass(frozen=True)
-class RateLimitHeaders:
-    """OpenAI's x-ratelimit-* values for the binding scope (the key's, else the tenant's)."""
-
-    limit_requests: int | None = None
-    remaining_requests: int | None = None
-    reset_requests_s: float = 0.0
-    limit_tokens: int | None = None
-    remaining_tokens: int | None = None
-    reset_tokens_s: float = 0.0
-
-    def as_dict(self) -> dict[str, str]:
-        out: dict[str, str] = {}
-        if self.limit_requests is not None:
-            out["x-ratelimit-limit-requests"] = str(self.limit_requests)
-            out["x-ratelimit-remaining-requests"] = str(max(self.remaining_requests or 0, 0))
-            out["x-ratelimit-reset-requests"] = _duration(self.reset_requests_s)
-        if self.limit_tokens is not None:
-            out["x-ratelimit-limit-tokens"] = str(self.limit_tokens)
-            out["x-ratelimit-remaining-tokens"] = str(max(self.remaining_tokens or 0, 0))
-            out["x-ratelimit-reset-tokens"] = _duration(self.reset_tokens_s)
-        return out
-
-
-def _duration(seconds: float) -> str:
-    # OpenAI writes these as "1s", "6m0s", "120ms".
-    if seconds < 1:
-        return f"{max(round(seconds * 1000), 0)}ms"
-    whole = math.ceil(seconds)
-    minutes, secs = divmod(whole, 60)
-    return f"{minutes}m{secs}s" if minutes else f"{secs}s"
+"""An in-flight row is ignored after this long: the last resort for a row whose owner is not
+known to be dead (governance/instances.py releases those of dead gateways sooner)."""
+INSTANCE_ID = secrets.token_hex(16)
+"""This process's id as the owner of its in-flight rows (a `gateway_instances` row)."""
 
 
 class QuotaExceeded(Exception):
@@ -365,6 +337,7 @@ def admit_in(
         "kscope": kscope,
         "tscope": tscope,
         "second": second,
+        "owner": INSTANCE_ID,
     }
     if next(_admissions) % 32 == 0:
         # Now and then forget this key's and tenant's buckets that no window can see any more.
@@ -392,6 +365,20 @@ def settle(
     energy: Energy | None = None,
 ) -> None:
     """Replace the reservation with actual usage and count it (and its energy) for the day."""
+    with raw_transaction(db) as s:
+        settle_in(s, ticket, prompt_tokens, completion_tokens, now, energy)
+
+
+def settle_in(
+    s: RawTransaction,
+    ticket: Ticket,
+    prompt_tokens: int,
+    completion_tokens: int,
+    now: float | None = None,
+    energy: Energy | None = None,
+) -> None:
+    """settle() inside the caller's transaction (governance/instances.py settles a dead
+    gateway's request whose end the log holds in the transaction that records it)."""
     now = time.time() if now is None else now
     day = dt.datetime.fromtimestamp(now, dt.UTC).date().isoformat()
     row = {"rid": ticket.request_id, "day": day, "key": ticket.key_id, "tenant": ticket.tenant_id}
@@ -399,11 +386,10 @@ def settle(
     row |= {"joules": 0.0, "co2e": 0.0, "source": ""}
     if energy is not None:
         row |= {"joules": energy.joules, "co2e": energy.co2e_g or 0.0, "source": energy.source}
-    with raw_transaction(db) as s:
-        if s.changed(_END_INFLIGHT, row):
-            used = prompt_tokens + completion_tokens
-            _adjust_buckets(s, ticket, 0, used - ticket.reserved_tokens)
-        s.run(_COUNT_USAGE, row)
+    if s.changed(_END_INFLIGHT, row):
+        used = prompt_tokens + completion_tokens
+        _adjust_buckets(s, ticket, 0, used - ticket.reserved_tokens)
+    s.run(_COUNT_USAGE, row)
 
 
 def release(db: Database, ticket: Ticket) -> None:

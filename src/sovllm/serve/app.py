@@ -32,12 +32,12 @@ from sovllm.api.state import app_state
 from sovllm.api.stored_completions import router as stored_completions_router
 from sovllm.config import Settings
 from sovllm.gateway.state import AppState
-from sovllm.governance import retention
+from sovllm.governance import instances, retention
 from sovllm.governance.access import AccessGuard
 from sovllm.governance.audit.log import AuditLog
 from sovllm.governance.oversight import Oversight
 from sovllm.governance.privacy.content import open_vault
-from sovllm.observability import tracing
+from sovllm.observability import database_metrics, tracing
 from sovllm.observability.audit_metrics import AuditCollector
 from sovllm.observability.clock import ClockCollector, ClockWatch
 from sovllm.observability.energy import EnergyMeter
@@ -99,6 +99,9 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await pool.start()
         audit.start()
+        # Before the first admission: this gateway's instance row, and the in-flight rows of
+        # gateways that died released (audited; governance/instances.py).
+        await to_thread.run_sync(instances.start, db, audit)
         metrics = Metrics(pool.model_ids, pool.stats)
         metrics.registry.register(PoolCollector(pool))
         metrics.registry.register(KeyAgeCollector(key_files(settings)))
@@ -114,6 +117,7 @@ def create_app(
         metrics.registry.register(ClockCollector(clock))
         metrics.registry.register(AuditCollector(db))
         metrics.registry.register(DataVolumeCollector(settings.data_dir))
+        database_metrics.register(metrics.registry, db)
         metrics.registry.register(EnergyCollector(meter))
         access = AccessGuard(settings.security.auth_failures_per_minute)
         state = AppState(
@@ -125,6 +129,7 @@ def create_app(
             asyncio.create_task(oversight.run()),
             asyncio.create_task(access.run(audit)),
             asyncio.create_task(clock.run()),
+            asyncio.create_task(instances.run(db, audit)),
         ]
         try:
             yield
@@ -135,6 +140,7 @@ def create_app(
             # Requests' settlements and kept content still under way go in before the log
             # closes (each is a database write and, for content, an audit entry).
             await state.background.drain()
+            await to_thread.run_sync(instances.deregister, db)  # every request has settled
             # The open minute's refusals go in before the log writes its last checkpoint.
             access.flush(audit, everything=True)
             audit.close()

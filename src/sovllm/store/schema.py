@@ -70,6 +70,8 @@ class Inflight(Base):
     started_at: Mapped[float] = mapped_column(Float)
     lease_until: Mapped[float] = mapped_column(Float)
     reserved_tokens: Mapped[int] = mapped_column(BigInteger)
+    owner: Mapped[str | None] = mapped_column(String(32), index=True, nullable=True)
+    """The gateway instance that admitted it (GatewayInstance.id); NULL: only the lease."""
 
 
 class UsageDaily(Base):
@@ -292,3 +294,21 @@ class Review(Base):
     note: Mapped[str | None] = mapped_column(Text, nullable=True)
     delivered_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     """When the approved held answer went to its client."""
+
+
+class GatewayInstance(Base):
+    """A running gateway process, so the in-flight rows of a dead one can be released
+    (governance/instances.py): proven dead on its own host, or silent past the heartbeat."""
+
+    __tablename__ = "gateway_instances"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    host: Mapped[str] = mapped_column(String(128))
+    """Boot id and pid namespace: processes with the same `host` see each other's pids."""
+    hostname: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    proc_start: Mapped[int] = mapped_column(BigInteger)
+    """The process's start time in clock ticks since boot: a reused pid does not match."""
+    started_at: Mapped[float] = mapped_column(Float)
+    heartbeat_at: Mapped[float] = mapped_column(Float)
+    """On the database's clock, so gateways on hosts whose clocks differ agree on its age."""

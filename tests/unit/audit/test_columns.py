@@ -218,7 +218,7 @@ def test_a_fresh_database_is_at_the_head_revision(tmp_path: Path) -> None:
     db = Database(fresh_database_url("sqlite", tmp_path, None))
     try:
         migrate.upgrade(db)
-        assert migrate.current_revision(db) == migrate.head_revision() == "0011"
+        assert migrate.current_revision(db) == migrate.head_revision() == "0012"
     finally:
         db.dispose()
 

@@ -82,7 +82,10 @@ def request_end(
     response_hash: str | None,
     content_policy: str = "none",
     energy: Energy | None = None,
+    settled: tuple[int, int] | None = None,
 ) -> dict[str, Any]:
+    """`settled`: the (prompt, completion) tokens settled for a request that ended before any
+    output (a client gone first): its usage counts its prompt, and so must its end."""
     fields: dict[str, Any] = {"outcome": outcome}
     if energy is not None:  # joules to the µJ, CO2e to the ng; co2e_g null without a grid
         co2e = round(energy.co2e_g, 9) if energy.co2e_g is not None else None
@@ -103,6 +106,8 @@ def request_end(
                 "ttft_s": _span(t.arrival, t.first_token),
                 "total_s": _span(t.arrival, t.finished),
             }
+    elif settled is not None:
+        fields["tokens"] = {"prompt": settled[0], "completion": settled[1]}
     fields["content"] = {"policy": content_policy, "response_hmac": response_hash}
     return fields
 
