@@ -203,6 +203,22 @@ def bench(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the JSON result instead of tables.")
     ] = False,
+    soak: Annotated[
+        bool,
+        typer.Option("--soak", help="A long run with an admin actor beside it (docs/bench.md)."),
+    ] = False,
+    admin_key: Annotated[
+        str | None,
+        typer.Option(envvar="SOVLLM_ADMIN_KEY", help="--soak: an admin key (default --api-key)."),
+    ] = None,
+    sample_every: Annotated[float, typer.Option(help="--soak: s between samples.")] = 10.0,
+    admin_every: Annotated[float, typer.Option(help="--soak: s between admin reads.")] = 5.0,
+    key_every: Annotated[float, typer.Option(help="--soak: s between key cycles.")] = 30.0,
+    stop_every: Annotated[float, typer.Option(help="--soak: s between stops.")] = 120.0,
+    stop_hold: Annotated[float, typer.Option(help="--soak: s each stop lasts.")] = 5.0,
+    server_pid: Annotated[
+        int | None, typer.Option(help="--soak: read RSS and open files from /proc/PID.")
+    ] = None,
 ) -> None:
     """Load-test an OpenAI-compatible endpoint with simulated chat users."""
     import random
@@ -249,6 +265,24 @@ def bench(
         _bad("--levels", "only applies with --sweep")
 
     err = Console(stderr=True)
+    soak_plan = None
+    if soak:
+        from sovllm.bench import soak_cli
+
+        periods = {"sample_every": sample_every, "admin_every": admin_every}
+        periods |= {"key_every": key_every, "stop_every": stop_every, "stop_hold": stop_hold}
+        problem = soak_cli.check_flags(load, sweep, capacity, **periods)
+        if problem is not None:
+            _bad("--soak", problem)
+        if not (admin_key or api_key):
+            _bad("--admin-key", "--soak needs an admin key (or an admin --api-key)")
+        try:
+            soak_plan, api_key = soak_cli.prepare(
+                url, admin_key or api_key or "", periods, server_pid
+            )
+        except soak_cli.SoakSetupError as exc:
+            err.print(f"sovllm bench: {exc}", highlight=False)
+            raise typer.Exit(1) from None
     options = Options(
         url=url,
         api_key=api_key,
@@ -271,6 +305,7 @@ def bench(
         mode="capacity" if capacity else ("sweep" if sweep else "single"),
         levels=sweep_levels,
         capacity_ceiling=capacity_max,
+        soak=soak_plan,
     )
     from sovllm.bench.client import TargetError
 
@@ -286,6 +321,11 @@ def bench(
     _report(session, err, out, as_json, compare_plan, hardware, plan_model)
     if session.interrupted:
         raise typer.Exit(130)
+    if soak:
+        from sovllm.bench.soak_cli import verdict
+
+        if not verdict(err, session.soak):
+            raise typer.Exit(1)
 
 
 def _report(

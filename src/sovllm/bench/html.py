@@ -95,6 +95,10 @@ def render(doc: dict[str, Any], samples: Samples = ()) -> str:
         )
     )
     parts.append("</div>")
+    if doc.get("soak"):
+        from sovllm.bench.soak_report import render_html
+
+        parts.append(render_html(doc["soak"]))
     if len(doc["runs"]) > 1:
         parts.append(_levels(doc))
     parts.append(

@@ -86,6 +86,7 @@ def document(session: Session, files: dict[str, str] | None = None) -> dict[str,
             "sweep": session.sweep,
             "capacity": session.capacity,
             "compare_plan": session.compare_plan,
+            "soak": session.soak,
             "files": files or {},
         }
     )

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from sovllm.bench import capacity as cap
 from sovllm.bench import energy
@@ -24,6 +24,9 @@ from sovllm.bench.runner import Run, RunResult
 from sovllm.bench.workload import driver_for
 from sovllm.planner.slo import SLO
 from sovllm.planner.workload import Load
+
+if TYPE_CHECKING:
+    from sovllm.bench.soak import SoakPlan
 
 Mode = Literal["single", "sweep", "capacity"]
 
@@ -46,6 +49,8 @@ class Options:
     mode: Mode = "single"
     levels: tuple[float, ...] = ()
     capacity_ceiling: float = 1024.0
+    soak: SoakPlan | None = None
+    """With `--soak`: the admin actor and the sampler that run beside the users."""
 
 
 @dataclass
@@ -68,6 +73,7 @@ class Session:
     interrupted: bool = False
     finished_at: str = ""
     compare_plan: dict[str, Any] | None = None
+    soak: dict[str, Any] | None = None
 
     @property
     def main(self) -> Level | None:
@@ -159,7 +165,10 @@ async def execute(options: Options, ui: UI, session: Session) -> Session:
             run = Run(client, target, o.workload, load, o.bounds, calibration, o.workload.seed)
             joules_before = await energy.scrape(o.url, o.api_key)
             with ui.live(run, label):
+                soak = o.soak.start(run) if o.soak is not None else None
                 result = await run.execute(driver_for(load), interrupt)
+                if soak is not None:
+                    session.soak = await soak.finish(result)
             summary = summarise(result, o.slo)
             joules_after = await energy.scrape(o.url, o.api_key)
             used = energy.summarise(joules_before, joules_after, result.records)
