@@ -30,6 +30,7 @@ from cyclonedx.validation import make_schemabased_validator
 
 from sovllm.config import ConfigError, load_settings
 from sovllm.engines.catalog import CATALOG, ModelNotFoundError, resolve_model
+from sovllm.engines.derived import derived_from
 from sovllm.engines.weights import WeightsError, hash_weights
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -64,7 +65,7 @@ def _shipped_by(name: str) -> tuple[str, str | None] | None:
     """A catalog model's carrying package: its purl and its declared licence."""
     if name not in CATALOG:
         return None
-    package = CATALOG[name][0].replace("_", "-")
+    package = CATALOG[name].package.replace("_", "-")
     meta = importlib.metadata.metadata(package)
     declared = meta.get_all("License-Expression") or meta.get_all("License") or [None]
     licence = declared[0]
@@ -99,6 +100,10 @@ def model_component(name_or_path: str, licence: str | None) -> dict[str, Any]:
     }
     if shipped:
         props["sovllm:weights:shipped-by"] = shipped[0]
+    origin = derived_from(path)
+    if origin is not None:  # the served file was converted from the shipped one at first start
+        props["sovllm:weights:derived-from"] = origin[0].name
+        props["sovllm:weights:derived-from-sha256"] = origin[1]
     lic = {"id": licence} if is_supported_id(licence) else {"name": licence}
     return {
         "type": "machine-learning-model",

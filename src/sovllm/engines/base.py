@@ -93,6 +93,8 @@ class ModelInfo:
     metadata: dict[str, str] = field(default_factory=dict)
     engine_config_sha256: str = ""
     """SHA-256 of the engine's configuration and version: what else shapes the output."""
+    derived_from_sha256: str = ""
+    """SHA-256 of the shipped file these weights were derived from (engines/derived.py)."""
 
 
 @dataclass(frozen=True)

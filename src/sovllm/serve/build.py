@@ -19,7 +19,6 @@ import httpx
 
 from sovllm.config import Settings
 from sovllm.engines.base import GenerationRequest, ModelInfo
-from sovllm.engines.catalog import resolve_model
 from sovllm.engines.llamacpp.engine import LlamaCppEngine
 from sovllm.engines.llamacpp.tokenizer import Tokenizer
 from sovllm.pool import wire
@@ -195,7 +194,7 @@ def _backend(
     if p.kind == "local":
         cache = settings.data_dir / "cache"
         engine = LlamaCppEngine(
-            resolve_model(p.model), settings.engine, p.model_id, cache_dir=cache
+            settings.resolve_model(p.model), settings.engine, p.model_id, cache_dir=cache
         )
         return LocalBackend(engine), engine.count_tokens
     return _remote(settings, p, token, client), _counter(p)

@@ -18,7 +18,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from sovllm.config import Settings
-from sovllm.engines.catalog import ModelNotFoundError, ModelSource, resolve_model
+from sovllm.engines.catalog import ModelNotFoundError, ModelSource, resolve_tokenizer
 from sovllm.pool import wire
 from sovllm.pool.settings import DiscoverySettings, ReplicaSettings
 
@@ -77,7 +77,7 @@ def plan(
     if embedded:
         entries.append(ReplicaSettings(kind="embedded", count=embedded))
     if not entries:
-        source = _source(settings.model, "model")
+        source = _source(settings, settings.model, "model")
         served = settings.served_model_name or source.name
         return [ReplicaPlan("local", "local", "in-process", served, str(source.path))]
     plans: list[ReplicaPlan] = []
@@ -112,9 +112,9 @@ def plan(
     return plans
 
 
-def _source(model: str, setting: str) -> ModelSource:
+def _source(settings: Settings, model: str, setting: str) -> ModelSource:
     try:
-        return resolve_model(model)
+        return settings.resolve_model(model)
     except ModelNotFoundError as exc:
         raise PoolConfigError(f"invalid setting '{setting}': {exc}") from None
 
@@ -123,7 +123,7 @@ def _embedded(
     settings: Settings, entry: ReplicaSettings, name: str, workers: int, config: Path | None
 ) -> ReplicaPlan:
     try:
-        source = resolve_model(entry.model or settings.model)
+        source = settings.resolve_model(entry.model)
     except ModelNotFoundError as exc:
         raise PoolConfigError(f"replica '{name}': {exc}") from None
     host = "127.0.0.1"
@@ -163,7 +163,7 @@ def _attached_worker(settings: Settings, entry: ReplicaSettings, name: str) -> R
     if entry.discovery is None:
         check_egress(url, settings.egress_allow, name)
     try:
-        source = resolve_model(entry.model or settings.model)
+        source = settings.resolve_model(entry.model)
     except ModelNotFoundError as exc:
         raise PoolConfigError(f"replica '{name}': {exc}") from None
     served = entry.served_model_name or settings.served_model_name or source.name
@@ -287,7 +287,7 @@ def _tokenizer(entry: ReplicaSettings) -> Path | None:
     if entry.tokenizer is None:
         return None
     try:
-        return resolve_model(entry.tokenizer).path
+        return resolve_tokenizer(entry.tokenizer)
     except ModelNotFoundError as exc:
         raise PoolConfigError(f"invalid setting 'tokenizer': {exc}") from None
 

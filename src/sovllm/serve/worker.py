@@ -31,7 +31,7 @@ from sovllm.engines.base import (
     InvalidRequestError,
     QueueFullError,
 )
-from sovllm.engines.catalog import ModelNotFoundError, resolve_model
+from sovllm.engines.catalog import ModelNotFoundError
 from sovllm.engines.llamacpp.engine import LlamaCppEngine
 from sovllm.engines.llamacpp.model import ModelLoadError
 from sovllm.observability import logs, tracing
@@ -136,7 +136,7 @@ def create_worker_app(
 def run_worker(settings: Settings) -> None:
     logs.configure(settings.log_level, settings.log_format)
     try:
-        source = resolve_model(settings.model)
+        source = settings.resolve_model()
     except ModelNotFoundError as exc:
         raise ServeError(f"invalid setting 'model': {exc}") from None
     token = os.environ.get(wire.TOKEN_ENV) or None

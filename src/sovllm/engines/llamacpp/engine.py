@@ -33,6 +33,7 @@ from sovllm.engines.base import (
     StepObserver,
 )
 from sovllm.engines.catalog import ModelSource, weights_sha256
+from sovllm.engines.derived import derived_from
 from sovllm.engines.llamacpp.chat_template import ChatTemplate
 from sovllm.engines.llamacpp.model import ContextShape, LlamaModel
 from sovllm.engines.llamacpp.runner import DecodeError, Runner
@@ -125,6 +126,7 @@ class LlamaCppEngine:
         eos = self._llm.token_text(self._llm.eos_token) if self._llm.eos_token >= 0 else ""
         self._template = ChatTemplate(self._llm.chat_template(), bos, eos)
         meta = self._llm.metadata()
+        origin = derived_from(self._source.path)
         config = {
             "engine": "llama.cpp",
             "llama_cpp_python": llama_cpp_version,
@@ -138,6 +140,7 @@ class LlamaCppEngine:
             path=str(self._source.path),
             sha256=sha,
             engine_config_sha256=config_sha,
+            derived_from_sha256=origin[1] if origin is not None else "",
             context_length=self._llm.context_per_slot,
             created=int(self._source.path.stat().st_mtime),
             metadata={k: v for k, v in meta.items() if k.startswith("general.")},

@@ -36,6 +36,18 @@ class ModelLoadError(Exception):
     pass
 
 
+def convert(source: Path, target: Path, file_type: int, threads: int) -> bool:
+    """Write `source`'s weights to `target` in another llama.cpp file type (enum llama_ftype),
+    dequantizing first if need be. False if llama.cpp refused."""
+    _init_backend()
+    params = C.llama_model_quantize_default_params()
+    params.ftype = file_type
+    params.allow_requantize = True  # a quantized source: dequantize, then convert
+    params.nthread = threads
+    rc = C.llama_model_quantize(str(source).encode(), str(target).encode(), ctypes.byref(params))
+    return rc == 0 and target.is_file()
+
+
 def tokenize(vocab: object, text: str, *, add_special: bool, parse_special: bool) -> list[int]:
     """Token ids of `text` in a llama.cpp vocabulary."""
     data = text.encode("utf-8")

@@ -57,6 +57,12 @@ def request_begin(b: Begin) -> dict[str, Any]:
             "id": model.id,
             "weights_sha256": model.sha256,
             "engine_config_sha256": model.engine_config_sha256,
+            # A derived file's hash says nothing about where it came from: this does.
+            **(
+                {"derived_from_sha256": model.derived_from_sha256}
+                if model.derived_from_sha256
+                else {}
+            ),
         },
         "sampling": params,
         "tokens": {"prompt": b.prompt_tokens, "reserved": b.reserved_tokens},

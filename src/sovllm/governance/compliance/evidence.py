@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from sovllm.config import Settings
-from sovllm.engines.catalog import ModelNotFoundError, resolve_model, weights_sha256
+from sovllm.engines.catalog import ModelNotFoundError, weights_sha256
 from sovllm.governance import oversight, tenants
 from sovllm.governance.audit import records
 from sovllm.governance.audit.checkpoint import CheckpointError, parse, verify
@@ -142,7 +142,7 @@ def _keys(settings: Settings, log: AuditLog) -> Section:
 
 def _model(settings: Settings, log: AuditLog) -> Section:
     try:
-        source = resolve_model(settings.model)
+        source = settings.resolve_model()
     except ModelNotFoundError as exc:
         return Section("Served model", "failed", note=str(exc))
     sha = weights_sha256(source.path, settings.data_dir / "cache")
