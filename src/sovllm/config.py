@@ -337,10 +337,12 @@ class Settings(BaseSettings):
         """Where derived model files go (`model_dir`, else data_dir/models)."""
         return (self.model_dir or self.data_dir / "models").expanduser()
 
-    def resolve_model(self, name_or_path: str | None = None) -> ModelSource:
+    def resolve_model(self, name_or_path: str | None = None, derive: bool = True) -> ModelSource:
         """The weights of `name_or_path` (default: `model`), derived into `model_folder` if the
-        catalog serves them in another format; raises ModelNotFoundError."""
-        return resolve_model(name_or_path or self.model, self.model_folder, self.data_dir / "cache")
+        catalog serves them in another format (with `derive` false: only named); raises
+        ModelNotFoundError."""
+        name = name_or_path or self.model
+        return resolve_model(name, self.model_folder, self.data_dir / "cache", derive)
 
     @classmethod
     def settings_customise_sources(

@@ -111,3 +111,25 @@ def test_settings_put_derived_files_under_the_data_folder(
     assert settings.resolve_model().path.parent == tmp_path / "data" / "models"
     shared = load_settings(data_dir=tmp_path / "data", model_dir=tmp_path / "shared")
     assert shared.model_folder == tmp_path / "shared"
+
+
+def test_every_folder_it_makes_is_private(tmp_path: Path) -> None:
+    folder = tmp_path / "data" / "models"
+    resolve_model("smollm2-135m-instruct-q8_0", folder)
+    for made in (tmp_path / "data", folder):
+        assert made.stat().st_mode & 0o777 == 0o700, made
+
+
+def test_a_dry_run_names_the_derived_file_and_makes_nothing(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "SOVLLM_MODEL_DIR"}
+    env["SOVLLM_DATA_DIR"] = str(tmp_path / "data")
+    done = subprocess.run(
+        [sys.executable, "-m", "sovllm", "serve", "--dry-run", "--replicas", "1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert str(tmp_path / "data" / "models" / "SmolLM2-135M-Instruct.F16.gguf") in done.stdout
+    assert not (tmp_path / "data").exists()

@@ -77,10 +77,14 @@ def default_model_dir() -> Path:
 
 
 def resolve_model(
-    name_or_path: str, model_dir: Path | None = None, cache_dir: Path | None = None
+    name_or_path: str,
+    model_dir: Path | None = None,
+    cache_dir: Path | None = None,
+    derive_now: bool = True,
 ) -> ModelSource:
     """Find the GGUF file for a catalog name or a path, or say clearly why not. A catalog entry
-    served in a derived format is derived into `model_dir` first, unless already there."""
+    served in a derived format is derived into `model_dir` first, unless already there; with
+    `derive_now` false, only its path is named (it may not exist yet)."""
     key = name_or_path.strip().lower()
     if key in CATALOG:
         entry = CATALOG[key]
@@ -89,6 +93,8 @@ def resolve_model(
             return ModelSource(name=key, path=path)
         stem = entry.filename.removesuffix(".gguf").rsplit(".", 1)[0]
         target = (model_dir or default_model_dir()) / f"{stem}.{entry.derive}.gguf"
+        if not derive_now:
+            return ModelSource(name=key, path=target, derived_from=path)
         try:
             derive(Derivation(path, entry.derive), target, cache_dir)
         except DerivationError as exc:

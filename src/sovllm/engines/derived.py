@@ -61,7 +61,9 @@ def derive(d: Derivation, target: Path, cache_dir: Path | None = None) -> Path:
     if d.format not in FORMATS:
         raise DerivationError(f"cannot derive format {d.format!r} (known: {', '.join(FORMATS)})")
     try:
-        target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for folder in reversed([target.parent, *target.parent.parents]):
+            if not folder.exists():  # each one private, not only the last (Path.mkdir)
+                folder.mkdir(mode=0o700, exist_ok=True)
         with open(target.with_name(target.name + ".lock"), "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # a concurrent start waits here, then reuses
             source_sha = weights_sha256(d.source, cache_dir)

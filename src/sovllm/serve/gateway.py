@@ -23,7 +23,7 @@ from sovllm.observability.energy.counters import EnergyUnavailable
 from sovllm.serve import build, http_limits, provenance, tls
 from sovllm.serve.app import create_app
 from sovllm.serve.energy import open_energy
-from sovllm.serve.replicas import PoolConfigError, check_egress, describe, plan
+from sovllm.serve.replicas import PoolConfigError, check_egress, derive_models, describe, plan
 from sovllm.store.db import Database, DatabaseConfigError, database_url, hide_password
 from sovllm.store.migrate import upgrade
 
@@ -103,6 +103,10 @@ def run_server(
         raise ServeError(f"cannot create data_dir {settings.data_dir}: {exc.strerror}") from None
     if not os.access(settings.data_dir, os.W_OK):
         raise ServeError(f"data_dir {settings.data_dir} is not writable")
+    try:
+        derive_models(settings)  # the files plan() named, made now that the folder is private
+    except PoolConfigError as exc:
+        raise ServeError(str(exc)) from None
     for spec in settings.privacy.detectors:
         try:
             pii.load_detector(spec)

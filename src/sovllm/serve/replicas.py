@@ -1,7 +1,8 @@
 """From the settings to the replicas to run: names, URLs, models, command lines, egress.
 
-`plan()` is pure: it resolves every replica's name, URL, model and command line, and is what
-`sovllm serve --dry-run` prints (`describe()`). serve/build.py's `start()` runs that plan. A
+`plan()` is pure: it resolves every replica's name, URL, model and command line (a derived
+model's file is only named; `derive_models` makes it once the data folder is private), and is
+what `sovllm serve --dry-run` prints (`describe()`). serve/build.py's `start()` runs that plan. A
 discovered group (`discovery`) is one plan, the template of its members (`member()`).
 """
 
@@ -18,7 +19,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from sovllm.config import Settings
-from sovllm.engines.catalog import ModelNotFoundError, ModelSource, resolve_tokenizer
+from sovllm.engines.catalog import CATALOG, ModelNotFoundError, ModelSource, resolve_tokenizer
 from sovllm.pool import wire
 from sovllm.pool.settings import DiscoverySettings, ReplicaSettings
 
@@ -114,7 +115,7 @@ def plan(
 
 def _source(settings: Settings, model: str, setting: str) -> ModelSource:
     try:
-        return settings.resolve_model(model)
+        return settings.resolve_model(model, derive=False)
     except ModelNotFoundError as exc:
         raise PoolConfigError(f"invalid setting '{setting}': {exc}") from None
 
@@ -123,7 +124,7 @@ def _embedded(
     settings: Settings, entry: ReplicaSettings, name: str, workers: int, config: Path | None
 ) -> ReplicaPlan:
     try:
-        source = settings.resolve_model(entry.model)
+        source = settings.resolve_model(entry.model, derive=False)
     except ModelNotFoundError as exc:
         raise PoolConfigError(f"replica '{name}': {exc}") from None
     host = "127.0.0.1"
@@ -163,7 +164,7 @@ def _attached_worker(settings: Settings, entry: ReplicaSettings, name: str) -> R
     if entry.discovery is None:
         check_egress(url, settings.egress_allow, name)
     try:
-        source = settings.resolve_model(entry.model)
+        source = settings.resolve_model(entry.model, derive=False)
     except ModelNotFoundError as exc:
         raise PoolConfigError(f"replica '{name}': {exc}") from None
     served = entry.served_model_name or settings.served_model_name or source.name
@@ -349,3 +350,14 @@ def describe(plans: list[ReplicaPlan]) -> str:
             env = " ".join(f"{k}={shlex.quote(v)}" for k, v in shown)
             lines.append(f"  $ {env + ' ' if env else ''}{shlex.join(p.argv)}")
     return "\n".join(lines)
+
+
+def derive_models(settings: Settings) -> None:
+    """Derive every catalog model the settings serve in another format than it ships in
+    (engines/derived.py), before anything hashes or loads the files plan() named."""
+    for name in dict.fromkeys([settings.model, *(e.model for e in settings.replicas if e.model)]):
+        if name.strip().lower() in CATALOG:
+            try:
+                settings.resolve_model(name)
+            except ModelNotFoundError as exc:
+                raise PoolConfigError(f"invalid setting 'model': {exc}") from None

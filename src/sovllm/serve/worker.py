@@ -136,7 +136,7 @@ def create_worker_app(
 def run_worker(settings: Settings) -> None:
     logs.configure(settings.log_level, settings.log_format)
     try:
-        source = settings.resolve_model()
+        settings.resolve_model(derive=False)  # a bad name fails before anything is made
     except ModelNotFoundError as exc:
         raise ServeError(f"invalid setting 'model': {exc}") from None
     token = os.environ.get(wire.TOKEN_ENV) or None
@@ -149,6 +149,10 @@ def run_worker(settings: Settings) -> None:
         datadir.prepare(settings)  # the model cache goes under data_dir, private like the rest
     except OSError as exc:
         raise ServeError(f"cannot create data_dir {settings.data_dir}: {exc.strerror}") from None
+    try:  # a catalog model served derived is made here, with the private umask in force
+        source = settings.resolve_model()
+    except ModelNotFoundError as exc:
+        raise ServeError(f"invalid setting 'model': {exc}") from None
     try:  # the files its gateway made for it, else its own tls.* (a worker run by hand)
         https = tls.worker_options() or tls.uvicorn_options(settings.tls)
     except tls.TlsError as exc:
