@@ -74,7 +74,7 @@ import httpx
 import llama_cpp as C
 
 import peer_systems as peers
-from sovllm.engines.catalog import ModelNotFoundError, resolve_model
+from sovllm.engines.catalog import ModelNotFoundError, resolve_model, weights_sha256
 
 MODEL_NAME = "smollm2-135m-instruct"
 CONTEXT_PER_SLOT = 1024
@@ -833,7 +833,7 @@ def main() -> None:
     if "llama-server" in systems:
         info["llama_server"] = peers.peer("SOVLLM_PEER_LLAMA_SERVER")
         info["gguf"] = peers.peer("SOVLLM_PEER_GGUF")
-        info["gguf_is_sovllm_model"] = peers.sha256(Path(info["gguf"])) == peers.sha256(path)
+        info["gguf_is_sovllm_model"] = weights_sha256(Path(info["gguf"])) == weights_sha256(path)
     if "vllm" in systems:
         info["vllm"] = peers.peer("SOVLLM_PEER_VLLM")
         info["vllm_model"] = peers.peer("SOVLLM_PEER_VLLM_MODEL")

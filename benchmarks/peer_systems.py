@@ -9,7 +9,6 @@ tests/peers/peers.py reads too. This module reads it without pytest.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import os
 import re
@@ -46,14 +45,6 @@ def peer(name: str) -> str:
     if not Path(value).exists():
         sys.exit(f"{name}={value} in {env} does not exist: run `make peers` again")
     return value
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def log_tail(log: Path, lines: int = 15) -> str:
