@@ -7,6 +7,7 @@ against a real OTLP receiver (tests/integration/test_tracing.py).
 from __future__ import annotations
 
 from concurrent.futures import Future
+from typing import Any
 
 import pytest
 from opentelemetry import trace as otel_trace
@@ -15,12 +16,12 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased, Sampler, TraceIdRatioBased
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import SpanContext, StatusCode, TraceFlags
+from opentelemetry.trace import SpanContext, Status, StatusCode, TraceFlags
 
 from sovllm.config import ConfigError, Settings, load_settings
 from sovllm.engines.base import GenerationOutput, SamplingParams, Timings
 from sovllm.observability import tracing
-from sovllm.observability.span_records import SpanRecords
+from sovllm.observability.span_records import RecordsTracerProvider, SpanRecords
 from sovllm.serve.gateway import ServeError, open_telemetry
 
 
@@ -200,3 +201,85 @@ def test_a_root_request_span_is_sampled_by_the_ratio() -> None:
         tracing.start_request(telemetry, True, "m", SamplingParams()).refused(RuntimeError())
     assert never_got.get_finished_spans() == ()
     assert [s.name for s in always_got.get_finished_spans()] == ["chat m"]
+
+
+def _records_app(sampler: Sampler = ALWAYS_ON) -> tuple[Any, InMemorySpanExporter]:
+    """A FastAPI app whose own HTTP telemetry runs on span records (RecordsTracerProvider)."""
+    from fastapi import FastAPI
+
+    exporter = InMemorySpanExporter()
+    processor = SimpleSpanProcessor(exporter)
+    scope = InstrumentationScope("sovllm", "test", tracing.SCHEMA_URL)
+    records = SpanRecords(processor, TracerProvider().resource, scope, sampler)
+    telemetry = tracing.Telemetry(
+        RecordsTracerProvider(records), tracing.disabled().meter_provider, records=records
+    )
+    app = FastAPI(telemetry=telemetry.fastapi())
+
+    @app.get("/items/{item}")
+    def item(item: int) -> dict[str, int]:
+        if item == 0:
+            raise ValueError("a message that may quote the request")
+        return {"item": item}
+
+    return app, exporter
+
+
+def test_fastapis_http_spans_are_records_under_the_callers_trace() -> None:
+    from fastapi.testclient import TestClient
+
+    app, exporter = _records_app(ParentBased(TraceIdRatioBased(0.0)))
+    caller = "00-0000000000000000000000000000abcd-00000000000000ef-01"
+    with TestClient(app, raise_server_exceptions=False) as client:
+        assert client.get("/items/7", headers={"traceparent": caller}).status_code == 200
+        assert client.get("/items/0", headers={"traceparent": caller}).status_code == 500
+        # No caller: a root, which the sampler (ratio 0) drops.
+        assert client.get("/items/8").status_code == 200
+    ok, failed = exporter.get_finished_spans()
+    assert ok.name == failed.name == "GET /items/{item}"
+    assert ok.kind == otel_trace.SpanKind.SERVER
+    assert ok.instrumentation_scope is not None and ok.instrumentation_scope.name == "fastapi"
+    for span in (ok, failed):
+        assert span.context.trace_id == 0xABCD and span.context.trace_flags.sampled
+        assert span.parent is not None and span.parent.span_id == 0xEF and span.parent.is_remote
+    attributes = dict(ok.attributes or {})
+    assert attributes["http.route"] == "/items/{item}"
+    assert attributes["http.response.status_code"] == 200
+    assert attributes["url.path"] == "/items/7"
+    assert ok.status.status_code == StatusCode.UNSET
+    assert failed.status.status_code == StatusCode.ERROR
+    assert dict(failed.attributes or {})["error.type"] == "ValueError"
+    # An exception event, if any, names the type only: its message can quote the request.
+    for event in failed.events:
+        assert "exception.message" not in (event.attributes or {})
+
+
+def test_a_recorded_span_follows_the_span_apis_rules() -> None:
+    exporter = InMemorySpanExporter()
+    scope = InstrumentationScope("sovllm", "test", tracing.SCHEMA_URL)
+    records = SpanRecords(
+        SimpleSpanProcessor(exporter), TracerProvider().resource, scope, ALWAYS_ON
+    )
+    tracer = RecordsTracerProvider(records).get_tracer("lib", "1.0")
+    with tracer.start_as_current_span("outer") as outer:
+        assert otel_trace.get_current_span() is outer and outer.is_recording()
+        inner = tracer.start_span("inner", attributes={"a": 1})
+        inner.set_status(StatusCode.OK)
+        inner.set_status(StatusCode.ERROR, "ignored: OK is final")
+        inner.record_exception(KeyError("secret"))
+        inner.update_name("renamed")
+        inner.end()
+        assert not inner.is_recording()
+        inner.set_attribute("late", True)
+        inner.end()  # a second end exports nothing more
+        outer.set_status(Status(StatusCode.ERROR, "why"))
+    renamed, ended = exporter.get_finished_spans()
+    assert renamed.name == "renamed" and renamed.status.status_code == StatusCode.OK
+    assert renamed.parent is not None and renamed.parent.span_id == ended.context.span_id
+    [event] = renamed.events
+    assert event.name == "exception" and dict(event.attributes or {}) == {
+        "exception.type": "KeyError"
+    }
+    assert renamed.instrumentation_scope is not None
+    assert renamed.instrumentation_scope.version == "1.0"
+    assert ended.status.status_code == StatusCode.ERROR and ended.status.description == "why"

@@ -28,7 +28,8 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 from sovllm import __version__
 from sovllm.engines.base import GenerationOutput, SamplingParams, Timings
-from sovllm.observability.span_records import RecordedSpan, SpanRecords
+from sovllm.observability.deferred_metrics import DeferredMeterProvider, MeasurementQueue
+from sovllm.observability.span_records import RecordedSpan, RecordsTracerProvider, SpanRecords
 
 SEMCONV_VERSION = "1.44.0"
 """The semantic conventions pinned (GenAI's are "Development"): the schema FastAPI's HTTP spans
@@ -146,13 +147,15 @@ def disabled() -> Telemetry:
 
 
 def exporting(settings: ExportSettings) -> Telemetry:
-    """Spans and metrics exported over OTLP/HTTP to `settings.endpoint`."""
+    """Spans and metrics exported over OTLP/HTTP to `settings.endpoint`. Spans are records
+    (span_records.py) and metric measurements are queued (deferred_metrics.py): what a
+    request pays for its telemetry on the event loop is a few dict and deque operations; the
+    SDK's aggregation, encoding and export run on its threads."""
     from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, MeterProvider
     from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
     from opentelemetry.sdk.resources import Resource
-    from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
     from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
     from opentelemetry.sdk.util.instrumentation import InstrumentationScope
@@ -160,15 +163,14 @@ def exporting(settings: ExportSettings) -> Telemetry:
     base = settings.endpoint.rstrip("/")
     resource = Resource.create({"service.name": settings.service_name})
     sampler = ParentBased(TraceIdRatioBased(settings.sample_ratio))
-    tracer_provider = TracerProvider(resource=resource, sampler=sampler, shutdown_on_exit=False)
     spans = BatchSpanProcessor(OTLPSpanExporter(f"{base}/v1/traces"))
-    tracer_provider.add_span_processor(spans)
     scope = InstrumentationScope("sovllm", __version__, SCHEMA_URL)
     records = SpanRecords(spans, resource, scope, sampler)
+    queue = MeasurementQueue()
     reader = PeriodicExportingMetricReader(OTLPMetricExporter(f"{base}/v1/metrics"))
     # No exemplars: the default filter offers every measurement taken under a sampled span to
     # a reservoir, a sixth of a histogram record's cost, for trace links nothing here reads.
-    meter_provider = MeterProvider(
+    sdk_meters = MeterProvider(
         [reader],
         resource=resource,
         shutdown_on_exit=False,
@@ -176,10 +178,16 @@ def exporting(settings: ExportSettings) -> Telemetry:
     )
 
     def shutdown() -> None:
-        tracer_provider.shutdown()
-        meter_provider.shutdown()
+        spans.shutdown()  # type: ignore[no-untyped-call]  # the SDK leaves it unannotated
+        queue.close()
+        sdk_meters.shutdown()
 
-    return Telemetry(tracer_provider, meter_provider, shutdown, records)
+    return Telemetry(
+        RecordsTracerProvider(records),
+        DeferredMeterProvider(sdk_meters, queue),
+        shutdown,
+        records,
+    )
 
 
 def traceparent() -> dict[str, str]:
@@ -238,7 +246,7 @@ class RequestTrace:
     @contextmanager
     def current(self) -> Iterator[None]:
         """The request span as the current one: `traceparent()` and log lines see it."""
-        token = otel_context.attach(trace.set_span_in_context(self.span.otel))
+        token = otel_context.attach(trace.set_span_in_context(self.span))
         try:
             yield
         finally:
