@@ -49,8 +49,11 @@ class MeasurementQueue:
         once)."""
         pending = self._pending
         totals: dict[tuple[Measure, frozenset[tuple[str, Any]]], float] = {}
-        for _ in range(len(pending)):
-            measure, amount, attributes, sums = pending.popleft()
+        for _ in range(len(pending)):  # what is queued now: a busy producer cannot hold it
+            try:
+                measure, amount, attributes, sums = pending.popleft()
+            except IndexError:  # another thread drained it first
+                break
             if sums:
                 try:
                     key = (measure, frozenset((attributes or {}).items()))
