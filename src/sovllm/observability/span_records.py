@@ -6,8 +6,8 @@ An OpenTelemetry SDK span is a live object: a sampler call, locks, attribute cle
 bounded containers, span processor hooks at its start and end. None of these spans needs that:
 their attributes are the instrumentation's own well-typed values, nothing adds events to them
 but an exception, and the children's times are known (the engine's phases after the fact). SDK
-spans cost about a third of a traced request's CPU in the gateway, FastAPI's HTTP span most of
-it (docs/performance.md, "Tracing overhead"). Here a span is a dict of attributes and two clock
+spans cost about a third of a traced request's CPU in the gateway, and FastAPI's HTTP span
+about as much again (docs/performance.md, "Tracing overhead"). Here a span is a dict of attributes and two clock
 readings until it ends; then one `ReadableSpan` (the SDK's own immutable span, what exporters
 take) goes to the batch processor, which encodes and posts it off the request path as before.
 
