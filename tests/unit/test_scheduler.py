@@ -194,3 +194,25 @@ def test_exact_prefill_chunks_under_a_budget_that_would_leave_one_token() -> Non
         sched.advance(step)
     # 16 + 16 would leave one token for a chunk of its own.
     assert sizes == [16, 15, 2]
+
+
+def test_a_step_carries_the_cache_moves_of_the_sequences_it_admits() -> None:
+    sched = Scheduler(slots=4, step_tokens=256, max_waiting=4)
+    a, b, c = (
+        Sequence(n, [k] * 40, SamplingParams(), 8) for n, k in (("a", 1), ("b", 2), ("c", 3))
+    )
+    for s in (a, b, c):
+        sched.add(s)
+    step = sched.schedule()
+    assert [a.slot, b.slot, c.slot] == [0, 1, 2] and step.copies == []
+    sched.advance(step)
+    emit(b)
+    sched.release(a)
+    sched.release(c)
+    d = Sequence("d", [4] * 40, SamplingParams(), 8)
+    sched.add(d)
+    step = sched.schedule()
+    # d runs beside b, in a's slot; a's cache is copied over the never-used slot 3 first.
+    assert d.slot == 0
+    assert step.copies == [((0, 3),)]
+    assert step.trims == [(0, 0)]

@@ -36,10 +36,64 @@ def test_released_slots_are_evicted_least_recently_used_first() -> None:
     assert table.order() == [2, 0, 1]
     unrelated = list(range(5000, 5040))
     assert table.take(unrelated, "t") == Taken(slot=2, keep=0, trim=True)
-    assert table.take(unrelated, "t").slot == 0
+    # The next runs beside slot 2, in slot 1; slot 1's cache is not the least recently used:
+    # it is copied over slot 0's, which is.
+    assert table.take(unrelated, "t") == Taken(slot=1, keep=0, trim=True, copies=((1, 0),))
+    assert table.order() == [0]
+    assert table.take([11] * 40, "t") == Taken(slot=0, keep=39, trim=True)
     # A slot used again moves to the back of the line.
     table.release(0, unrelated, "t")
-    assert table.order() == [1, 0]
+    table.release(1, [7] * 40, "t")
+    assert table.order() == [0, 1]
+
+
+def test_a_new_sequence_fills_the_gap_between_running_ones() -> None:
+    # llama.cpp decodes consecutive slots in one pass over the weights: a gap costs a pass.
+    table = SlotTable(6)
+    for slot in range(4):
+        assert table.take([slot] * 40, "t").slot == slot
+    table.release(1, [1] * 40, "t")
+    assert table.order() == [4, 5, 1]
+    # Slot 1 joins the runs 0 and 2-3; its cache moves over the least recently used slot's.
+    assert table.take([9] * 40, "t") == Taken(slot=1, keep=0, trim=True, copies=((1, 4),))
+    assert table.order() == [5, 4]
+    # Then slot 4 extends the run: the cache it holds is reused where it is.
+    assert table.take([1] * 40 + [2], "t") == Taken(slot=4, keep=40, trim=False)
+
+
+def test_a_reused_cache_is_moved_next_to_the_running_ones() -> None:
+    table = SlotTable(6)
+    for slot in range(6):
+        table.take([slot] * 40, "t")
+    table.release(5, CHAT, "t")
+    table.release(1, [1] * 40, "t")
+    assert table.order() == [5, 1]
+    # Slot 1 joins two runs: CHAT's cache is swapped into it, slot 1's into slot 5.
+    taken = table.take([*CHAT, 7], "t")
+    assert taken == Taken(slot=1, keep=100, trim=False, copies=((5, 1), (1, 5)))
+    assert table.order() == [5]
+    assert table.take([1] * 40 + [2], "t") == Taken(slot=5, keep=40, trim=False)
+
+
+def test_a_reused_cache_is_copied_into_an_empty_slot() -> None:
+    table = SlotTable(6)
+    for slot in range(6):
+        table.take([slot] * 40, "t")
+    table.release(5, CHAT, "t")
+    table.release(3, [3] * 40, "t")
+    table.release_empty(1)
+    assert table.order() == [1, 5, 3]
+    taken = table.take([*CHAT, 8], "t")
+    assert taken == Taken(slot=1, keep=100, trim=False, copies=((5, 1),))
+    # What stays behind is a prefix of what the new sequence will leave: the first to evict.
+    assert table.order() == [5, 3]
+
+
+def test_with_nothing_running_a_cache_is_reused_where_it_is() -> None:
+    table = SlotTable(4)
+    table.take(CHAT, "t")
+    table.release(0, CHAT, "t")
+    assert table.take([*CHAT, 1], "t") == Taken(slot=0, keep=100, trim=False)
 
 
 def test_an_emptied_slot_is_taken_before_any_cache_is_evicted() -> None:
@@ -118,11 +172,25 @@ def test_a_resumed_sequence_reuses_nothing_and_is_not_counted() -> None:
 
 
 def test_switched_off_nothing_is_reused_or_counted() -> None:
-    table = SlotTable(1, prefix_cache=False)
+    table = SlotTable(5, prefix_cache=False)
+    for _ in range(5):
+        table.take(CHAT, "t")
+    table.release(4, CHAT, "t")
+    table.release(1, CHAT, "t")
+    # Slot 1 joins two runs; its cache is cut, not moved over slot 4's: nothing reuses it.
+    assert table.take([*CHAT, 1], "t") == Taken(slot=1, keep=0, trim=True)
+    assert table.order() == [4]
+    assert (table.queries, table.hits) == (0, 0)
+
+
+def test_a_slot_whose_copy_failed_holds_nothing() -> None:
+    table = SlotTable(2)
     table.take(CHAT, "t")
     table.release(0, CHAT, "t")
-    assert table.take([*CHAT, 1], "t") == Taken(slot=0, keep=0, trim=True)
-    assert (table.queries, table.hits) == (0, 0)
+    table.forget(0)
+    assert table.take([*CHAT, 1], "t") == Taken(slot=0, keep=0, trim=False)
+    table.forget(0)  # a taken slot: its sequence's step fails instead
+    assert table.order() == [1]
 
 
 def test_exact_reuse_keeps_only_prompt_positions_and_recomputes_two() -> None:

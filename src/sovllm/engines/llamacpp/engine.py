@@ -271,13 +271,27 @@ class LlamaCppEngine:
         self._fail_all("the server is shutting down" if self._failure is None else self._failure)
 
     def _swap(self, step: Step) -> None:
-        """Move preempted sequences' KV caches out of their slots, cut reused and evicted
-        slots' caches to what their new sequences keep, and move resumed ones back in."""
+        """Move preempted sequences' KV caches out of their slots, move reused caches to
+        where their sequences run, cut reused and evicted slots' caches to what their new
+        sequences keep, and move resumed ones back in."""
         llm = self._llm
         assert llm is not None
         for seq, slot in step.swapped_out:
             seq.swapped = llm.save_slot(slot)
             llm.clear_slot(slot)
+        for i, copies in enumerate(step.copies):
+            failed = llm.copy_slots(copies)
+            if failed is not None:
+                # The slot table already holds every copy as made: a target left out would
+                # hold other cells, maybe another tenant's, than the table says. Empty them all
+                # (the taken ones among them belong to this step, which fails).
+                targets = {target for group in step.copies[i:] for _, target in group}
+                for target in targets:
+                    llm.clear_slot(target)
+                with self._lock:
+                    for target in targets:
+                        self.scheduler.slots.forget(target)
+                raise DecodeError(f"could not copy a KV cache into slot {failed}")
         for slot, keep in step.trims:
             if not llm.trim_slot(slot, keep):
                 raise DecodeError(f"could not keep {keep} cached tokens of slot {slot}")

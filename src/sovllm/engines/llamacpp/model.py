@@ -191,10 +191,29 @@ class LlamaModel:
 
     def save_slot(self, slot: int) -> bytes:
         """A copy of one sequence's KV cache, to swap it out of its slot."""
+        buf, written = self._read_slot(slot)
+        return ctypes.string_at(buf, written)  # a slice of a c_uint8 array would be a list
+
+    def _read_slot(self, slot: int) -> tuple[ctypes.Array[ctypes.c_uint8], int]:
         size = C.llama_state_seq_get_size(self.ctx, slot)
         buf = (ctypes.c_uint8 * size)()
-        written = C.llama_state_seq_get_data(self.ctx, buf, size, slot)
-        return bytes(buf[:written])
+        return buf, C.llama_state_seq_get_data(self.ctx, buf, size, slot)
+
+    def copy_slots(self, pairs: tuple[tuple[int, int], ...]) -> int | None:
+        """Copy whole KV caches (from, to), all read before any is written (so two pairs swap
+        two slots). The first slot not written, or None."""
+        states = [
+            self._read_slot(source)
+            if C.llama_memory_seq_pos_max(self.memory, source) >= 0
+            else None
+            for source, _ in pairs
+        ]
+        for (_, target), state in zip(pairs, states, strict=True):
+            if state is None:  # restoring no cells would leave the target's in place
+                self.clear_slot(target)
+            elif not C.llama_state_seq_set_data(self.ctx, state[0], state[1], target):
+                return target
+        return None
 
     def restore_slot(self, slot: int, state: bytes) -> bool:
         """Put a saved KV cache back, into any free slot."""

@@ -18,6 +18,11 @@ class DecodeError(RuntimeError):
     pass
 
 
+def _slot_of(item: StepItem) -> int:
+    assert item.seq.slot is not None
+    return item.seq.slot
+
+
 class Runner:
     def __init__(self, model: LlamaModel) -> None:
         self.model = model
@@ -41,7 +46,11 @@ class Runner:
         next one: each call's outputs are sampled first.
         """
         groups: dict[int, list[StepItem]] = {}
-        for item in items:
+        # In slot order: with a KV buffer per sequence, llama.cpp puts in one ubatch only
+        # sequences whose ids follow one another in the batch (split_equal, `sequential`), and
+        # each ubatch reads all the weights again. In arrival order, after the prefix cache has
+        # shuffled the slots, 32 decode tokens took several ubatches (docs/performance.md).
+        for item in sorted(items, key=_slot_of):
             groups.setdefault(len(item.tokens) if by_length else 0, []).append(item)
         sampled = []
         for _, group in sorted(groups.items()):

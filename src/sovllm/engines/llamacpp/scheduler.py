@@ -42,9 +42,12 @@ class Step:
     """Preempted sequences and the slots they left: save then clear those KV caches first."""
     swapped_in: list[Sequence] = field(default_factory=list)
     """Resumed sequences: restore their saved KV caches into their new slots, then run."""
+    copies: list[tuple[tuple[int, int], ...]] = field(default_factory=list)
+    """Groups of (from, to) whole-cache copies that put reused caches where their sequences
+    run (`Taken.copies`), one group per admitted sequence, in order, after swapping out."""
     trims: list[tuple[int, int]] = field(default_factory=list)
     """(slot, keep): cut a reused or evicted slot's KV cache to its first `keep` positions,
-    after swapping out and before swapping in."""
+    after the copies and before swapping in."""
 
     @property
     def num_tokens(self) -> int:
@@ -142,9 +145,13 @@ class Scheduler:
     def _take_slot(self, step: Step, seq: Sequence) -> None:
         """Give `seq` the slot the table picks, and cut that slot's cache to what it reuses."""
         # A resumed sequence brings its own cache back: it reuses nothing.
-        slot, keep, trim = self.slots.take(seq.prompt, seq.owner, reuse=seq.resume_as is None)
+        slot, keep, trim, copies = self.slots.take(
+            seq.prompt, seq.owner, reuse=seq.resume_as is None
+        )
         if seq.resume_as is None:
             seq.n_computed = seq.cached_tokens = keep
+        if copies:
+            step.copies.append(copies)
         if trim:
             step.trims.append((slot, keep))
         seq.slot = slot

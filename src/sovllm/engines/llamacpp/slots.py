@@ -8,6 +8,14 @@ turns + answer + new message) thus skips most of its prefill.
 A prefix is reused only by a sequence of the same owner (the tenant) as the one that left it:
 otherwise a tenant could learn from its speed, or from `cached_tokens`, what another sent.
 
+A slot is also a place: llama.cpp decodes in one pass (one ubatch, the weights read once) only
+sequences whose slot ids follow one another, so each gap between running slots costs every
+step another pass over the weights (measured on 2 cores: 8 streams in 4 runs of slots decode at
+half the speed of 8 in one; docs/performance.md). A new sequence therefore runs next to the
+running ones, and the caches move out of its way: the cache it reuses is copied to where it
+runs, and the cache that was there is copied over the least recently used one, which is what
+eviction would have dropped anyway. Each move is one slot's KV cache, a few milliseconds.
+
 `exact` reuse (the engine's `deterministic` setting) keeps a reused cache bit for bit what a
 fresh prefill would build. llama.cpp's CPU kernels round a token computed alone in its ubatch
 (a decode step) differently from one computed beside others of its sequence (a prompt chunk):
@@ -46,6 +54,9 @@ class Taken(NamedTuple):
     """Cached tokens the new sequence reuses: positions 0..keep-1 of the slot's cache."""
     trim: bool
     """Whether the slot's cache holds more than `keep` positions, to be cut before use."""
+    copies: tuple[tuple[int, int], ...] = ()
+    """(from, to): slots' whole KV caches to copy before use, all read before any is written
+    (two pairs swap two caches)."""
 
 
 class SlotTable:
@@ -75,27 +86,74 @@ class SlotTable:
         return bool(self._free)
 
     def take(self, prompt: list[int], owner: str, reuse: bool = True) -> Taken:
-        """Give the free slot with the longest cached prefix of `prompt` left by `owner`, else
-        the least recently used one; say how much of its cache the new sequence keeps.
+        """Give a free slot next to the running ones, with the longest cached prefix of
+        `prompt` left by `owner` in it; say how much of its cache the new sequence keeps.
+
+        Where: the free slot with the most running neighbours (joining two runs, else
+        extending one), the reused cache's own slot among equals, else the least recently used.
+        Which cache: the longest prefix, else what the chosen slot holds (a short shared
+        prefix, a system prompt, is still kept).
 
         `reuse=False` for a sequence that brings its own cache back (a preempted one): any slot
         will do, and its cache is cleared.
         """
         assert self._free, "take() needs a free slot"
-        slot = next(iter(self._free))
+        look = self.prefix_cache and reuse
+        shared = (
+            {s: self._reusable(c, prompt, owner) for s, c in self._free.items()} if look else {}
+        )
+        source = max(shared, key=shared.__getitem__) if shared else None  # first max: LRU
+        if source is not None and shared[source] < MIN_REUSE:
+            source = None
+        gains = {s: self._gain(s) for s in self._free}
+        top = max(gains.values())
+        if source is not None and gains[source] == top:
+            slot = source
+        else:
+            slot = next(s for s in self._free if gains[s] == top)
+        hit = source is not None
+        if source is None:
+            source = slot
+        cached = self._free[source]
         keep = 0
-        if self.prefix_cache and reuse:
-            shared = {s: self._reusable(c, prompt, owner) for s, c in self._free.items()}
-            best = max(shared, key=lambda s: shared[s])  # the first max: least recently used
-            if shared[best] >= MIN_REUSE:
-                slot = best
+        if look:
             # The prompt's last token is computed again: sampling needs its logits (exact
             # reuse: its last two, as one chunk).
-            keep = max(min(shared[slot], len(prompt) - (2 if self.exact else 1)), 0)
+            keep = max(min(shared[source], len(prompt) - (2 if self.exact else 1)), 0)
             self.queries += len(prompt)
             self.hits += keep
-        cached = self._free.pop(slot)
-        return Taken(slot, keep, len(cached.tokens) > keep)
+        copies: list[tuple[int, int]] = []
+        if source != slot:
+            copies.append((source, slot))
+            if self._free[slot].tokens:  # a swap: no cache is lost
+                copies.append((slot, source))
+                self._move(slot, source)
+            else:  # what stays behind is a prefix of what `slot` will hold: evict it first
+                self._free.move_to_end(source, last=False)
+        elif (
+            self.prefix_cache
+            and not hit
+            and self._free[slot].tokens
+            and slot != next(iter(self._free))
+        ):
+            # Not the cache eviction would drop: it lives on in place of the LRU one.
+            lru = next(iter(self._free))
+            copies.append((slot, lru))
+            self._move(slot, lru)
+        self._free.pop(slot, None)
+        return Taken(slot, keep, len(cached.tokens) > keep, tuple(copies))
+
+    def _gain(self, slot: int) -> int:
+        """Running slots beside a free one: 2 if taking it joins two runs, 1 if it extends
+        one, 0 if it starts a run of its own."""
+        return sum(0 <= n < self.size and n not in self._free for n in (slot - 1, slot + 1))
+
+    def _move(self, slot: int, to: int) -> None:
+        """`slot`'s cache is copied over `to`'s: `to` now holds it, in `slot`'s place in the
+        eviction order."""
+        self._free = OrderedDict(
+            (to, c) if s == slot else (s, c) for s, c in self._free.items() if s != to
+        )
 
     def _reusable(self, cache: _Cache, prompt: list[int], owner: str) -> int:
         if cache.owner != owner:
@@ -116,6 +174,11 @@ class SlotTable:
         """A slot is free again with an empty (or cleared) cache: the first to take."""
         self._free[slot] = _EMPTY
         self._free.move_to_end(slot, last=False)
+
+    def forget(self, slot: int) -> None:
+        """What a free slot's cache held is lost (a copy into it failed): it holds nothing."""
+        if slot in self._free:
+            self.release_empty(slot)
 
     def order(self) -> list[int]:
         """The free slots, in the order they are evicted."""
