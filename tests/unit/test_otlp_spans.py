@@ -3,13 +3,16 @@ are parsed by `opentelemetry-proto` and compared, for spans with every kind of f
 
 from __future__ import annotations
 
+import gzip
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans as sdk_encode
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan, SpanLimits, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import (
@@ -22,7 +25,7 @@ from opentelemetry.trace import (
     TraceState,
 )
 
-from sovllm.observability.otlp_spans import encode_spans
+from sovllm.observability.otlp_spans import SpanExporter, encode_spans
 
 SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 GATEWAY = Resource.create({"service.name": "sovllm"}, "https://opentelemetry.io/schemas/1.44.0")
@@ -161,3 +164,38 @@ def test_an_attribute_of_an_invalid_type_is_left_out_as_the_sdk_does() -> None:
 
 def test_no_spans_is_an_empty_request() -> None:
     assert encode_spans([]) == b""
+
+
+def test_the_exporter_posts_this_encoding_and_drops_a_batch_over_the_size_limit() -> None:
+    bodies: list[bytes] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("content-length", 0)))
+            if self.headers.get("content-encoding") == "gzip":
+                body = gzip.decompress(body)
+            bodies.append(body)
+            self.send_response(200)
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            return None
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/v1/traces"
+    spans = _spans()
+    try:
+        exporter = SpanExporter(url)
+        assert exporter.export(spans) is SpanExportResult.SUCCESS
+        assert bodies == [encode_spans(spans)]
+        small = SpanExporter(url, max_request_size=len(bodies[0]) - 1)
+        assert small.export(spans) is SpanExportResult.FAILURE
+        assert len(bodies) == 1  # nothing sent
+        exporter.shutdown()
+        assert exporter.export(spans) is SpanExportResult.FAILURE
+    finally:
+        server.shutdown()
+        server.server_close()

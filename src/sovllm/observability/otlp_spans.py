@@ -225,5 +225,12 @@ class SpanExporter(OTLPSpanExporter):
         except Exception as error:  # a bad span must not stop the exporter
             _log.error("Failed to encode a span batch: %s", error)
             return SpanExportResult.FAILURE
+        if 0 < self._max_request_size < len(body):  # the SDK's own limit, as it applies it
+            _log.warning(
+                "Dropping a span batch of %d bytes: over max_request_size %d",
+                len(body),
+                self._max_request_size,
+            )
+            return SpanExportResult.FAILURE
         result = self._client.export(body)
         return SpanExportResult.SUCCESS if result.success else SpanExportResult.FAILURE

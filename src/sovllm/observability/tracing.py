@@ -152,7 +152,6 @@ def exporting(settings: ExportSettings) -> Telemetry:
     request pays for its telemetry on the event loop is a few dict and deque operations; the
     SDK's aggregation, encoding and export run on its threads."""
     from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, MeterProvider
     from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
     from opentelemetry.sdk.resources import Resource
@@ -160,10 +159,12 @@ def exporting(settings: ExportSettings) -> Telemetry:
     from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
     from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
+    from sovllm.observability.otlp_spans import SpanExporter
+
     base = settings.endpoint.rstrip("/")
     resource = Resource.create({"service.name": settings.service_name})
     sampler = ParentBased(TraceIdRatioBased(settings.sample_ratio))
-    spans = BatchSpanProcessor(OTLPSpanExporter(f"{base}/v1/traces"))
+    spans = BatchSpanProcessor(SpanExporter(f"{base}/v1/traces"))
     scope = InstrumentationScope("sovllm", __version__, SCHEMA_URL)
     records = SpanRecords(spans, resource, scope, sampler)
     queue = MeasurementQueue()
