@@ -6,27 +6,16 @@ gets is exactly what a collector would. The gateway and its worker replica are r
 
 from __future__ import annotations
 
-import gzip
 import json
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import httpx
 import openai
 import pytest
-from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
-    ExportMetricsServiceRequest,
-)
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue
-from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from tests.conftest import MODEL_ID, run_server, wait_until
 from tests.integration.test_privacy import CORPUS
+from tests.otlp_receiver import attrs, receiver
 
 pytestmark = pytest.mark.slow
 FAST_EXPORT = {"OTEL_BSP_SCHEDULE_DELAY": "100", "OTEL_METRIC_EXPORT_INTERVAL": "300"}
@@ -47,73 +36,6 @@ SPEC_BUCKETS = {
         "0.75 1.0 2.5 5.0 7.5 10.0",
     }.items()
 }
-
-
-class Receiver:
-    """An OTLP/HTTP endpoint: keeps every request's raw body, and decodes traces and metrics."""
-
-    def __init__(self) -> None:
-        self.raw: list[bytes] = []
-        self.spans: list[tuple[str, Span]] = []  # (service.name, span)
-        self.metrics: dict[str, Any] = {}
-        self.lock = threading.Lock()
-
-    def receive(self, path: str, body: bytes) -> None:
-        with self.lock:
-            self.raw.append(body)
-            if path == "/v1/traces":
-                for rs in ExportTraceServiceRequest.FromString(body).resource_spans:
-                    service = _attrs(rs.resource.attributes).get("service.name", "")
-                    for ss in rs.scope_spans:
-                        self.spans.extend((service, s) for s in ss.spans)
-            elif path == "/v1/metrics":
-                for rm in ExportMetricsServiceRequest.FromString(body).resource_metrics:
-                    for sm in rm.scope_metrics:
-                        for m in sm.metrics:
-                            self.metrics[m.name] = m
-
-    def named(self, prefix: str) -> list[tuple[str, Span]]:
-        with self.lock:
-            return [(svc, s) for svc, s in self.spans if s.name.startswith(prefix)]
-
-
-def _value(v: AnyValue) -> Any:
-    kind = v.WhichOneof("value")
-    if kind == "array_value":
-        return [_value(x) for x in v.array_value.values]
-    return getattr(v, kind) if kind else None
-
-
-def _attrs(items: Any) -> dict[str, Any]:
-    return {kv.key: _value(kv.value) for kv in items}
-
-
-@contextmanager
-def receiver() -> Iterator[tuple[str, Receiver]]:
-    got = Receiver()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers.get("content-length", 0)))
-            if self.headers.get("content-encoding") == "gzip":
-                body = gzip.decompress(body)
-            got.receive(self.path, body)
-            self.send_response(200)
-            self.send_header("content-type", "application/x-protobuf")
-            self.send_header("content-length", "0")
-            self.end_headers()
-
-        def log_message(self, *args: Any) -> None:
-            return None
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", got
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def _stream_chat(url: str, key: str) -> str:
@@ -152,7 +74,7 @@ def test_a_streamed_chat_through_a_worker_is_one_trace_with_genai_attributes(
         assert service == "sovllm"
         # The refusal: its type, never its message; nothing past admission.
         [denied] = refused
-        assert _attrs(denied.attributes)["error.type"] == "AuthError"
+        assert attrs(denied.attributes)["error.type"] == "AuthError"
         assert denied.status.message == ""
         assert not any(s.parent_span_id == denied.span_id for _, s in got.named("audit write"))
         trace = [(svc, s) for svc, s in got.spans if s.trace_id == chat.trace_id]
@@ -173,7 +95,7 @@ def test_a_streamed_chat_through_a_worker_is_one_trace_with_genai_attributes(
         prefill, decode = by_name["prefill"], by_name["decode"]
         assert prefill.end_time_unix_nano <= decode.start_time_unix_nano + 1000
 
-        a = _attrs(chat.attributes)
+        a = attrs(chat.attributes)
         assert a["gen_ai.operation.name"] == "chat"
         assert a["gen_ai.request.model"] == a["gen_ai.response.model"] == MODEL_ID
         assert a["gen_ai.request.max_tokens"] == 12
@@ -193,7 +115,7 @@ def test_a_streamed_chat_through_a_worker_is_one_trace_with_genai_attributes(
         ttft = got.metrics["gen_ai.server.time_to_first_token"].histogram.data_points
         assert [p.count for p in ttft] == [1]
         durations = got.metrics[duration].histogram.data_points
-        errors = sorted(_attrs(p.attributes).get("error.type", "") for p in durations)
+        errors = sorted(attrs(p.attributes).get("error.type", "") for p in durations)
         assert errors == ["", "AuthError"]
         # Nothing of the prompt, the answer or the user in anything sent.
         sent = b"".join(got.raw)
@@ -255,7 +177,7 @@ def test_json_logs_name_the_request_and_its_trace_and_no_personal_data(tmp_path:
         ended = {line["request_id"]: line for line in lines if " ended " in line["message"]}
         assert set(ended) == set(request_ids)
         traces = {
-            _attrs(s.attributes)["gen_ai.response.id"]: s.trace_id.hex()
+            attrs(s.attributes)["gen_ai.response.id"]: s.trace_id.hex()
             for _, s in got.named(f"chat {MODEL_ID}") + got.named(f"text_completion {MODEL_ID}")
         }
         assert {rid: line["trace_id"] for rid, line in ended.items()} == traces

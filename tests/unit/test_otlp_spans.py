@@ -3,9 +3,6 @@ are parsed by `opentelemetry-proto` and compared, for spans with every kind of f
 
 from __future__ import annotations
 
-import gzip
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans as sdk_encode
@@ -26,6 +23,7 @@ from opentelemetry.trace import (
 )
 
 from sovllm.observability.otlp_spans import SpanExporter, encode_spans
+from tests.otlp_receiver import receiver
 
 SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 GATEWAY = Resource.create({"service.name": "sovllm"}, "https://opentelemetry.io/schemas/1.44.0")
@@ -167,35 +165,14 @@ def test_no_spans_is_an_empty_request() -> None:
 
 
 def test_the_exporter_posts_this_encoding_and_drops_a_batch_over_the_size_limit() -> None:
-    bodies: list[bytes] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers.get("content-length", 0)))
-            if self.headers.get("content-encoding") == "gzip":
-                body = gzip.decompress(body)
-            bodies.append(body)
-            self.send_response(200)
-            self.send_header("content-length", "0")
-            self.end_headers()
-
-        def log_message(self, *args: Any) -> None:
-            return None
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{server.server_address[1]}/v1/traces"
     spans = _spans()
-    try:
+    with receiver() as (endpoint, got):
+        url = f"{endpoint}/v1/traces"
         exporter = SpanExporter(url)
         assert exporter.export(spans) is SpanExportResult.SUCCESS
-        assert bodies == [encode_spans(spans)]
-        small = SpanExporter(url, max_request_size=len(bodies[0]) - 1)
+        assert got.raw == [encode_spans(spans)]
+        small = SpanExporter(url, max_request_size=len(got.raw[0]) - 1)
         assert small.export(spans) is SpanExportResult.FAILURE
-        assert len(bodies) == 1  # nothing sent
+        assert len(got.raw) == 1  # nothing sent
         exporter.shutdown()
         assert exporter.export(spans) is SpanExportResult.FAILURE
-    finally:
-        server.shutdown()
-        server.server_close()

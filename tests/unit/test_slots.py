@@ -7,6 +7,14 @@ from sovllm.engines.llamacpp.slots import MIN_REUSE, SlotTable, Taken, common_pr
 CHAT = list(range(1000, 1100))  # a conversation's first 100 tokens
 
 
+def all_taken(slots: int) -> SlotTable:
+    """A table whose every slot runs a sequence (slot s: the prompt [s] * 40)."""
+    table = SlotTable(slots)
+    for slot in range(slots):
+        assert table.take([slot] * 40, "t").slot == slot
+    return table
+
+
 def test_common_prefix() -> None:
     assert common_prefix([1, 2, 3], [1, 2, 4, 5]) == 2
     assert common_prefix([1, 2], [1, 2, 3]) == 2
@@ -62,9 +70,7 @@ def test_a_new_sequence_fills_the_gap_between_running_ones() -> None:
 
 
 def test_a_reused_cache_is_moved_next_to_the_running_ones() -> None:
-    table = SlotTable(6)
-    for slot in range(6):
-        table.take([slot] * 40, "t")
+    table = all_taken(6)
     table.release(5, CHAT, "t")
     table.release(1, [1] * 40, "t")
     assert table.order() == [5, 1]
@@ -76,9 +82,7 @@ def test_a_reused_cache_is_moved_next_to_the_running_ones() -> None:
 
 
 def test_a_reused_cache_is_copied_into_an_empty_slot() -> None:
-    table = SlotTable(6)
-    for slot in range(6):
-        table.take([slot] * 40, "t")
+    table = all_taken(6)
     table.release(5, CHAT, "t")
     table.release(3, [3] * 40, "t")
     table.release_empty(1)

@@ -2,7 +2,8 @@
 
 Recording into an SDK histogram or counter cleans and hashes the attributes, finds the series
 under a lock and updates its buckets: about 10 microseconds here on a quiet machine, several
-times that under load, and a traced request takes eight of them (FastAPI's `http.server.*` three, the GenAI layer's five), on the event loop.
+times that under load, and a traced request takes eight of them (FastAPI's `http.server.*`
+three, the GenAI layer's five), on the event loop.
 Here a measurement is a tuple appended to a queue, and a thread applies the queue to the SDK's
 instruments every quarter second (and at shutdown, before the last export): a measurement
 reaches an export at most that much later. Only synchronous instruments that

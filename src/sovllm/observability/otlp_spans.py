@@ -4,8 +4,9 @@ and the OTLP/HTTP span exporter that sends them.
 OpenTelemetry's exporter builds a protobuf object for every span, attribute and value, then
 serializes the tree: about 14 microseconds a span here, and a traced request makes seven,
 encoded on the batch processor's thread but under the GIL the event loop needs. Writing the
-bytes directly takes about half of that (7 microseconds, docs/performance.md). The output is the same message: the unit tests
-parse both encodings with `opentelemetry-proto` and compare them, span for span.
+bytes directly takes about half of that (7 microseconds, docs/performance.md). The output is
+the same message: the unit tests parse both encodings with `opentelemetry-proto` and compare
+them, span for span.
 
 Wire format: https://protobuf.dev/programming-guides/encoding/ ; the field numbers are those
 of opentelemetry/proto/trace/v1/trace.proto and common/v1/common.proto.
