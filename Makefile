@@ -27,21 +27,29 @@ $(STAMP): pyproject.toml $(LOCK)
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
-install: $(STAMP)
+# llama.cpp again, for the engine: the CPU back-end in variants chosen at run time (AVX-512 where
+# the CPU has it, never AMX), cached in ~/.cache/sovllm/llama.cpp like the wheel; .venv links it.
+# About 5 min once per machine (scripts/llamacpp/build.sh; native.py loads it).
+LLAMA_BUILD := $(VENV)/lib/sovllm-llama.cpp/.built
 
-serve: $(STAMP)
+$(LLAMA_BUILD): $(STAMP) scripts/llamacpp/build.sh
+	scripts/llamacpp/build.sh
+
+install: $(STAMP) $(LLAMA_BUILD)
+
+serve: install
 	$(BIN)/sovllm serve $(ARGS)
 
 # The real peers tests/peers runs against (vLLM for CPU, llama.cpp's llama-server, the model
 # converted for each) go to ~/.cache/sovllm/peers ($$SOVLLM_PEERS_DIR), like pip's wheel cache:
 # a fresh machine pays the install once, later runs reuse it in seconds.
-peers: $(STAMP)
+peers: install
 	scripts/peers/install.sh
 
-test: $(STAMP) peers
+test: install peers
 	scripts/test.sh
 
-test-peers: $(STAMP) peers
+test-peers: install peers
 	$(BIN)/pytest -m peers tests/peers
 
 lint: $(STAMP)
@@ -49,7 +57,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/mypy
 
-bench: $(STAMP)
+bench: install
 	$(BIN)/python benchmarks/engine_throughput.py
 
 # Recompile the lock from pyproject.toml with the pinned uv, for the platform `make serve` runs

@@ -71,16 +71,25 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+# sovllm first: it points llama_cpp at the engine's own build (engines/llamacpp/native.py),
+# so that the limit runs the same CPU variant as sovllm.
+import sovllm.engines.llamacpp  # noqa: F401
+
+# isort: split
 import llama_cpp as C
 
 import peer_systems as peers
 from sovllm.engines.catalog import ModelNotFoundError, resolve_model, weights_sha256
+from sovllm.engines.llamacpp.native import cpu_backend
+from sovllm.engines.llamacpp.settings import EngineSettings
 
 MODEL_NAME = "smollm2-135m-instruct"
 CONTEXT_PER_SLOT = 1024
 SOVLLM_SLOTS = 32
 PEER_CTX = 2048
 STEP_TOKENS = 512  # sovllm's default step budget; the limit prefills in chunks of this size
+FLASH_ATTN = bool(EngineSettings.model_fields["flash_attn"].default)
 
 # Offline text for prompts: pseudo-random sentences over a fixed word list.
 _TEXT = (
@@ -528,7 +537,10 @@ def run_limit(
     cparams.n_threads = threads
     cparams.n_threads_batch = threads
     cparams.kv_unified = kv_unified
-    cparams.flash_attn_type = C.LLAMA_FLASH_ATTN_TYPE_DISABLED
+    # As sovllm's engine computes attention by default (engine.flash_attn).
+    cparams.flash_attn_type = (
+        C.LLAMA_FLASH_ATTN_TYPE_ENABLED if FLASH_ATTN else C.LLAMA_FLASH_ATTN_TYPE_DISABLED
+    )
     cparams.no_perf = True
     ctx = C.llama_init_from_model(model, cparams)
     batch = C.llama_batch_init(batch_cap, 0, 1)
@@ -684,8 +696,16 @@ def _spread(c: CellSummary) -> str:
     return f"{c.tok_s_min:.1f}-{c.tok_s_max:.1f}"
 
 
-PEERS = ("llama-server", "vllm", "llama-cpp-python")
-ORDER = {"sovllm": 0, "llama-server": 1, "vllm": 2, "llama-cpp-python": 3, "limit": 4}
+PEERS = ("llama-server", "vllm", "llama-cpp-python", "sovllm-portable", "sovllm-alt")
+ORDER = {
+    "sovllm": 0,
+    "llama-server": 1,
+    "vllm": 2,
+    "llama-cpp-python": 3,
+    "limit": 4,
+    "sovllm-portable": 5,
+    "sovllm-alt": 6,
+}
 DECODE_HEAVY = "decode-heavy"
 
 
@@ -766,7 +786,9 @@ def main() -> None:
     ap.add_argument(
         "--systems",
         default="sovllm,llama-server,vllm,limit",
-        help="comma-separated subset of sovllm,llama-server,vllm,limit,llama-cpp-python",
+        help="comma-separated subset of sovllm,llama-server,vllm,limit,llama-cpp-python,"
+        "sovllm-portable (sovllm on llama-cpp-python's own AVX2 build), sovllm-alt (sovllm with "
+        "--sovllm-alt-env)",
     )
     ap.add_argument(
         "--workloads",
@@ -790,6 +812,21 @@ def main() -> None:
         "--vllm-bind",
         metavar="CORES",
         help="VLLM_CPU_OMP_THREADS_BIND for vLLM's worker, e.g. 0-1 (default: vLLM's own, auto)",
+    )
+    ap.add_argument(
+        "--llama-server-build",
+        choices=("portable", "variants"),
+        default="portable",
+        help="llama-server's build: the AVX2 baseline, or the CPU variants sovllm's engine runs "
+        "(scripts/peers/install.sh llama-server-variants)",
+    )
+    ap.add_argument(
+        "--sovllm-alt-env",
+        metavar="K=V,...",
+        default="",
+        help="the environment that makes system sovllm-alt differ from sovllm, e.g. "
+        "SOVLLM_ENGINE__FLASH_ATTN=false, or SOVLLM_MODEL=/path/to/other.gguf,"
+        "SOVLLM_SERVED_MODEL_NAME=smollm2-135m-instruct",
     )
     ap.add_argument(
         "--quality",
@@ -831,7 +868,12 @@ def main() -> None:
     # The peers' files, checked before anything starts.
     info: dict[str, Any] = {}
     if "llama-server" in systems:
-        info["llama_server"] = peers.peer("SOVLLM_PEER_LLAMA_SERVER")
+        info["llama_server"] = peers.peer(
+            "SOVLLM_PEER_LLAMA_SERVER_VARIANTS"
+            if args.llama_server_build == "variants"
+            else "SOVLLM_PEER_LLAMA_SERVER"
+        )
+        info["llama_server_build"] = args.llama_server_build
         info["gguf"] = peers.peer("SOVLLM_PEER_GGUF")
         info["gguf_is_sovllm_model"] = weights_sha256(Path(info["gguf"])) == weights_sha256(path)
     if "vllm" in systems:
@@ -842,6 +884,9 @@ def main() -> None:
     C.llama_log_set(_silent_log, ctypes.c_void_p(0))
     vocab = C.Llama(str(path), vocab_only=True, verbose=False)
     eog = end_tokens(vocab)
+    # Which llama.cpp CPU back-end this process (the limit) runs; sovllm's log says its own.
+    backend = cpu_backend()
+    info["limit_cpu_backend"] = backend.variant if backend is not None else "unknown"
     top = max(concurrencies)
     # Fresh prompts for each repetition (a distinct opening each): no server's cache can carry
     # one run's prompts into the next. Within a repetition every system gets the same ones.
@@ -865,12 +910,17 @@ def main() -> None:
     print(
         f"model {path.name}, {threads} threads, {os.cpu_count()} CPUs, "
         f"{platform.processor() or platform.machine()}; {args.repeat} runs a cell, interleaved; "
-        f"systems {','.join(systems)}; prompts start with BOS: {add_bos}",
+        f"systems {','.join(systems)}; prompts start with BOS: {add_bos}; "
+        f"the limit's llama.cpp CPU back-end: {info['limit_cpu_backend']}",
         flush=True,
     )
     if "llama-server" in systems:
         same = "the same file as sovllm's" if info["gguf_is_sovllm_model"] else "NOT sovllm's file"
-        print(f"llama-server {info['llama_server']} on {info['gguf']} ({same})", flush=True)
+        print(
+            f"llama-server ({args.llama_server_build} build) {info['llama_server']} "
+            f"on {info['gguf']} ({same})",
+            flush=True,
+        )
     results: list[RunResult] = []
     quality: dict[str, list[dict[str, Any]]] = {}
     py = sys.executable
@@ -882,6 +932,17 @@ def main() -> None:
         servers: dict[str, HttpSystem] = {}
         if "sovllm" in systems:
             servers["sovllm"] = start_sovllm(stack, py, tmp, threads)
+        if "sovllm-portable" in systems:
+            # The same sovllm on llama-cpp-python's own AVX2 build instead of the CPU variants
+            # `make install` built (native.py keeps an operator's LLAMA_CPP_LIB_PATH).
+            wheel = Path(C.__file__).parent / "lib"
+            servers["sovllm-portable"] = start_sovllm(
+                stack, py, tmp, threads, "sovllm-portable", {"LLAMA_CPP_LIB_PATH": str(wheel)}
+            )
+        if "sovllm-alt" in systems:
+            alt = dict(kv.split("=", 1) for kv in args.sovllm_alt_env.split(",") if kv)
+            info["sovllm_alt_env"] = alt
+            servers["sovllm-alt"] = start_sovllm(stack, py, tmp, threads, "sovllm-alt", alt)
         if "vllm" in systems:
             servers["vllm"] = start_vllm(stack, tmp, args.vllm_bind)
             info["vllm_binding_log"] = peers.vllm_binding(tmp / "vllm.log")
@@ -956,11 +1017,18 @@ def main() -> None:
         print(f"\nwrote {args.json}")
 
 
-def start_sovllm(stack: contextlib.ExitStack, py: str, tmp: Path, threads: int) -> HttpSystem:
+def start_sovllm(
+    stack: contextlib.ExitStack,
+    py: str,
+    tmp: Path,
+    threads: int,
+    name: str = "sovllm",
+    extra_env: dict[str, str] | None = None,
+) -> HttpSystem:
     port = free_port()
-    env = dict(os.environ)
+    env = dict(os.environ) | (extra_env or {})
     env.update(
-        SOVLLM_DATA_DIR=str(tmp / "data"),
+        SOVLLM_DATA_DIR=str(tmp / f"data-{name}"),
         SOVLLM_ENGINE__SLOTS=str(SOVLLM_SLOTS),
         SOVLLM_ENGINE__CONTEXT_PER_SLOT=str(CONTEXT_PER_SLOT),
         SOVLLM_ENGINE__THREADS=str(threads),
@@ -968,8 +1036,8 @@ def start_sovllm(stack: contextlib.ExitStack, py: str, tmp: Path, threads: int) 
     )
     cmd = [py, "-m", "sovllm", "serve", "--port", str(port)]
     headers = sovllm_api_key(py, env)
-    base = stack.enter_context(server(cmd, env, port, "/ready", tmp / "sovllm.log", "sovllm"))
-    return HttpSystem("sovllm", base + "/v1/completions", _ignore_eos_body, False, headers)
+    base = stack.enter_context(server(cmd, env, port, "/ready", tmp / f"{name}.log", name))
+    return HttpSystem(name, base + "/v1/completions", _ignore_eos_body, False, headers)
 
 
 def _ignore_eos_body(prompt: str, n: int) -> dict[str, Any]:

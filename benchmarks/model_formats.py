@@ -32,8 +32,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import llama_cpp as C
 import numpy as np
+
+# sovllm first: it points llama_cpp at the engine's own build (engines/llamacpp/native.py).
+import sovllm.engines.llamacpp  # noqa: F401
+
+# isort: split
+import llama_cpp as C
 
 sys.path[:0] = [str(Path(__file__).parent), str(Path(__file__).parents[1])]
 from tests.integration.test_model_quality import QUESTIONS, _answers, passes  # noqa: E402

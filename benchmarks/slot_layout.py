@@ -18,6 +18,11 @@ import os
 import statistics
 import time
 
+# sovllm first: it points llama_cpp at the engine's own build (engines/llamacpp/native.py),
+# so that the limit runs the same CPU variant as sovllm.
+import sovllm.engines.llamacpp  # noqa: F401
+
+# isort: split
 import llama_cpp as C
 
 from sovllm.engines.catalog import resolve_model

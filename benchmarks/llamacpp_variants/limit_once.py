@@ -1,8 +1,9 @@
 """One run of raw batched decode (engine_throughput.py's limit) and which CPU back-end ran it.
 
-Run it with and without LLAMA_CPP_LIB_PATH (a build.sh output's build/bin), in turn, to compare
-the portable AVX2 wheel with the run-time-selected variant; the last field names the ggml CPU
-library the process mapped (from /proc/self/maps).
+Run it with and without LLAMA_CPP_LIB_PATH=.venv/lib/sovllm-llama.cpp (the variants build
+`make install` makes: scripts/llamacpp/build.sh), in turn, to compare the portable AVX2 wheel
+with the run-time-selected variant; it imports llama_cpp before sovllm, so without the variable
+it runs the wheel. The last field names the ggml CPU library the process mapped.
 
     .venv/bin/python benchmarks/llamacpp_variants/limit_once.py MODEL STREAMS SEED
 """

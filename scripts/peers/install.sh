@@ -5,9 +5,11 @@
 #     folder for vLLM, with SHA-256 checksums;
 #   - llama.cpp's own llama-server, built from the llama.cpp sources that llama-cpp-python's
 #     sdist carries, for a portable AVX2 baseline (-march=native dies where AMX is forbidden);
+#     on request only (not in "all"), a second one on the CPU variants sovllm's engine runs;
 #   - the default model's GGUF for llama-server, with its checksum.
 # Each step prints what it does and how long it took; each runs under a timeout and fails with
-# its name and the end of its log. Usage: scripts/peers/install.sh [vllm|llama-server|all]
+# its name and the end of its log.
+# Usage: scripts/peers/install.sh [vllm|llama-server|llama-server-variants|all]
 # The cache folder is $SOVLLM_PEERS_DIR (default ~/.cache/sovllm/peers); peers.env there names
 # what was installed, for tests/peers.
 set -euo pipefail
@@ -23,31 +25,16 @@ GGUF_VERSION=0.19.0
 ACCELERATE_VERSION=1.16.0
 VLLM_HOME=$PEERS/vllm-$VLLM_VERSION
 LLAMA_HOME=$PEERS/llama-server-$LLAMA_CPP_PYTHON_VERSION
+LLAMA_VARIANTS_HOME=$PEERS/llama-server-variants-$LLAMA_CPP_PYTHON_VERSION
 MODELS=$PEERS/models
 LOGS=$PEERS/logs
 mkdir -p "$PEERS" "$MODELS" "$LOGS"
 
-fail() { echo "peers: $*" >&2; exit 1; }
-
-# step NAME TIMEOUT_S COMMAND...: runs one step with its output in $LOGS/NAME.log.
-step() {
-  local name=$1 limit=$2
-  shift 2
-  local log=$LOGS/$name.log start=$SECONDS rc=0
-  echo "peers: $name ..." >&2
-  timeout --kill-after=30 "$limit" "$@" >"$log" 2>&1 || rc=$?
-  local took=$((SECONDS - start))
-  if [ "$rc" -ne 0 ]; then
-    [ "$rc" -eq 124 ] && echo "peers: $name did not finish within ${limit} s" >&2
-    echo "peers: $name failed (exit $rc) after ${took} s; the end of $log:" >&2
-    tail -n 15 "$log" >&2
-    exit 1
-  fi
-  echo "peers: $name done in ${took} s" >&2
-}
-
-# cached NAME PATH: says a step is skipped because its result is present.
-cached() { echo "peers: $1: present, reused ($2)" >&2; }
+STEP_TAG=peers
+# shellcheck source=../lib/steps.sh
+. "$ROOT/scripts/lib/steps.sh"
+# shellcheck source=../lib/llamacpp.sh
+. "$ROOT/scripts/lib/llamacpp.sh"
 
 [ -x "$SOVLLM_PY" ] || fail "$SOVLLM_PY is missing: run 'make install' first"
 # The weights sovllm serves by default: the shipped Q4_1 file derived to F16 (engines/derived.py),
@@ -112,26 +99,42 @@ PY
   (cd "$hf" && sha256sum --quiet -c SHA256SUMS) || fail "$hf does not match its SHA256SUMS"
 }
 
+# install_llama_server [portable|variants]: portable is the AVX2 baseline the issue's recipe
+# builds (tests/peers uses it); variants is llama-server on the CPU variants sovllm's engine runs
+# (scripts/lib/llamacpp.sh), for engine_throughput.py --llama-server-build variants.
 install_llama_server() {
-  local bin=$LLAMA_HOME/bin/llama-server
-  if [ -x "$bin" ]; then
-    cached "llama-server" "$bin"
+  local flavour=${1:-portable} home=$LLAMA_HOME flags
+  if [ "$flavour" = variants ]; then
+    home=$LLAMA_VARIANTS_HOME
+    llamacpp_variant_flags "$home/bin"
+    flags=("${LLAMACPP_FLAGS[@]}")
   else
-    local src=$LLAMA_HOME/src
-    rm -rf "$LLAMA_HOME"
-    mkdir -p "$src" "$LLAMA_HOME/bin"
+    flags=(-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
+      -DGGML_BMI2=ON -DBUILD_SHARED_LIBS=OFF)
+  fi
+  local bin=$home/bin/llama-server
+  if [ -x "$bin" ]; then
+    cached "llama-server ($flavour)" "$bin"
+  else
+    local src=$home/src
+    rm -rf "$home"
+    mkdir -p "$src" "$home/bin"
     step llama-sdist 600 "$SOVLLM_PY" -m pip download --quiet --no-deps --no-binary :all: \
       -d "$src" "llama-cpp-python==$LLAMA_CPP_PYTHON_VERSION"
     step llama-unpack 300 tar -xzf "$src/llama_cpp_python-$LLAMA_CPP_PYTHON_VERSION.tar.gz" -C "$src"
     local cpp=$src/llama_cpp_python-$LLAMA_CPP_PYTHON_VERSION/vendor/llama.cpp
     [ -d "$cpp" ] || fail "no llama.cpp sources in the sdist (looked for $cpp)"
+    [ "$flavour" = variants ] && llamacpp_keep_variants "$cpp"
     # Without LLAMA_USE_PREBUILT_UI=OFF the build downloads its web UI.
     step llama-configure 600 cmake -S "$cpp" -B "$src/build" -G Ninja \
-      -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON \
-      -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON -DLLAMA_BUILD_TESTS=OFF \
+      -DCMAKE_BUILD_TYPE=Release "${flags[@]}" -DLLAMA_BUILD_TESTS=OFF \
       -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_OPENSSL=OFF \
-      -DLLAMA_CURL=OFF -DBUILD_SHARED_LIBS=OFF
+      -DLLAMA_CURL=OFF
     step llama-build 3600 cmake --build "$src/build" --target llama-server -j "$(nproc)"
+    if [ "$flavour" = variants ]; then
+      cp -P "$src"/build/bin/lib*.so* "$home/bin/"
+      llamacpp_no_amx "$home/bin"
+    fi
     cp "$src/build/bin/llama-server" "$bin.partial"
     mv "$bin.partial" "$bin"
     rm -rf "$src"
@@ -152,8 +155,9 @@ install_llama_server() {
 case $WHAT in
   vllm) install_vllm ;;
   llama-server) install_llama_server ;;
+  llama-server-variants) install_llama_server variants ;;
   all) install_vllm && install_llama_server ;;
-  *) fail "unknown peer '$WHAT' (vllm, llama-server or all)" ;;
+  *) fail "unknown peer '$WHAT' (vllm, llama-server, llama-server-variants or all)" ;;
 esac
 
 # What the tests read: only the peers installed so far.
@@ -161,6 +165,8 @@ esac
   [ -e "$VLLM_HOME/.installed" ] && echo "SOVLLM_PEER_VLLM=$VLLM_HOME/vllm"
   [ -e "$HF/SHA256SUMS" ] && echo "SOVLLM_PEER_VLLM_MODEL=$HF"
   [ -x "$LLAMA_HOME/bin/llama-server" ] && echo "SOVLLM_PEER_LLAMA_SERVER=$LLAMA_HOME/bin/llama-server"
+  [ -x "$LLAMA_VARIANTS_HOME/bin/llama-server" ] \
+    && echo "SOVLLM_PEER_LLAMA_SERVER_VARIANTS=$LLAMA_VARIANTS_HOME/bin/llama-server"
   [ -e "$MODELS/$(basename "$GGUF").sha256" ] && echo "SOVLLM_PEER_GGUF=$MODELS/$(basename "$GGUF")"
   true
 } >"$PEERS/peers.env"

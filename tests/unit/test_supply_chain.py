@@ -20,6 +20,7 @@ from scripts.check_lock import read_lock
 from scripts.sbom import SbomError, model_component, validate
 
 from sovllm.engines.catalog import DEFAULT_MODEL, resolve_model
+from sovllm.engines.llamacpp.native import installed_build
 
 ROOT = Path(__file__).resolve().parents[2]
 PYPROJECT = ROOT / "pyproject.toml"
@@ -204,3 +205,26 @@ def test_an_sbom_outside_the_schema_is_refused() -> None:
     doc["components"] = [{"type": "machine-learning-model", "name": "m", "hashes": [{}]}]
     with pytest.raises(SbomError, match=r"fails the CycloneDX 1\.6 JSON schema"):
         validate(doc)
+
+
+def test_sbom_lists_the_llama_cpp_build_the_engine_loads(bom: dict[str, Any]) -> None:
+    folder = installed_build()
+    assert folder is not None, "`make install` builds llama.cpp's CPU variants"
+    (native,) = [c for c in bom["components"] if c["name"] == "llama.cpp"]
+    files = {c["name"]: c["hashes"][0]["content"] for c in native["components"]}
+    on_disk = {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in folder.glob("lib*.so*")
+        if not p.is_symlink()
+    }
+    assert files == on_disk
+    assert "libggml-cpu-zen4.so" in files and "libllama.so.0.5.0" in files
+    pinned = read_lock(LOCK)["llama-cpp-python"]
+    (sdist,) = native["pedigree"]["ancestors"]
+    assert sdist["purl"] == f"pkg:pypi/llama-cpp-python@{pinned.version}"
+    (sha,) = [h["content"] for h in sdist["hashes"]]
+    block = LOCK.read_text().split(f"llama-cpp-python=={pinned.version}", 1)[1].split("# via")[0]
+    assert f"--hash=sha256:{sha}" in block
+    root = bom["metadata"]["component"]["bom-ref"]
+    (deps,) = [d for d in bom["dependencies"] if d["ref"] == root]
+    assert native["bom-ref"] in deps["dependsOn"]

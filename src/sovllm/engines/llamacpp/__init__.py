@@ -13,7 +13,14 @@
 | `tokenizer.py` | (the HF tokenizer) | a request's prompt ids; the vocabulary without weights |
 | `chat_template.py`, `text.py` | | the GGUF's chat template; UTF-8 and stop strings |
 | `calibrate.py` | | this machine's prefill and decode rates, for the planner |
+| `native.py` | | which llama.cpp build loads, and the CPU variant it runs |
 
 Importing this package loads nothing: `settings.py` is read by `sovllm.config` without
-llama.cpp, and the engine imports neither `sovllm.config` nor the pool.
+llama.cpp, and the engine imports neither `sovllm.config` nor the pool. It only points
+llama-cpp-python at the build `make install` made for this CPU (`native.py`), which has to
+happen before any module imports `llama_cpp`.
 """
+
+from sovllm.engines.llamacpp.native import prefer_installed_build
+
+prefer_installed_build()

@@ -36,6 +36,7 @@ from sovllm.engines.catalog import ModelSource, weights_sha256
 from sovllm.engines.derived import derived_from
 from sovllm.engines.llamacpp.chat_template import ChatTemplate
 from sovllm.engines.llamacpp.model import ContextShape, LlamaModel
+from sovllm.engines.llamacpp.native import cpu_backend
 from sovllm.engines.llamacpp.runner import DecodeError, Runner
 from sovllm.engines.llamacpp.scheduler import Scheduler, Step
 from sovllm.engines.llamacpp.sequence import Sequence, Status
@@ -127,9 +128,15 @@ class LlamaCppEngine:
         self._template = ChatTemplate(self._llm.chat_template(), bos, eos)
         meta = self._llm.metadata()
         origin = derived_from(self._source.path)
+        # AVX-512 and AVX2 kernels round differently: a replay on another variant may differ,
+        # so the variant is part of what the audit log's engine_config_sha256 covers.
+        backend = cpu_backend()
+        variant = backend.variant if backend is not None else "unknown"
+        log.info("llama.cpp CPU back-end: %s (%s)", variant, backend.library if backend else "-")
         config = {
             "engine": "llama.cpp",
             "llama_cpp_python": llama_cpp_version,
+            "cpu_backend": variant,
             "settings": settings.model_dump(exclude={"threads"}),
         }
         config_sha = hashlib.sha256(

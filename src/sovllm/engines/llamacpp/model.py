@@ -13,6 +13,8 @@ from pathlib import Path
 
 import llama_cpp as C
 
+from sovllm.engines.llamacpp.native import BackendLoadError, load_cpu_backend
+
 _backend_lock = threading.Lock()
 _backend_ready = False
 
@@ -22,6 +24,10 @@ def _init_backend() -> None:
     with _backend_lock:
         if not _backend_ready:
             C.llama_log_set(_silent_log, ctypes.c_void_p(0))
+            try:
+                load_cpu_backend(C.llama_cpp._lib._name)
+            except BackendLoadError as exc:
+                raise ModelLoadError(str(exc)) from None
             C.llama_backend_init()
             _backend_ready = True
 
