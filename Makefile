@@ -32,7 +32,7 @@ $(STAMP): pyproject.toml $(LOCK)
 # About 5 min once per machine (scripts/llamacpp/build.sh; native.py loads it).
 LLAMA_BUILD := $(VENV)/lib/sovllm-llama.cpp/.built
 
-$(LLAMA_BUILD): $(STAMP) scripts/llamacpp/build.sh
+$(LLAMA_BUILD): $(STAMP) scripts/llamacpp/build.sh scripts/lib/llamacpp.sh scripts/lib/steps.sh
 	scripts/llamacpp/build.sh
 
 install: $(STAMP) $(LLAMA_BUILD)
@@ -74,7 +74,7 @@ audit: $(STAMP)
 	BIN=$(BIN) scripts/audit.sh $(LOCK)
 
 # A CycloneDX SBOM of .venv, with the served model (name, SHA-256, licence) as a component.
-sbom: $(STAMP)
+sbom: install
 	$(BIN)/python scripts/sbom.py --out $(SBOM) $(ARGS)
 
 clean:

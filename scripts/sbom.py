@@ -162,7 +162,6 @@ def native_component() -> dict[str, Any] | None:
         },
         "properties": [
             {"name": "sovllm:llama.cpp:variants", "value": build.get("variants", "")},
-            {"name": "sovllm:llama.cpp:folder", "value": str(folder.resolve())},
         ],
     }
 

@@ -7,7 +7,8 @@
 # variant, the only one with AMX, would win and die with SIGILL: it is never built, and every
 # library built is checked for AMX instructions. sandybridge, ivybridge, piledriver (pre-AVX2),
 # cannonlake and cooperlake (rare) are about 20 s of build each; those CPUs run the next variant
-# down (sse42, skylakex).
+# down (sse42; skylakex for cannonlake, cascadelake for cooperlake). build.sh's cache key hashes
+# this file, so a change here builds anew.
 LLAMACPP_VARIANTS="x64 sse42 haswell alderlake skylakex cascadelake icelake zen4"
 LLAMACPP_DROPPED="sandybridge ivybridge piledriver cannonlake cooperlake sapphirerapids"
 
@@ -26,22 +27,30 @@ llamacpp_keep_variants() {
 }
 
 # llamacpp_variant_flags BACKEND_DIR: sets LLAMACPP_FLAGS to the CMake flags for a shared build
-# whose variants sit in BACKEND_DIR, with libraries that find each other next to themselves.
+# whose variants sit in BACKEND_DIR, with libraries that find each other next to themselves and
+# nowhere else: RUNPATH exactly $ORIGIN (CMake's build RPATH ends in ":", an empty entry the
+# loader reads as the current directory).
 llamacpp_variant_flags() {
-  LLAMACPP_FLAGS=(-DBUILD_SHARED_LIBS=ON -DCMAKE_BUILD_RPATH_USE_ORIGIN=ON -DGGML_NATIVE=OFF
+  LLAMACPP_FLAGS=(-DBUILD_SHARED_LIBS=ON -DCMAKE_BUILD_WITH_INSTALL_RPATH=ON
+    '-DCMAKE_INSTALL_RPATH=$ORIGIN' -DGGML_NATIVE=OFF
     -DGGML_BACKEND_DL=ON -DGGML_CPU_ALL_VARIANTS=ON "-DGGML_BACKEND_DIR=$1")
 }
 
-# llamacpp_no_amx DIR: fails unless DIR holds every variant and no library there holds an AMX
-# instruction (tests/integration/test_cpu_variants.py checks the same, with its own detector).
-llamacpp_no_amx() {
-  local dir=$1 f n v
+# llamacpp_check DIR: fails unless DIR holds every variant, no library there holds an AMX
+# instruction, and each one's RUNPATH is exactly $ORIGIN (tests/integration/test_cpu_variants.py
+# checks the same, with its own AMX detector).
+llamacpp_check() {
+  local dir=$1 f n v listing runpath
+  command -v objdump >/dev/null && command -v readelf >/dev/null \
+    || fail "objdump and readelf are needed (apt-get install binutils)"
   for v in $LLAMACPP_VARIANTS; do
     [ -f "$dir/libggml-cpu-$v.so" ] || fail "the build made no libggml-cpu-$v.so"
   done
   for f in "$dir"/lib*.so; do
-    n=$(objdump -d --no-show-raw-insn "$f" \
-      | grep -cE '\s(ldtilecfg|sttilecfg|tileloadd|tileloaddt1|tilestored|tilezero|tilerelease|tdpb[su][su]d|tdpbf16ps|tdpfp16ps)\b' || true)
+    listing=$(objdump -d --no-show-raw-insn "$f") || fail "objdump cannot read $f"
+    n=$(grep -cE '\s(ldtilecfg|sttilecfg|tileloadd|tileloaddt1|tilestored|tilezero|tilerelease|tdpb[su][su]d|tdpbf16ps|tdpfp16ps)\b' <<<"$listing" || true)
     [ "$n" -eq 0 ] || fail "$f holds $n AMX instructions"
+    runpath=$(readelf -d "$f" | sed -n -E 's/.*\((RUNPATH|RPATH)\).*\[(.*)\]/\2/p')
+    [ "$runpath" = '$ORIGIN' ] || fail "$f searches '$runpath' for its libraries, not \$ORIGIN only"
   done
 }

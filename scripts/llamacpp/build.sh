@@ -16,8 +16,8 @@ cd "$(dirname "$0")/../.."
 ROOT=$PWD
 SOVLLM_PY=$ROOT/.venv/bin/python
 LINK=$ROOT/.venv/lib/sovllm-llama.cpp
-# Bump when the build's flags change: it is part of the cache key.
-REVISION=1
+# Bump when this script's build flags change; the cache key also hashes scripts/lib/llamacpp.sh.
+REVISION=2
 
 STEP_TAG=llama.cpp
 # shellcheck source=../lib/steps.sh
@@ -34,11 +34,19 @@ fi
 VERSION=$(awk -F'==' '/^llama-cpp-python==/{sub(/ .*/, "", $2); print $2; exit}' requirements.lock)
 SDIST_SHA=$(awk '/^llama-cpp-python==/{p=1} p&&/--hash=sha256:/{sub(/.*sha256:/, ""); sub(/[ \\].*/, ""); print; exit}' requirements.lock)
 [ -n "$VERSION" ] && [ -n "$SDIST_SHA" ] || fail "no llama-cpp-python pin in requirements.lock"
-KEY=$(printf '%s %s %s' "$SDIST_SHA" "$LLAMACPP_VARIANTS" "$REVISION" | sha256sum | cut -c1-12)
+LIBSUM=$(sha256sum "$ROOT/scripts/lib/llamacpp.sh" | cut -d' ' -f1)
+KEY=$(printf '%s %s %s' "$SDIST_SHA" "$LIBSUM" "$REVISION" | sha256sum | cut -c1-12)
 CACHE=${SOVLLM_CACHE_DIR:-$HOME/.cache/sovllm}/llama.cpp
 HOME_DIR=$CACHE/$VERSION-$KEY
 LIB=$HOME_DIR/lib
 LOGS=$HOME_DIR/logs
+# Until the build below is checked, the venv points at nothing: the engine then runs the wheel's
+# own build rather than libraries that failed their check or belong to another lock.
+rm -f "$LINK"
+mkdir -p "$CACHE"
+# Two checkouts installing at once share the cache: one builds, the other waits, then reuses.
+exec 9>"$CACHE/.lock"
+flock 9
 
 if [ -e "$LIB/.built" ]; then
   cached "llama.cpp $VERSION, CPU variants $LLAMACPP_VARIANTS" "$LIB"
@@ -63,7 +71,7 @@ else
   rm -rf "$LIB.partial"
   mkdir -p "$LIB.partial"
   cp -P "$SRC"/build/bin/lib*.so* "$LIB.partial/"
-  llamacpp_no_amx "$LIB.partial"
+  llamacpp_check "$LIB.partial"
   (cd "$LIB.partial" && sha256sum lib*.so* >SHA256SUMS)
   {
     echo "llama_cpp_python=$VERSION"
@@ -76,7 +84,7 @@ else
   rm -rf "$SRC"
 fi
 (cd "$LIB" && sha256sum --quiet -c SHA256SUMS) || fail "$LIB does not match its SHA256SUMS"
-llamacpp_no_amx "$LIB"
+llamacpp_check "$LIB"
 ln -sfn "$LIB" "$LINK"
 touch "$LIB/.built" # newer than .venv/.installed, for make
 echo "$STEP_TAG: ready; $LINK -> $LIB" >&2

@@ -133,7 +133,7 @@ install_llama_server() {
     step llama-build 3600 cmake --build "$src/build" --target llama-server -j "$(nproc)"
     if [ "$flavour" = variants ]; then
       cp -P "$src"/build/bin/lib*.so* "$home/bin/"
-      llamacpp_no_amx "$home/bin"
+      llamacpp_check "$home/bin"
     fi
     cp "$src/build/bin/llama-server" "$bin.partial"
     mv "$bin.partial" "$bin"

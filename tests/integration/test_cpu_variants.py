@@ -1,15 +1,20 @@
 """Issue #15 item 3: the engine runs the llama.cpp CPU variant this machine allows, never AMX.
 
 `make install` builds llama.cpp's CPU back-end in variants ggml chooses between at run time
-(scripts/llamacpp/build.sh). Checked here against the real build and a real `sovllm serve`:
+(scripts/llamacpp/build.sh), on x86-64 Linux. Checked here against the real build and a real
+`sovllm serve`:
 - no library of the build holds an AMX instruction (objdump, with a detector shown to find one),
-  so nothing can execute one on a machine that advertises AMX and forbids it, as this one does;
+  so nothing can execute one on a machine that advertises AMX and forbids it (DESIGN.md's
+  sandboxes; ggml would choose an AMX variant there by CPUID alone);
+- each library finds its dependencies next to itself only (RUNPATH exactly $ORIGIN, no empty
+  entry that the loader reads as the current directory);
 - the server maps the variant that needs the most of what /proc/cpuinfo says this CPU has
   (an AVX-512 one where the CPU has AVX-512), and answers a chat with it.
 """
 
 from __future__ import annotations
 
+import platform
 import re
 import subprocess
 from pathlib import Path
@@ -35,6 +40,11 @@ REQUIRES = {
     "icelake": _AVX512 | {"avx512vbmi", "avx512_vnni"},
     "zen4": _AVX512 | {"avx512vbmi", "avx512_vnni", "avx512_bf16"},
 }
+# Off x86-64 Linux the build script does nothing and the engine runs llama-cpp-python's own build.
+pytestmark = pytest.mark.skipif(
+    (platform.system(), platform.machine()) != ("Linux", "x86_64"),
+    reason="the CPU variants build is made on x86-64 Linux only",
+)
 AMX = re.compile(
     r"\s(ldtilecfg|sttilecfg|tileloadd|tileloaddt1|tilestored|tilezero|tilerelease"
     r"|tdpb[su][su]d|tdpbf16ps|tdpfp16ps)\b"
@@ -78,6 +88,16 @@ def test_no_library_of_the_build_holds_an_amx_instruction() -> None:
     assert variants == set(REQUIRES), "the build's variants are not the ones this test knows"
     assert "sapphirerapids" not in variants
     assert {p.name: amx_instructions(p) for p in libraries} == {p.name: 0 for p in libraries}
+
+
+def test_each_library_looks_for_its_dependencies_next_to_itself_only() -> None:
+    runpaths = {}
+    for library in sorted(build().glob("lib*.so")):
+        dynamic = subprocess.run(
+            ["readelf", "-d", str(library)], check=True, capture_output=True, text=True
+        ).stdout
+        runpaths[library.name] = re.findall(r"\((?:RUNPATH|RPATH)\).*\[(.*)\]", dynamic)
+    assert runpaths and runpaths == {name: ["$ORIGIN"] for name in runpaths}
 
 
 def expected_variant(flags: set[str]) -> str:

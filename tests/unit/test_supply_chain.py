@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import json
+import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -207,6 +208,10 @@ def test_an_sbom_outside_the_schema_is_refused() -> None:
         validate(doc)
 
 
+@pytest.mark.skipif(
+    (platform.system(), platform.machine()) != ("Linux", "x86_64"),
+    reason="the CPU variants build is made on x86-64 Linux only",
+)
 def test_sbom_lists_the_llama_cpp_build_the_engine_loads(bom: dict[str, Any]) -> None:
     folder = installed_build()
     assert folder is not None, "`make install` builds llama.cpp's CPU variants"
@@ -218,7 +223,8 @@ def test_sbom_lists_the_llama_cpp_build_the_engine_loads(bom: dict[str, Any]) ->
         if not p.is_symlink()
     }
     assert files == on_disk
-    assert "libggml-cpu-zen4.so" in files and "libllama.so.0.5.0" in files
+    assert "libggml-cpu-zen4.so" in files
+    assert any(name.startswith("libllama.so.") for name in files)
     pinned = read_lock(LOCK)["llama-cpp-python"]
     (sdist,) = native["pedigree"]["ancestors"]
     assert sdist["purl"] == f"pkg:pypi/llama-cpp-python@{pinned.version}"

@@ -16,6 +16,7 @@ from sovllm.engines.llamacpp.model import ContextShape, LlamaModel
 from sovllm.engines.llamacpp.runner import Runner
 from sovllm.engines.llamacpp.scheduler import StepItem
 from sovllm.engines.llamacpp.sequence import Sequence, Status
+from sovllm.engines.llamacpp.settings import EngineSettings
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,7 @@ def measure_rates(
         context_per_slot=prompt_tokens + decode_steps + 16,
         batch_tokens=max(512, slots),
         threads=threads or os.cpu_count() or 1,
+        flash_attn=EngineSettings().flash_attn,  # the engine's arithmetic, not the shape's default
     )
     llm = LlamaModel(resolve_model(model).path, shape)
     runner = Runner(llm)

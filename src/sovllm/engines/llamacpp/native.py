@@ -12,7 +12,9 @@ A `LLAMA_CPP_LIB_PATH` the operator set is theirs and is kept: pointing it at
 ggml's own loader (`ggml_backend_load_all`) looks for back-ends in the compiled-in folder,
 then next to the executable and in the current directory, and opens every `libggml-cpu-*.so`
 it finds there to ask its score: started from a folder someone else can write to, that runs
-their code. `load_cpu_backend` loads from the build's own folder only.
+their code. `load_cpu_backend`, which the engine calls before llama.cpp's own initialisation,
+loads from the build's own folder only; code that makes a `llama_cpp.Llama` first (some
+benchmarks and one test) still gets ggml's default search.
 """
 
 from __future__ import annotations
