@@ -213,7 +213,8 @@ def test_a_bad_lengths_file_is_a_usage_error_naming_the_flag(
     path.write_text(content)
     res = _run(*ISSUE, "--lengths-from", str(path))
     _usage_error(res, "--lengths-from")
-    assert message in res.output
+    # Unwrapped: rich breaks the box's lines where the temporary path's length puts them.
+    assert message in " ".join(res.output.replace("│", " ").split())
 
 
 @pytest.mark.parametrize(

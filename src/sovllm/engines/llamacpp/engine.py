@@ -112,8 +112,12 @@ class LlamaCppEngine:
             batch_tokens=settings.batch_tokens,
             threads=settings.threads,
             flash_attn=settings.flash_attn,
+            gpu_layers=settings.gpu_layers,
         )
         self._llm = LlamaModel(self._source.path, shape)
+        if settings.gpu_layers:
+            layers = "every layer" if settings.gpu_layers < 0 else f"{settings.gpu_layers} layers"
+            log.info("llama.cpp offloads %s of the model to the GPU", layers)
         self._runner = Runner(self._llm)
         self._scheduler = Scheduler(
             slots=settings.slots,

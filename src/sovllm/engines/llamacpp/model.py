@@ -74,6 +74,8 @@ class ContextShape:
     batch_tokens: int
     threads: int
     flash_attn: bool = False
+    gpu_layers: int = 0
+    """Layers offloaded to a GPU; -1: all."""
 
 
 class LlamaModel:
@@ -82,6 +84,14 @@ class LlamaModel:
     def __init__(self, path: Path, shape: ContextShape) -> None:
         _init_backend()
         mparams = C.llama_model_default_params()
+        if shape.gpu_layers != 0 and not C.llama_supports_gpu_offload():
+            raise ModelLoadError(
+                f"engine.gpu_layers is {shape.gpu_layers}, but the llama.cpp this process loaded "
+                f"({C.llama_cpp._lib._name}) has no GPU it can offload to: point "
+                "LLAMA_CPP_LIB_PATH at a llama.cpp built with a GPU back-end, or set 0"
+            )
+        # llama.cpp's own default offloads every layer where a GPU back-end exists: 0 means 0.
+        mparams.n_gpu_layers = shape.gpu_layers if shape.gpu_layers >= 0 else 2**31 - 1
         self._model = C.llama_model_load_from_file(str(path).encode(), mparams)
         if not self._model:
             raise ModelLoadError(f"llama.cpp could not load the model file {path}")

@@ -33,6 +33,14 @@ class EngineSettings(BaseModel):
     threads: int = Field(
         default_factory=lambda: os.cpu_count() or 1, ge=1, description="CPU threads for decoding."
     )
+    gpu_layers: int = Field(
+        0,
+        ge=-1,
+        description="Model layers llama.cpp offloads to a GPU (-1: all of them, 0: none). Needs "
+        "a llama.cpp built with a GPU back-end (CUDA, Metal, ...) pointed at by "
+        "LLAMA_CPP_LIB_PATH; `make install`'s build is CPU-only, and there a value other than 0 "
+        "stops the start with an error rather than silently running on the CPU.",
+    )
     flash_attn: bool = Field(
         True,
         description="Use llama.cpp's flash attention kernels (on by default: 1.17 times the "
