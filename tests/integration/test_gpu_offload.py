@@ -8,6 +8,11 @@ offloads every layer.)
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import llama_cpp as C
 import pytest
 from pydantic import ValidationError
@@ -15,7 +20,7 @@ from pydantic import ValidationError
 from sovllm.engines.catalog import resolve_model
 from sovllm.engines.llamacpp.model import ContextShape, LlamaModel, ModelLoadError
 from sovllm.engines.llamacpp.settings import EngineSettings
-from tests.conftest import MODEL_ID
+from tests.conftest import MODEL_ID, free_port
 
 
 @pytest.mark.parametrize("layers", [-1, 1])
@@ -43,3 +48,22 @@ def test_the_setting_is_bounded() -> None:
     assert EngineSettings().gpu_layers == 0
     with pytest.raises(ValidationError, match="greater than or equal to -1"):
         EngineSettings(gpu_layers=-2)
+
+
+def test_serve_refuses_to_offload_without_a_gpu_in_one_line(tmp_path: Path) -> None:
+    if C.llama_supports_gpu_offload():
+        pytest.fail("this test needs make install's CPU-only llama.cpp (LLAMA_CPP_LIB_PATH)")
+    env = {**os.environ, "SOVLLM_DATA_DIR": str(tmp_path), "SOVLLM_ENGINE__GPU_LAYERS": "-1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "sovllm", "serve", "--port", str(free_port())],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 1, out
+    assert "engine.gpu_layers is -1" in out and "LLAMA_CPP_LIB_PATH" in out, out
+    assert "Traceback" not in out, out
+    # Refused before the database or any key was made.
+    assert not (tmp_path / "bootstrap-admin.key").exists()

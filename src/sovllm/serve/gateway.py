@@ -13,7 +13,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from sovllm import datadir
 from sovllm.config import Settings
-from sovllm.engines.llamacpp.model import ModelLoadError
+from sovllm.engines.llamacpp.model import ModelLoadError, check_gpu_layers
 from sovllm.governance import bootstrap
 from sovllm.governance.audit import PseudonymKeyError, open_audit
 from sovllm.governance.privacy import pii
@@ -107,6 +107,11 @@ def run_server(
         derive_models(settings)  # the files plan() named, made now that the folder is private
     except PoolConfigError as exc:
         raise ServeError(str(exc)) from None
+    if settings.engine.gpu_layers and any(p.kind in ("local", "embedded") for p in plans):
+        try:  # here, in one line, rather than as a traceback when the first engine loads
+            check_gpu_layers(settings.engine.gpu_layers)
+        except ModelLoadError as exc:
+            raise ServeError(str(exc)) from None
     for spec in settings.privacy.detectors:
         try:
             pii.load_detector(spec)

@@ -42,6 +42,18 @@ class ModelLoadError(Exception):
     pass
 
 
+def check_gpu_layers(gpu_layers: int) -> None:
+    """Offloading needs a llama.cpp with a GPU back-end and a GPU; without them llama.cpp would
+    run every layer on the CPU and say nothing, so this says so, naming the way out."""
+    _init_backend()
+    if gpu_layers != 0 and not C.llama_supports_gpu_offload():
+        raise ModelLoadError(
+            f"engine.gpu_layers is {gpu_layers}, but the llama.cpp this process loaded "
+            f"({C.llama_cpp._lib._name}) has no GPU it can offload to: point "
+            "LLAMA_CPP_LIB_PATH at a llama.cpp built with a GPU back-end, or set 0"
+        )
+
+
 def convert(source: Path, target: Path, file_type: int, threads: int) -> bool:
     """Write `source`'s weights to `target` in another llama.cpp file type (enum llama_ftype),
     dequantizing first if need be. False if llama.cpp refused."""
@@ -82,14 +94,8 @@ class LlamaModel:
     """A loaded GGUF model and one context whose KV cache holds `slots` separate sequences."""
 
     def __init__(self, path: Path, shape: ContextShape) -> None:
-        _init_backend()
+        check_gpu_layers(shape.gpu_layers)
         mparams = C.llama_model_default_params()
-        if shape.gpu_layers != 0 and not C.llama_supports_gpu_offload():
-            raise ModelLoadError(
-                f"engine.gpu_layers is {shape.gpu_layers}, but the llama.cpp this process loaded "
-                f"({C.llama_cpp._lib._name}) has no GPU it can offload to: point "
-                "LLAMA_CPP_LIB_PATH at a llama.cpp built with a GPU back-end, or set 0"
-            )
         # llama.cpp's own default offloads every layer where a GPU back-end exists: 0 means 0.
         mparams.n_gpu_layers = shape.gpu_layers if shape.gpu_layers >= 0 else 2**31 - 1
         self._model = C.llama_model_load_from_file(str(path).encode(), mparams)
