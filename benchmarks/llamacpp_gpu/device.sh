@@ -44,8 +44,10 @@ mkdir -p "$site"
   tar -C "$site" -xzf "$dev/llama_cpp.tar.gz" ) &
 unpacked=$!
 
-models=/dev/shm/sovllm-llamacpp
-if [ "$(df --output=avail -k /dev/shm | tail -1)" -lt 40000000 ]; then models=/tmp/sovllm-llamacpp; fi
+models=${MODELS:-/dev/shm/sovllm-llamacpp}
+if [ -z "${MODELS:-}" ] && [ "$(df --output=avail -k /dev/shm | tail -1)" -lt 40000000 ]; then
+  models=/tmp/sovllm-llamacpp
+fi
 export MODELS=$models
 SRC=$work/llama.cpp OUT=$results BUILD=$work/build VOCAB=$dev/vocab.json REPEATS=${REPEATS:-5} \
   bash "$here/run.sh" 2>&1 | tee "$results/run.log"
