@@ -77,8 +77,11 @@ def check_tensor_parallel_replica(srv: Server, gw: Gateway) -> None:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    def running() -> int:
-        return int(pool(srv)["replicas"][0]["running"])
+    def running() -> int | None:
+        """vLLM's gauge as the pool last scraped it; None while a probe has not read one
+        (three workers on two cores can make a probe time out)."""
+        value = pool(srv)["replicas"][0]["running"]
+        return None if value is None else int(value)
 
     asyncio.run(run())
     # The client's disconnect reached vLLM through the gateway: it stopped the request.
