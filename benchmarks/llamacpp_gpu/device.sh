@@ -63,18 +63,22 @@ pack
 phase "sovllm serve on the GPU"
 export PYTHONFAULTHANDLER=1  # a crash prints every thread's Python stack into serve.log
 ln -sf "$models/Q4_0.gguf" "$work/llama-3.1-8b-random-q4_0.gguf"
-MODEL=$work/llama-3.1-8b-random-q4_0.gguf OUT=$results/serve LIB=$work/build/bin \
-  GPU_LAYERS=${GPU_LAYERS:--1} PYTHON=${PYTHON:-python3} \
-  PYTHONPATH=$site${PYTHONPATH:+:$PYTHONPATH} bash "$here/serve_bench.sh" 2>&1 | tee "$results/serve-bench.log"
-status=${PIPESTATUS[0]}
+serve() {  # serve NAME [VAR=VALUE...]: serve_bench.sh into $results/NAME, its exit status
+  local name=$1
+  shift
+  env "$@" MODEL="$work/llama-3.1-8b-random-q4_0.gguf" OUT="$results/$name" \
+    LIB="$work/build/bin" GPU_LAYERS="${GPU_LAYERS:--1}" PYTHON="${PYTHON:-python3}" \
+    PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}" bash "$here/serve_bench.sh" 2>&1 |
+    tee "$results/$name-bench.log"
+  return "${PIPESTATUS[0]}"
+}
+serve serve
+status=$?
 if [ "$status" != 0 ]; then
   # Session 12's crash came with the energy meter's NVML started first: try once without it.
   phase "serve_bench.sh failed ($status): again with SOVLLM_ENERGY__SOURCE=off"
   pack
-  SOVLLM_ENERGY__SOURCE=off MODEL=$work/llama-3.1-8b-random-q4_0.gguf \
-    OUT=$results/serve-energy-off LIB=$work/build/bin GPU_LAYERS=${GPU_LAYERS:--1} \
-    PYTHON=${PYTHON:-python3} PYTHONPATH=$site${PYTHONPATH:+:$PYTHONPATH} \
-    bash "$here/serve_bench.sh" 2>&1 | tee "$results/serve-bench-energy-off.log"
-  status=${PIPESTATUS[0]}
+  serve serve-energy-off SOVLLM_ENERGY__SOURCE=off
+  status=$?
 fi
 phase "done (serve_bench.sh exit status $status)"

@@ -97,6 +97,11 @@ def run_server(
     if dry_run:
         print(describe(plans), flush=True)
         return
+    if settings.engine.gpu_layers and any(p.kind in ("local", "embedded") for p in plans):
+        try:  # here, in one line, before a model is derived or a traceback comes from the first engine's load
+            check_gpu_layers(settings.engine.gpu_layers)
+        except ModelLoadError as exc:
+            raise ServeError(str(exc)) from None
     try:
         datadir.prepare(settings)  # LoosePermissions in strict mode: the CLI exits with 2
     except OSError as exc:
@@ -107,11 +112,6 @@ def run_server(
         derive_models(settings)  # the files plan() named, made now that the folder is private
     except PoolConfigError as exc:
         raise ServeError(str(exc)) from None
-    if settings.engine.gpu_layers and any(p.kind in ("local", "embedded") for p in plans):
-        try:  # here, in one line, rather than as a traceback when the first engine loads
-            check_gpu_layers(settings.engine.gpu_layers)
-        except ModelLoadError as exc:
-            raise ServeError(str(exc)) from None
     for spec in settings.privacy.detectors:
         try:
             pii.load_detector(spec)

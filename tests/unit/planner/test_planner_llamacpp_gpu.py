@@ -44,8 +44,8 @@ def test_the_two_fitted_f16_rows_are_reproduced() -> None:
 
 
 def test_held_out_f16_rows_within_the_documented_bounds() -> None:
-    # TTFT at 512 tokens within 15%; batched F16 throughput over-predicted by 10-50% (llama.cpp
-    # batches 8 and 32 sequences less efficiently than the roofline's one step says).
+    # TTFT at 512 tokens within 15%; batched F16 throughput over-predicted, by up to 50%
+    # (llama.cpp batches 8 and 32 sequences less efficiently than the roofline's one step says).
     errors = _errors()
     assert abs(errors["lcpp-8b-h200-f16-c1-512in-ttft"].error_pct) < 15
     for batch in (1, 8, 32):
