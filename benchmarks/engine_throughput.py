@@ -25,6 +25,10 @@ the same CPU threads (`--threads`, default all CPUs), with the same prompts:
   server's overhead. It is not an upper bound: it prefills every prompt before decoding any,
   so a server that overlaps prefill chunks with decode steps (sovllm) can beat it on
   prefill-heavy loads (docs/performance.md);
+- sovllm-engine (not in the default set): sovllm's engine in a process of its own, with
+  sovllm's settings, fed the limit's token ids and read through its asyncio streams: no HTTP,
+  no gateway, no client parsing. Between the limit and sovllm, it says which part of a gap is the
+  engine (scheduling, sampling, the step loop) and which is serving (docs/performance.md);
 - llama-cpp-python (not in the default set): `python -m llama_cpp.server`, llama-cpp-python's
   own OpenAI server, one sequence at a time, prompt cache on.
 
@@ -55,6 +59,7 @@ import asyncio
 import contextlib
 import ctypes
 import json
+import multiprocessing
 import os
 import platform
 import random
@@ -65,7 +70,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -80,7 +85,9 @@ import sovllm.engines.llamacpp  # noqa: F401
 import llama_cpp as C
 
 import peer_systems as peers
-from sovllm.engines.catalog import ModelNotFoundError, resolve_model, weights_sha256
+from sovllm.engines.base import GenerationRequest, SamplingParams
+from sovllm.engines.catalog import ModelNotFoundError, ModelSource, resolve_model, weights_sha256
+from sovllm.engines.llamacpp.engine import LlamaCppEngine
 from sovllm.engines.llamacpp.native import cpu_backend
 from sovllm.engines.llamacpp.settings import EngineSettings
 
@@ -410,20 +417,30 @@ async def drive(
     timeout = httpx.Timeout(cap_s + 60.0, connect=30.0)
     timings = [RequestTiming(None, [], 0.0, 0, None) for _ in bodies]
     async with httpx.AsyncClient(limits=limits, timeout=timeout, headers=headers) as client:
-        t0 = time.perf_counter()
-        tasks = [
-            asyncio.create_task(stream_one(client, url, b, count_chunks, t))
+        streams = [
+            stream_one(client, url, b, count_chunks, t)
             for b, t in zip(bodies, timings, strict=True)
         ]
-        done, pending = await asyncio.wait(tasks, timeout=cap_s)
-        wall = time.perf_counter() - t0
-        for task in pending:
-            task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
-        for task, t in zip(tasks, timings, strict=True):
-            if task in done and task.exception() is not None and t.error is None:
-                t.error = repr(task.exception())
-        return wall, timings, bool(pending)
+        wall, capped = await run_all(streams, timings, cap_s)
+        return wall, timings, capped
+
+
+async def run_all(
+    streams: list[Coroutine[Any, Any, None]], timings: list[RequestTiming], cap_s: float
+) -> tuple[float, bool]:
+    """Start every stream at once and wait for them, cancelling those left at `cap_s`; an
+    exception becomes its timing's error. Returns (wall seconds, whether any was cut)."""
+    t0 = time.perf_counter()
+    tasks = [asyncio.create_task(s) for s in streams]
+    done, pending = await asyncio.wait(tasks, timeout=cap_s)
+    wall = time.perf_counter() - t0
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+    for task, t in zip(tasks, timings, strict=True):
+        if task in done and task.exception() is not None and t.error is None:
+            t.error = repr(task.exception())
+    return wall, bool(pending)
 
 
 def summarize(
@@ -625,6 +642,104 @@ def run_limit(
     )
 
 
+# -- sovllm's engine, without a server -----------------------------------------------------
+
+
+class EngineProcess:
+    """sovllm's engine in a child process of its own, driven run by run over a pipe.
+
+    Not in this process: llama.cpp's CPU back-end runs its threads with OpenMP, and libgomp
+    keeps a thread team for each thread that ever ran a parallel region. The limit decodes on
+    this process's main thread and the engine on its own thread, so both in one process make
+    two teams, more OpenMP threads than CPUs, and libgomp then all but stops spinning between
+    regions: measured on 2 CPUs, the limit fell from 277 to 213 tok/s at 32 streams once the
+    engine had decoded beside it, and the engine as much (docs/performance.md).
+    """
+
+    def __init__(self, path: Path, threads: int) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self._conn, child = ctx.Pipe()
+        self._proc = ctx.Process(target=_engine_worker, args=(child, path, threads), daemon=True)
+        self._proc.start()
+        child.close()
+        ready = self._conn.recv()
+        if ready != "ready":
+            raise RuntimeError(f"sovllm's engine did not start: {ready}")
+
+    def run(self, wl: Workload, prompt_tokens: list[list[int]], cap_s: float) -> RunResult:
+        self._conn.send((wl, prompt_tokens, cap_s))
+        res: RunResult = self._conn.recv()
+        return res
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self._conn.send(None)
+        self._proc.join(timeout=60)
+        if self._proc.is_alive():
+            self._proc.kill()
+
+
+def _engine_worker(conn: Any, path: Path, threads: int) -> None:
+    """The child: start the engine with the settings `start_sovllm` gives the server (all else
+    default), then answer each (workload, prompts, cap) with a RunResult until None."""
+    try:
+        settings = EngineSettings(
+            slots=SOVLLM_SLOTS, context_per_slot=CONTEXT_PER_SLOT, threads=threads
+        )
+        engine = LlamaCppEngine(ModelSource(MODEL_NAME, path), settings)
+        engine.start()
+    except Exception as exc:
+        conn.send(repr(exc))
+        return
+    conn.send("ready")
+    try:
+        while (job := conn.recv()) is not None:
+            conn.send(run_engine(engine, *job))
+    finally:
+        engine.shutdown()
+
+
+def run_engine(
+    engine: LlamaCppEngine, wl: Workload, prompt_tokens: list[list[int]], cap_s: float
+) -> RunResult:
+    """Submit every prompt's ids at once and read each stream to its end, on one event loop."""
+    load0 = os.getloadavg()[0]
+    sampling = SamplingParams(max_tokens=wl.output_tokens, temperature=0.0, ignore_eos=True)
+
+    async def one(i: int, ids: list[int], t0: float, t: RequestTiming) -> None:
+        request = GenerationRequest(f"engine-{i}-{t0}", sampling, prompt=ids)
+        last = None
+        async for out in engine.submit(request):
+            now = time.perf_counter() - t0
+            if out.token_ids:
+                t.chunks += 1
+                if t.ttft is None:
+                    t.ttft = now
+                elif last is not None:
+                    t.itls.append(now - last)
+                last = now
+            t.completion_tokens = out.completion_tokens
+            if out.finished:
+                t.finish_reason = out.finish_reason
+                t.error = out.error
+        t.end = time.perf_counter() - t0
+
+    async def drive_engine() -> tuple[float, list[RequestTiming], bool]:
+        timings = [RequestTiming(None, [], 0.0, 0, None) for _ in prompt_tokens]
+        t0 = time.perf_counter()
+        streams = [
+            one(i, ids, t0, t)
+            for i, (ids, t) in enumerate(zip(prompt_tokens, timings, strict=True))
+        ]
+        wall, capped = await run_all(streams, timings, cap_s)
+        return wall, timings, capped
+
+    wall, timings, capped = asyncio.run(drive_engine())
+    res = summarize("sovllm-engine", wl, len(prompt_tokens), wall, timings, capped)
+    res.load = (load0, os.getloadavg()[0])
+    return res
+
+
 _NEG_INF = float("-inf")
 
 
@@ -705,6 +820,7 @@ ORDER = {
     "limit": 4,
     "sovllm-portable": 5,
     "sovllm-alt": 6,
+    "sovllm-engine": 7,
 }
 DECODE_HEAVY = "decode-heavy"
 
@@ -788,7 +904,7 @@ def main() -> None:
         default="sovllm,llama-server,vllm,limit",
         help="comma-separated subset of sovllm,llama-server,vllm,limit,llama-cpp-python,"
         "sovllm-portable (sovllm on llama-cpp-python's own AVX2 build), sovllm-alt (sovllm with "
-        "--sovllm-alt-env)",
+        "--sovllm-alt-env), sovllm-engine (sovllm's engine without a server: no HTTP)",
     )
     ap.add_argument(
         "--workloads",
@@ -953,6 +1069,11 @@ def main() -> None:
             )
         if "llama-cpp-python" in systems:
             servers["llama-cpp-python"] = start_llama_cpp_python(stack, py, tmp, path, threads, eog)
+        engine = None
+        if "sovllm-engine" in systems:
+            engine = EngineProcess(path, threads)
+            stack.callback(engine.close)
+            engine.run(Workload("warm-up", 8, 8), prompt_ids[0][workloads[0].name][:1], 120)
         for http in servers.values():
             http.warm_up()
         if args.quality:
@@ -981,6 +1102,11 @@ def main() -> None:
                                 isolate(None)
                                 ids = prompt_ids[rep][wl.name][:n]
                                 res = run_limit(path, threads, wl, n, ids, eog, args.cap)
+                            elif name == "sovllm-engine":
+                                isolate(None)
+                                ids = prompt_ids[rep][wl.name][:n]
+                                assert engine is not None
+                                res = engine.run(wl, ids, args.cap)
                             else:
                                 isolate(servers[name].base)
                                 res = servers[name].run(wl, prompts[rep][wl.name][:n], args.cap)
