@@ -3,7 +3,7 @@
 SmolLM2-135M has 9 attention heads: vLLM refuses TP=2 and accepts TP=3, three workers on the
 two cores (VLLM_CPU_OMP_THREADS_BIND gives each its core). It takes about four minutes to
 start and is slow, so one test covers it: the command line, readiness, chat, vLLM's gauges in
-the pool, a client's disconnect stopping vLLM's request, and SIGTERM stopping every worker.
+the pool, a client's disconnect letting go of the replica, and SIGTERM stopping every worker.
 """
 
 from __future__ import annotations
