@@ -207,13 +207,20 @@ def pct(xs: list[float], q: float) -> float:
     return statistics.quantiles(xs, n=100)[int(q) - 1] * 1000
 
 
-def run_backend(name: str, url: str, n: int) -> dict[str, float]:
+def bench_key(url: str) -> str:
+    """A user key of tenant "bench", every limit set (the most work a request), in the database
+    at `url`, brought up to date first."""
     db = Database(url)
     upgrade(db)
     every_limit = idn.Limits(10**6, 10**9, 10**4, 10**12)
     tenants.create_tenant(db, "bench", every_limit)
     key, _ = tenants.create_key(db, "bench", idn.Role.USER, every_limit)
     db.dispose()
+    return key
+
+
+def run_backend(name: str, url: str, n: int) -> dict[str, float]:
+    key = bench_key(url)
     data_dir = Path(tempfile.mkdtemp())
     with serving(url, key, False, data_dir) as u:
         base = measure(u, key, n)
@@ -313,12 +320,7 @@ def run_tracing(n: int, rounds: int, sample_ratio: float = 1.0) -> None:
     median."""
     tmp = Path(tempfile.mkdtemp())
     url = f"sqlite:///{tmp / 'bench.db'}"
-    db = Database(url)
-    upgrade(db)
-    every_limit = idn.Limits(10**6, 10**9, 10**4, 10**12)
-    tenants.create_tenant(db, "bench", every_limit)
-    key, _ = tenants.create_key(db, "bench", idn.Role.USER, every_limit)
-    db.dispose()
+    key = bench_key(url)
     data_dir = tmp / "data"
     added: dict[str, list[float]] = {"p50": [], "p95": [], "cpu": []}
     with (

@@ -320,8 +320,39 @@ class _RunResponse(StreamingResponse):
             self._run.end()
 
 
+_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
 def _event(data: dict[str, Any]) -> str:
-    return f"data: {json.dumps(data, ensure_ascii=False, separators=(',', ':'))}\n\n"
+    return f"data: {_encode(data)}\n\n"
+
+
+class _TextEvent:
+    """The event of a chunk in the middle of a stream, encoded once but for its text.
+
+    Those chunks differ only in their text: the model builds and encodes the first one with a
+    mark in place of the text, and each token then encodes only its text into that frame (the
+    same bytes as the model's, tests/unit/api/test_sse_chunks.py). The event loop's time per
+    token is taken from a decoding thread (docs/performance.md, "Session 14")."""
+
+    MARK = "\x00sovllm-text\x00"
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        event = _event(data)
+        mark = _encode(self.MARK)[1:-1]
+        self._head, found, self._tail = event.partition(mark)
+        if not found or mark in self._tail:
+            raise ValueError("the chunk must hold its text exactly once")
+
+    def __call__(self, text: str) -> str:
+        return f"{self._head}{_encode(text)[1:-1]}{self._tail}"
+
+
+def _chunk_body(chunk: _Answer, answer: _AnswerInfo) -> dict[str, Any]:
+    data = chunk.body()
+    if not answer.include_usage:
+        data.pop("usage", None)
+    return data
 
 
 async def _sse_events(
@@ -329,6 +360,7 @@ async def _sse_events(
 ) -> AsyncIterator[str]:
     """One chunk per step of text. The role rides on the first token's chunk, never alone."""
     first = True
+    middle: _TextEvent | None = None
     try:
         async for out in outputs:
             if out.error is not None:
@@ -338,11 +370,16 @@ async def _sse_events(
                 return
             if not out.text and not out.finished:
                 continue  # part of a UTF-8 character or a possible stop string: nothing to show
+            if not first and not out.finished:
+                if middle is None:
+                    middle = _TextEvent(
+                        _chunk_body(make(answer, _TextEvent.MARK, False, None), answer)
+                    )
+                yield middle(out.text)
+                continue
             chunk = make(answer, out.text if out.text or first else None, first, out.finish_reason)
             first = False
-            data = chunk.body()
-            if not answer.include_usage:
-                data.pop("usage", None)
+            data = _chunk_body(chunk, answer)
             if out.finished and answer.stop_note is not None:
                 yield f": {answer.stop_note['message']}\n\n"
             yield _event(data)

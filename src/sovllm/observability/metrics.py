@@ -102,12 +102,16 @@ class Metrics:
         for name in models:  # every model's series exist from the start, at zero
             for family in labelled:
                 family.labels(name)
+        # Observed for every token on the event loop: `labels()` (a lock, a tuple, a lookup)
+        # once per model, not per token.
+        self._itl_of = {name: self._itl.labels(name) for name in models}
         r.register(_EngineCollector(models, stats))
 
     def observe_token(self, model: str, previous: float | None, out: GenerationOutput) -> None:
         """Called for every output that carries a token; `previous` is the last token's time."""
         if previous is not None and out.token_ids:
-            self._itl.labels(model).observe(max(out.time - previous, 0.0))
+            itl = self._itl_of.get(model) or self._itl.labels(model)
+            itl.observe(max(out.time - previous, 0.0))
 
     def observe_finished(self, model: str, out: GenerationOutput) -> None:
         t = out.timings
