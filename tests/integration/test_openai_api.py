@@ -63,6 +63,33 @@ def test_greedy_streamed_and_unstreamed_text_are_identical(client: openai.OpenAI
     assert {c.system_fingerprint for c in chunks} == {sha}
 
 
+@pytest.mark.parametrize("forced", [False, True], ids=["eos", "ignore_eos"])
+def test_greedy_answers_are_llama_cpps_greedy_samplers(client: openai.OpenAI, forced: bool) -> None:
+    # A greedy request's token is picked with numpy over the logits in place (runner.sample).
+    # A zero logit bias changes no logit but sends the same request through llama.cpp's own
+    # sampler chain (bias, then greedy): the answers must be the same, token for token, with
+    # the end tokens masked (ignore_eos) or not.
+    extra = FORCED if forced else {}
+    for content in ("What is the capital of France?", "Write a haiku about rain."):
+        messages = [{"role": "user", "content": content}]
+        answers = [
+            client.chat.completions.create(
+                model=MODEL_ID,
+                messages=messages,  # type: ignore[arg-type]
+                temperature=0,
+                max_tokens=40,
+                logit_bias=bias,
+                extra_body=extra,
+            )
+            for bias in (None, {"0": 0})
+        ]
+        ours, llamas = (a.choices[0] for a in answers)
+        assert ours.message.content and ours.message.content == llamas.message.content
+        assert ours.finish_reason == llamas.finish_reason
+        if forced:
+            assert ours.finish_reason == "length"
+
+
 def test_stream_shape_role_with_first_token_finish_and_usage(client: openai.OpenAI) -> None:
     stream = client.chat.completions.create(
         model=MODEL_ID,
