@@ -36,12 +36,13 @@ from pathlib import Path
 
 import httpx
 import uvicorn
+from starlette.applications import Starlette
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.gateway_overhead import bench_key
 from tests.conftest import free_port
 
-from gateway_overhead import bench_key
 from sovllm.config import load_settings
 from sovllm.engines.base import (
     EngineStats,
@@ -105,8 +106,9 @@ class TickEngine:
     served_name = MODEL
     healthy = True
 
-    def __init__(self, step_s: float) -> None:
+    def __init__(self, step_s: float, slots: int) -> None:
         self._step_s = step_s
+        self._slots = slots
         self._lock = threading.Lock()
         self._open: list[TickStream] = []
         self._thread = threading.Thread(target=self._tick, daemon=True)
@@ -137,7 +139,7 @@ class TickEngine:
 
     def stats(self) -> EngineStats:
         with self._lock:
-            return EngineStats(len(self._open), 0, 64, 64)
+            return EngineStats(len(self._open), 0, self._slots, self._slots)
 
     def start(self) -> None:
         self._thread.start()
@@ -151,9 +153,8 @@ def _put_all(items: list[tuple[TickStream, GenerationOutput]]) -> None:
         stream.queue.put_nowait(out)
 
 
-def bare_app(engine: TickEngine) -> object:
+def bare_app(engine: TickEngine) -> Starlette:
     """The floor: Starlette streams the stub's tokens as SSE lines, nothing else."""
-    from starlette.applications import Starlette
     from starlette.requests import Request
     from starlette.responses import StreamingResponse
     from starlette.routing import Route
@@ -177,13 +178,19 @@ def bare_app(engine: TickEngine) -> object:
 
 
 def serve(
-    system: str, port: int, db_url: str, data_dir: Path, step_s: float, profile: Path | None
+    system: str,
+    port: int,
+    db_url: str,
+    data_dir: Path,
+    step_s: float,
+    streams: int,
+    profile: Path | None,
 ) -> None:
     """The server side, in its own process; its main thread runs the event loop."""
-    engine = TickEngine(step_s)
+    engine = TickEngine(step_s, slots=streams)  # every stream has a slot
     if system == "bare":
         engine.start()  # sovllm's app starts its engines itself
-        uvicorn.run(bare_app(engine), port=port, log_level="warning")  # type: ignore[arg-type]
+        uvicorn.run(bare_app(engine), port=port, log_level="warning")
         return
     db = Database(db_url)
     settings = load_settings(None, data_dir=data_dir)
@@ -206,22 +213,25 @@ def serve(
 
 
 def thread_cpu_seconds(pid: int, tid: int) -> float:
-    """User + system CPU time of one thread (Linux /proc)."""
-    import os
-
-    stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
-    fields = stat.rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """CPU time of one thread, in nanoseconds' resolution (Linux /proc schedstat: its first
+    field); /proc's stat counts in clock ticks of 10 ms, too coarse for one stream's tokens."""
+    return int(Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()[0]) / 1e9
 
 
 @contextmanager
 def serving(
-    system: str, db_url: str, data_dir: Path, step_s: float, profile: Path | None = None
+    system: str,
+    db_url: str,
+    data_dir: Path,
+    step_s: float,
+    streams: int,
+    profile: Path | None = None,
 ) -> Iterator[tuple[str, int]]:
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, __file__, "--serve", system, "--port", str(port), "--db", db_url,
-         "--data-dir", str(data_dir), "--step-ms", str(step_s * 1000)]
+         "--data-dir", str(data_dir), "--step-ms", str(step_s * 1000),
+         "--streams", str(streams)]
         + (["--profile", str(profile)] if profile and system == "sovllm" else [])
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
@@ -295,15 +305,15 @@ def main() -> None:
     args = parser.parse_args()
     step_s = args.step_ms / 1000
     if args.serve:
-        serve(args.serve, args.port, args.db, args.data_dir, step_s, args.profile)
+        serve(args.serve, args.port, args.db, args.data_dir, step_s, args.streams, args.profile)
         return
     tmp = Path(tempfile.mkdtemp())
     db_url = f"sqlite:///{tmp / 'bench.db'}"
     key = bench_key(db_url)
     per_token: dict[str, list[float]] = {s: [] for s in SYSTEMS}
     with (
-        serving("bare", db_url, tmp / "data", step_s) as bare,
-        serving("sovllm", db_url, tmp / "data", step_s, args.profile) as sov,
+        serving("bare", db_url, tmp / "data", step_s, args.streams) as bare,
+        serving("sovllm", db_url, tmp / "data", step_s, args.streams, args.profile) as sov,
     ):
         servers = {"bare": bare, "sovllm": sov}
         for r in range(args.repeat):
@@ -313,6 +323,8 @@ def main() -> None:
                 us = measure(url, pid, key, args.streams, args.tokens)
                 per_token[system].append(us)
                 print(f"run {r + 1} {system:<7} {us:6.1f} us of event-loop CPU a token")
+    if args.profile:
+        print(f"cProfile ran in sovllm's server: its figures above are inflated ({args.profile})")
     bare_us, sov_us = (statistics.median(per_token[s]) for s in SYSTEMS)
     spread = {s: f"{min(v):.1f}-{max(v):.1f}" for s, v in per_token.items()}
     print(

@@ -332,7 +332,7 @@ class _TextEvent:
 
     Those chunks differ only in their text: the model builds and encodes the first one with a
     mark in place of the text, and each token then encodes only its text into that frame (the
-    same bytes as the model's, tests/unit/api/test_sse_chunks.py). The event loop's time per
+    same bytes as the model's, tests/unit/test_sse_chunks.py). The event loop's time per
     token is taken from a decoding thread (docs/performance.md, "Session 14")."""
 
     MARK = "\x00sovllm-text\x00"
