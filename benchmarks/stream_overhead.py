@@ -24,8 +24,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -40,8 +40,8 @@ from starlette.applications import Starlette
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.engine_throughput import GROUPS, free_port, server
 from benchmarks.gateway_overhead import bench_key
-from tests.conftest import free_port
 
 from sovllm.config import load_settings
 from sovllm.engines.base import (
@@ -156,7 +156,7 @@ def _put_all(items: list[tuple[TickStream, GenerationOutput]]) -> None:
 def bare_app(engine: TickEngine) -> Starlette:
     """The floor: Starlette streams the stub's tokens as SSE lines, nothing else."""
     from starlette.requests import Request
-    from starlette.responses import StreamingResponse
+    from starlette.responses import PlainTextResponse, StreamingResponse
     from starlette.routing import Route
 
     async def chat(request: Request) -> StreamingResponse:
@@ -174,7 +174,15 @@ def bare_app(engine: TickEngine) -> Starlette:
 
         return StreamingResponse(events(), media_type="text/event-stream")
 
-    return Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"])])
+    async def health(request: Request) -> PlainTextResponse:
+        return PlainTextResponse("ok")
+
+    return Starlette(
+        routes=[
+            Route("/v1/chat/completions", chat, methods=["POST"]),
+            Route("/health", health),  # what `server` waits for, as sovllm's own
+        ]
+    )
 
 
 def serve(
@@ -227,28 +235,17 @@ def serving(
     streams: int,
     profile: Path | None = None,
 ) -> Iterator[tuple[str, int]]:
+    """One server in a process of its own (its log beside the data folder): its chat URL and
+    its process id, whose main thread is the event loop measured."""
     port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, __file__, "--serve", system, "--port", str(port), "--db", db_url,
-         "--data-dir", str(data_dir), "--step-ms", str(step_s * 1000),
-         "--streams", str(streams)]
-        + (["--profile", str(profile)] if profile and system == "sovllm" else [])
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                httpx.get(f"{url}/v1/models", timeout=1)
-                break
-            except httpx.TransportError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise
-                time.sleep(0.05)
-        yield f"{url}/v1/chat/completions", proc.pid
-    finally:
-        proc.terminate()
-        proc.wait()
+    cmd = [sys.executable, __file__, "--serve", system, "--port", str(port), "--db", db_url,
+           "--data-dir", str(data_dir), "--step-ms", str(step_s * 1000),
+           "--streams", str(streams)]  # fmt: skip
+    if profile and system == "sovllm":
+        cmd += ["--profile", str(profile)]
+    log = data_dir.parent / f"{system}.log"
+    with server(cmd, dict(os.environ), port, "/health", log, system, start_s=60) as base:
+        yield f"{base}/v1/chat/completions", GROUPS[base]
 
 
 async def stream_all(url: str, key: str, streams: int, tokens: int) -> int:
