@@ -107,6 +107,29 @@ def reap(gateway_pid: int) -> None:
                     os.kill(pid, signal.SIGKILL)
 
 
+def what_they_saw(srv: Server, lines: int = 30) -> str:
+    """For a failure's message: the last lines of the gateway's log and of each replica's, and
+    which sovllm and vLLM processes are alive. A CI run keeps only its output, and a peer that
+    stopped on its own (session 14: vLLM's API server shut down by a SIGTERM from an unknown
+    sender) leaves no other trace once the test's clean-up has run."""
+    parts = []
+    for path in [srv.log, *sorted((srv.data_dir / "logs").glob("replica-*.log"))]:
+        try:
+            tail = path.read_text(errors="replace").splitlines()[-lines:]
+        except OSError as exc:
+            tail = [f"({exc})"]
+        parts.append(f"--- {path.name}, last lines:\n" + "\n".join(tail))
+    alive = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, UnicodeDecodeError):
+                argv = " ".join(cmdline(int(entry.name)))
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                if "sovllm" in argv or "vllm" in argv:  # ppid, session: who started whom
+                    alive.append(f"{entry.name} ppid {fields[1]} sid {fields[3]}: {argv[:160]}")
+    return "\n".join([*parts, "--- sovllm and vLLM processes alive:", *sorted(alive)])
+
+
 def client(srv: Server) -> OpenAI:
     return OpenAI(base_url=srv.base_url, api_key=srv.api_key, max_retries=0, timeout=300)
 

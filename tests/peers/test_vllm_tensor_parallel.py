@@ -18,7 +18,7 @@ import pytest
 
 from tests.conftest import MODEL_ID, Server, free_port, run_server, wait_until
 from tests.integration.test_pool import chat_stream, pool, until
-from tests.peers.peers import FORCED, client, cmdline, reap, session_pids
+from tests.peers.peers import FORCED, client, cmdline, reap, session_pids, what_they_saw
 from tests.peers.test_vllm_replica import (
     ENV,
     START_S,
@@ -72,7 +72,11 @@ def check_tensor_parallel_replica(srv: Server, gw: Gateway) -> None:
             )
             await asyncio.wait_for(started.wait(), 300)
             await until(lambda: running() == 1 or task.done(), "running", 120)
-            assert not task.done(), ("the stream ended before vLLM reported it", task.result())
+            if task.done():
+                raise AssertionError(
+                    f"the stream ended before vLLM reported it: {task.result()}\n"
+                    + what_they_saw(srv)
+                )
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
