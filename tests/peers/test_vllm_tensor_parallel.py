@@ -28,7 +28,12 @@ from tests.peers.test_vllm_replica import (
     write_config,
 )
 
-pytestmark = [pytest.mark.peers, pytest.mark.slow, pytest.mark.tensor_parallel]
+pytestmark = [
+    pytest.mark.peers,
+    pytest.mark.slow,
+    pytest.mark.tensor_parallel,
+    pytest.mark.timeout(START_S + 600),  # as in test_vllm_replica.py
+]
 TP_ENV = {**ENV, "VLLM_CPU_OMP_THREADS_BIND": "0|1|0"}
 
 
