@@ -75,34 +75,39 @@ def environ(pid: int) -> dict[str, str]:
     return dict(i.split("=", 1) for i in items if "=" in i)
 
 
+def stat(pid: int) -> list[str]:
+    """/proc/PID/stat's fields after the command's closing parenthesis: state, ppid, pgrp,
+    session, …; OSError (or IndexError) when the process has gone."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def pids() -> list[int]:
+    return [int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit()]
+
+
 def session_pids(sid: int) -> list[int]:
     """Live processes in session `sid`: a started replica and every process it spawned."""
     found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
+    for pid in pids():
         try:
-            # The fields after the command's closing parenthesis: state, ppid, pgrp, session.
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            fields = stat(pid)
         except (OSError, IndexError):
             continue
         if int(fields[3]) == sid and fields[0] != "Z":
-            found.append(int(entry.name))
+            found.append(pid)
     return found
 
 
 def reap(gateway_pid: int) -> None:
     """SIGKILL whatever is left of the replicas a gateway started (a test failed half-way):
     every process that inherited the gateway's pid in the children's environment."""
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
+    for child in pids():
         try:
-            started_by = environ(int(entry.name)).get("SOVLLM_PARENT_PID")
+            started_by = environ(child).get("SOVLLM_PARENT_PID")
         except OSError:
             continue
         if started_by == str(gateway_pid):  # and what it spawned, in its own session
-            for pid in [int(entry.name), *session_pids(int(entry.name))]:
+            for pid in [child, *session_pids(child)]:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
 
@@ -120,13 +125,12 @@ def what_they_saw(srv: Server, lines: int = 30) -> str:
             tail = [f"({exc})"]
         parts.append(f"--- {path.name}, last lines:\n" + "\n".join(tail))
     alive = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError, UnicodeDecodeError):
-                argv = " ".join(cmdline(int(entry.name)))
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-                if "sovllm" in argv or "vllm" in argv:  # ppid, session: who started whom
-                    alive.append(f"{entry.name} ppid {fields[1]} sid {fields[3]}: {argv[:160]}")
+    for pid in pids():
+        with contextlib.suppress(OSError, IndexError, UnicodeDecodeError):
+            argv = " ".join(cmdline(pid))
+            if "vllm" in argv:  # sovllm's processes too; ppid and session say who started whom
+                fields = stat(pid)
+                alive.append(f"{pid} ppid {fields[1]} sid {fields[3]}: {argv[:160]}")
     return "\n".join([*parts, "--- sovllm and vLLM processes alive:", *sorted(alive)])
 
 

@@ -37,10 +37,10 @@ from tests.peers.peers import (
 )
 
 START_S = 900.0
+"""vLLM compiles its graphs at every start; two at once on two busy cores take minutes."""
 # pytest's own limit (300 s a test, its fixtures' set-up included) would end a test whose
 # vLLM is still starting within START_S, with a bare "Timeout": the test's deadlines govern.
 pytestmark = [pytest.mark.peers, pytest.mark.slow, pytest.mark.timeout(START_S + 600)]
-"""vLLM compiles its graphs at every start; two at once on two busy cores take minutes."""
 ENV = {"VLLM_CPU_KVCACHE_SPACE": "1", "SOVLLM_ENGINE__THREADS": "1"}
 
 
