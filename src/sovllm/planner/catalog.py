@@ -13,7 +13,7 @@ import yaml
 from sovllm.planner.errors import PlannerError
 from sovllm.planner.modelfile import looks_like_path, read_model_file
 from sovllm.planner.profile import load_cpu_hardware
-from sovllm.planner.specs import Engine, Hardware, Model
+from sovllm.planner.specs import PRECISIONS, Engine, Hardware, KernelFactors, Model
 
 
 def _load(name: str) -> list[dict[str, Any]]:
@@ -55,8 +55,20 @@ def model_catalog() -> dict[str, Model]:
 def engine_catalog() -> dict[str, Engine]:
     out: dict[str, Engine] = {}
     for row in _load("engines.yaml"):
+        row = dict(row)
+        row["by_precision"] = _kernel_factors(row["name"], row.get("by_precision") or {})
         engine = Engine(**row)
         out[engine.name] = engine
+    return out
+
+
+def _kernel_factors(engine: str, rows: dict[str, Any]) -> dict[str, KernelFactors]:
+    out: dict[str, KernelFactors] = {}
+    for precision, factors in rows.items():
+        if precision not in PRECISIONS:
+            known = ", ".join(PRECISIONS)
+            raise PlannerError(f"engine {engine}: by_precision names {precision!r}; known: {known}")
+        out[precision] = KernelFactors(mfu=float(factors["mfu"]), mbu=float(factors["mbu"]))
     return out
 
 

@@ -70,7 +70,8 @@ class RooflineStepModel:
         self._lm_head_params = embed
         self._linear_params = m.active_params - m.embedding_params
         self._attn_flops_per_ctx = 4.0 * m.layers * m.heads * m.head_dim
-        self._flops_rate = tp * hw.tflops(precision) * 1e12 * engine.mfu
+        kernels = engine.factors(precision)
+        self._flops_rate = tp * hw.tflops(precision) * 1e12 * kernels.mfu
         wbytes = weight_bytes(m, precision)
         # The input embedding is gathered row by row, never streamed whole.
         read = wbytes - (embed * 2.0 if not m.tied else 0.0)
@@ -78,7 +79,7 @@ class RooflineStepModel:
         self._dense_bytes = read * (1 - frac_expert)
         self._expert_bytes = read * frac_expert
         self._kv_tok_gpu = kv_bytes_per_token(m, kv_bytes, tp, pp)
-        self._bw = hw.bandwidth_gbs * 1e9 * engine.mbu * hw.bandwidth_efficiency
+        self._bw = hw.bandwidth_gbs * 1e9 * kernels.mbu * hw.bandwidth_efficiency
         self._link = hw.link_gbs * 1e9
         self._alpha = hw.link_latency_s
 

@@ -98,6 +98,14 @@ class Model:
 
 
 @dataclass(frozen=True)
+class KernelFactors:
+    """The fraction of peak FLOPS (mfu) and of peak bandwidth (mbu) an engine's kernels reach."""
+
+    mfu: float
+    mbu: float
+
+
+@dataclass(frozen=True)
 class Engine:
     name: str
     mfu: float
@@ -124,6 +132,14 @@ class Engine:
     # Where the factors come from: the engine's release and year, shown with every prediction.
     provenance: str = ""
     fitted_on: dict[str, str] = field(default_factory=dict)
+    # Kernels of their own for weights of some precisions: llama.cpp prefills F16 weights
+    # through cuBLAS and its quantized types through its own MMQ kernels, which reach half the
+    # FLOPS on an H200 (docs/planner.md). A precision not named here uses mfu and mbu.
+    by_precision: dict[str, KernelFactors] = field(default_factory=dict)
+
+    def factors(self, precision: str) -> KernelFactors:
+        """The efficiencies of the kernels that multiply weights stored at `precision`."""
+        return self.by_precision.get(precision) or KernelFactors(self.mfu, self.mbu)
 
 
 LARGE_GPU_GB = 70 * 1.073741824

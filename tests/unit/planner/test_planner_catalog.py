@@ -3,6 +3,7 @@ from __future__ import annotations
 import pytest
 
 from sovllm.planner.catalog import (
+    _kernel_factors,
     get_engine,
     get_hardware,
     get_model,
@@ -98,3 +99,9 @@ def test_every_alias_resolves_even_a_number() -> None:
     for m in model_catalog().values():
         for alias in m.aliases:
             assert get_model(alias).name == m.name
+
+
+def test_kernel_factors_name_a_known_precision() -> None:
+    assert _kernel_factors("e", {"int4": {"mfu": 0.2, "mbu": 0.5}})["int4"].mbu == 0.5
+    with pytest.raises(PlannerError, match="engine e: by_precision names 'q4_0'; known: bf16"):
+        _kernel_factors("e", {"q4_0": {"mfu": 0.2, "mbu": 0.5}})

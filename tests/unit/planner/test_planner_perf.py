@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from sovllm.planner.catalog import get_engine, get_hardware, get_model
 from sovllm.planner.memory import weight_bytes
 from sovllm.planner.perf import RateTableStepModel, RooflineStepModel, StepWork
+from sovllm.planner.specs import KernelFactors
 
 LLAMA8 = get_model("llama-3.1-8b")
 H100 = get_hardware("h100-sxm")
@@ -76,3 +79,16 @@ def test_moe_decode_reads_only_the_routed_experts() -> None:
     full = weight_bytes(mixtral, "bf16") / (H100.bandwidth_gbs * 1e9 * VLLM.mbu)
     assert one < 0.45 * full  # 2 of 8 experts plus attention and embeddings
     assert many == pytest.approx(full, rel=0.05)  # a big batch touches every expert
+
+
+def test_a_precision_with_kernels_of_its_own_uses_their_factors() -> None:
+    slow = KernelFactors(mfu=VLLM.mfu / 2, mbu=VLLM.mbu / 4)
+    engine = dataclasses.replace(VLLM, by_precision={"int4": slow})
+    work = StepWork(decode_seqs=1, decode_ctx=100, prefill_tokens=2048, prefill_seqs=1)
+    plain = RooflineStepModel(LLAMA8, H100, VLLM, "int4", 1, 1, 2.0).breakdown(work)
+    own = RooflineStepModel(LLAMA8, H100, engine, "int4", 1, 1, 2.0).breakdown(work)
+    assert own.compute_s == pytest.approx(2 * plain.compute_s)
+    assert own.memory_s == pytest.approx(4 * plain.memory_s)
+    # Other precisions keep the engine's own factors.
+    bf16 = RooflineStepModel(LLAMA8, H100, engine, "bf16", 1, 1, 2.0).breakdown(work)
+    assert bf16 == _model().breakdown(work)
