@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import os
+import signal
 import socket
 import ssl
 import subprocess
@@ -135,10 +136,13 @@ class TlsServer:
     process: subprocess.Popen[bytes]
 
 
-def _env(tmp: Path, pki: Pki, client_ca: bool) -> dict[str, str]:
+def _env(
+    tmp: Path, pki: Pki, client_ca: bool, extra: dict[str, str] | None = None
+) -> dict[str, str]:
     env = {
         **os.environ,
         **ONE_THREAD,
+        **(extra or {}),
         "SOVLLM_DATA_DIR": str(tmp / "data"),
         "SOVLLM_TLS__CERT_FILE": str(pki.cert),
         "SOVLLM_TLS__KEY_FILE": str(pki.key),
@@ -150,12 +154,16 @@ def _env(tmp: Path, pki: Pki, client_ca: bool) -> dict[str, str]:
 
 @contextmanager
 def tls_server(
-    tmp: Path, pki: Pki, client_ca: bool = False, args: tuple[str, ...] = ()
+    tmp: Path,
+    pki: Pki,
+    client_ca: bool = False,
+    args: tuple[str, ...] = (),
+    env: dict[str, str] | None = None,
 ) -> Iterator[TlsServer]:
     port = free_port()
     tmp.mkdir(parents=True, exist_ok=True)
     log = tmp / "server.log"
-    env = _env(tmp, pki, client_ca)
+    env = _env(tmp, pki, client_ca, env)
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "sovllm", "serve", "--port", str(port), *args],
@@ -255,6 +263,37 @@ def test_a_gateway_reaches_its_workers_over_https(tmp_path: Path, pki: Pki) -> N
             info = httpx.get(f"{u}/v1/engine/info", verify=ctx, timeout=10)
             assert info.status_code == 401
         assert (pinned.with_suffix(".key").stat().st_mode & 0o777) == 0o600
+
+
+@pytest.mark.parametrize("replicas", [1, 2], ids=["embedded", "two-workers"])
+def test_a_stop_does_not_wait_on_an_idle_keep_alive_client(
+    tmp_path: Path, pki: Pki, replicas: int
+) -> None:
+    # The official client keeps its connection open in its pool after an answer, and so does
+    # the gateway with its workers. Over TLS a server's close of such a connection waited for a
+    # close_notify that an idle client never sends, for the event loop's 30 s: past a grace of
+    # 10 s, uvicorn gave up waiting, and said so in the server's or the worker's log.
+    grace = {"SOVLLM_SHUTDOWN_GRACE_S": "10"}
+    args = ("--replicas", str(replicas)) if replicas > 1 else ()
+    with tls_server(tmp_path, pki, args=args, env=grace) as srv:
+        http = httpx.Client(verify=pki.context())
+        client = openai.OpenAI(
+            base_url=f"{srv.url}/v1", api_key=srv.api_key, http_client=http, max_retries=0
+        )
+        for _ in range(replicas):  # round robin: one answer from each worker
+            client.chat.completions.create(
+                model=MODEL_ID, max_tokens=4, messages=[{"role": "user", "content": "Hi"}]
+            )
+        srv.process.send_signal(signal.SIGTERM)
+        srv.process.wait(timeout=120)  # against a hang; what is checked is the logs below
+        http.close()
+    logs = [tmp_path / "server.log", *sorted((srv.data_dir / "logs").glob("replica-*.log"))]
+    assert len(logs) == (1 if replicas == 1 else 1 + replicas), logs
+    for path in logs:
+        log = path.read_text()
+        assert "Waiting for connections to close" in log, path  # an idle connection was there
+        assert "timeout graceful shutdown exceeded" not in log, (path, log)
+        assert "Application shutdown complete" in log, (path, log)
 
 
 def _serve(tmp: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:

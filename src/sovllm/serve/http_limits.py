@@ -20,9 +20,8 @@ import asyncio
 import json
 from typing import Any, ClassVar
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-
 from sovllm.api.schemas import ErrorBody, ErrorResponse
+from sovllm.serve.http_shutdown import ShutdownProtocol
 from sovllm.server_settings import ServerSettings
 
 _REASONS = {400: b"Bad Request", 408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
@@ -49,8 +48,9 @@ def error_bytes(status: int, message: str) -> bytes:
     return head + payload
 
 
-class LimitedProtocol(HttpToolsProtocol):
-    """HttpToolsProtocol with a header size limit and read deadlines (see the module doc)."""
+class LimitedProtocol(ShutdownProtocol):
+    """uvicorn's HttpToolsProtocol with a header size limit and read deadlines (see the module
+    doc), and a shutdown that does not wait on idle TLS clients (http_shutdown.py)."""
 
     limits: ClassVar[ServerSettings] = ServerSettings()
 

@@ -41,6 +41,7 @@ from sovllm.pool import wire
 from sovllm.pool.children import PARENT_ENV
 from sovllm.serve import tls
 from sovllm.serve.gateway import ServeError, check_port, open_telemetry
+from sovllm.serve.http_shutdown import ShutdownProtocol
 
 
 def _error(status: int, message: str, type_: str, **extra: Any) -> JSONResponse:
@@ -171,6 +172,7 @@ def run_worker(settings: Settings) -> None:
         log_level=settings.log_level,
         log_config=logs.uvicorn_config(settings.log_format),
         timeout_graceful_shutdown=int(settings.shutdown_grace_s),
+        http=ShutdownProtocol,  # a gateway's idle pooled connection does not hold up a stop
         **https,
     )
     try:
