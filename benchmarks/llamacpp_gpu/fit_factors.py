@@ -68,8 +68,8 @@ def fit(rows: dict[str, Row], engine: Engine, pair: str, fmt: str) -> tuple[Engi
 
     k = engine.factors(FITS[pair][0])
     for _ in range(8):
-        mbu = solve(functools.partial(lambda m, x: at(tpot, m, x), k.mfu), tpot.value)
-        mfu = solve(functools.partial(lambda b, x: at(ttft, x, b), mbu), ttft.value)
+        mbu = solve(functools.partial(at, tpot, k.mfu), tpot.value)
+        mfu = solve(lambda x, b=mbu: at(ttft, x, b), ttft.value)
         k = KernelFactors(round(mfu, 4), round(mbu, 4))
     return with_pair(engine, pair, k), [tpot.id, ttft.id]
 

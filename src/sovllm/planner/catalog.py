@@ -68,7 +68,13 @@ def _kernel_factors(engine: str, rows: dict[str, Any]) -> dict[str, KernelFactor
         if precision not in PRECISIONS:
             known = ", ".join(PRECISIONS)
             raise PlannerError(f"engine {engine}: by_precision names {precision!r}; known: {known}")
-        out[precision] = KernelFactors(mfu=float(factors["mfu"]), mbu=float(factors["mbu"]))
+        try:
+            out[precision] = KernelFactors(mfu=float(factors["mfu"]), mbu=float(factors["mbu"]))
+        except (KeyError, TypeError, ValueError):
+            raise PlannerError(
+                f"engine {engine}: by_precision {precision} needs numbers mfu and mbu, "
+                f"got {factors!r}"
+            ) from None
     return out
 
 

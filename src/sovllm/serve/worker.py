@@ -11,6 +11,7 @@ import hmac
 import ipaddress
 import json
 import logging
+import math
 import os
 import signal
 import threading
@@ -171,7 +172,7 @@ def run_worker(settings: Settings) -> None:
         port=settings.port,
         log_level=settings.log_level,
         log_config=logs.uvicorn_config(settings.log_format),
-        timeout_graceful_shutdown=int(settings.shutdown_grace_s),
+        timeout_graceful_shutdown=math.ceil(settings.shutdown_grace_s),
         http=ShutdownProtocol,  # a gateway's idle pooled connection does not hold up a stop
         **https,
     )

@@ -105,3 +105,5 @@ def test_kernel_factors_name_a_known_precision() -> None:
     assert _kernel_factors("e", {"int4": {"mfu": 0.2, "mbu": 0.5}})["int4"].mbu == 0.5
     with pytest.raises(PlannerError, match="engine e: by_precision names 'q4_0'; known: bf16"):
         _kernel_factors("e", {"q4_0": {"mfu": 0.2, "mbu": 0.5}})
+    with pytest.raises(PlannerError, match="engine e: by_precision int4 needs numbers mfu and mbu"):
+        _kernel_factors("e", {"int4": {"mfu": 0.2}})
