@@ -59,14 +59,15 @@ def with_pair(engine: Engine, pair: str, factors: KernelFactors) -> Engine:
     return dataclasses.replace(engine, by_precision={"int8": factors, "int4": factors})
 
 
-def fit(rows: dict[str, Row], engine: Engine, pair: str, fmt: str) -> tuple[Engine, list[str]]:
+def fit(rows: dict[str, Row], engine: Engine, pair: str) -> tuple[Engine, list[str]]:
+    precision, fmt = FITS[pair]
     ttft = next(r for r in rows.values() if f"-{fmt}-c1-2048in-ttft" in r.id)
     tpot = next(r for r in rows.values() if f"-{fmt}-c1-512in-tpot" in r.id)
 
     def at(row: Row, mfu: float, mbu: float) -> float:
         return predicted(row, with_pair(engine, pair, KernelFactors(mfu, mbu)))
 
-    k = engine.factors(FITS[pair][0])
+    k = engine.factors(precision)
     for _ in range(8):
         mbu = solve(functools.partial(at, tpot, k.mfu), tpot.value)
         mfu = solve(lambda x, b=mbu: at(ttft, x, b), ttft.value)
@@ -83,8 +84,8 @@ def main() -> None:
         raise SystemExit(f"no llamacpp row in the calibration file {args.dataset!r}")
     engine = get_engine("llamacpp")
     fitted: list[str] = []
-    for pair, (precision, fmt) in FITS.items():
-        engine, ids = fit(rows, engine, pair, fmt)
+    for pair, (precision, _) in FITS.items():
+        engine, ids = fit(rows, engine, pair)
         k = engine.factors(precision)
         print(f"{pair}: mfu {k.mfu}, mbu {k.mbu} (mbu on {ids[0]}, mfu on {ids[1]})")
         fitted += ids

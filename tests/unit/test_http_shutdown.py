@@ -85,10 +85,15 @@ def _quick_close_notify(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _serve_and_stop(
-    tmp_path: Path, loop: str, path: str, client: Callable[[ssl.SSLSocket, _Stop], bytes]
+    tmp_path: Path,
+    loop: str,
+    path: str,
+    client: Callable[[ssl.SSLSocket, _Stop], bytes],
+    idle: bool = False,
 ) -> tuple[bytes, list[str]]:
     """Serve over TLS, send one request for `path` on a connection `client` then holds, stop
-    the server once the request is in, and return what the client read and uvicorn's errors."""
+    the server once the request is in (`idle`: once `client` has read its answer, so the
+    connection is idle), and return what the client read and uvicorn's errors."""
     identity = make_worker_identity(tmp_path, "server")  # self-signed, for 127.0.0.1
     stop = _Stop()
     with socket.socket() as probe:
@@ -137,7 +142,7 @@ def _serve_and_stop(
         thread.start()
         await asyncio.wait_for(asyncio.to_thread(asked.wait, DEADLINE_S), DEADLINE_S)
         state, deadline = server.server_state, asyncio.get_running_loop().time() + DEADLINE_S
-        while not (state.tasks or state.total_requests):  # answering, or answered
+        while not (read if idle else (state.tasks or state.total_requests)):
             assert asyncio.get_running_loop().time() < deadline, "the request never came in"
             await asyncio.sleep(0.01)
         server.should_exit = True
@@ -159,7 +164,7 @@ def test_a_stop_lets_go_of_an_idle_pooled_connection(tmp_path: Path, loop: str) 
     def answered_then_silent(conn: ssl.SSLSocket, stop: _Stop) -> bytes:
         return _read_until(conn, b"0\r\n\r\n")  # then never reads again
 
-    data, errors = _serve_and_stop(tmp_path, loop, "/", answered_then_silent)
+    data, errors = _serve_and_stop(tmp_path, loop, "/", answered_then_silent, idle=True)
     assert data.endswith(b"2\r\nok\r\n0\r\n\r\n"), data
     # Without the drop, uvicorn waits out its grace for the close_notify and says so.
     assert not [e for e in errors if "graceful shutdown exceeded" in e], errors

@@ -6,8 +6,9 @@ and then closes its connection, and waits, up to the graceful shutdown's limit
 once the client has answered the server's close_notify, or after the event loop's
 `ssl_shutdown_timeout` (30 s in asyncio and uvloop, not settable through uvicorn). A client that
 keeps its connection in a pool (the `openai` client, a browser, a proxy, a gateway with its
-workers) is not reading it, so never answers: one such client made every stop take 30 s, and
-with the default grace of 30 s a Kubernetes pod was killed on the same second.
+workers) is not reading it, so never answers: one such client made every stop take 30 s, the
+whole default grace, and a pod with Kubernetes' default termination grace (30 s) would be
+killed.
 
 Here a TLS connection that the stop has closed, once the last byte of its response has left
 the transport's buffer, has `CLOSE_NOTIFY_S` more to answer, and is then dropped. A client
