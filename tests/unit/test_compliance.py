@@ -101,6 +101,12 @@ def test_the_record_says_what_is_not_set_or_not_kept(db: Database, tmp_path: Pat
     assert content["content"].startswith("not stored")
     measures = record["security_measures"]
     assert "data minimisation: no tenant keeps prompt or answer content" in measures
+    # What answers without a key is what the server lets through (metrics open by default).
+    assert any("/metrics (metrics_require_key is off)" in m for m in measures)
+    assert any(m.startswith("roles: user (") and "reviewer (" in m for m in measures)
+    settings.metrics_require_key = True
+    measures = record_of_processing(settings, db)["security_measures"]
+    assert not any("/metrics" in m for m in measures)
     md = to_markdown(record)
     assert "**Controller:** NOT SET" in md and "**Data protection officer:** NOT SET" in md
     settings.compliance.controller = "Ospedale San Carlo, privacy@osc.example"

@@ -21,7 +21,7 @@ from sovllm.api.errors import APIError
 from sovllm.api.state import app_state
 from sovllm.governance.access import logged_denials
 from sovllm.governance.audit import lookup, records
-from sovllm.governance.audit.verify import verify_database
+from sovllm.governance.audit.verify import verify_log
 from sovllm.governance.privacy import erasure
 
 router = APIRouter(prefix=PREFIX, tags=["admin"])
@@ -92,7 +92,7 @@ async def audit_entries(
 async def audit_verify_now(request: Request) -> dict[str, object]:
     """Verify the whole log now (the console's "verify now"); the result joins the log."""
     state = app_state(request)
-    report = await to_thread.run_sync(verify_database, state.db, state.audit.signer.verifier)
+    report = await to_thread.run_sync(verify_log, state.audit, state.audit.signer.verifier)
     fields = records.audit_verify(actor(request), report)
     await asyncio.wrap_future(state.audit.append(records.VERIFY, fields))
     return {

@@ -19,7 +19,7 @@ from sovllm.governance.audit.keys import rotate_signing_key
 from sovllm.governance.audit.log import AuditLog
 from sovllm.governance.audit.lookup import inclusion
 from sovllm.governance.audit.report import Report
-from sovllm.governance.audit.verify import verify_database
+from sovllm.governance.audit.verify import verify_log
 
 audit_app = typer.Typer(help="The tamper-evident audit log.", no_args_is_help=True)
 
@@ -91,7 +91,7 @@ def verify(
     tampered = allowlist_problems(log)  # the model allow-list is signed with the log's key
     for line in tampered:
         typer.echo(f"FAIL: {line}")
-    _finish(verify_database(log.db, _verifier(key, log), against_note))
+    _finish(verify_log(log, _verifier(key, log), against_note))
     if tampered:
         raise typer.Exit(1)
 
@@ -133,12 +133,19 @@ def checkpoint(
     config: ConfigOpt = None,
 ) -> None:
     """Sign a checkpoint of the log as it is now."""
+    if out is not None:
+        try:  # before signing; not parents: a mistyped witness path is an error
+            out.mkdir(exist_ok=True)
+        except OSError as exc:
+            raise fail(f"cannot write a checkpoint into {out}: {exc.strerror or exc}", 2) from None
     log = _log(config)
-    note = log.checkpoint()
+    try:
+        note = log.checkpoint()
+    except CheckpointError as exc:
+        raise fail(f"no checkpoint was signed: {exc}") from None
     if out is None:
         typer.echo(note, nl=False)
         return
-    out.mkdir(parents=True, exist_ok=True)
     size = note.split("\n")[1]
     path = out / f"checkpoint-{size}.txt"
     path.write_text(note, encoding="utf-8")

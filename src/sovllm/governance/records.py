@@ -122,9 +122,10 @@ def record_of_processing(settings: Settings, db: Database) -> dict[str, Any]:
             else ""
         ),
         "security_measures": [
-            "every route but /health and /ready needs an API key; keys stored as hashes and "
-            "compared in constant time",
-            "roles: user, auditor, admin",
+            _open_routes(settings),
+            "roles: user (inference, its tenant), reviewer (its tenant's held answers), "
+            "auditor (usage, the audit log and kept content of every tenant, erasure), admin "
+            "(everything, every tenant)",
             "binds to 127.0.0.1 unless configured otherwise",
             "tamper-evident audit log: RFC 6962 Merkle tree with Ed25519-signed checkpoints "
             "(C2SP), verifiable offline",
@@ -134,6 +135,17 @@ def record_of_processing(settings: Settings, db: Database) -> dict[str, Any]:
             "per-key and per-tenant quotas enforced in the database across gateways",
         ],
     }
+
+
+def _open_routes(settings: Settings) -> str:
+    """What answers without a key, as this deployment is configured."""
+    open_routes = "/health, /ready, the chat page's and the console's files (/, /admin, /static/)"
+    if not settings.metrics_require_key:
+        open_routes += ", /metrics (metrics_require_key is off)"
+    return (
+        f"every route but {open_routes} needs an API key; keys stored as hashes and compared "
+        "in constant time"
+    )
 
 
 def _content(keeping: list[dict[str, str]]) -> str:

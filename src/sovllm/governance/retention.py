@@ -18,11 +18,13 @@ adds (usage), so nothing is pruned or counted twice.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import time
 from dataclasses import dataclass
 
 from sovllm.config import RetentionSettings
 from sovllm.governance.audit import records
+from sovllm.governance.audit.checkpoint import CheckpointError
 from sovllm.governance.audit.log import (
     KEY_KIND,
     PRUNE_KIND,
@@ -34,6 +36,8 @@ from sovllm.governance.audit.log import (
 )
 from sovllm.governance.privacy.content import ContentVault
 from sovllm.store.raw import SQL, raw_transaction
+
+log = logging.getLogger("sovllm.retention")
 
 DAY_S = 86400.0
 PRUNE_BATCH = 5000
@@ -97,7 +101,10 @@ def run(
         # Sign the records now: a `retention.prune` record is what vouches for the columns its
         # pruned entries keep, so it must not wait outside every checkpoint (the CLI's log has
         # no writer thread to sign one later).
-        audit.checkpoint()
+        try:
+            audit.checkpoint()
+        except CheckpointError as exc:  # what was pruned stays pruned, and verify says why
+            log.error("audit checkpoint refused after retention: %s", exc)
     return Result(content, pruned, rolled)
 
 

@@ -15,6 +15,8 @@ from pathlib import Path
 from sovllm.config import ConfigError, Settings
 from sovllm.governance.audit import records
 from sovllm.governance.audit.checkpoint import Signer
+from sovllm.governance.audit.head import FILE_NAME as HEAD_FILE
+from sovllm.governance.audit.head import Head
 from sovllm.governance.audit.log import (
     KEY_KIND,
     PSEUDONYM_KEY_KIND,
@@ -142,6 +144,7 @@ def open_audit(settings: Settings, db: Database) -> AuditLog:
         db, signer, settings.audit.origin, checkpoint_every=every, checkpoint_seconds=seconds
     )
     log.key_file = key_path(settings)
+    log.head = Head(settings.data_dir / "audit" / HEAD_FILE)
     log.pseudonym_key = open_pseudonym_key(settings, log)
     log.pseudonym_file = pseudonym_key_path(settings)
     log.pseudonyms_retired = settings.data_dir / "audit" / "pseudonym.retired"

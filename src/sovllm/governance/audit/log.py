@@ -24,6 +24,7 @@ from typing import Any
 
 from sovllm.governance.audit import merkle, records
 from sovllm.governance.audit.checkpoint import Checkpoint, CheckpointError, Signer, sign_by
+from sovllm.governance.audit.head import Head
 from sovllm.store.db import Database
 from sovllm.store.raw import SQL, RawTransaction, raw_transaction
 
@@ -38,6 +39,7 @@ _INSERT = SQL(
 )
 _LEAVES_FROM = SQL("SELECT leaf_hash FROM audit_entries WHERE seq >= :start ORDER BY seq")
 _LATEST = SQL("SELECT size, note, compact FROM audit_checkpoints ORDER BY size DESC LIMIT 1")
+_ROOT_AT = SQL("SELECT root FROM audit_checkpoints WHERE size = :size")
 _INSERT_CHECKPOINT = SQL(
     "INSERT INTO audit_checkpoints (size, root, note, compact) "
     "VALUES (:size, :root, :note, :compact)"
@@ -122,6 +124,9 @@ class AuditLog:
         self.key_file: Path | None = None
         """The signing key's file (open_audit sets it): after a rotation by another process,
         the new key is read from it or from its `.next` side file (audit/keys.py)."""
+        self.head: Head | None = None
+        """This host's last signed checkpoint (head.py; open_audit sets it): nothing is signed
+        while the database no longer holds it."""
         self.origin = origin
         self.checkpoint_every = checkpoint_every
         self.checkpoint_seconds = checkpoint_seconds
@@ -143,7 +148,10 @@ class AuditLog:
             self._thread.join(timeout=30)
             self._thread = None
         if self._since_checkpoint:
-            self.checkpoint()
+            try:
+                self.checkpoint()
+            except CheckpointError as exc:
+                log.error("audit checkpoint refused: %s", exc)
 
     def append(
         self, kind: str, fields: Mapping[str, Any], request_id: str | None = None
@@ -193,6 +201,8 @@ class AuditLog:
         if self._since_checkpoint >= self.checkpoint_every or due:
             try:
                 self.checkpoint()
+            except CheckpointError as exc:  # a refusal that names its cause: no stack
+                log.error("audit checkpoint refused: %s", exc)
             except Exception:
                 log.exception("audit checkpoint failed")
 
@@ -263,12 +273,38 @@ class AuditLog:
             self.lock(tx)
             self._follow_rotation(tx)
             note = self._checkpoint_in(tx, [self.signer])
+        self._keep_head(note)
         self._since_checkpoint = 0
         self._last_checkpoint_at = time.monotonic()
         return note
 
+    def head_note(self) -> str | None:
+        """This host's last signed checkpoint, for verify to check the tree against."""
+        return None if self.head is None else self.head.note()
+
+    def _keep_head(self, note: str) -> None:
+        """After the commit: a note kept before it could name a checkpoint that never was."""
+        if self.head is not None:
+            self.head.keep(note)
+
+    def _check_head(self, tx: RawTransaction) -> None:
+        """Refuse to sign a tree that may have been rewritten: the database must still hold
+        the checkpoint this host signed last (head.py)."""
+        kept = None if self.head is None else self.head.checkpoint()
+        if kept is None:
+            return
+        row = tx.one(_ROOT_AT, {"size": kept.size})
+        if row is None or str(row[0]) != kept.root.hex():
+            assert self.head is not None
+            raise CheckpointError(
+                f"the database no longer holds the checkpoint this host signed at size "
+                f"{kept.size} ({self.head.path}): checkpoints or entries were deleted or "
+                "rewritten, so nothing more is signed; `sovllm audit verify` names what changed"
+            )
+
     def _checkpoint_in(self, tx: RawTransaction, signers: list[Signer]) -> str:
         """Under the log's lock: sign the tree head by `signers` unless already signed."""
+        self._check_head(tx)
         latest = tx.one(_LATEST, {})
         start = int(latest[0]) if latest else 0
         compact: merkle.Compact = (
@@ -336,6 +372,7 @@ class AuditLog:
                 records.signing_key_rotated(fields, old.verifier.encode(), new.verifier.encode()),
             )
             note = self._checkpoint_in(tx, [old, new])
+        self._keep_head(note)
         self.signer = new
         self._since_checkpoint = 0
         return seq, note

@@ -95,7 +95,8 @@ ROWS: tuple[Row, ...] = (
         "A.5.15",
         ISO,
         "Access control.",
-        "Every call needs a key of a role (admin, auditor, reviewer, user), scoped to a tenant.",
+        "Every API call needs a key of a role: user and reviewer keys act within their "
+        "tenant; auditor and admin keys reach every tenant.",
         (
             "tests/integration/test_governance.py::test_roles",
             "tests/integration/test_governance.py::test_inference_needs_a_valid_key",
@@ -114,11 +115,14 @@ ROWS: tuple[Row, ...] = (
         "A.8.15",
         ISO,
         "Logging.",
-        "A Merkle-tree audit log with signed checkpoints; any edit of a row is detected and "
-        "named by `sovllm audit verify`.",
+        "A Merkle-tree audit log with signed checkpoints; an edit of a row a checkpoint "
+        "covers is detected and named by `sovllm audit verify`, also after the checkpoints "
+        "are deleted (each host keeps the last one it signed).",
         (
             "tests/integration/test_audit.py::test_verify_export_and_tamper_detection",
             "tests/unit/audit/test_columns.py::test_each_entry_column_edit_is_caught_and_named",
+            "tests/unit/audit/test_head.py::"
+            "test_checkpoints_deleted_and_an_entry_rewritten_are_caught_and_not_signed_over",
         ),
         ("verification", "checkpoint"),
     ),

@@ -20,7 +20,7 @@ from sovllm.governance import oversight, tenants
 from sovllm.governance.audit import records
 from sovllm.governance.audit.checkpoint import CheckpointError, parse, verify
 from sovllm.governance.audit.log import AuditLog
-from sovllm.governance.audit.verify import verify_database
+from sovllm.governance.audit.verify import verify_log
 from sovllm.governance.records import record_of_processing, to_markdown
 from sovllm.store.raw import SQL, raw_transaction
 
@@ -65,7 +65,7 @@ def collect(settings: Settings, log: AuditLog) -> dict[str, Section]:
 
 
 def _verification(settings: Settings, log: AuditLog) -> Section:
-    report = verify_database(log.db, log.signer.verifier)
+    report = verify_log(log, log.signer.verifier)
     facts = [
         ("verified now", report.summary()),
         ("entries", str(report.size)),
