@@ -232,6 +232,80 @@ def test_nan_in_a_completion_and_a_logit_bias_is_a_400(server: Server, user_key:
     assert_error(post_raw(server, user_key, bias), 400)
 
 
+# -- what this server does not do is refused, never silently left out ---------------------
+
+FUNCTION = {"type": "function", "function": {"name": "get_weather", "parameters": {}}}
+
+
+@pytest.mark.parametrize(
+    ("extra", "param", "says"),
+    [
+        ({"tools": [FUNCTION]}, None, "tools (function calling) are not supported"),
+        ({"tools": [FUNCTION], "tool_choice": "required"}, None, "are not supported"),
+        ({"tool_choice": "required"}, None, "tool_choice 'required' needs tools"),
+        ({"functions": [FUNCTION["function"]]}, None, "are not supported"),
+        ({"response_format": {"type": "json_object"}}, None, "'json_object' is not supported"),
+        ({"response_format": {"type": "json_schema"}}, None, "'json_schema' is not supported"),
+        ({"presence_penalty": 2.1}, "presence_penalty", "less than or equal to 2"),
+        ({"frequency_penalty": "a"}, "frequency_penalty", "valid number"),
+        ({"min_tokens": 5, "max_tokens": 3}, None, "min_tokens (5) is more than max_tokens (3)"),
+        ({"top_logprobs": 2}, "top_logprobs", "logprobs are not supported"),
+        ({"logit_bias": {"999999": 1}}, "logit_bias", "outside the vocabulary"),
+        ({"logit_bias": {"-1": 1}}, "logit_bias", "outside the vocabulary"),
+    ],
+)
+def test_what_is_not_supported_is_a_400_not_ignored(
+    server: Server, user_key: str, extra: dict[str, Any], param: str | None, says: str
+) -> None:
+    message = assert_error(post_raw(server, user_key, json.dumps(chat_body(**extra)).encode()), 400)
+    assert says in message, message
+    if param is not None:
+        assert (
+            post_raw(server, user_key, json.dumps(chat_body(**extra)).encode()).json()["error"][
+                "param"
+            ]
+            == param
+        )
+
+
+@pytest.mark.parametrize(
+    ("extra", "says"),
+    [
+        ({"best_of": 2}, "only best_of=1"),
+        ({"suffix": "end"}, "suffix (insertion) is not supported"),
+        ({"logprobs": 0}, "logprobs are not supported"),
+    ],
+)
+def test_completion_options_not_supported_are_a_400(
+    server: Server, user_key: str, extra: dict[str, Any], says: str
+) -> None:
+    body = {"model": MODEL_ID, "prompt": "Hello", "max_tokens": 2, **extra}
+    path = "/v1/completions"
+    assert says in assert_error(post_raw(server, user_key, json.dumps(body).encode(), path), 400)
+
+
+def test_null_and_the_neutral_values_of_options_are_accepted(server: Server, user_key: str) -> None:
+    """Clients send unset fields as null, and the values that ask for nothing."""
+    nulls = {k: None for k in ("temperature", "top_p", "n", "stream", "logprobs", "top_k")}
+    neutral = {
+        "tools": [],
+        "tool_choice": "none",
+        "response_format": {"type": "text"},
+        "presence_penalty": None,
+        "frequency_penalty": 0,
+        "top_k": -1,  # vLLM's "off"
+    }
+    for extra in (nulls, neutral, {"tools": [FUNCTION], "tool_choice": "none"}):
+        r = post_raw(server, user_key, json.dumps(chat_body(**extra)).encode())
+        assert r.status_code == 200, (extra, r.text)
+        assert r.json()["object"] == "chat.completion"
+
+
+def test_an_empty_body_says_so(server: Server, user_key: str) -> None:
+    message = assert_error(post_raw(server, user_key, b""), 400)
+    assert message == "The request body is empty: send a JSON object."
+
+
 # -- headers and slow clients ------------------------------------------------------------
 
 

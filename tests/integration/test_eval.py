@@ -101,3 +101,15 @@ def test_an_eval_below_threshold_blocks_approval_until_forced(
     assert approve is not None
     forced_by = json.loads(str(approve[0]))["forced_despite_eval"]
     assert forced_by["below_threshold"] == ["accuracy"]
+
+
+def test_an_eval_with_a_key_whose_answers_are_held_says_so(server: Server) -> None:
+    """A tenant that holds every answer for review answers 202 with no choices: one line."""
+    key = server.create_key("eval-held")
+    before = len(evals(server))
+    held = server.admin("PATCH", "/tenants/eval-held", json={"review_policy": "hold"})
+    assert held.status_code == 200, held.text
+    done = sovllm(server, "eval", "--url", server.url, "--key", key)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert "held the answer for human review" in done.stderr
+    assert len(evals(server)) == before  # nothing scored, nothing recorded

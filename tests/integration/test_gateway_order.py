@@ -113,3 +113,24 @@ def test_a_prompt_the_policy_cannot_check_is_refused_before_admission(
     assert [e["policy"] for e in rejected] == [
         {"quota": "not_checked", "pii": "token_ids_not_checkable", "masked_before_model": False}
     ]
+
+
+def test_a_request_past_the_context_is_a_400_before_any_quota(
+    app: tuple[TestClient, Database],
+) -> None:
+    """A monthly budget smaller than the request would answer 429 for tokens the model could
+    never produce: the context is checked first, and nothing is admitted."""
+    client, db = app
+    made = client.post("/admin/v1/tenants", json={"name": "ward-context"})
+    assert made.status_code == 201, made.text
+    r = client.post(
+        "/admin/v1/keys", json={"tenant": "ward-context", "role": "user", "monthly_tokens": 200}
+    )
+    assert r.status_code == 201, r.text
+    headers = {"Authorization": f"Bearer {r.json()['key']}"}
+    r = client.post("/v1/chat/completions", json={**CHAT, "max_tokens": 5000}, headers=headers)
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert error["code"] == "context_length_exceeded" and error["param"] == "max_tokens"
+    assert "maximum context length is" in error["message"]
+    assert _admissions(db, "ward-context") == 0

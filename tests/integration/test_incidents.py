@@ -101,6 +101,7 @@ def test_an_incident_from_opening_to_report(srv: Server, tmp_path: Path) -> None
     first = int(entries(srv, "incident.open")[-1]["seq"])  # type: ignore[call-overload]
     ranged = cli(srv, "incident", "link", incident_id, "--audit", f"{first}-{first}")
     assert ranged.returncode == 0, ranged.stderr
+    assert srv.admin("POST", "/tenants", json={"name": "t-incident"}).status_code == 201
     made = srv.admin("POST", "/stop", json={"scope": "tenant", "target": "t-incident", "reason": "drill"})  # fmt: skip
     assert made.status_code == 200, made.text
     assert srv.admin("POST", "/resume", json={"scope": "tenant", "target": "t-incident"}).is_success

@@ -190,6 +190,33 @@ def test_stop_strings_end_the_text_before_the_stop(client: openai.OpenAI) -> Non
     )
 
 
+def test_presence_and_frequency_penalties_steer_away_from_repeats(client: openai.OpenAI) -> None:
+    """OpenAI's penalties over the tokens generated so far: greedy decoding that repeats a word
+    repeats it less, the same streamed or not."""
+    messages = [{"role": "user", "content": "Say hello ten times: hello hello hello"}]
+
+    def answer(stream: bool = False, **penalty: float) -> str:
+        common = {"model": MODEL_ID, "messages": messages, "temperature": 0, "max_tokens": 48}
+        if stream:
+            chunks = client.chat.completions.create(
+                **common, **penalty, stream=True, extra_body=FORCED
+            )  # type: ignore[call-overload]
+            return "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        made = client.chat.completions.create(**common, **penalty, extra_body=FORCED)  # type: ignore[call-overload]
+        return str(made.choices[0].message.content)
+
+    free = answer()
+    assert free.lower().count("hello") >= 16, free  # the premise: unpenalised, it repeats
+    # Each repeat costs more: the word all but disappears.
+    frequency = answer(frequency_penalty=2.0)
+    assert frequency.lower().count("hello") < 8, frequency
+    # A repeat costs a fixed amount once: the answer changes.
+    presence = answer(presence_penalty=2.0)
+    assert presence != free
+    assert answer(stream=True, frequency_penalty=2.0) == frequency
+    assert answer(stream=True, presence_penalty=2.0) == presence
+
+
 def test_max_tokens_ends_with_length(client: openai.OpenAI) -> None:
     out = client.chat.completions.create(
         model=MODEL_ID,

@@ -166,4 +166,12 @@ def test_bad_stop_requests_are_refused_with_the_reason(srv: Server) -> None:
     assert r.status_code == 403
     assert cli(srv, "stop").returncode == 2
     assert cli(srv, "stop", "--all", "--mode", "later").returncode == 2
+    # A mistyped tenant would halt nothing while looking in force: refused, and not recorded.
+    r = srv.admin("POST", "/stop", json={"scope": "tenant", "target": "no-such-ward"})
+    assert r.status_code == 404 and r.json()["error"]["param"] == "target"
+    assert "tenant 'no-such-ward' does not exist" in r.json()["error"]["message"]
+    typo = cli(srv, "stop", "--tenant", "no-such-ward")
+    assert typo.returncode == 2 and "nothing was stopped: tenant 'no-such-ward'" in typo.stderr
+    assert "no-such-ward" not in cli(srv, "stops").stdout
+    assert not [e for e in audit_kinds(srv) if "no-such-ward" in str(e)]
     assert status(srv).status_code == 200  # nothing was stopped by any of these

@@ -160,3 +160,24 @@ def test_privacy_settings_from_the_command_line_are_admin_entries(
     assert set(entries[1]["actor"]) == {"cli", "host"}
     [ward] = [t for t in tenants.list_tenants(db) if t.name == "ward"]
     assert ward.content_policy == "redacted" and ward.mask_prompts is True
+
+
+def test_bad_paths_and_an_empty_subject_are_one_line_each(tmp_path: Path) -> None:
+    """Each is refused with one line naming it (exit 2), never a traceback, and changes nothing."""
+    a_file = tmp_path / "afile"
+    a_file.write_text("")
+    for data_dir in (a_file, a_file / "sub"):
+        done = sovllm({"SOVLLM_DATA_DIR": str(data_dir)}, "stops")
+        assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+        assert done.stderr.startswith(f"sovllm: cannot use {data_dir} (data_dir): ")
+    data = {"SOVLLM_DATA_DIR": str(tmp_path / "data")}
+    done = sovllm(data, "audit", "checkpoint", "--out", str(a_file))
+    assert done.returncode == 2 and "cannot write a checkpoint into" in done.stderr, done.stderr
+    witness = tmp_path / "missing" / "dpo"  # a mistyped folder is not made
+    done = sovllm(data, "audit", "checkpoint", "--out", str(witness))
+    assert done.returncode == 2 and not witness.parent.exists(), done.stderr
+    done = sovllm(data, "privacy", "erase", "--subject", "")
+    assert done.returncode == 2 and "must not be empty" in done.stderr, done.stderr
+    done = sovllm(data, "privacy", "erase", "--subject", "key:key_typo")
+    assert done.returncode == 1 and "no API key has the id 'key_typo'" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -11,6 +11,7 @@ import pytest
 from alembic import command
 from sqlalchemy import inspect, select
 
+from sovllm.api.stored_completions import review_status
 from sovllm.governance import identity as idn
 from sovllm.governance import review, tenancy, tenants
 from sovllm.governance.audit import records
@@ -184,7 +185,12 @@ def test_erasing_the_subject_shreds_a_held_answer(db: Database, tmp_path: Path) 
     _queue(db, vault, "chatcmpl-e")
     vault.erase("subject-1")
     review.decide(db, Written(), ACTOR, "chatcmpl-e", "approve")
-    assert review.for_owner(db, vault, "chatcmpl-e", "key_a").text is None
+    for _ in range(2):  # the first fetch and any later one
+        delivery = review.for_owner(db, vault, "chatcmpl-e", "key_a")
+        assert delivery.text is None and not delivery.first
+        # Never said to be delivered: nothing was.
+        assert delivery.info.delivered_at is None and not delivery.info.held
+        assert "erased at its data subject's request" in review_status(delivery)["message"]
 
 
 def test_the_tenant_policy_is_stored_recorded_and_authenticated(db: Database) -> None:

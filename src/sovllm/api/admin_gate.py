@@ -34,7 +34,7 @@ class AdminGate:
         try:
             principal = await identify(request)
             if principal.role not in STAFF_ROLES:
-                raise Forbidden(principal.role, STAFF_ROLES)
+                raise Forbidden(principal.role, STAFF_ROLES, area="the administration API")
         except (AuthError, Forbidden) as exc:
             await counted(request, from_domain(request, exc))(scope, receive, send)
             return

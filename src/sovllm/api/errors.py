@@ -74,6 +74,7 @@ DOMAIN_ERRORS = (
     EngineError,
     identity.IdentityError,
     oversight.NotServed,
+    oversight.NoSuchTenant,
     oversight.NotStopped,
     incidents.IncidentError,
     ErasureError,
@@ -92,7 +93,9 @@ def from_domain(request: Request, exc: Exception) -> APIError:
         count_refusal(request, 403, "role")
         allowed = ", ".join(sorted(r.value for r in exc.roles))
         message = (
-            f"The role '{exc.role.value}' may not use {request.url.path} (allowed: {allowed})."
+            f"The role '{exc.role.value}' may not use {exc.area} ({request.url.path})."
+            if exc.area
+            else f"The role '{exc.role.value}' may not use {request.url.path} (allowed: {allowed})."
         )
         return APIError(403, message, "permission_error", code="forbidden")
     if isinstance(exc, QuotaExceeded):
@@ -115,7 +118,7 @@ def _admin_refusal(exc: Exception) -> APIError:
     """The administration's refusals: 404 a tenant, key, model or stop that is not there, 409
     a name taken, a tenant with live keys or an erasure that cannot be done now (nothing was
     erased), 400 anything else the identity rules refuse (a bad name, limit or weight)."""
-    if isinstance(exc, oversight.NotServed):
+    if isinstance(exc, (oversight.NotServed, oversight.NoSuchTenant)):
         return APIError(404, str(exc), param="target")
     if isinstance(exc, (identity.NotFound, oversight.NotStopped, incidents.IncidentNotFound)):
         return APIError(404, str(exc))
@@ -178,6 +181,8 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     param = ".".join(loc) or None
     msg = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
     if err.get("type") == "missing":
+        if param is None:  # the body itself
+            return "The request body is empty: send a JSON object.", None
         return f"'{param}' is required", param
     return (f"Invalid value for '{param}': {msg}" if param else msg), param
 

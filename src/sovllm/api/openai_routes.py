@@ -175,6 +175,8 @@ def _sampling(body: _SamplingFields) -> SamplingParams:
         ignore_eos=body.ignore_eos,
         min_tokens=body.min_tokens,
         logit_bias=tuple((int(k), float(v)) for k, v in (body.logit_bias or {}).items()),
+        presence_penalty=body.presence_penalty,
+        frequency_penalty=body.frequency_penalty,
     )
 
 

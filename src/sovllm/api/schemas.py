@@ -56,6 +56,20 @@ class _Request(BaseModel):
         no_lone_surrogates(data)
         return data
 
+    @model_validator(mode="before")
+    @classmethod
+    def _null_is_unset(cls, data: Any) -> Any:
+        """An explicit null means the default, as OpenAI and vLLM read it (clients send unset
+        fields as null); a required field stays required."""
+        if not isinstance(data, dict):
+            return data
+        nullable = {
+            name
+            for name, field in cls.model_fields.items()
+            if not field.is_required() and field.default is not None
+        }
+        return {k: v for k, v in data.items() if not (v is None and k in nullable)}
+
 
 class TextPart(BaseModel):
     type: Literal["text"]
@@ -86,7 +100,11 @@ class _SamplingFields(_Request):
     max_tokens: int | None = Field(None, ge=1, le=INT32_MAX)
     temperature: float = Field(1.0, ge=0.0, le=2.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
-    top_k: int = Field(0, ge=0, le=INT32_MAX, description="vLLM extension: 0 disables top-k.")
+    top_k: int = Field(
+        0, ge=-1, le=INT32_MAX, description="vLLM extension: 0 or -1 disables top-k."
+    )
+    presence_penalty: float = Field(0.0, ge=-2.0, le=2.0, allow_inf_nan=False)
+    frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0, allow_inf_nan=False)
     seed: int | None = Field(None, ge=-INT64, lt=INT64)
     stop: str | list[str] | None = None
     n: int = 1
@@ -98,6 +116,36 @@ class _SamplingFields(_Request):
     min_tokens: int = Field(
         0, ge=0, le=INT32_MAX, description="vLLM extension: no EOS before this many."
     )
+    # Accepted only where they ask for nothing this server would silently leave out: a
+    # request that names tools or a JSON format gets a 400 saying so, never plain prose.
+    tools: list[Any] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    functions: list[Any] | None = None
+    function_call: str | dict[str, Any] | None = None
+    response_format: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _supported(self) -> _SamplingFields:
+        if self.top_k == -1:
+            self.top_k = 0
+        most = getattr(self, "max_completion_tokens", None) or self.max_tokens
+        if most is not None and self.min_tokens > most:
+            raise ValueError(f"min_tokens ({self.min_tokens}) is more than max_tokens ({most})")
+        choice = "a function" if isinstance(self.tool_choice, dict) else self.tool_choice or "auto"
+        if (self.tools or self.functions) and choice != "none":
+            raise ValueError(
+                "tools (function calling) are not supported by this server: leave out tools "
+                "and functions, or set tool_choice to none"
+            )
+        if choice not in ("none", "auto") or self.function_call not in (None, "none", "auto"):
+            raise ValueError(f"tool_choice {choice!r} needs tools, which are not supported")
+        kind = (self.response_format or {}).get("type", "text")
+        if kind != "text":
+            raise ValueError(
+                f"response_format {kind!r} is not supported: this server has no constrained "
+                "(JSON) decoding, so only text is"
+            )
+        return self
 
     @field_validator("n")
     @classmethod
@@ -137,11 +185,12 @@ class ChatCompletionRequest(_SamplingFields):
     messages: list[ChatMessageIn] = Field(min_length=1, max_length=MAX_MESSAGES)
     max_completion_tokens: int | None = Field(None, ge=1, le=INT32_MAX)
     logprobs: bool = False
+    top_logprobs: int | None = None
 
-    @field_validator("logprobs")
+    @field_validator("logprobs", "top_logprobs")
     @classmethod
-    def _no_logprobs(cls, value: bool) -> bool:
-        if value:
+    def _no_logprobs(cls, value: bool | int | None) -> bool | int | None:
+        if value or (value is not None and not isinstance(value, bool)):
             raise ValueError("logprobs are not supported")
         return value
 
@@ -157,6 +206,22 @@ class CompletionRequest(_SamplingFields):
     max_tokens: int | None = Field(16, ge=1, le=INT32_MAX)
     echo: bool = False
     logprobs: int | None = None
+    best_of: int | None = None
+    suffix: str | None = None
+
+    @field_validator("best_of")
+    @classmethod
+    def _one_of_one(cls, value: int | None) -> int | None:
+        if value not in (None, 1):
+            raise ValueError("only best_of=1 is supported")
+        return value
+
+    @field_validator("suffix")
+    @classmethod
+    def _no_suffix(cls, value: str | None) -> str | None:
+        if value:
+            raise ValueError("suffix (insertion) is not supported")
+        return value
 
     @field_validator("prompt")
     @classmethod
@@ -178,7 +243,7 @@ class CompletionRequest(_SamplingFields):
     @field_validator("logprobs")
     @classmethod
     def _no_logprobs(cls, value: int | None) -> int | None:
-        if value:
+        if value is not None:  # 0 asks for the sampled token's own log-probability
             raise ValueError("logprobs are not supported")
         return value
 

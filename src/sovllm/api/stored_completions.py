@@ -65,6 +65,11 @@ def _message(d: review.Delivery) -> str:
         return "A human reviewer confirmed this answer."
     if d.text is not None:
         return "A human reviewer approved this answer."
+    if info.delivered_at is None:  # held, approved, and its copy gone undelivered: erased
+        return (
+            "A human reviewer approved this answer, but it was erased at its data subject's "
+            "request before it was delivered: it cannot be shown."
+        )
     when = _iso(info.delivered_at) or "an earlier request"
     return (
         f"A human reviewer approved this answer; it was delivered at {when} and is not kept "

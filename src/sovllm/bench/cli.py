@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn
@@ -29,6 +30,23 @@ if TYPE_CHECKING:
 
 def _bad(flag: str, message: str) -> NoReturn:
     raise typer.BadParameter(message, param_hint=f"'{flag}'")
+
+
+def _check_out(out: Path) -> None:
+    """Before the load: a typo in --out must not lose a run that took an hour."""
+    from sovllm.bench.report import output_paths
+
+    paths = output_paths(out)
+    folder = paths["json"].parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        _bad("--out", f"cannot make the folder {folder}: {exc.strerror or exc}")
+    if not os.access(folder, os.W_OK):
+        _bad("--out", f"cannot write into {folder}")
+    for path in paths.values():
+        if path.is_dir():
+            _bad("--out", f"{path} is a folder")
 
 
 def _positive(flag: str, value: float | None, allow_zero: bool = False) -> None:
@@ -264,6 +282,8 @@ def bench(
     if levels and not sweep:
         _bad("--levels", "only applies with --sweep")
 
+    if out is not None:
+        _check_out(out)
     err = Console(stderr=True)
     soak_plan = None
     if soak:
@@ -343,19 +363,27 @@ def _report(
         from sovllm.bench.compare import compare
 
         session.compare_plan = compare(session, hardware, plan_model)
+    unwritten = None
     if out is not None:
-        doc, paths = write_files(session, out)
-        err.print(
-            f"wrote {paths['json']}, {paths['requests']} and {paths['html']}", highlight=False
-        )
+        try:
+            doc, paths = write_files(session, out)
+            err.print(
+                f"wrote {paths['json']}, {paths['requests']} and {paths['html']}", highlight=False
+            )
+        except OSError as exc:  # checked before the run, changed since: still show the run
+            unwritten = f"sovllm bench: could not write {out}: {exc.strerror or exc}"
+            doc = document(session)
     else:
         doc = document(session)
     if as_json:
         sys.stdout.write(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
-        return
-    console = Console(width=None if sys.stdout.isatty() else 160)
-    print_summary(console, doc)
-    if doc.get("compare_plan"):
-        from sovllm.bench.compare import print_compare
+    else:
+        console = Console(width=None if sys.stdout.isatty() else 160)
+        print_summary(console, doc)
+        if doc.get("compare_plan"):
+            from sovllm.bench.compare import print_compare
 
-        print_compare(console, doc["compare_plan"])
+            print_compare(console, doc["compare_plan"])
+    if unwritten is not None:
+        err.print(unwritten, highlight=False)
+        raise typer.Exit(1)

@@ -46,8 +46,15 @@ def open_db(config: Path | None) -> Database:
         upgrade(db)
     except (ConfigError, DatabaseConfigError) as exc:
         raise fail(str(exc), EXIT_USAGE) from None
+    except OSError as exc:  # data_dir is a file, under one, or cannot be made
+        where = exc.filename or "the data folder"
+        raise fail(f"cannot use {where} (data_dir): {exc.strerror or exc}", EXIT_USAGE) from None
     except SQLAlchemyError as exc:
-        raise fail(f"cannot open the database: {exc.__class__.__name__}") from None
+        # The driver's own first line says why (refused, unknown host, bad password); it
+        # never carries the password itself.
+        why = str(getattr(exc, "orig", None) or "").strip().splitlines()
+        reason = f": {why[0][:300]}" if why else ""
+        raise fail(f"cannot open the database: {exc.__class__.__name__}{reason}") from None
     return db
 
 

@@ -34,7 +34,7 @@ def evaluate(
         str, typer.Option(help="A bundled suite's name, or the path of a suite JSON file.")
     ] = "default",
     url: Annotated[
-        str | None, typer.Option(help="The server's base URL [http://host:port from settings].")
+        str | None, typer.Option(help="The server's base URL \\[http://host:port from settings].")
     ] = None,
     key: Annotated[
         str | None, typer.Option(help="An API key (or SOVLLM_API_KEY).", show_default=False)

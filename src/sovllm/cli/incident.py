@@ -69,7 +69,7 @@ def open_(
         str | None,
         typer.Option(
             "--aware-at",
-            help="When the deployer became aware (ISO 8601; naive is UTC) [now]: the deadline "
+            help="When the deployer became aware (ISO 8601; naive is UTC) \\[now]: the deadline "
             "runs from here.",
         ),
     ] = None,

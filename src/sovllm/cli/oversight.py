@@ -44,7 +44,7 @@ def stop(
         str | None,
         typer.Option(
             help="drain: requests in flight finish; cut: they end within a second "
-            "[the server's stop_mode]."
+            "\\[the server's stop_mode]."
         ),
     ] = None,
     reason: Annotated[str, typer.Option(help="Shown to users and kept in the audit log.")] = "",
@@ -57,8 +57,17 @@ def stop(
     db = open_db(config)
     chosen = mode or load_settings(config).stop_mode
     made = oversight.new_stop(scope, target, chosen, reason, cli_actor())  # type: ignore[arg-type]
-    oversight.stop(db, audit_writer(config, db), made)
+    try:
+        oversight.stop(db, audit_writer(config, db), made)
+    except oversight.NoSuchTenant as exc:
+        raise fail(f"nothing was stopped: {exc}", 2) from None
     typer.echo(f"stopped {made.what} ({made.mode}); `sovllm resume` lifts it")
+    if scope == "model":
+        # The pool is in the gateways, not in the database: only they can check the name.
+        typer.echo(
+            f"the command line cannot see which models the gateways serve: if none serves "
+            f"{target!r}, this stops nothing (POST /admin/v1/stop refuses such a name)"
+        )
 
 
 def resume(

@@ -55,6 +55,8 @@ def erase(
     config: ConfigOpt = None,
 ) -> None:
     """Crypto-shred a data subject's stored content; print the signed receipt (JSON)."""
+    if not subject.strip():  # an empty shell variable: a receipt would name nobody
+        raise typer.BadParameter("must not be empty", param_hint="--subject")
     db = open_db(config)  # first: it names a bad setting (exit 2) instead of a traceback
     settings = load_settings(config)
     audit = _audit(settings, db)

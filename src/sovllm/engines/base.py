@@ -28,6 +28,14 @@ class SamplingParams:
     ignore_eos: bool = False
     min_tokens: int = 0
     logit_bias: tuple[tuple[int, float], ...] = ()
+    presence_penalty: float = 0.0
+    """OpenAI's: subtracted from the logit of every token already generated."""
+    frequency_penalty: float = 0.0
+    """OpenAI's: subtracted once for each time a token was already generated."""
+
+    @property
+    def penalized(self) -> bool:
+        return bool(self.presence_penalty or self.frequency_penalty)
 
 
 @dataclass(frozen=True)

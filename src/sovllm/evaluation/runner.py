@@ -76,6 +76,11 @@ def _ask(client: openai.OpenAI, model: str, item: Item, max_tokens: int) -> str:
         )
     except openai.APIError as exc:
         raise EvalError(f"the server refused a request: {exc}") from None
+    if not done.choices:  # 202: the key's tenant holds every answer for human review
+        raise EvalError(
+            "the server held the answer for human review (the key's tenant has review policy "
+            "hold): evaluate with a key of a tenant that does not hold answers"
+        )
     return done.choices[0].message.content or ""
 
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from anyio import to_thread
 
-from sovllm.engines.base import ChatMessage, GenerationRequest, ModelInfo
+from sovllm.engines.base import ChatMessage, ContextLengthError, GenerationRequest, ModelInfo
 from sovllm.gateway.content import Keep, prompt_text, store
 from sovllm.gateway.errors import MaskingFailed, PromptNotCheckable, Stopped
 from sovllm.gateway.state import AppState
@@ -105,7 +105,7 @@ async def _admit(state: AppState, call: Call, trace: RequestTrace) -> Admitted:
     budget = info.context_length - prompt_tokens if call.max_tokens is None else call.max_tokens
     with trace.child("admission"):
         reserved = prompt_tokens + max(budget, 0)
-        principal, ticket = await _identify_and_admit(state, call, info, reserved)
+        principal, ticket = await _identify_and_admit(state, call, info, prompt_tokens, reserved)
     sent = dataclasses.replace(call.gen, flow=principal.tenant, weight=principal.tenant_weight)
     try:
         gen = await _masked(state, call, principal, sent) if principal.mask_prompts else sent
@@ -127,7 +127,7 @@ async def _admit(state: AppState, call: Call, trace: RequestTrace) -> Admitted:
 
 
 async def _identify_and_admit(
-    state: AppState, call: Call, info: ModelInfo, reserved: int
+    state: AppState, call: Call, info: ModelInfo, prompt_tokens: int, reserved: int
 ) -> tuple[Principal, quotas.Ticket]:
     """Identity, the stop switch, the policy's decision and admission: one transaction."""
 
@@ -138,6 +138,10 @@ async def _identify_and_admit(
         if principal.mask_prompts and not _checkable(call.gen):
             raise PromptNotCheckable(principal)
         review.check_holdable(principal, call.stream, call.gen.messages is not None)
+        if prompt_tokens + (call.max_tokens or 1) > info.context_length:
+            # The engine's own rule, before admission: a request no replica can run is the
+            # client's 400 with both numbers, not a quota's 429 for tokens it could not use.
+            raise ContextLengthError(prompt_tokens, call.max_tokens or 0, info.context_length)
 
     request_id = call.gen.request_id
     try:

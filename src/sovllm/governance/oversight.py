@@ -25,6 +25,7 @@ from sovllm.governance.audit import records
 from sovllm.store.db import Database
 from sovllm.store.raw import SQL, raw_transaction
 from sovllm.store.schema import Stop as StopRow
+from sovllm.store.schema import Tenant
 
 log = logging.getLogger("sovllm.oversight")
 Scope = Literal["all", "model", "tenant"]
@@ -65,6 +66,13 @@ class NotServed(Exception):
 
     def __init__(self, model: str, served: Collection[str]) -> None:
         super().__init__(f"no model '{model}'; served: {', '.join(served)}")
+
+
+class NoSuchTenant(Exception):
+    """A tenant stop names no tenant: it would halt nothing and look in force."""
+
+    def __init__(self, tenant: str) -> None:
+        super().__init__(f"tenant {tenant!r} does not exist (`sovllm tenants list`)")
 
 
 class NotStopped(Exception):
@@ -117,8 +125,15 @@ def stop(
     line, where no pool is known); NotServed otherwise."""
     if made.scope == "model" and served is not None and made.target not in served:
         raise NotServed(made.target, served)
+    if made.scope == "tenant" and not _tenant_exists(db, made.target):
+        raise NoSuchTenant(made.target)
     write(records.STOP, records.oversight_stop(made))
     return save_stop(db, made)
+
+
+def _tenant_exists(db: Database, name: str) -> bool:
+    with db.read() as s:
+        return s.scalar(select(Tenant.id).where(Tenant.name == name)) is not None
 
 
 def resume(

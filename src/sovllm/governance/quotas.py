@@ -304,10 +304,15 @@ def authorize_and_admit(
 class Forbidden(Exception):
     """A role that may not use what it asked for (`roles`: the ones that may)."""
 
-    def __init__(self, role: Role, roles: frozenset[Role] = frozenset()) -> None:
+    def __init__(
+        self, role: Role, roles: frozenset[Role] = frozenset(), area: str | None = None
+    ) -> None:
         super().__init__(role.value)
         self.role = role
         self.roles = roles
+        self.area = area
+        """Refused a whole area (e.g. the administration API) rather than one route: its
+        routes each allow fewer roles than `roles`, so the message names none."""
 
 
 def admit_in(

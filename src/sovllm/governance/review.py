@@ -355,7 +355,8 @@ def for_owner(db: Database, vault: ContentVault, request_id: str, key_id: str) -
         return Delivery(info, None, False)
     # Unsealed outside the transaction: the vault reads the subject's key in one of its own.
     text = vault.unseal(subject, f"{request_id}|{HELD_LABEL}", nonce, sealed)
-    now = time.time()
+    # None: its data subject was erased. The copy no key opens goes, and nothing was delivered.
+    now = time.time() if text is not None else None
     with db.transaction() as s:
         done = s.execute(
             update(Review)

@@ -175,7 +175,12 @@ def update_tenant(
             _change_limits(row, limits)
         if weight is not None:
             row.weight = weight
-        return _tenant_info(row, 0)
+        live = s.scalar(
+            select(func.count())
+            .select_from(ApiKey)
+            .where(ApiKey.tenant_id == row.id, *_active_key_filter(time.time()))  # type: ignore[arg-type]
+        )
+        return _tenant_info(row, int(live or 0))
 
 
 def delete_tenant(db: Database, name: str, force: bool = False) -> int:

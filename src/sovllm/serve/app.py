@@ -51,6 +51,7 @@ from sovllm.observability.service_metrics import DataVolumeCollector, StopsColle
 from sovllm.observability.tracing import Telemetry
 from sovllm.pool.backends.local import LocalBackend
 from sovllm.pool.router import Pool
+from sovllm.serve.startup_failure import StartupFailure
 from sovllm.store.db import Database
 from sovllm.web.routes import router as web_router
 from sovllm.web.security import EXPOSED_HEADERS, SecurityHeaders
@@ -187,6 +188,8 @@ def create_app(
             expose_headers=EXPOSED_HEADERS,
         )
     app.add_middleware(SecurityHeaders)
+    # A start-up refused for a reason the operator is to read says it in one line.
+    app.add_middleware(StartupFailure)
 
     @app.get("/health", include_in_schema=True)
     async def health(request: Request) -> JSONResponse:

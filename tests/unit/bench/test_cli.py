@@ -72,6 +72,20 @@ def test_nonsense_is_a_usage_error_naming_the_flag(args: list[str], flag: str, w
     assert flag in flat and words in flat
 
 
+def test_an_out_that_cannot_be_written_is_refused_before_the_run(tmp_path: Path) -> None:
+    """A typo in --out must not lose a run: checked before any load (the URL is unreachable,
+    so a run would fail differently)."""
+    (tmp_path / "afile").write_text("")
+    (tmp_path / "taken.json").mkdir()
+    for out, words in (
+        (tmp_path / "afile" / "run1", "cannot make the folder"),
+        (tmp_path / "taken", "taken.json is a folder"),
+    ):
+        code, text = bench("--url", "http://127.0.0.1:9/v1", "--out", str(out))
+        flat = " ".join(text.replace("│", " ").split())
+        assert code == 2 and "--out" in flat and words in flat, text
+
+
 def test_unreachable_target_is_a_clear_error_within_5_s() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

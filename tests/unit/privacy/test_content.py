@@ -11,9 +11,11 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import text
 
+from sovllm.governance import tenants
 from sovllm.governance.audit.checkpoint import Signer
 from sovllm.governance.audit.log import AuditLog, canonical
 from sovllm.governance.audit.verify import verify_database
+from sovllm.governance.identity import Role
 from sovllm.governance.privacy import erasure, pii
 from sovllm.governance.privacy.content import ContentVault, NotKept, load_or_create_master
 from sovllm.store.db import Database
@@ -119,3 +121,28 @@ def test_redacted_content_whose_masking_fails_is_not_kept(
     assert v.store("r2", "user:a", "full", "prompt", PII)  # `full` does not mask: kept
     with db.transaction() as s:
         assert s.scalar(text("SELECT count(*) FROM stored_content")) == 1
+
+
+@pytest.mark.parametrize(
+    ("subject", "says"),
+    [
+        ("", "the subject is empty"),
+        ("  ", "the subject is empty"),
+        ("key:", "the subject is empty"),
+        ("key:key_typo", "no API key has the id 'key_typo'"),
+    ],
+)
+def test_an_erasure_that_would_erase_nobody_is_refused_and_not_recorded(
+    db: Database, tmp_path: Path, subject: str, says: str
+) -> None:
+    """An empty shell variable or a mistyped key id would get a signed receipt for nobody."""
+    v = vault(db, tmp_path)
+    log = AuditLog(db, Signer.load_or_create(tmp_path / "signing.key", "t"), "t")
+    with pytest.raises(erasure.ErasureError, match=says):
+        erasure.erase(v, log, subject, {"cli": "dpo"})
+    with db.read() as s:
+        assert s.execute(text("SELECT count(*) FROM audit_entries")).scalar() == 0
+    tenants.create_tenant(db, "ward")
+    _, key_info = tenants.create_key(db, "ward", Role.USER)
+    key = key_info.id
+    assert erasure.erase(v, log, f"key:{key}", {"cli": "dpo"})["subject"] == f"key:{key}"

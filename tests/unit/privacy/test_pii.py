@@ -62,6 +62,42 @@ def test_more_formats() -> None:
     assert counts == {"payment_card": 1, "iban": 1, "es_dni_nie": 1, "phone": 1, "email": 1}
 
 
+@pytest.mark.parametrize(
+    ("text", "masked"),
+    [
+        # National numbers with a trunk 0 (IT, NL, DE, FR, UK), North American ones, and any
+        # number after a word that says it is one (an Italian mobile, a Spanish number).
+        ("06 49911234", "[PHONE]"),
+        ("0612345678", "[PHONE]"),
+        ("030 1234567", "[PHONE]"),
+        ("030/12345678", "[PHONE]"),
+        ("01 23 45 67 89", "[PHONE]"),
+        ("020 7946 0958", "[PHONE]"),
+        ("(555) 123-4567", "[PHONE]"),
+        ("555-123-4567", "[PHONE]"),
+        ("Tel. 333 1234567", "Tel. [PHONE]"),
+        ("cellulare: 333 123 4567", "cellulare: [PHONE]"),
+        ("móvil 612 345 678", "móvil [PHONE]"),
+        ("phone number: 0039 333 1234567", "phone number: [PHONE]"),
+        ("Tel: +39 06 1234 5678", "Tel: [PHONE]"),
+        # Numbers that are not phone numbers, with or without such a word.
+        ("on 01/02/2024 12:30", "on 01/02/2024 12:30"),
+        ("333 1234567", "333 1234567"),
+        ("telephone 555 0100", "telephone 555 0100"),
+        ("invoice 2024-000123", "invoice 2024-000123"),
+        ("ISBN 978-3-16-148410-0", "ISBN 978-3-16-148410-0"),
+        ("pulse 080-100", "pulse 080-100"),
+    ],
+)
+def test_phone_numbers_in_national_formats(text: str, masked: str) -> None:
+    assert mask(text)[0] == masked
+
+
+def test_an_iban_in_lower_case_is_found_by_its_check_digits() -> None:
+    assert mask("iban nl91abna0417164300 please") == ("iban [IBAN] please", {"iban": 1})
+    assert mask("iban nl92abna0417164300 please")[1] == {}
+
+
 def test_ordinary_text_and_numbers_are_left_alone() -> None:
     text = "In 2024 we treated 1,250 patients; room 12, floor 3, version 1.2.3, cost 49.90 EUR."
     assert mask(text) == (text, {})

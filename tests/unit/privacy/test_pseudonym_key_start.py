@@ -192,7 +192,7 @@ def test_a_receipt_is_signed_with_the_rotated_key(db: Database, tmp_path: Path) 
     a, b = open_audit(settings, db), open_audit(settings, db)  # two gateways
     done = rotate_signing_key(a, key_path(settings), {"actor": ACTOR})
     assert b.signer.verifier.encode() == done.old_key  # b has not checkpointed since
-    receipt = erasure.erase(open_vault(settings, db), b, "key:k1", ACTOR)
+    receipt = erasure.erase(open_vault(settings, db), b, "alice", ACTOR)
     assert receipt["verifier_key"] == done.new_key
     signed = {k: v for k, v in receipt.items() if k not in ("signature", "verifier_key")}
     public = Ed25519PublicKey.from_public_bytes(Verifier.decode(done.new_key).public)

@@ -100,7 +100,10 @@ class LlamaModel:
         mparams.n_gpu_layers = shape.gpu_layers if shape.gpu_layers >= 0 else 2**31 - 1
         self._model = C.llama_model_load_from_file(str(path).encode(), mparams)
         if not self._model:
-            raise ModelLoadError(f"llama.cpp could not load the model file {path}")
+            raise ModelLoadError(
+                f"llama.cpp could not load the model file {path}: a truncated or damaged GGUF, "
+                "or an architecture this llama.cpp does not know"
+            )
         self.vocab = C.llama_model_get_vocab(self._model)
         self.n_vocab: int = C.llama_vocab_n_tokens(self.vocab)
         self.n_ctx_train: int = C.llama_model_n_ctx_train(self._model)

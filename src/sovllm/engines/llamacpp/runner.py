@@ -91,7 +91,7 @@ class Runner:
     def sample(self, seq: Sequence, index: int) -> int:
         p = seq.sampling
         masked = p.ignore_eos or len(seq.output) < p.min_tokens
-        if p.temperature <= 0.0 and not p.logit_bias:
+        if p.temperature <= 0.0 and not p.logit_bias and not p.penalized:
             # Greedy: the first token of highest logit, as llama.cpp's greedy sampler picks
             # it, read in place with numpy. llama_sampler_sample first copies every logit
             # into a candidate array: 86 us a sequence for this model's 49,152 tokens against
@@ -124,6 +124,19 @@ class Runner:
                 arr[i].bias = bias
             C.llama_sampler_chain_add(
                 chain, C.llama_sampler_init_logit_bias(self.model.n_vocab, len(p.logit_bias), arr)
+            )
+        if p.penalized:
+            # Over everything this sequence generated (the sampler sees each sampled token,
+            # never the prompt), as OpenAI and vLLM apply these two; 1.0: no repeat penalty.
+            C.llama_sampler_chain_add(
+                chain,
+                C.llama_sampler_init_penalties(
+                    self.model.n_vocab,
+                    self.model.context_per_slot,
+                    1.0,
+                    p.frequency_penalty,
+                    p.presence_penalty,
+                ),
             )
         if p.temperature <= 0.0:
             C.llama_sampler_chain_add(chain, C.llama_sampler_init_greedy())

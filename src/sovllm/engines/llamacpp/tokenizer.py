@@ -26,6 +26,12 @@ def request_tokens(
     request: GenerationRequest, template: ChatTemplate, tokenize: Tokenize, n_vocab: int
 ) -> list[int]:
     """The prompt token ids of a chat or completion request, as the engine will run them."""
+    biased = next((t for t, _ in request.sampling.logit_bias if not 0 <= t < n_vocab), None)
+    if biased is not None:  # llama.cpp would skip it without a word
+        raise InvalidRequestError(
+            f"logit_bias token id {biased} is outside the vocabulary (0..{n_vocab - 1})",
+            "logit_bias",
+        )
     if request.messages is not None:
         text = template.render(request.messages)
         # The template writes any BOS itself; parse its special tokens (<|im_start|>...).

@@ -52,6 +52,22 @@ def _earlier_keys(vault: ContentVault, audit: AuditLog) -> list[bytes]:
     return keys
 
 
+_KEY_EXISTS = SQL("SELECT 1 FROM api_keys WHERE id = :id")
+
+
+def _check_subject(audit: AuditLog, subject: str) -> None:
+    """A blank subject (an empty shell variable) or a key id that never existed would get a
+    signed receipt that erased nobody: refused, naming it."""
+    if not subject.strip() or (subject.startswith("key:") and not subject[4:].strip()):
+        raise ErasureError(
+            "the subject is empty: give the `user` value its requests carried, or key:<key id>"
+        )
+    if subject.startswith("key:"):
+        with raw_transaction(audit.db) as tx:
+            if tx.one(_KEY_EXISTS, {"id": subject[4:]}) is None:
+                raise ErasureError(f"no API key has the id {subject[4:]!r} (`sovllm keys list`)")
+
+
 def erase(
     vault: ContentVault, audit: AuditLog, subject: str, actor: dict[str, str]
 ) -> dict[str, Any]:
@@ -60,6 +76,7 @@ def erase(
     `subject` is what the subject is known by: a `user` value sent with requests, or
     `key:<key id>`.
     """
+    _check_subject(audit, subject)
     audit.current_signer()  # cannot sign the receipt (a rotated key unreadable): erase nothing
     earlier = [] if subject.startswith("key:") else _earlier_keys(vault, audit)
     sid = subject if subject.startswith("key:") else subject_for(audit, subject, "")

@@ -127,12 +127,49 @@ def ip_address(value: str) -> bool:
 
 
 # kind -> (pattern, validator). Order matters: earlier kinds claim their spans first.
+# A phone number has no check digit, so its shapes are narrow: international (+), national
+# with a trunk 0 (most of Europe), North American with its fixed grouping, and any other run of
+# digits only after a word that says it is a phone number (Italian mobiles start with 3,
+# Spanish numbers have no trunk prefix). Where a pattern has a `value` group, only that is the
+# finding (the context word stays).
+_PHONE_WORD = (
+    r"(?i:\b(?:tel|tél|phone|telephone|téléphone|telefono|telefon|teléfono|cell|cellulare|"
+    r"mobile|mobil|móvil|movil|gsm|fax|whatsapp|call|contact|contatto|kontakt|recapito)\b\.?(?:\s*(?:n[or°º]?\.?|nr\.?|number|"
+    r"numero|nummer))?\s*[:.]?\s*)"
+)
+_PHONE = re.compile(
+    rf"(?P<ctx>{_PHONE_WORD})?(?<![\w+])(?P<value>"
+    r"\+\d{1,3}[ .-]?(?:\(?\d{1,4}\)?[ .-]?){2,5}\d{2,4}"
+    r"|0\d{1,4}(?:[ ./-]?\d{2,4}){1,4}"
+    r"|\(\d{3}\)[ .-]?\d{3}[ .-]\d{4}"
+    r"|\d{3}[.-]\d{3}[.-]\d{4}"
+    r"|(?(ctx)\d(?:[ .-]?\d){7,14}|(?!))"
+    r")\b"
+)
+_DATE = re.compile(r"\d{1,2}([./-])\d{1,2}\1\d{2,4}")
+
+
+def phone(value: str) -> bool:
+    """As many digits as a phone number has: 8 to 15 in international form (E.164, after + or
+    00), 9 to 12 otherwise; never a date (01/02/2024 12)."""
+    digits = len(_digits(value))
+    if value.startswith("+"):
+        return 8 <= digits <= 15
+    if value.startswith("00"):
+        return 8 <= digits - 2 <= 15
+    return 9 <= digits <= 12 and not _DATE.match(value)
+
+
 DETECTORS: dict[str, tuple[re.Pattern[str], Validator]] = {
     "email": (
         re.compile(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}\b"),
         lambda s: True,
     ),
-    "iban": (re.compile(r"\b[A-Z]{2}\d{2}(?:[ ]?[A-Z0-9]{4}){2,7}(?:[ ]?[A-Z0-9]{1,4})?\b"), iban),
+    # Any case: the check digits (mod 97) decide, and `iban` upper-cases first.
+    "iban": (
+        re.compile(r"\b[A-Za-z]{2}\d{2}(?:[ ]?[A-Za-z0-9]{4}){2,7}(?:[ ]?[A-Za-z0-9]{1,4})?\b"),
+        iban,
+    ),
     "payment_card": (re.compile(r"\b(?:\d[ -]?){12,18}\d\b"), luhn),
     "codice_fiscale": (
         re.compile(
@@ -151,10 +188,7 @@ DETECTORS: dict[str, tuple[re.Pattern[str], Validator]] = {
         re.compile(r"(?<![\w:])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![\w:])"),
         ip_address,
     ),
-    "phone": (
-        re.compile(r"(?<![\w+])\+\d{1,3}[ .-]?(?:\(?\d{1,4}\)?[ .-]?){2,5}\d{2,4}\b"),
-        lambda s: 8 <= len(_digits(s)) <= 15,
-    ),
+    "phone": (_PHONE, phone),
 }
 
 
@@ -241,10 +275,11 @@ def detect(text: str) -> list[Finding]:
     for kind, (pattern, valid) in DETECTORS.items():
         try:
             for m in pattern.finditer(text):
-                start, end = m.span()
+                group = "value" if "value" in pattern.groupindex else 0
+                start, end = m.span(group)
                 if any(s < end and start < e for s, e in taken):
                     continue
-                if valid(m.group()):
+                if valid(m.group(group)):
                     taken.append((start, end))
                     found.append(Finding(kind, start, end))
         except Exception as exc:

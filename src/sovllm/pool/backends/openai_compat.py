@@ -67,6 +67,10 @@ class OpenAIBackend(Remote):
             body["stop"] = list(s.stop)
         if s.logit_bias:
             body["logit_bias"] = {str(t): b for t, b in s.logit_bias}
+        if s.presence_penalty:
+            body["presence_penalty"] = s.presence_penalty
+        if s.frequency_penalty:
+            body["frequency_penalty"] = s.frequency_penalty
         if s.top_k:
             body["top_k"] = s.top_k  # vLLM, SGLang and llama.cpp accept it; OpenAI ignores it
         if s.ignore_eos:
