@@ -264,6 +264,15 @@ class Settings(BaseSettings):
         default_factory=lambda: Path(platformdirs.user_data_dir("sovllm")),
         description="Everything the service writes lives here.",
     )
+
+    @field_validator("data_dir", mode="before")
+    @classmethod
+    def _a_folder(cls, value: object) -> object:
+        # An empty value would be the current directory: the database wherever one stands.
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("must not be empty: give the folder sovllm writes to")
+        return value
+
     model: str = Field(
         "smollm2-135m-instruct",
         min_length=1,

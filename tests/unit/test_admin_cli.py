@@ -181,3 +181,16 @@ def test_bad_paths_and_an_empty_subject_are_one_line_each(tmp_path: Path) -> Non
     done = sovllm(data, "privacy", "erase", "--subject", "key:key_typo")
     assert done.returncode == 1 and "no API key has the id 'key_typo'" in done.stderr
     assert "Traceback" not in done.stderr
+    # An empty data_dir would put the database wherever the command runs.
+    done = sovllm({"SOVLLM_DATA_DIR": ""}, "stops")
+    assert (
+        done.returncode == 2 and "'data_dir'" in done.stderr and "must not be empty" in done.stderr
+    )
+    # A witness's checkpoint given the offline flag's name is not silently ignored.
+    done = sovllm(data, "audit", "verify", "--checkpoint", str(a_file))
+    assert done.returncode == 2 and "only applies with --offline" in " ".join(done.stderr.split())
+    # Random bytes are no weights to approve.
+    (tmp_path / "noise.gguf").write_bytes(os.urandom(64))
+    approve = ["models", "approve", str(tmp_path / "noise.gguf"), "--source", "x", "--licence", "y"]
+    done = sovllm(data, *approve)
+    assert done.returncode == 1 and "is not a GGUF file" in done.stderr, done.stderr

@@ -76,6 +76,11 @@ def verify(
     config: ConfigOpt = None,
 ) -> None:
     """Recompute the tree, check every entry, signature and checkpoint; name the first bad entry."""
+    if checkpoint is not None and offline is None:
+        raise typer.BadParameter(
+            "only applies with --offline; a witness's checkpoint for the database is --against",
+            param_hint="--checkpoint",
+        )
     against_note = _read(against, "--against") if against else None
     if offline is not None:
         lines = _read(offline, "--offline").splitlines()

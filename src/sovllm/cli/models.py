@@ -70,6 +70,10 @@ def approve(
     """Hash the weights, sign and record the approval (an audit entry)."""
     if not path.exists():
         raise typer.BadParameter(f"{path} does not exist", param_hint="PATH")
+    if path.is_file():
+        with path.open("rb") as fh:  # an empty or random file is no weights to approve
+            if fh.read(4) != b"GGUF":
+                raise fail(f"{path} is not a GGUF file")
     card = _card(path) if path.is_dir() else {}
     source = source or card.get("base_model")
     licence = licence or card.get("license")
