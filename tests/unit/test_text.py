@@ -18,6 +18,15 @@ def test_multibyte_character_split_across_tokens_waits_for_its_rest() -> None:
     assert s.flush() == ""
 
 
+def test_a_character_cut_at_the_end_is_dropped_not_replaced() -> None:
+    """max_tokens can end an answer inside a character (an emoji, a CJK character)."""
+    s = Utf8Stream()
+    data = "ok 😀".encode()
+    assert s.push(data[:-2]) == "ok "
+    assert s.flush() == ""
+    assert s.push(b"x") == "x"  # nothing of the cut character is left behind
+
+
 @given(st.text(), st.lists(st.integers(min_value=1, max_value=4), min_size=1))
 def test_any_byte_split_reassembles_the_text(text: str, cuts: list[int]) -> None:
     data, out, s, i = text.encode(), [], Utf8Stream(), 0

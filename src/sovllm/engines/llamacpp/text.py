@@ -16,7 +16,10 @@ class Utf8Stream:
         return self._decoder.decode(piece)
 
     def flush(self) -> str:
-        return self._decoder.decode(b"", final=True)
+        """At the end of the answer: the start of a character whose rest never came (max_tokens
+        cut it) is dropped, as vLLM's detokenizer drops it, not sent as U+FFFD."""
+        self._decoder.reset()
+        return ""
 
 
 class StopMatcher:
