@@ -46,6 +46,11 @@ def test_open_routes_and_closed_routes(server: Server) -> None:
     assert httpx.get(f"{server.url}/ready").status_code == 200
     assert httpx.get(f"{server.url}/metrics").status_code == 200  # open by default
     _error(httpx.get(f"{server.url}/v1/models"), 401)
+    # Identity comes first: without a key, what is wrong with the body is nobody's business.
+    for path in ("/v1/chat/completions", "/v1/completions"):
+        for body in (b"{not json", b'{"model": 7}'):
+            refused = httpx.post(f"{server.url}{path}", content=body)
+            assert _error(refused, 401)["code"] == "invalid_api_key"
     _error(httpx.get(f"{server.url}/admin/v1/tenants"), 401)
     _error(httpx.get(f"{server.url}/admin/v1/usage"), 401)
 

@@ -59,6 +59,9 @@ router = APIRouter()
 AI_GENERATED_HEADER = "x-sovllm-ai-generated"
 QUEUE_TIMEOUT_HEADER = "x-sovllm-queue-timeout"
 AnyRole = Depends(require(ANY_ROLE))
+# A route dependency runs before FastAPI validates the body: a client without a usable key is
+# told so (401), not what is wrong with a body it may not send at all.
+KeyPresent = [Depends(check_key_present)]
 
 
 @router.get("/v1/models")
@@ -71,7 +74,7 @@ async def get_model(model_id: str, request: Request, _: Principal = AnyRole) -> 
     return _card(app_state(request).pool.model(model_id))
 
 
-@router.post("/v1/chat/completions", response_model=None)
+@router.post("/v1/chat/completions", response_model=None, dependencies=KeyPresent)
 async def chat_completions(
     body: ChatCompletionRequest, request: Request
 ) -> JSONResponse | StreamingResponse:
@@ -94,7 +97,7 @@ async def chat_completions(
     return JSONResponse(reply.body(), headers=answer.headers)
 
 
-@router.post("/v1/completions", response_model=None)
+@router.post("/v1/completions", response_model=None, dependencies=KeyPresent)
 async def completions(
     body: CompletionRequest, request: Request
 ) -> JSONResponse | StreamingResponse:
@@ -118,7 +121,6 @@ async def _start(
     """From the parsed request to a run on a replica (gateway/admit.py does the work)."""
     request.state.request_id = gen.request_id  # what any error answer and its audit entry name
     logs.bind_request(gen.request_id)  # and every log line written for it (log_format: json)
-    check_key_present(request)
     call = Call(
         gen=gen,
         model=body.model,
