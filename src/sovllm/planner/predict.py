@@ -13,6 +13,15 @@ from sovllm.planner.specs import PRECISIONS, Engine, Hardware, Model, scheduler_
 from sovllm.planner.workload import Lengths, Load
 
 KV_PRECISIONS = ("auto", "bf16", "fp16", "fp8")
+# Users or clients in all. The simulator holds about five requests per closed-loop client, and
+# `plan size` simulates all the users on one replica at the top of its search, so memory and
+# time grow with this without bound. 100,000 users of Llama-3.3-70B need 132 replicas of 2
+# MI300X (264 GPUs), far beyond a private deployment; on a 2-core machine one simulation of
+# them takes ~300 MB and ~10 s, a sizing on one GPU type ~35 s. Above it: refused at once.
+MAX_CLIENTS = 100_000
+# Requests simulated (`--requests`): an offline batch creates them all at once, ~450 bytes each;
+# 1 M take ~450 MB and ~10 s, and the simulator gives up after MAX_EVENTS (2 M) steps anyway.
+MAX_REQUESTS = 1_000_000
 
 
 def tp_problem(model: Model, tp: int) -> str:
@@ -27,8 +36,13 @@ def tp_problem(model: Model, tp: int) -> str:
 def check_load(load: Load) -> None:
     """Raise ScenarioError for a load the simulator cannot run."""
     v = load.value
-    if load.kind in ("concurrency", "users") and v < 1:
-        raise ScenarioError("load.value", f"must be at least 1, got {v:g}")
+    if load.kind in ("concurrency", "users"):
+        if v < 1:
+            raise ScenarioError("load.value", f"must be at least 1, got {v:g}")
+        if v > MAX_CLIENTS:
+            raise ScenarioError(
+                "load.value", f"must be at most {MAX_CLIENTS:,} (the planner's limit), got {v}"
+            )
     if load.kind == "rate":
         if not math.isfinite(v):
             raise ScenarioError("load.value", f"must be a finite number, got {v}")
@@ -92,6 +106,11 @@ class Scenario:
         for name, limit in (("requests", self.requests), ("max_num_seqs", self.max_num_seqs)):
             if limit is not None and limit < 1:
                 raise ScenarioError(name, f"must be at least 1, got {limit}")
+        if self.requests is not None and self.requests > MAX_REQUESTS:
+            raise ScenarioError(
+                "requests",
+                f"must be at most {MAX_REQUESTS:,} (the planner's limit), got {self.requests}",
+            )
         check_load(self.load)
         if self.kv_precision not in KV_PRECISIONS:
             raise ScenarioError(

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from sovllm.planner.cost import CostParams
 from sovllm.planner.errors import ScenarioError
-from sovllm.planner.predict import check_context
+from sovllm.planner.predict import MAX_CLIENTS, check_context
 from sovllm.planner.slo import SLO
 from sovllm.planner.specs import PRECISIONS, Engine, Hardware, Model
 from sovllm.planner.workload import Lengths, Load
@@ -39,6 +39,11 @@ class SizingQuestion:
         """Raise ScenarioError naming the first thing that cannot be sized."""
         if self.users < 1:
             raise ScenarioError("users", f"must be at least 1, got {self.users}")
+        if self.users > MAX_CLIENTS:
+            raise ScenarioError(
+                "users",
+                f"must be at most {MAX_CLIENTS:,} users (the planner's limit), got {self.users}",
+            )
         think = self.think_time_s
         if not math.isfinite(think):
             raise ScenarioError("think_time_s", f"must be a finite number, got {think}")

@@ -39,6 +39,9 @@ class Hardware:
     # performance model interpolates these instead of using the roofline.
     rates: tuple[tuple[int, float, float], ...] = ()
     kind: str = "gpu"
+    # Who makes it: `deploy kubernetes` requests GPUs by the vendor's device-plugin resource and
+    # serves with that vendor's image, so it must know (empty: not stated, as for cpu-local).
+    vendor: str = ""
     # Fraction of the engine's MBU this platform reaches (1.0 = the NVIDIA parts the engine
     # factors were fitted on).
     bandwidth_efficiency: float = 1.0

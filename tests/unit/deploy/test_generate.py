@@ -5,6 +5,8 @@ pod, no secret in a ConfigMap, every container non-root with limits)."""
 from __future__ import annotations
 
 import base64
+import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,11 @@ from sovllm.deploy.plan_input import read_plan
 from sovllm.deploy.render import problems, render
 from sovllm.deploy.settings import KUBERNETES_VERSION, load_deploy_settings
 from sovllm.deploy.validate import validate_all
+from tests.unit.deploy.conftest import ARTICLE, plan_file
+
+# One H100 serving an 8B model: a plan predict --json the deploy command takes.
+PREDICT_H100 = ["plan", "predict", "--model", "llama-3.1-8b", "--gpu", "h100-sxm"]
+PREDICT_H100 += ["--input-tokens", "500", "--output-tokens", "200", "--users", "10", "--json"]
 
 runner = CliRunner()
 
@@ -244,6 +251,82 @@ def test_a_file_that_is_no_plan_is_refused(tmp_path: Path) -> None:
     assert res.exit_code == 2 and "plan size --json" in res.output
     res = deploy(tmp_path / "missing.json", tmp_path / "out")
     assert res.exit_code == 2 and "cannot read the plan" in res.output
+
+
+def _edited(plan: Path, out: Path, path: str, value: Any) -> Path:
+    """The plan with the field at the dotted `path` set to `value`, as a person might edit it."""
+    doc = json.loads(plan.read_text())
+    *parents, last = path.split(".")
+    node = doc
+    for key in parents:
+        node = node[key]
+    node[last] = value
+    out.write_text(json.dumps(doc))
+    return out
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "said"),
+    [
+        ("recommendation.tp", -1, "recommendation.tp must be a whole number of at least 1, got -1"),
+        ("recommendation.tp", 0, "recommendation.tp must be a whole number"),
+        ("recommendation.tp", 2.5, "recommendation.tp must be a whole number"),
+        ("recommendation.tp", "4", "recommendation.tp must be a whole number"),
+        ("recommendation.replicas", 0, "recommendation.replicas must be a whole number"),
+        ("inputs.users", -3, "inputs.users must be a whole number"),
+        ("model_memory.fp16.context_tokens", -700, "context_tokens must be a whole number"),
+        ("inputs.ttft_p95_s", 0, "inputs.ttft_p95_s must be a finite number above 0"),
+        ("inputs.ttft_p95_s", math.inf, "inputs.ttft_p95_s must be a finite number above 0"),
+        ("recommendation.memory.usable_gb", 100.0, "at most recommendation.memory.gpu_memory_gb"),
+        ("recommendation.memory.gpu_memory_gb", -85.9, "gpu_memory_gb must be a finite number"),
+        ("recommendation.gpu", 7, "recommendation.gpu must be a name"),
+        ("recommendation.gpu", "h100-sxn", "unknown GPU 'h100-sxn'"),
+    ],
+)
+def test_plan_figures_are_checked_and_named(
+    article_plan: Path, tmp_path: Path, path: str, value: Any, said: str
+) -> None:
+    """A hand-edited plan whose figure cannot be deployed (it would become `nvidia.com/gpu: -1`,
+    `replicas: 0`…) is refused naming the field; nothing is written."""
+    plan = _edited(article_plan, tmp_path / "plan.json", path, value)
+    res = deploy(plan, tmp_path / "out")
+    assert res.exit_code == 2, res.output
+    assert said in res.output and "Traceback" not in res.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_predict_plan_with_a_negative_tp_is_refused(tmp_path: Path) -> None:
+    plan = plan_file(PREDICT_H100, tmp_path / "predict.json")
+    res = deploy(_edited(plan, tmp_path / "bad.json", "inputs.tp", -1), tmp_path / "out")
+    assert res.exit_code == 2 and "inputs.tp must be a whole number" in res.output
+    assert not (tmp_path / "out").exists()
+    assert deploy(plan, tmp_path / "out").exit_code == 0  # unedited, it deploys
+
+
+def _mi300x(arg: str) -> str:
+    return "mi300x" if arg in ("a100-80gb-sxm", "h100-sxm") else arg
+
+
+@pytest.mark.parametrize(
+    ("args", "again"),
+    [
+        ([_mi300x(a) for a in ARTICLE], "sovllm plan size … --gpus a100-40gb-sxm,"),
+        ([_mi300x(a) for a in PREDICT_H100], "sovllm plan predict --gpu"),
+    ],
+)
+def test_a_plan_for_a_gpu_the_manifests_cannot_request_is_refused(
+    tmp_path: Path, args: list[str], again: str
+) -> None:
+    """The manifests request `nvidia.com/gpu` and run the CUDA image: an MI300X plan (the
+    cheapest for the README's 70B case when every GPU is allowed) would never schedule. The
+    refusal names the GPU and how to plan for one that can be deployed."""
+    plan = plan_file(args, tmp_path / "plan.json")
+    res = deploy(plan, tmp_path / "out")
+    assert res.exit_code == 2, res.output
+    said = " ".join(res.output.split())
+    assert "the plan's GPU is mi300x (AMD)" in said and "only NVIDIA GPUs" in said
+    assert again in said and "mi300x" not in said.split(again)[1]
+    assert not (tmp_path / "out").exists()
 
 
 def test_a_manifest_that_does_not_validate_writes_nothing(

@@ -12,7 +12,7 @@ import pytest
 from sovllm.planner.catalog import get_engine, get_hardware, get_model
 from sovllm.planner.cost import CostParams
 from sovllm.planner.errors import ScenarioError
-from sovllm.planner.predict import Scenario
+from sovllm.planner.predict import MAX_CLIENTS, MAX_REQUESTS, Scenario
 from sovllm.planner.question import SizingQuestion
 from sovllm.planner.slo import SLO
 from sovllm.planner.workload import Lengths, Load, ThinkTime
@@ -53,12 +53,21 @@ def test_a_sound_scenario_passes() -> None:
         ({"precision": "fp3"}, "precision", "unknown precision"),
         ({"cached_fraction": 1.0}, "cached_fraction", "below 1"),
         ({"output": Lengths(200_000, 200_000)}, "lengths", "context of 131072"),
+        # Memory and time grow with these without bound: refused before anything is simulated.
+        ({"load": Load("users", MAX_CLIENTS + 1)}, "load.value", "at most 100,000"),
+        ({"load": Load("concurrency", 10**20)}, "load.value", "at most 100,000"),
+        ({"requests": MAX_REQUESTS + 1}, "requests", "at most 1,000,000"),
     ],
 )
 def test_a_scenario_names_what_is_wrong(change: dict[str, Any], field: str, words: str) -> None:
     with pytest.raises(ScenarioError) as err:
         replace(BASE, **change).check()
     assert err.value.field == field and words in str(err.value)
+
+
+def test_the_limits_themselves_are_accepted() -> None:
+    replace(BASE, load=Load("users", MAX_CLIENTS), requests=MAX_REQUESTS).check()
+    replace(BASE, load=Load("concurrency", MAX_CLIENTS)).check()
 
 
 def test_one_measured_machine_has_no_parallelism() -> None:
@@ -86,6 +95,7 @@ QUESTION = SizingQuestion(
     ("change", "field", "words"),
     [
         ({"users": 0}, "users", "at least 1"),
+        ({"users": MAX_CLIENTS + 1}, "users", "at most 100,000 users"),
         ({"think_time_s": -1.0}, "think_time_s", "0 or more"),
         ({"slo": SLO.p95(0.0, 0.1)}, "slo.ttft", "above 0"),
         ({"slo": SLO.p95(1.0, math.nan)}, "slo.tpot", "finite"),
@@ -106,3 +116,7 @@ def test_a_sizing_question_names_what_is_wrong(
     with pytest.raises(ScenarioError) as err:
         replace(QUESTION, **change).check()
     assert err.value.field == field and words in str(err.value)
+
+
+def test_a_sizing_question_for_the_most_users_passes() -> None:
+    replace(QUESTION, users=MAX_CLIENTS).check()

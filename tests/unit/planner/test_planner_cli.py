@@ -172,6 +172,45 @@ def test_bad_input_is_a_usage_error_naming_the_flag(args: list[str], flag: str) 
     assert "Traceback" not in res.output
 
 
+# Before the limit these ran on: an unreachable SLO (size) or 10 requests (predict) kept them
+# short, the huge ones grew memory without bound.
+SMALL_SIZE = ["size", "--model", "llama-3.1-8b", "--prompt-tokens", "300", "--gpus", "h100"]
+SMALL_SIZE += ["--precisions", "bf16", "--max-tp", "1", "--ttft-p95", "0.0001"]
+
+
+@pytest.mark.parametrize(
+    ("args", "flag", "limit"),
+    [
+        ([*SMALL_SIZE, "--users", "100001"], "--users", "100,000"),
+        ([*SMALL_SIZE, "--users", "99999999999999999999"], "--users", "100,000"),
+        (
+            ["predict", *ARTICLE, "--gpu", "h100", "--users", "100001", "--requests", "10"],
+            "--users",
+            "100,000",
+        ),
+        (
+            ["predict", *ARTICLE, "--gpu", "h100", "--concurrency", "100001", "--requests", "10"],
+            "--concurrency",
+            "100,000",
+        ),
+        (
+            ["predict", *ARTICLE, "--gpu", "h100", "--offline", "--requests", "10000000000"],
+            "--requests",
+            "1,000,000",
+        ),
+    ],
+)
+def test_loads_beyond_the_planners_limit_are_refused_up_front(
+    args: list[str], flag: str, limit: str
+) -> None:
+    res = _run(*args)
+    assert res.exit_code == 2, res.output
+    # Rich wraps the panel: join its lines before looking for the words.
+    said = " ".join(line.strip("│ ") for line in res.output.splitlines())
+    assert f"'{flag}'" in said and f"at most {limit}" in said
+    assert "Traceback" not in res.output
+
+
 def test_unknown_model_and_gpu_list_the_closest_names() -> None:
     res = _run(
         "predict",
@@ -347,6 +386,17 @@ def test_calibrate_saves_a_profile_that_predict_uses(
     # Decode cannot beat the measured aggregate rate at the largest batch.
     assert 0 < pred["output_tokens_per_s"] <= 150.0
     assert pred["tpot_s"]["mean"] >= 1 / 150.0
+
+
+@pytest.mark.parametrize("power", ["-5", "0", "nan", "inf"])
+def test_calibrate_refuses_a_power_that_is_not_positive_before_measuring(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch, power: str
+) -> None:
+    calls = _fake_engine(monkeypatch)
+    res = _run("calibrate", "--batch-sizes", "1,4", "--power-w", power)
+    assert res.exit_code == 2, res.output
+    assert "'--power-w'" in res.output and "positive number of watts" in res.output
+    assert calls == [] and not (data_dir / "profiles" / "cpu-local.json").exists()
 
 
 def test_size_on_cpu_local_answers_how_many_users(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Annotated
 
 import typer
@@ -11,14 +12,14 @@ from sovllm.planner.cli.common import bad, console, emit_json
 
 def calibrate(
     model: Annotated[
-        str | None, typer.Option(help="Model the embedded engine loads [settings.model].")
+        str | None, typer.Option(help="Model the embedded engine loads \\[settings.model].")
     ] = None,
     batch_sizes: Annotated[str, typer.Option(help="Comma-separated batch sizes.")] = (
         "1,2,4,8,16,32"
     ),
     prompt_tokens: Annotated[int, typer.Option(help="Prompt length of each sequence.")] = 256,
     decode_steps: Annotated[int, typer.Option(help="Decode steps measured per batch.")] = 32,
-    threads: Annotated[int | None, typer.Option(help="CPU threads [settings].")] = None,
+    threads: Annotated[int | None, typer.Option(help="CPU threads \\[settings].")] = None,
     power_w: Annotated[
         float | None, typer.Option(help="Power of this machine under load, W [10 W/thread].")
     ] = None,
@@ -40,6 +41,10 @@ def calibrate(
         bad("--decode-steps", f"must be at least 1, got {decode_steps}")
     if threads is not None and threads < 1:
         bad("--threads", f"must be at least 1, got {threads}")
+    # The profile's power sets every energy and cost figure planned on it: check it before the
+    # minutes of measuring, not after.
+    if power_w is not None and not (math.isfinite(power_w) and power_w > 0):
+        bad("--power-w", f"must be a positive number of watts, got {power_w:g}")
     try:
         settings = load_settings()
     except ConfigError as exc:

@@ -67,7 +67,7 @@ def predict(
     pp: Annotated[int, typer.Option(help="Pipeline-parallel degree.")] = 1,
     precision: Annotated[
         str | None,
-        typer.Option(help="bf16, fp16, fp8, int8 or int4 [bf16; a GGUF file's own]."),
+        typer.Option(help="bf16, fp16, fp8, int8 or int4 \\[bf16; a GGUF file's own]."),
     ] = None,
     kv_precision: Annotated[
         str, typer.Option(help="KV cache dtype: auto, bf16, fp16 or fp8.")

@@ -100,11 +100,11 @@ def size_cmd(
     ttft_p95: Annotated[float, typer.Option(help="SLO: TTFT p95, s.")] = 1.0,
     tpot_p95: Annotated[float, typer.Option(help="SLO: TPOT p95, s.")] = 0.1,
     gpus: Annotated[
-        str | None, typer.Option(help="Comma-separated GPU types allowed [all in the catalog].")
+        str | None, typer.Option(help="Comma-separated GPU types allowed \\[all in the catalog].")
     ] = None,
     precisions: Annotated[
         str | None,
-        typer.Option(help="Comma-separated precisions to try [bf16,fp8; a GGUF file's own]."),
+        typer.Option(help="Comma-separated precisions to try \\[bf16,fp8; a GGUF file's own]."),
     ] = None,
     engine_name: Annotated[str, typer.Option("--engine", help="Serving engine.")] = "vllm",
     max_tp: Annotated[int, typer.Option(help="Largest TP degree (GPUs in one node).")] = 8,
@@ -121,10 +121,10 @@ def size_cmd(
         typer.Option(help="Currency units per USD for catalog prices [0.92 for EUR, 1 for USD]."),
     ] = None,
     gpu_price: Annotated[
-        float | None, typer.Option(help="Purchase price per GPU [catalog].")
+        float | None, typer.Option(help="Purchase price per GPU \\[catalog].")
     ] = None,
     cloud_price: Annotated[
-        float | None, typer.Option(help="Cloud price per GPU-hour [catalog].")
+        float | None, typer.Option(help="Cloud price per GPU-hour \\[catalog].")
     ] = None,
     years: Annotated[float, typer.Option(help="Amortisation period, years.")] = 3.0,
     electricity_price: Annotated[float, typer.Option(help="Price per kWh.")] = 0.25,
@@ -216,7 +216,8 @@ def size_cmd(
     try:
         question.check()
     except ScenarioError as exc:
-        bad_value(exc, prompt_flag)
+        # With --from-usage the users are the recorded peak times --growth.
+        bad_value(exc, prompt_flag, **({"users": "--growth"} if from_usage else {}))
     question = replace(
         question,
         precisions=tuple(file_precision(m, "--precisions", list(question.precisions), precisions)),
