@@ -49,8 +49,9 @@ def test_open_routes_and_closed_routes(server: Server) -> None:
     # Identity comes first: without a key, what is wrong with the body is nobody's business.
     for path in ("/v1/chat/completions", "/v1/completions"):
         for body in (b"{not json", b'{"model": 7}'):
-            refused = httpx.post(f"{server.url}{path}", content=body)
-            assert _error(refused, 401)["code"] == "invalid_api_key"
+            for headers in ({}, {"content-type": "application/json"}):  # parsed, or not
+                refused = httpx.post(f"{server.url}{path}", content=body, headers=headers)
+                assert _error(refused, 401)["code"] == "invalid_api_key"
     _error(httpx.get(f"{server.url}/admin/v1/tenants"), 401)
     _error(httpx.get(f"{server.url}/admin/v1/usage"), 401)
 

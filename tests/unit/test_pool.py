@@ -151,6 +151,19 @@ def test_requests_and_outputs_cross_the_wire_unchanged() -> None:
     assert wire.info_from_json(wire.info_to_json(info, stats)) == (info, stats)
 
 
+def test_the_wire_carries_only_what_differs_from_the_defaults() -> None:
+    """A worker of the version before (a rolling upgrade) takes a request that asks nothing new
+    of it; the penalties reach a worker that knows them."""
+    plain = GenerationRequest("p", SamplingParams(temperature=0.0), prompt="x")
+    assert wire.request_to_json(plain)["sampling"] == {"temperature": 0.0}
+    penalized = GenerationRequest(
+        "q", SamplingParams(presence_penalty=0.5, frequency_penalty=-1.0), prompt="x"
+    )
+    body = wire.request_to_json(penalized)
+    assert body["sampling"] == {"presence_penalty": 0.5, "frequency_penalty": -1.0}
+    assert wire.request_from_json(body) == penalized
+
+
 def test_malformed_wire_requests_raise_a_plain_error() -> None:
     for body in ({}, {"request_id": "x"}, {"request_id": "x", "sampling": {"bogus": 1}}):
         with pytest.raises((KeyError, TypeError, ValueError)):

@@ -139,6 +139,12 @@ def test_headers_follow_openai_names(db: Database) -> None:
     assert h["x-ratelimit-limit-tokens"] == "1000"
     assert h["x-ratelimit-remaining-tokens"] == "900"
     assert h["x-ratelimit-reset-requests"].endswith("s")
+    # A refusal counts nothing: what is left is what it was, without the refused request.
+    with pytest.raises(quotas.QuotaExceeded) as err:
+        quotas.admit(db, p, "too-big", 950)
+    refused = err.value.headers.as_dict()
+    assert refused["x-ratelimit-remaining-tokens"] == "900"
+    assert refused["x-ratelimit-remaining-requests"] == "4"
 
 
 def test_upgrading_carries_the_open_windows_into_buckets(database_url_any: str) -> None:

@@ -196,6 +196,10 @@ def counted(request: Request, error: APIError) -> JSONResponse:
     return error.response()
 
 
+KEYED_BODIES = frozenset({"/v1/chat/completions", "/v1/completions"})
+"""Routes whose body is read only for a caller with a key (openai_routes.KeyPresent)."""
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(APIError)
     async def _api_error(request: Request, exc: APIError) -> JSONResponse:
@@ -209,6 +213,17 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        if request.url.path in KEYED_BODIES:
+            # FastAPI parses a JSON body before the route's dependencies run: a client without
+            # a usable key is told that first, not what is wrong with its body.
+            from sovllm.api.auth import check_key_present  # auth imports this module
+
+            try:
+                check_key_present(request)
+            except APIError as refused:  # its source is throttled: 429
+                return counted(request, refused)
+            except AuthError as refused:
+                return counted(request, from_domain(request, refused))
         message, param = _validation_message(exc)
         return counted(request, APIError(400, message, param=param))
 

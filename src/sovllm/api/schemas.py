@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     BaseModel,
@@ -60,13 +60,15 @@ class _Request(BaseModel):
     @classmethod
     def _null_is_unset(cls, data: Any) -> Any:
         """An explicit null means the default, as OpenAI and vLLM read it (clients send unset
-        fields as null); a required field stays required."""
+        fields as null), for the fields whose type has no null of its own; a required field
+        stays required, and a field that takes null keeps it (completions' max_tokens: null
+        is "to the end of the context", not the default 16)."""
         if not isinstance(data, dict):
             return data
         nullable = {
             name
             for name, field in cls.model_fields.items()
-            if not field.is_required() and field.default is not None
+            if not field.is_required() and type(None) not in get_args(field.annotation)
         }
         return {k: v for k, v in data.items() if not (v is None and k in nullable)}
 
@@ -137,8 +139,10 @@ class _SamplingFields(_Request):
                 "tools (function calling) are not supported by this server: leave out tools "
                 "and functions, or set tool_choice to none"
             )
-        if choice not in ("none", "auto") or self.function_call not in (None, "none", "auto"):
+        if choice not in ("none", "auto"):
             raise ValueError(f"tool_choice {choice!r} needs tools, which are not supported")
+        if self.function_call not in (None, "none", "auto"):
+            raise ValueError("function_call needs functions, which are not supported")
         kind = (self.response_format or {}).get("type", "text")
         if kind != "text":
             raise ValueError(
@@ -190,7 +194,7 @@ class ChatCompletionRequest(_SamplingFields):
     @field_validator("logprobs", "top_logprobs")
     @classmethod
     def _no_logprobs(cls, value: bool | int | None) -> bool | int | None:
-        if value or (value is not None and not isinstance(value, bool)):
+        if value:  # top_logprobs 0 asks for nothing, as logprobs false does
             raise ValueError("logprobs are not supported")
         return value
 

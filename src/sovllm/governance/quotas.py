@@ -15,6 +15,7 @@ window arithmetic, the SQL and the lock order, and a deadlock comes from their d
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import itertools
 import math
@@ -185,7 +186,7 @@ class _Scope:
 
 def _check_scope(s: RawTransaction, it: _Scope, reserved: int, now: float) -> RateLimitHeaders:
     scope, column, limits = it.name, it.column, it.limits
-    headers = RateLimitHeaders()
+    headers = refused = RateLimitHeaders()
     params = {"id": it.ident, "now": now}
     if limits.rpm is not None or limits.tpm is not None:
         since = _window_floor(now)
@@ -202,13 +203,19 @@ def _check_scope(s: RawTransaction, it: _Scope, reserved: int, now: float) -> Ra
             remaining_tokens=None if limits.tpm is None else limits.tpm - tokens - reserved,
             reset_tokens_s=reset,
         )
+        # A refusal counts nothing: its headers say what is left without this request.
+        refused = dataclasses.replace(
+            headers,
+            remaining_requests=None if limits.rpm is None else limits.rpm - count,
+            remaining_tokens=None if limits.tpm is None else limits.tpm - tokens,
+        )
         if limits.rpm is not None and count >= limits.rpm:
             raise QuotaExceeded(
                 f"Rate limit reached for {scope}: {limits.rpm} requests per minute. "
                 f"Retry in {math.ceil(reset)} s.",
                 "rate_limit_exceeded",
                 reset,
-                headers,
+                refused,
             )
         if limits.tpm is not None and reserved > limits.tpm:
             raise QuotaExceeded(
@@ -216,7 +223,7 @@ def _check_scope(s: RawTransaction, it: _Scope, reserved: int, now: float) -> Ra
                 f"max_tokens) and the limit is {limits.tpm} tokens per minute. Lower max_tokens.",
                 "request_too_large",
                 WINDOW_S,
-                headers,
+                refused,
             )
         if limits.tpm is not None and tokens + reserved > limits.tpm:
             raise QuotaExceeded(
@@ -225,7 +232,7 @@ def _check_scope(s: RawTransaction, it: _Scope, reserved: int, now: float) -> Ra
                 f"Retry in {math.ceil(reset)} s.",
                 "rate_limit_exceeded",
                 reset,
-                headers,
+                refused,
             )
     held = 0
     if limits.max_concurrent is not None or limits.monthly_tokens is not None:
@@ -236,7 +243,7 @@ def _check_scope(s: RawTransaction, it: _Scope, reserved: int, now: float) -> Ra
                 f"{limits.max_concurrent}. Retry when one finishes.",
                 "concurrency_limit_exceeded",
                 1.0,
-                headers,
+                refused,
             )
     if limits.monthly_tokens is not None:
         month = _month_start(now).isoformat()
@@ -248,7 +255,7 @@ def _check_scope(s: RawTransaction, it: _Scope, reserved: int, now: float) -> Ra
                 f"{reserved}.",
                 "insufficient_quota",
                 _seconds_to_next_month(now),
-                headers,
+                refused,
             )
     return headers
 

@@ -26,10 +26,22 @@ INFO_PATH = "/v1/engine/info"
 TOKEN_ENV = "SOVLLM_WORKER_TOKEN"
 
 
+_SAMPLING_DEFAULTS = dataclasses.asdict(SamplingParams())
+
+
+def _sampling_to_json(sampling: SamplingParams) -> dict[str, Any]:
+    """The fields that differ from their defaults: a worker of an earlier version (a rolling
+    upgrade) takes every request that asks for nothing it does not know."""
+    fields = dataclasses.asdict(sampling)
+    return {
+        k: v for k, v in fields.items() if k not in _SAMPLING_DEFAULTS or v != _SAMPLING_DEFAULTS[k]
+    }
+
+
 def request_to_json(request: GenerationRequest) -> dict[str, Any]:
     body: dict[str, Any] = {
         "request_id": request.request_id,
-        "sampling": dataclasses.asdict(request.sampling),
+        "sampling": _sampling_to_json(request.sampling),
         "flow": request.flow,
         "weight": request.weight,
     }

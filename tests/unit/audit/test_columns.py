@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import text
 
 from sovllm.governance.audit import merkle
-from sovllm.governance.audit.checkpoint import Checkpoint, Signer
+from sovllm.governance.audit.checkpoint import Checkpoint, CheckpointError, Signer
 from sovllm.governance.audit.export import export_lines, verify_export
 from sovllm.governance.audit.log import AuditLog, instant
 from sovllm.governance.audit.lookup import IntegrityError, inclusion, search
@@ -140,12 +140,14 @@ def test_each_checkpoint_column_edit_is_caught_and_named(
 
 
 def test_the_checkpoint_columns_are_what_the_log_reads_next(db: Database, signer: Signer) -> None:
-    """Why `compact` matters: the next checkpoint starts from it."""
+    """Why `compact` matters: the next checkpoint starts from it, so the log checks it against
+    the row's signed note first and signs nothing over a forged range."""
     fill(db, signer, 8)
     CHECKPOINT_EDITS["compact"](db, signer)
     log = AuditLog(db, signer, "test-log")
     log.append("admin", {"x": 1}).result()
-    log.checkpoint()  # signs a wrong tree head, computed from the forged range
+    with pytest.raises(CheckpointError, match="not one this log signed as it stands"):
+        log.checkpoint()
     report = verify_database(db, signer.verifier)
     assert not report.ok and report.first_bad_checkpoint == 8
 

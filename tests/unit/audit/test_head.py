@@ -13,12 +13,13 @@ import pytest
 from sqlalchemy import text
 
 from sovllm.config import load_settings
-from sovllm.governance.audit import open_audit
+from sovllm.governance.audit import merkle, open_audit
 from sovllm.governance.audit.checkpoint import CheckpointError, parse
 from sovllm.governance.audit.head import FILE_NAME
 from sovllm.governance.audit.log import AuditLog, canonical
 from sovllm.governance.audit.verify import verify_database, verify_log
 from sovllm.store.db import Database
+from sovllm.store.migrate import upgrade
 
 
 @pytest.fixture
@@ -30,8 +31,9 @@ def log(db: Database, tmp_path: Path) -> AuditLog:
     return audit
 
 
-def head_file(tmp_path: Path) -> Path:
-    return tmp_path / "audit" / FILE_NAME
+def head_file(log: AuditLog) -> Path:
+    assert log.head is not None
+    return log.head.path
 
 
 def count_checkpoints(db: Database) -> int:
@@ -56,7 +58,7 @@ def rewrite(db: Database, seq: int, reason: str) -> None:
 def test_each_checkpoint_signed_here_is_kept_outside_the_database(
     log: AuditLog, tmp_path: Path
 ) -> None:
-    kept = head_file(tmp_path).read_text()
+    kept = head_file(log).read_text()
     assert kept == log.latest_note()
     assert parse(kept)[0].size == 7  # the pseudonym key's entry, then six
     assert verify_log(log, log.signer.verifier).summary() == (
@@ -82,7 +84,7 @@ def test_checkpoints_deleted_and_an_entry_rewritten_are_caught_and_not_signed_ov
     with pytest.raises(CheckpointError, match="no longer holds the checkpoint this host signed"):
         log.checkpoint()
     log.append("request.begin", {"reason": "later"}, "req-later").result(timeout=30)
-    with pytest.raises(CheckpointError, match=str(head_file(tmp_path))):
+    with pytest.raises(CheckpointError, match=str(head_file(log))):
         log.checkpoint()
     assert count_checkpoints(db) == 0
 
@@ -125,14 +127,15 @@ def test_a_checkpoint_signed_by_another_process_on_the_database_is_followed(
     log.append("request.begin", {"reason": "here"}, "req-h").result(timeout=30)
     assert parse(log.checkpoint())[0].size == 9
     log.head.keep(other.head_note())  # type: ignore[union-attr,arg-type]
-    assert parse(head_file(tmp_path).read_text())[0].size == 9
+    assert parse(head_file(log).read_text())[0].size == 9
+    assert head_file(other).parent != head_file(log).parent
     assert verify_log(log, log.signer.verifier).ok
 
 
 def test_an_unreadable_head_is_a_failure_that_names_its_file(log: AuditLog, tmp_path: Path) -> None:
-    head_file(tmp_path).write_text("not a note")
+    head_file(log).write_text("not a note")
     report = verify_log(log, log.signer.verifier)
-    assert not report.ok and str(head_file(tmp_path)) in report.summary()
+    assert not report.ok and str(head_file(log)) in report.summary()
     with pytest.raises(CheckpointError, match="is not a signed checkpoint"):
         log.checkpoint()
 
@@ -141,9 +144,52 @@ def test_a_host_without_the_file_trusts_the_log_as_it_finds_it(
     log: AuditLog, db: Database, tmp_path: Path
 ) -> None:
     """The documented limit: a new host (or a restore) has nothing to compare with."""
-    head_file(tmp_path).unlink()
+    head_file(log).unlink()
     with db.transaction() as s:
         s.execute(text("DELETE FROM audit_checkpoints"))
     assert verify_log(log, log.signer.verifier).ok
     assert parse(log.checkpoint())[0].size == 7
-    assert head_file(tmp_path).is_file()
+    assert head_file(log).is_file()
+
+
+def test_the_unsigned_subtrees_of_the_latest_checkpoint_cannot_carry_a_rewrite(
+    log: AuditLog, db: Database
+) -> None:
+    """The stored compact range is what the next checkpoint extends, and it is not signed: a
+    database writer who rewrites an entry and sets the range to the rewritten tree's gets
+    nothing signed over it."""
+    rewrite(db, 3, "forged")
+    with db.transaction() as s:
+        leaves = [
+            bytes.fromhex(h)
+            for (h,) in s.execute(text("SELECT leaf_hash FROM audit_entries ORDER BY seq"))
+        ]
+        forged: merkle.Compact = []
+        merkle.extend(forged, leaves)
+        s.execute(
+            text("UPDATE audit_checkpoints SET compact = :c WHERE size = 7"),
+            {"c": json.dumps([[n, h.hex()] for n, h in forged])},
+        )
+    log.append("request.begin", {"reason": "later"}, "req-later").result(timeout=30)
+    with pytest.raises(CheckpointError, match="not one this log signed as it stands"):
+        log.checkpoint()
+    assert count_checkpoints(db) == 1
+    assert not verify_log(log, log.signer.verifier).ok
+
+
+def test_another_database_under_the_same_data_folder_is_not_taken_for_tampering(
+    log: AuditLog, tmp_path: Path
+) -> None:
+    """Each database has its own file: a data folder used with a new database (a reset, a
+    move to PostgreSQL, a second configuration) signs on, trusting that log as it finds it."""
+    other = Database(f"sqlite:///{tmp_path / 'other.db'}")
+    upgrade(other)
+    try:
+        fresh = open_audit(load_settings(None, data_dir=tmp_path), other)
+        fresh.append("request.begin", {"reason": "new"}, "req-new").result(timeout=30)
+        assert parse(fresh.checkpoint())[0].size == 2
+        assert verify_log(fresh, fresh.signer.verifier).ok
+        assert head_file(fresh) != head_file(log) and head_file(log).is_file()
+        assert head_file(log).name.startswith(FILE_NAME + ".")
+    finally:
+        other.dispose()

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sovllm.governance.privacy.pii import Finding, detect, mask
+from sovllm.governance.privacy.pii import DETECTORS, Finding, detect, mask
 
 VALID = {
     "email": "mario.rossi@example.com",
@@ -68,8 +68,9 @@ def test_more_formats() -> None:
         # National numbers with a trunk 0 (IT, NL, DE, FR, UK), North American ones, and any
         # number after a word that says it is one (an Italian mobile, a Spanish number).
         ("06 49911234", "[PHONE]"),
-        ("0612345678", "[PHONE]"),
+        ("Tel 0612345678", "Tel [PHONE]"),
         ("030 1234567", "[PHONE]"),
+        ("01.23.45.67.89", "[PHONE]"),
         ("030/12345678", "[PHONE]"),
         ("01 23 45 67 89", "[PHONE]"),
         ("020 7946 0958", "[PHONE]"),
@@ -87,10 +88,31 @@ def test_more_formats() -> None:
         ("invoice 2024-000123", "invoice 2024-000123"),
         ("ISBN 978-3-16-148410-0", "ISBN 978-3-16-148410-0"),
         ("pulse 080-100", "pulse 080-100"),
+        # A bare run of digits is as often an order or file number; court and file numbers
+        # with a year; opening hours; a date and time after a context word.
+        ("0612345678", "0612345678"),
+        ("Invoice no. 0012345678", "Invoice no. 0012345678"),
+        ("ISBN 0306406152", "ISBN 0306406152"),
+        ("N. 01234/2019 REG.RIC.", "N. 01234/2019 REG.RIC."),
+        ("Protocollo n. 0045678/2023", "Protocollo n. 0045678/2023"),
+        ("Aktenzeichen 0123 4567/24", "Aktenzeichen 0123 4567/24"),
+        ("08.30-12.30 14.30-18.00", "08.30-12.30 14.30-18.00"),
+        ("fax 2024-01-15 10:30", "fax 2024-01-15 10:30"),
     ],
 )
 def test_phone_numbers_in_national_formats(text: str, masked: str) -> None:
     assert mask(text)[0] == masked
+
+
+def test_an_email_match_starts_only_where_its_local_part_starts() -> None:
+    """What keeps masking linear: a match may not begin inside a run of local-part characters,
+    so a long run ("1-" * 50,000, 14 s before) is scanned from its start only, not from each
+    of its characters. The whole address is still the finding."""
+    pattern = DETECTORS["email"][0]
+    assert [m.group() for m in pattern.finditer("write -john.doe@example.com now")] == [
+        "-john.doe@example.com"
+    ]
+    assert pattern.match("1-1-1@x.eu", 1) is None  # from inside the run: no attempt succeeds
 
 
 def test_an_iban_in_lower_case_is_found_by_its_check_digits() -> None:

@@ -15,8 +15,7 @@ from pathlib import Path
 from sovllm.config import ConfigError, Settings
 from sovllm.governance.audit import records
 from sovllm.governance.audit.checkpoint import Signer
-from sovllm.governance.audit.head import FILE_NAME as HEAD_FILE
-from sovllm.governance.audit.head import Head
+from sovllm.governance.audit.head import Head, file_for
 from sovllm.governance.audit.log import (
     KEY_KIND,
     PSEUDONYM_KEY_KIND,
@@ -144,7 +143,8 @@ def open_audit(settings: Settings, db: Database) -> AuditLog:
         db, signer, settings.audit.origin, checkpoint_every=every, checkpoint_seconds=seconds
     )
     log.key_file = key_path(settings)
-    log.head = Head(settings.data_dir / "audit" / HEAD_FILE)
+    url = db.engine.url.render_as_string(hide_password=True)
+    log.head = Head(file_for(settings.data_dir / "audit", url))
     log.pseudonym_key = open_pseudonym_key(settings, log)
     log.pseudonym_file = pseudonym_key_path(settings)
     log.pseudonyms_retired = settings.data_dir / "audit" / "pseudonym.retired"

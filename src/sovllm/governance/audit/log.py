@@ -23,7 +23,13 @@ from pathlib import Path
 from typing import Any
 
 from sovllm.governance.audit import merkle, records
-from sovllm.governance.audit.checkpoint import Checkpoint, CheckpointError, Signer, sign_by
+from sovllm.governance.audit.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    Signer,
+    sign_by,
+    verify,
+)
 from sovllm.governance.audit.head import Head
 from sovllm.store.db import Database
 from sovllm.store.raw import SQL, RawTransaction, raw_transaction
@@ -299,17 +305,42 @@ class AuditLog:
             raise CheckpointError(
                 f"the database no longer holds the checkpoint this host signed at size "
                 f"{kept.size} ({self.head.path}): checkpoints or entries were deleted or "
-                "rewritten, so nothing more is signed; `sovllm audit verify` names what changed"
+                "rewritten, so nothing more is signed; `sovllm audit verify` names what changed "
+                "(a database restored or replaced on purpose: delete that file)"
             )
+
+    def _start_from(self, latest: tuple[Any, ...], signers: list[Signer]) -> merkle.Compact:
+        """The latest checkpoint's compact range, once it is shown to be that checkpoint's: its
+        note is signed by a key signing now, and the range folds to the note's root. The range
+        itself is not signed; unchecked, a database writer could set it to a rewritten tree's
+        and have the next checkpoint sign that."""
+        size, note = int(latest[0]), str(latest[1])
+        checkpoint = None
+        for signer in signers:
+            try:
+                checkpoint = verify(note, signer.verifier)
+                break
+            except CheckpointError:
+                continue
+        compact = [(int(n), bytes.fromhex(h)) for n, h in json.loads(latest[2])]
+        if (
+            checkpoint is None
+            or checkpoint.size != size
+            or merkle.compact_root(compact) != checkpoint.root
+        ):
+            raise CheckpointError(
+                f"the latest checkpoint row (size {size}) is not one this log signed as it "
+                "stands (its note, signature or stored subtrees were altered), so nothing more "
+                "is signed; `sovllm audit verify` names what changed"
+            )
+        return compact
 
     def _checkpoint_in(self, tx: RawTransaction, signers: list[Signer]) -> str:
         """Under the log's lock: sign the tree head by `signers` unless already signed."""
         self._check_head(tx)
         latest = tx.one(_LATEST, {})
         start = int(latest[0]) if latest else 0
-        compact: merkle.Compact = (
-            [(int(n), bytes.fromhex(h)) for n, h in json.loads(latest[2])] if latest else []
-        )
+        compact = self._start_from(latest, signers) if latest else []
         new = [bytes.fromhex(r[0]) for r in tx.all(_LEAVES_FROM, {"start": start})]
         if latest is not None and not new:
             return str(latest[1])

@@ -6,6 +6,8 @@ import base64
 import time
 from typing import Any
 
+from sqlalchemy import text
+
 from sovllm.governance.audit import keyed_hash, keyed_hashes_under, retired_pseudonym_keys
 from sovllm.governance.audit import records as entries
 from sovllm.governance.audit.log import PSEUDONYM_ROTATED_KIND, AuditLog, canonical, utc
@@ -52,7 +54,7 @@ def _earlier_keys(vault: ContentVault, audit: AuditLog) -> list[bytes]:
     return keys
 
 
-_KEY_EXISTS = SQL("SELECT 1 FROM api_keys WHERE id = :id")
+_KEY_EXISTS = text("SELECT 1 FROM api_keys WHERE id = :id")
 
 
 def _check_subject(audit: AuditLog, subject: str) -> None:
@@ -63,9 +65,10 @@ def _check_subject(audit: AuditLog, subject: str) -> None:
             "the subject is empty: give the `user` value its requests carried, or key:<key id>"
         )
     if subject.startswith("key:"):
-        with raw_transaction(audit.db) as tx:
-            if tx.one(_KEY_EXISTS, {"id": subject[4:]}) is None:
-                raise ErasureError(f"no API key has the id {subject[4:]!r} (`sovllm keys list`)")
+        with audit.db.read() as s:  # a plain read: no write lock for a check
+            found = s.execute(_KEY_EXISTS, {"id": subject[4:]}).first()
+        if found is None:
+            raise ErasureError(f"no API key has the id {subject[4:]!r} (`sovllm keys list`)")
 
 
 def erase(
