@@ -138,9 +138,10 @@ async def _identify_and_admit(
         if principal.mask_prompts and not _checkable(call.gen):
             raise PromptNotCheckable(principal)
         review.check_holdable(principal, call.stream, call.gen.messages is not None)
-        if prompt_tokens + (call.max_tokens or 1) > info.context_length:
+        if 0 < info.context_length < prompt_tokens + (call.max_tokens or 1):
             # The engine's own rule, before admission: a request no replica can run is the
             # client's 400 with both numbers, not a quota's 429 for tokens it could not use.
+            # 0: a replica that does not say its context (llama-server) checks it itself.
             raise ContextLengthError(prompt_tokens, call.max_tokens or 0, info.context_length)
 
     request_id = call.gen.request_id
