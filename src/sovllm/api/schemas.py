@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
@@ -65,12 +66,19 @@ class _Request(BaseModel):
         is "to the end of the context", not the default 16)."""
         if not isinstance(data, dict):
             return data
-        nullable = {
-            name
-            for name, field in cls.model_fields.items()
-            if not field.is_required() and type(None) not in get_args(field.annotation)
-        }
+        nullable = _defaulted_without_null(cls)
         return {k: v for k, v in data.items() if not (v is None and k in nullable)}
+
+
+@functools.cache
+def _defaulted_without_null(model: type[BaseModel]) -> frozenset[str]:
+    """The fields with a default whose type takes no null, once per request class (not per
+    request)."""
+    return frozenset(
+        name
+        for name, field in model.model_fields.items()
+        if not field.is_required() and type(None) not in get_args(field.annotation)
+    )
 
 
 class TextPart(BaseModel):

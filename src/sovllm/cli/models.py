@@ -15,6 +15,7 @@ import typer
 
 from sovllm.cli.common import EXIT_USAGE, ConfigOpt, cli_actor, fail, open_db
 from sovllm.config import ConfigError, load_settings
+from sovllm.engines.catalog import GGUF_MAGIC
 from sovllm.engines.weights import WeightsError, hash_weights
 from sovllm.governance.audit import open_audit
 from sovllm.governance.audit.log import AuditLog
@@ -72,7 +73,7 @@ def approve(
         raise typer.BadParameter(f"{path} does not exist", param_hint="PATH")
     if path.is_file():
         with path.open("rb") as fh:  # an empty or random file is no weights to approve
-            if fh.read(4) != b"GGUF":
+            if fh.read(4) != GGUF_MAGIC:
                 raise fail(f"{path} is not a GGUF file")
     card = _card(path) if path.is_dir() else {}
     source = source or card.get("base_model")
